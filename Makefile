@@ -1,0 +1,69 @@
+# firepipe: every target builds .venv from nothing when it is missing (uv, from uv.lock) and is
+# quick when it exists. Nothing is installed by hand.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS := --extra aws --extra dev
+STAMP := $(VENV)/.synced
+
+export FIREPIPE_HOME ?= $(CURDIR)/.firepipe
+export DAGSTER_HOME := $(FIREPIPE_HOME)/dagster
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+.PHONY: help venv home run dev test bench lint format lock clean
+
+help:
+	@echo "make run    build the environment and run the end_to_end job locally, then summarise it"
+	@echo "make test   build the environment and run the whole test suite"
+	@echo "make dev    Dagster UI on http://127.0.0.1:3000"
+	@echo "make bench  run the benchmarks (firepipe bench)"
+	@echo "make lint   ruff check, ruff format --check, mypy on firepipe/core"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen $(EXTRAS) --python $(PYTHON)
+	@touch $@
+
+venv: $(STAMP)
+
+home: venv
+	@$(BIN)/firepipe home >/dev/null
+
+run: home
+	$(BIN)/dagster job execute -m firepipe.definitions -j end_to_end
+	@echo
+	@$(BIN)/firepipe summary
+
+dev: home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: venv
+	$(BIN)/pytest
+
+bench: venv
+	$(BIN)/firepipe bench
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON)
+
+clean:
+	rm -rf $(VENV) $(TOOLS)

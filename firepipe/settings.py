@@ -1,0 +1,85 @@
+"""The one place firepipe reads its environment.
+
+`FIREPIPE_ENV` picks the resources (`local`, the default, or `aws`); `FIREPIPE_HOME` moves the
+folder that holds every piece of local state (default `./.firepipe`). Both are read when called,
+never at import time, so tests and tools can point one process at several homes.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "FIREPIPE_ENV"
+HOME_VAR = "FIREPIPE_HOME"
+DEFAULT_HOME = ".firepipe"
+
+# Telemetry would try to reach the internet; the local instance never does.
+_DAGSTER_YAML = """\
+# Local Dagster instance for firepipe: SQLite storage in this folder.
+telemetry:
+  enabled: false
+"""
+
+
+class Environment(enum.StrEnum):
+    LOCAL = "local"
+    AWS = "aws"
+
+
+class SettingsError(ValueError):
+    """A firepipe environment variable holds a value firepipe cannot use."""
+
+
+def environment() -> Environment:
+    raw = os.environ.get(ENV_VAR, Environment.LOCAL.value).strip().lower()
+    try:
+        return Environment(raw)
+    except ValueError:
+        allowed = ", ".join(e.value for e in Environment)
+        raise SettingsError(f"{ENV_VAR}={raw!r} is not one of: {allowed}") from None
+
+
+@dataclass(frozen=True)
+class LocalPaths:
+    """Where each piece of local state lives under the firepipe home."""
+
+    home: Path
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def lake(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.lake / "catalog.db"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.lake / "warehouse"
+
+    @property
+    def bench(self) -> Path:
+        return self.home / "bench"
+
+
+def local_paths() -> LocalPaths:
+    raw = os.environ.get(HOME_VAR, "").strip()
+    home = Path(raw).expanduser() if raw else Path.cwd() / DEFAULT_HOME
+    return LocalPaths(home=home.resolve())
+
+
+def ensure_dagster_home(paths: LocalPaths | None = None) -> Path:
+    """Create the Dagster instance folder with its config, and return it."""
+    paths = paths or local_paths()
+    paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    config = paths.dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(_DAGSTER_YAML)
+    return paths.dagster_home
