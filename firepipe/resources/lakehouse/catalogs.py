@@ -1,0 +1,114 @@
+"""The lakehouse port: one Iceberg catalog, local or on AWS, behind the same interface.
+
+Locally a PyIceberg SQL catalog in SQLite over a warehouse folder; on AWS the Glue Data
+Catalog over an S3 warehouse, so Athena, EMR and Snowflake read the same tables with no
+crawler. Configuration is checked when a catalog is first used, not when definitions load.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+from pyiceberg.catalog import Catalog
+
+from firepipe.resources.lakehouse import tables
+
+CATALOG_NAME = "firepipe"
+
+
+class Lakehouse(dg.ConfigurableResource, ABC):  # type: ignore[misc]
+    """Where the bronze/silver/gold/ml tables live."""
+
+    @abstractmethod
+    def catalog(self) -> Catalog: ...
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """Human-readable locations of the catalog and the warehouse."""
+
+    def list_tables(self) -> list[str]:
+        catalog = self.catalog()
+        return sorted(
+            ".".join(ident)
+            for (namespace,) in catalog.list_namespaces()
+            for ident in catalog.list_tables(namespace)
+        )
+
+    def table_rows(self, identifier: str) -> int:
+        """Rows in the table's current snapshot, from its metadata (no data is read)."""
+        snapshot = self.catalog().load_table(identifier).current_snapshot()
+        if snapshot is None or snapshot.summary is None:
+            return 0
+        return int(snapshot.summary.get("total-records") or 0)
+
+    def read(self, identifier: str, scope: tables.Scope | None = None) -> pl.DataFrame:
+        return tables.read_table(self.catalog(), identifier, scope)
+
+    def scan(self, identifier: str, scope: tables.Scope | None = None) -> pl.LazyFrame:
+        return tables.scan_table(self.catalog(), identifier, scope)
+
+
+@lru_cache(maxsize=8)
+def _sql_catalog(uri: str, warehouse: str) -> Catalog:
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    return SqlCatalog(CATALOG_NAME, uri=uri, warehouse=warehouse)
+
+
+class LocalLakehouse(Lakehouse):
+    """An Iceberg SQL catalog in SQLite, with the warehouse in a local folder."""
+
+    root: str
+
+    @property
+    def _catalog_db(self) -> Path:
+        return Path(self.root) / "catalog.db"
+
+    @property
+    def _warehouse(self) -> Path:
+        return Path(self.root) / "warehouse"
+
+    def catalog(self) -> Catalog:
+        self._warehouse.mkdir(parents=True, exist_ok=True)
+        return _sql_catalog(f"sqlite:///{self._catalog_db}", self._warehouse.as_uri())
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "catalog": f"Iceberg SQL catalog, SQLite at {self._catalog_db}",
+            "warehouse": str(self._warehouse),
+        }
+
+
+class GlueLakehouse(Lakehouse):
+    """The Glue Data Catalog over an S3 warehouse; credentials from the default AWS chain."""
+
+    warehouse: str = Field(description="s3://bucket/prefix under which tables are written")
+    region: str
+    glue_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = None
+
+    def catalog(self) -> Catalog:
+        if not self.warehouse.startswith("s3://"):
+            raise tables.LakehouseError(
+                f"the Glue lakehouse needs an s3:// warehouse, got {self.warehouse!r}"
+            )
+        from pyiceberg.catalog.glue import GlueCatalog
+
+        properties = {
+            "warehouse": self.warehouse,
+            "glue.region": self.region,
+            "s3.region": self.region,
+        }
+        if self.glue_endpoint_url:
+            properties["glue.endpoint"] = self.glue_endpoint_url
+        if self.s3_endpoint_url:
+            properties["s3.endpoint"] = self.s3_endpoint_url
+        return GlueCatalog(CATALOG_NAME, **properties)
+
+    def describe(self) -> dict[str, str]:
+        return {"catalog": f"AWS Glue Data Catalog ({self.region})", "warehouse": self.warehouse}
