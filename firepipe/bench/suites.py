@@ -1,0 +1,11 @@
+"""The benchmark suites `firepipe bench` knows, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from firepipe.bench import BenchOptions, Figure, iceberg
+
+SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
+    "iceberg": iceberg.run,
+}

@@ -1,0 +1,106 @@
+"""What the last run of a job did, read back from the Dagster instance and the lakehouse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from firepipe.resources.lakehouse.catalogs import Lakehouse
+
+
+@dataclass(frozen=True)
+class Materialisation:
+    asset: str
+    rows: int | None
+    snapshot_id: str | None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    asset: str
+    check: str
+    passed: bool
+
+
+@dataclass
+class RunSummary:
+    job: str
+    run_id: str
+    status: str
+    duration_s: float | None
+    materialisations: list[Materialisation] = field(default_factory=list)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    tables: dict[str, int] = field(default_factory=dict)
+    where: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == dg.DagsterRunStatus.SUCCESS.value and all(
+            c.passed for c in self.checks
+        )
+
+
+def _metadata_value(metadata: dict[str, dg.MetadataValue], key: str) -> object:
+    value = metadata.get(key)
+    return getattr(value, "value", value)
+
+
+def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> RunSummary | None:
+    records = instance.get_run_records(dg.RunsFilter(job_name=job), limit=1)
+    if not records:
+        return None
+    record = records[0]
+    run = record.dagster_run
+    duration = (
+        record.end_time - record.start_time if record.start_time and record.end_time else None
+    )
+    summary = RunSummary(job, run.run_id, run.status.value, duration)
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        mat = entry.asset_materialization
+        if mat is None:
+            continue
+        rows = _metadata_value(mat.metadata, "dagster/row_count")
+        snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
+        summary.materialisations.append(
+            Materialisation(
+                mat.asset_key.to_user_string(),
+                int(rows) if isinstance(rows, int) else None,
+                str(snapshot) if snapshot is not None else None,
+            )
+        )
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        event = entry.dagster_event
+        evaluation = event.event_specific_data if event else None
+        if evaluation is not None:
+            summary.checks.append(
+                CheckOutcome(
+                    evaluation.asset_key.to_user_string(),
+                    evaluation.check_name,
+                    bool(evaluation.passed),
+                )
+            )
+    summary.tables = {t: lakehouse.table_rows(t) for t in lakehouse.list_tables()}
+    summary.where = lakehouse.describe()
+    return summary
+
+
+def render(summary: RunSummary, dagster_home: str) -> str:
+    duration = f" in {summary.duration_s:.1f} s" if summary.duration_s is not None else ""
+    lines = [f"{summary.job}: run {summary.run_id[:8]} {summary.status}{duration}", ""]
+    lines.append(f"Assets materialised ({len(summary.materialisations)}):")
+    for m in summary.materialisations:
+        rows = f"{m.rows:>12,} rows" if m.rows is not None else " " * 17
+        lines.append(f"  {m.asset:<34}{rows}   snapshot {m.snapshot_id}")
+    passed = sum(c.passed for c in summary.checks)
+    lines.append(f"Asset checks: {passed} of {len(summary.checks)} passed")
+    for c in summary.checks:
+        if not c.passed:
+            lines.append(f"  FAILED {c.asset} {c.check}")
+    lines += ["", "Lake tables (rows in the current snapshot):"]
+    lines += [f"  {t:<34}{rows:>12,}" for t, rows in summary.tables.items()]
+    lines += ["", "Where the data is:"]
+    lines += [f"  {k:<17}{v}" for k, v in summary.where.items()]
+    lines.append(f"  {'dagster instance':<17}{dagster_home}")
+    lines += ["", "Browse the asset lineage with `make dev` (http://127.0.0.1:3000)."]
+    return "\n".join(lines)
