@@ -22,7 +22,10 @@ def _lakehouse():  # type: ignore[no-untyped-def]
 
 def _dagster_home() -> Path:
     raw = os.environ.get("DAGSTER_HOME")
-    return Path(raw) if raw else settings.ensure_dagster_home()
+    home = Path(raw) if raw else settings.local_paths().dagster_home
+    if not home.is_dir():
+        raise click.ClickException(f"no Dagster instance at {home}: run `make run` first")
+    return home
 
 
 @click.group()

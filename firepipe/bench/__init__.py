@@ -29,15 +29,18 @@ class Figure:
         return self.value / self.baseline if self.higher_is_better else self.baseline / self.value
 
     def as_json(self) -> dict[str, Any]:
-        ratio = self.ratio
         return {
             "bench": self.bench,
             "name": self.name,
-            "value": round(self.value, 4),
+            "value": _significant(self.value),
             "unit": self.unit,
-            "baseline": round(self.baseline, 4) if self.baseline is not None else None,
-            "ratio": round(ratio, 4) if ratio is not None else None,
+            "baseline": _significant(self.baseline),
+            "ratio": _significant(self.ratio),
         }
+
+
+def _significant(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None else float(f"{x:.{digits}g}")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,12 @@ Feature = Rolling | Difference
 class FeatureSpec:
     features: tuple[Feature, ...]
 
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"feature spec declares {', '.join(repeated)} more than once")
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)

@@ -66,6 +66,9 @@ class GenerationSpec:
             raise ValueError("devices and sites must be >= 1 and duration_s >= 2")
         if not 0.0 <= self.fire_share <= 1.0:
             raise ValueError(f"fire_share must be within [0, 1], got {self.fire_share}")
+        if self.start.tzinfo is None:
+            # A naive start would be read in the host's timezone: other bytes on another machine.
+            raise ValueError(f"start must be timezone-aware, got {self.start.isoformat()}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ concurrent commit is retried on a fresh copy of the table. Nothing here knows ab
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -223,7 +224,9 @@ def write_table(
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
             if catalog.table_exists(identifier):
-                evolved = _replace(catalog.load_table(identifier), arrow, partitioning, scope)
+                evolved = _replace(
+                    identifier, catalog.load_table(identifier), arrow, partitioning, scope
+                )
             else:
                 _create(catalog, identifier, arrow, partitioning)
                 evolved = ()
@@ -261,7 +264,11 @@ def _create(
 
 
 def _replace(
-    table: Table, arrow: pa.Table, partitioning: Sequence[PartitionColumn], scope: Scope
+    identifier: str,
+    table: Table,
+    arrow: pa.Table,
+    partitioning: Sequence[PartitionColumn],
+    scope: Scope,
 ) -> tuple[str, ...]:
     before = {f.name for f in table.schema().fields}
     wanted = [p for p in partitioning if p.field_name not in {f.name for f in table.spec().fields}]
@@ -271,7 +278,7 @@ def _replace(
                 update.union_by_name(arrow.schema)
         except (ValidationError, ValueError) as e:
             raise IncompatibleSchemaError(
-                f"{table.name()}: the new data cannot evolve the table's schema: {e}. "
+                f"{identifier}: the new data cannot evolve the table's schema: {e}. "
                 "Iceberg adds columns and widens types (int -> long, float -> double) in "
                 "place; for any other change write the column under a new name, or drop the "
                 "table to rebuild it."
@@ -280,7 +287,10 @@ def _replace(
             with tx.update_spec() as spec:
                 for p in wanted:
                     spec.add_field(p.column, _TRANSFORMS[p.transform](), p.field_name)
-        tx.overwrite(arrow, overwrite_filter=scope.iceberg_filter())
+        with warnings.catch_warnings():
+            # The first write of a partition has nothing to delete; that is not news.
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            tx.overwrite(arrow, overwrite_filter=scope.iceberg_filter())
     return tuple(sorted(set(arrow.schema.names) - before))
 
 

@@ -1,0 +1,67 @@
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from firepipe.bench import Figure, render_table
+from firepipe.cli import main
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_home_creates_the_instance_config(firepipe_home: Path) -> None:
+    result = invoke("home")
+    assert result.exit_code == 0
+    assert result.output.strip() == str(firepipe_home)
+    config = (firepipe_home / "dagster" / "dagster.yaml").read_text()
+    assert "enabled: false" in config
+
+
+def test_bench_prints_one_json_line_per_figure(firepipe_home: Path) -> None:
+    result = invoke("bench", "iceberg", "--json", "--rows", "20000", "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    figures = [json.loads(line) for line in result.output.splitlines()]
+    assert [f["name"] for f in figures] == ["write_rows_per_s", "read_rows_per_s"]
+    for f in figures:
+        assert set(f) == {"bench", "name", "value", "unit", "baseline", "ratio"}
+        assert f["bench"] == "iceberg"
+        assert f["unit"] == "rows/s"
+        assert f["value"] > 0
+        assert f["baseline"] > 0
+        assert f["ratio"] == pytest.approx(f["value"] / f["baseline"], rel=1e-5)
+
+
+def test_unknown_bench_suite_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["bench", "nope"])
+    assert result.exit_code == 2
+    assert "unknown suite(s) nope; known: iceberg" in result.output
+
+
+def test_ratio_means_times_better_for_throughputs_and_times() -> None:
+    throughput = Figure("b", "rows_per_s", value=300.0, unit="rows/s", baseline=100.0)
+    latency = Figure("b", "p50", value=2.0, unit="ms", baseline=8.0, higher_is_better=False)
+    assert throughput.ratio == 3.0
+    assert latency.ratio == 4.0
+    assert Figure("b", "x", 1.0, "s", baseline=None).as_json()["ratio"] is None
+    table = render_table([throughput, latency])
+    assert table.splitlines()[2].split()[-1] == "3.00x"
+    assert table.splitlines()[3].split()[-1] == "4.00x"
+
+
+def test_summary_without_an_instance_or_a_run_says_so(firepipe_home: Path) -> None:
+    result = CliRunner().invoke(main, ["summary"])
+    assert result.exit_code == 1
+    assert f"no Dagster instance at {firepipe_home / 'dagster'}" in result.output
+    invoke("home")
+    result = CliRunner().invoke(main, ["summary"])
+    assert result.exit_code == 1
+    assert "no run of end_to_end" in result.output
+
+
+def test_lake_show_of_a_missing_table_explains(firepipe_home: Path) -> None:
+    result = CliRunner().invoke(main, ["lake", "show", "gold.nothing"])
+    assert result.exit_code == 1
+    assert "materialise its asset first" in result.output
