@@ -6,13 +6,18 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from firepipe import settings
 
+if TYPE_CHECKING:
+    from firepipe.resources.lakehouse.catalogs import Lakehouse
 
-def _lakehouse():  # type: ignore[no-untyped-def]
+
+def _lakehouse() -> Lakehouse:
+    # Imported here so `firepipe --help` answers without loading dagster and pyiceberg.
     from firepipe.resources import lakehouse_for
 
     resource = lakehouse_for(settings.environment(), settings.local_paths())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -41,7 +42,7 @@ class RunSummary:
         )
 
 
-def _metadata_value(metadata: dict[str, dg.MetadataValue], key: str) -> object:
+def _metadata_value(metadata: Mapping[str, dg.MetadataValue], key: str) -> object:
     value = metadata.get(key)
     return getattr(value, "value", value)
 
@@ -72,7 +73,7 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
     for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
         event = entry.dagster_event
         evaluation = event.event_specific_data if event else None
-        if evaluation is not None:
+        if isinstance(evaluation, dg.AssetCheckEvaluation):
             summary.checks.append(
                 CheckOutcome(
                     evaluation.asset_key.to_user_string(),

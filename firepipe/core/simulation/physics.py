@@ -52,13 +52,21 @@ def t_squared_hrr_kw(
     return np.asarray(hrr, dtype=np.float64)
 
 
+def _jet_inputs(
+    hrr_kw: ArrayLike, ceiling_height_m: ArrayLike, radial_distance_m: ArrayLike
+) -> tuple[F64, F64, F64]:
+    """Heat release (no negative fires), height, and a radius kept off the plume axis."""
+    q = np.maximum(np.asarray(hrr_kw, dtype=np.float64), 0.0)
+    h = np.asarray(ceiling_height_m, dtype=np.float64)
+    r = np.maximum(np.asarray(radial_distance_m, dtype=np.float64), 1e-6)
+    return q, h, r
+
+
 def ceiling_jet_temperature_rise_c(
     hrr_kw: ArrayLike, ceiling_height_m: ArrayLike, radial_distance_m: ArrayLike
 ) -> F64:
     """Alpert's steady ceiling-jet excess temperature (degC) at a radius under the ceiling."""
-    q = np.maximum(np.asarray(hrr_kw, dtype=np.float64), 0.0)
-    h = np.asarray(ceiling_height_m, dtype=np.float64)
-    r = np.maximum(np.asarray(radial_distance_m, dtype=np.float64), 1e-6)
+    q, h, r = _jet_inputs(hrr_kw, ceiling_height_m, radial_distance_m)
     near = 16.9 * q ** (2.0 / 3.0) / h ** (5.0 / 3.0)
     far = 5.38 * (q / r) ** (2.0 / 3.0) / h
     return np.where(r / h <= ALPERT_TEMPERATURE_TURNING_RATIO, near, far)
@@ -68,9 +76,7 @@ def ceiling_jet_velocity_m_per_s(
     hrr_kw: ArrayLike, ceiling_height_m: ArrayLike, radial_distance_m: ArrayLike
 ) -> F64:
     """Alpert's steady ceiling-jet velocity (m/s) at a radius under the ceiling."""
-    q = np.maximum(np.asarray(hrr_kw, dtype=np.float64), 0.0)
-    h = np.asarray(ceiling_height_m, dtype=np.float64)
-    r = np.maximum(np.asarray(radial_distance_m, dtype=np.float64), 1e-6)
+    q, h, r = _jet_inputs(hrr_kw, ceiling_height_m, radial_distance_m)
     near = 0.96 * (q / h) ** (1.0 / 3.0)
     far = 0.195 * q ** (1.0 / 3.0) * h**0.5 / r ** (5.0 / 6.0)
     return np.where(r / h <= ALPERT_VELOCITY_TURNING_RATIO, near, far)

@@ -21,7 +21,7 @@ from firepipe.resources.lakehouse import tables
 CATALOG_NAME = "firepipe"
 
 
-class Lakehouse(dg.ConfigurableResource, ABC):  # type: ignore[misc]
+class Lakehouse(dg.ConfigurableResource, ABC):
     """Where the bronze/silver/gold/ml tables live."""
 
     @abstractmethod

@@ -39,7 +39,7 @@ def _partition_expr(metadata: Mapping[str, Any], asset_key: dg.AssetKey) -> str 
             "column: add metadata={'partition_expr': '<column>'} (a dict of dimension -> "
             "column for multi-partitions)"
         )
-    return expr  # type: ignore[no-any-return]
+    return expr
 
 
 def _constraints(
@@ -104,7 +104,7 @@ def _fill_single_valued(frame: pl.DataFrame, scope: tables.Scope) -> pl.DataFram
     return frame
 
 
-class IcebergIOManager(dg.ConfigurableIOManager):  # type: ignore[misc]
+class IcebergIOManager(dg.ConfigurableIOManager):
     """Stores polars DataFrames/LazyFrames as Iceberg tables in the lakehouse."""
 
     lakehouse: Lakehouse

@@ -33,7 +33,7 @@ from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform,
 COMMIT_ATTEMPTS = 5
 
 TransformName = Literal["identity", "hour", "day"]
-_TRANSFORMS: dict[str, type[Transform]] = {  # type: ignore[type-arg]
+_TRANSFORMS: dict[str, type[Transform]] = {
     "identity": IdentityTransform,
     "hour": HourTransform,
     "day": DayTransform,
@@ -175,7 +175,7 @@ def to_iceberg_arrow(frame: pl.DataFrame) -> pa.Table:
         elif dtype == pl.UInt32:
             casts[name] = pl.Int64()
         elif dtype == pl.UInt64:
-            if frame[name].max() is not None and frame[name].max() > 2**63 - 1:  # type: ignore[operator]
+            if frame[name].max() is not None and frame[name].max() > 2**63 - 1:
                 raise LakehouseError(f"column {name!r} holds UInt64 values beyond Int64")
             casts[name] = pl.Int64()
         elif dtype == pl.Float16:
