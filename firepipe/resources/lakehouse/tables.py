@@ -199,7 +199,8 @@ def check_in_scope(frame: pl.DataFrame, scope: Scope, table: str) -> None:
     missing = sorted(columns - set(frame.columns))
     if missing:
         raise PartitionScopeError(f"{table}: the frame lacks partition column(s) {missing}")
-    outside = frame.filter(~scope.polars_filter())
+    # A null partition value matches no partition, so no later write would ever replace it.
+    outside = frame.filter(~scope.polars_filter().fill_null(False))
     if outside.height:
         sample = outside.select(sorted(columns)).unique().head(3).to_dicts()
         raise PartitionScopeError(

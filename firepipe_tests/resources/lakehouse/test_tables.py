@@ -105,6 +105,15 @@ def test_rows_outside_the_partition_are_refused(lakehouse: LocalLakehouse) -> No
     assert by_family(lakehouse, "bronze.p") == {"b": [3]}
 
 
+def test_rows_with_a_null_partition_value_are_refused(lakehouse: LocalLakehouse) -> None:
+    orphan = frame("a", [1, 2]).with_columns(
+        pl.when(pl.col("value") == 2).then(None).otherwise(pl.col("family")).alias("family")
+    )
+    with pytest.raises(tables.PartitionScopeError, match="1 of 2 rows fall outside"):
+        tables.write_table(lakehouse.catalog(), "bronze.n", orphan, FAMILY, family_scope("a"))
+    assert not lakehouse.catalog().table_exists("bronze.n")
+
+
 def test_time_range_scope_replaces_one_day(lakehouse: LocalLakehouse) -> None:
     catalog = lakehouse.catalog()
     day = [tables.PartitionColumn("ts", "day")]
