@@ -54,19 +54,8 @@ class LocalPaths:
 
     @property
     def lake(self) -> Path:
+        """The lakehouse root: its catalog and warehouse (laid out by LocalLakehouse)."""
         return self.home / "lake"
-
-    @property
-    def catalog_db(self) -> Path:
-        return self.lake / "catalog.db"
-
-    @property
-    def warehouse(self) -> Path:
-        return self.lake / "warehouse"
-
-    @property
-    def bench(self) -> Path:
-        return self.home / "bench"
 
 
 def local_paths() -> LocalPaths:

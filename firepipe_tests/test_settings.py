@@ -15,7 +15,7 @@ def test_defaults_are_local_and_dot_firepipe_in_the_working_directory(
     paths = settings.local_paths()
     assert paths.home == tmp_path / ".firepipe"
     assert paths.dagster_home == tmp_path / ".firepipe" / "dagster"
-    assert paths.catalog_db == tmp_path / ".firepipe" / "lake" / "catalog.db"
+    assert paths.lake == tmp_path / ".firepipe" / "lake"
 
 
 def test_home_and_environment_are_read_at_call_time(
@@ -26,7 +26,7 @@ def test_home_and_environment_are_read_at_call_time(
     assert settings.local_paths().home == tmp_path / "a"
     assert settings.environment() is settings.Environment.AWS
     monkeypatch.setenv("FIREPIPE_HOME", str(tmp_path / "b"))
-    assert settings.local_paths().warehouse == tmp_path / "b" / "lake" / "warehouse"
+    assert settings.local_paths().lake == tmp_path / "b" / "lake"
 
 
 def test_ensure_dagster_home_keeps_an_existing_config(

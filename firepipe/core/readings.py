@@ -46,10 +46,3 @@ READING_SCHEMA: dict[str, pl.DataType] = {
     "seconds_since_ignition": pl.Float32(),
     **{name: pl.Float32() for name in CHANNEL_NAMES},
 }
-
-
-def channel(name: str) -> Channel:
-    for c in CHANNELS:
-        if c.name == name:
-            return c
-    raise KeyError(f"unknown channel {name!r}; channels are {', '.join(CHANNEL_NAMES)}")

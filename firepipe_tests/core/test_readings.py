@@ -8,7 +8,6 @@ from firepipe.core.readings import (
     CHANNELS,
     KEY_COLUMNS,
     READING_SCHEMA,
-    channel,
 )
 
 ID_COLUMNS = [
@@ -56,15 +55,3 @@ def test_channel_catalog_is_plausible(ch):
     if ch.name != "temperature_c":  # concentrations and fractions cannot go negative
         assert ch.min_value == 0.0
     assert ch.description
-
-
-def test_channel_lookup():
-    assert channel("co_ppm").unit == "ppm"
-    assert channel("temperature_c").min_value < 0.0 < channel("temperature_c").max_value
-    assert [channel(n).name for n in CHANNEL_NAMES] == list(CHANNEL_NAMES)
-
-
-def test_unknown_channel_names_it_and_lists_the_known():
-    with pytest.raises(KeyError, match="co_pp") as error:
-        channel("co_pp")
-    assert "smoke_obscuration_pct_per_m" in str(error.value)

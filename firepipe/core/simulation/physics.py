@@ -38,6 +38,10 @@ H2_MOLAR_MASS_G_PER_MOL = 2.016
 # Total VOC is reported as isobutylene, the usual calibration gas of VOC sensors.
 ISOBUTYLENE_MOLAR_MASS_G_PER_MOL = 56.11
 
+# Still indoor air moves at a few cm/s (natural convection), so a sensor's flow-driven lag
+# never sees a slower gas: the floor of every velocity-based time constant.
+QUIESCENT_AIR_VELOCITY_M_PER_S = 0.05
+
 # Share of the heat release carried by the plume as convection; the rest radiates
 # (SFPE Handbook, "Fire plumes": 0.6-0.8 for most fuels).
 CONVECTIVE_HEAT_FRACTION = 0.7
@@ -99,7 +103,9 @@ def first_order_response(signal: F64, time_constant_s: ArrayLike, dt_s: float = 
 
 def detector_time_constant_s(rti_m_s_half: ArrayLike, gas_velocity_m_per_s: ArrayLike) -> F64:
     """Thermal time constant of an element with a response time index: tau = RTI / sqrt(u)."""
-    u = np.maximum(np.asarray(gas_velocity_m_per_s, dtype=np.float64), 0.05)
+    u = np.maximum(
+        np.asarray(gas_velocity_m_per_s, dtype=np.float64), QUIESCENT_AIR_VELOCITY_M_PER_S
+    )
     return np.asarray(rti_m_s_half, dtype=np.float64) / np.sqrt(u)
 
 

@@ -51,7 +51,3 @@ def scenario(name: str) -> Scenario:
 
 def fires() -> tuple[Scenario, ...]:
     return tuple(s for s in CATALOG if s.is_fire)
-
-
-def non_fires() -> tuple[Scenario, ...]:
-    return tuple(s for s in CATALOG if not s.is_fire)

@@ -88,17 +88,18 @@ def draw_rooms(spec: GenerationSpec, rng: np.random.Generator) -> Rooms:
     fire_catalog = sc.fires()
     is_fire = rng.random(n) < spec.fire_share
     fire_pick = rng.integers(0, len(fire_catalog), n)
-    fire_names = np.array([s.name for s in fire_catalog])
-    names = np.where(is_fire, fire_names[fire_pick], "clean_baseline")
-    alpha = np.array([sc.scenario(s).alpha_kw_per_s2 for s in names])
-    peak_lo = np.array([sc.scenario(s).peak_hrr_kw[0] for s in names])
-    peak_hi = np.array([sc.scenario(s).peak_hrr_kw[1] for s in names])
+
+    def per_device(values: list[float] | list[str], otherwise: float | str) -> np.ndarray:
+        return np.where(is_fire, np.array(values)[fire_pick], otherwise)
+
+    peak_lo = per_device([s.peak_hrr_kw[0] for s in fire_catalog], 0.0)
+    peak_hi = per_device([s.peak_hrr_kw[1] for s in fire_catalog], 0.0)
     return Rooms(
-        scenario=names,
+        scenario=per_device([s.name for s in fire_catalog], "clean_baseline"),
         ceiling_height_m=rng.uniform(2.4, 3.6, n),
         radial_distance_m=rng.uniform(0.5, 6.0, n),
         ignition_s=np.where(is_fire, np.floor(rng.uniform(0.1, 0.4, n) * spec.duration_s), np.nan),
-        alpha_kw_per_s2=alpha,
+        alpha_kw_per_s2=per_device([s.alpha_kw_per_s2 for s in fire_catalog], 0.0),
         peak_hrr_kw=rng.uniform(peak_lo, peak_hi),
     )
 
@@ -133,7 +134,10 @@ def _fire_signals(spec: GenerationSpec, rooms: Rooms) -> dict[str, np.ndarray]:
     alpha, peak = rooms.alpha_kw_per_s2[:, None], rooms.peak_hrr_kw[:, None]
     hrr = physics.t_squared_hrr_kw(since, alpha, peak)
     gas_rise_c = physics.ceiling_jet_temperature_rise_c(hrr, height, radius)
-    velocity = np.maximum(physics.ceiling_jet_velocity_m_per_s(hrr, height, radius), 0.05)
+    velocity = np.maximum(
+        physics.ceiling_jet_velocity_m_per_s(hrr, height, radius),
+        physics.QUIESCENT_AIR_VELOCITY_M_PER_S,
+    )
 
     def products(yield_g_per_g: float) -> np.ndarray:
         dhc = sc.FURNISHING_HEAT_OF_COMBUSTION_KJ_PER_G
@@ -189,6 +193,11 @@ def simulate(spec: GenerationSpec) -> pl.DataFrame:
     return _to_frame(spec, rooms, values)
 
 
+def _labels(prefix: str, numbers: np.ndarray) -> np.ndarray:
+    """One string per device, built once; rows gather them (strings per row are slow)."""
+    return np.char.add(prefix, numbers.astype(str))
+
+
 def _to_frame(spec: GenerationSpec, rooms: Rooms, values: dict[str, np.ndarray]) -> pl.DataFrame:
     n, d = spec.devices, spec.duration_s
     device = np.repeat(np.arange(n), d)
@@ -197,8 +206,8 @@ def _to_frame(spec: GenerationSpec, rooms: Rooms, values: dict[str, np.ndarray])
     ignition_us = start_us + rooms.ignition_s[device] * 1_000_000
     frame = pl.DataFrame(
         {
-            "site_id": np.char.add("site-", (device % spec.sites).astype(str)),
-            "device_id": np.char.add(f"syn-{spec.seed}-", device.astype(str)),
+            "site_id": _labels("site-", np.arange(n) % spec.sites)[device],
+            "device_id": _labels(f"syn-{spec.seed}-", np.arange(n))[device],
             "ts": start_us + second * 1_000_000,
             "scenario": rooms.scenario[device],
             "ignition_us": ignition_us,

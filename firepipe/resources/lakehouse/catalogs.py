@@ -41,10 +41,7 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 
     def table_rows(self, identifier: str) -> int:
         """Rows in the table's current snapshot, from its metadata (no data is read)."""
-        snapshot = self.catalog().load_table(identifier).current_snapshot()
-        if snapshot is None or snapshot.summary is None:
-            return 0
-        return int(snapshot.summary.get("total-records") or 0)
+        return tables.snapshot_rows(self.catalog().load_table(identifier))
 
     def read(self, identifier: str, scope: tables.Scope | None = None) -> pl.DataFrame:
         return tables.read_table(self.catalog(), identifier, scope)

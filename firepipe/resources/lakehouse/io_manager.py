@@ -143,9 +143,8 @@ class IcebergIOManager(dg.ConfigurableIOManager):
             "iceberg/snapshot_id": str(result.snapshot_id),
             "iceberg/location": dg.MetadataValue.path(result.location),
             "iceberg/replaced": result.scope,
+            "iceberg/table_rows": result.total_rows,
         }
-        if result.total_rows is not None:
-            metadata["iceberg/table_rows"] = result.total_rows
         if result.evolved_columns:
             metadata["iceberg/added_columns"] = ", ".join(result.evolved_columns)
         context.add_output_metadata(metadata)

@@ -17,7 +17,12 @@ from typing import Literal
 import polars as pl
 import pyarrow as pa
 from pyiceberg.catalog import Catalog
-from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError, ValidationError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+    ValidationError,
+)
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -155,8 +160,24 @@ class WriteResult:
     schema: pa.Schema
     location: str
     scope: str
-    total_rows: int | None = None
+    total_rows: int = 0
     evolved_columns: tuple[str, ...] = field(default_factory=tuple)
+
+
+def load_table(catalog: Catalog, identifier: str) -> Table | None:
+    """The table, or None when it does not exist yet (one catalog call either way)."""
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError:
+        return None
+
+
+def snapshot_rows(table: Table) -> int:
+    """Rows in the table's current snapshot, from its metadata (no data is read)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    return int(snapshot.summary.get("total-records") or 0)
 
 
 def split_identifier(identifier: str) -> tuple[str, str]:
@@ -224,10 +245,9 @@ def write_table(
     catalog.create_namespace_if_not_exists(namespace)
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            if catalog.table_exists(identifier):
-                evolved = _replace(
-                    identifier, catalog.load_table(identifier), arrow, partitioning, scope
-                )
+            existing = load_table(catalog, identifier)
+            if existing is not None:
+                evolved = _replace(identifier, existing, arrow, partitioning, scope)
             else:
                 _create(catalog, identifier, arrow, partitioning)
                 evolved = ()
@@ -238,7 +258,6 @@ def write_table(
             time.sleep(0.05 * 2**attempt)
     table = catalog.load_table(identifier)
     snapshot = table.current_snapshot()
-    total = snapshot.summary.get("total-records") if snapshot and snapshot.summary else None
     return WriteResult(
         table=identifier,
         rows_written=arrow.num_rows,
@@ -246,7 +265,7 @@ def write_table(
         schema=table.schema().as_arrow(),
         location=table.location(),
         scope=scope.describe(),
-        total_rows=int(total) if total is not None else None,
+        total_rows=snapshot_rows(table),
         evolved_columns=evolved,
     )
 
@@ -297,9 +316,10 @@ def _replace(
 
 def scan_table(catalog: Catalog, identifier: str, scope: Scope | None = None) -> pl.LazyFrame:
     """A lazy scan of the table's current snapshot, restricted to `scope`."""
-    if not catalog.table_exists(identifier):
+    table = load_table(catalog, identifier)
+    if table is None:
         raise LakehouseError(f"table {identifier} does not exist yet: materialise its asset first")
-    lazy = pl.scan_iceberg(catalog.load_table(identifier))
+    lazy = pl.scan_iceberg(table)
     scope = scope or Scope()
     return lazy if scope.whole_table else lazy.filter(scope.polars_filter())
 
