@@ -104,8 +104,19 @@ def lake_show(table: str, limit: int) -> None:
 @click.argument("suites", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per figure and line.")
 @click.option("--rows", type=int, default=None, help="Override each suite's data size.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Best of this many.")
-def bench(suites: tuple[str, ...], as_json: bool, rows: int | None, repeats: int) -> None:
+@click.option(
+    "--repeats", type=int, default=3, show_default=True, help="Best of at least this many."
+)
+@click.option(
+    "--min-seconds",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Keep sampling each figure until this much time was measured (at most 50 calls).",
+)
+def bench(
+    suites: tuple[str, ...], as_json: bool, rows: int | None, repeats: int, min_seconds: float
+) -> None:
     """Run benchmark SUITES (all when none is named) and print their figures."""
     from firepipe.bench import BenchOptions, render_table
     from firepipe.bench.suites import SUITES
@@ -115,7 +126,7 @@ def bench(suites: tuple[str, ...], as_json: bool, rows: int | None, repeats: int
         raise click.BadParameter(
             f"unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}"
         )
-    options = BenchOptions(rows=rows, repeats=repeats)
+    options = BenchOptions(rows=rows, repeats=repeats, min_seconds=min_seconds)
     figures = []
     for name in suites or tuple(SUITES):
         for figure in SUITES[name](options):

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from firepipe.bench import Figure, render_table
+from firepipe.bench import Figure, best_seconds, render_table
 from firepipe.cli import main
 
 
@@ -21,7 +21,9 @@ def test_home_creates_the_instance_config(firepipe_home: Path) -> None:
 
 
 def test_bench_prints_one_json_line_per_figure(firepipe_home: Path) -> None:
-    result = invoke("bench", "iceberg", "--json", "--rows", "20000", "--repeats", "1")
+    result = invoke(
+        "bench", "iceberg", "--json", "--rows", "20000", "--repeats", "1", "--min-seconds", "0"
+    )
     assert result.exit_code == 0, result.output
     figures = [json.loads(line) for line in result.output.splitlines()]
     assert [f["name"] for f in figures] == ["write_rows_per_s", "read_rows_per_s"]
@@ -65,3 +67,19 @@ def test_lake_show_of_a_missing_table_explains(firepipe_home: Path) -> None:
     result = CliRunner().invoke(main, ["lake", "show", "gold.nothing"])
     assert result.exit_code == 1
     assert "materialise its asset first" in result.output
+
+
+def test_best_seconds_samples_quick_steps_until_the_time_budget() -> None:
+    calls = {"fn": 0, "setup": 0}
+
+    def fn() -> None:
+        calls["fn"] += 1
+
+    def setup() -> None:
+        calls["setup"] += 1
+
+    best_seconds(fn, repeats=2, setup=setup, min_total_s=10.0, max_runs=5)
+    assert calls == {"fn": 5, "setup": 5}
+    calls.update(fn=0, setup=0)
+    best_seconds(fn, repeats=2, setup=setup, min_total_s=0.0)
+    assert calls == {"fn": 2, "setup": 2}

@@ -47,19 +47,26 @@ def _significant(x: float | None, digits: int = 6) -> float | None:
 class BenchOptions:
     rows: int | None = None
     repeats: int = 3
+    min_seconds: float = 1.0  # time each figure at least this long, over repeated calls
 
 
 def best_seconds(
-    fn: Callable[[], object], repeats: int, setup: Callable[[], object] = lambda: None
+    fn: Callable[[], object],
+    repeats: int,
+    setup: Callable[[], object] = lambda: None,
+    min_total_s: float = 1.0,
+    max_runs: int = 50,
 ) -> float:
-    """The fastest of `repeats` timed calls, each after an untimed `setup`."""
-    best = float("inf")
-    for _ in range(max(repeats, 1)):
+    """The fastest timed call of `fn`, each after an untimed `setup`: at least `repeats` calls,
+    and more while less than `min_total_s` has been timed, so quick steps get enough samples."""
+    best, total, runs = float("inf"), 0.0, 0
+    while runs < max(repeats, 1) or (total < min_total_s and runs < max_runs):
         setup()
         gc.collect()
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, total, runs = min(best, elapsed), total + elapsed, runs + 1
     return best
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -36,12 +37,13 @@ def run(options: BenchOptions) -> list[Figure]:
             if catalog.table_exists(identifier):
                 catalog.purge_table(identifier)
 
-        iceberg_write = best_seconds(
-            lambda: tables.write_table(catalog, identifier, frame), options.repeats, setup=drop
-        )
-        parquet_write = best_seconds(lambda: frame.write_parquet(parquet), options.repeats)
-        iceberg_read = best_seconds(lambda: tables.read_table(catalog, identifier), options.repeats)
-        parquet_read = best_seconds(lambda: pl.read_parquet(parquet), options.repeats)
+        def timed(fn: Callable[[], object], setup: Callable[[], object] = lambda: None) -> float:
+            return best_seconds(fn, options.repeats, setup, min_total_s=options.min_seconds)
+
+        iceberg_write = timed(lambda: tables.write_table(catalog, identifier, frame), setup=drop)
+        parquet_write = timed(lambda: frame.write_parquet(parquet))
+        iceberg_read = timed(lambda: tables.read_table(catalog, identifier))
+        parquet_read = timed(lambda: pl.read_parquet(parquet))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return [
