@@ -1,12 +1,18 @@
-"""Fire physics as vectorised numpy functions: heat release, ceiling jet, detector response.
+"""Fire physics as vectorised array functions: heat release, ceiling jet, detector response.
 
-Arrays are shaped (devices, seconds) or broadcast to it. Every constant names its unit and
-where it comes from.
+Functions take numpy arrays (or anything numpy converts) and return numpy arrays; the ones the
+simulator runs on every reading (`alpert_*_coefficient`, `first_order_response`) also take the
+arrays of any array-API library (CuPy, PyTorch) and stay on its device. Every constant names its
+unit and where it comes from.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
+from array_api_compat import array_namespace
 from numpy.typing import ArrayLike, NDArray
 
 F32 = NDArray[np.float32]
@@ -62,8 +68,33 @@ def _jet_inputs(
     """Heat release (no negative fires), height, and a radius kept off the plume axis."""
     q = np.maximum(np.asarray(hrr_kw, dtype=np.float64), 0.0)
     h = np.asarray(ceiling_height_m, dtype=np.float64)
-    r = np.maximum(np.asarray(radial_distance_m, dtype=np.float64), 1e-6)
+    r = np.asarray(radial_distance_m, dtype=np.float64)
+    q, h, r = np.broadcast_arrays(q, h, r)
     return q, h, r
+
+
+def alpert_temperature_coefficient(ceiling_height_m: Any, radial_distance_m: Any) -> Any:
+    """Alpert's excess temperature per kW^(2/3) of heat release: dT = coefficient * Q^(2/3).
+
+    Both branches of the correlation scale with Q^(2/3), so the geometry of a detector folds
+    into one number and a time series needs a single power of Q.
+    """
+    xp = array_namespace(ceiling_height_m, radial_distance_m)
+    h = ceiling_height_m
+    r = xp.maximum(radial_distance_m, 1e-6)
+    near = 16.9 / h ** (5.0 / 3.0)
+    far = 5.38 / (r ** (2.0 / 3.0) * h)
+    return xp.where(r / h <= ALPERT_TEMPERATURE_TURNING_RATIO, near, far)
+
+
+def alpert_velocity_coefficient(ceiling_height_m: Any, radial_distance_m: Any) -> Any:
+    """Alpert's ceiling-jet velocity per kW^(1/3): u = coefficient * Q^(1/3)."""
+    xp = array_namespace(ceiling_height_m, radial_distance_m)
+    h = ceiling_height_m
+    r = xp.maximum(radial_distance_m, 1e-6)
+    near = 0.96 / h ** (1.0 / 3.0)
+    far = 0.195 * h**0.5 / r ** (5.0 / 6.0)
+    return xp.where(r / h <= ALPERT_VELOCITY_TURNING_RATIO, near, far)
 
 
 def ceiling_jet_temperature_rise_c(
@@ -71,9 +102,7 @@ def ceiling_jet_temperature_rise_c(
 ) -> F64:
     """Alpert's steady ceiling-jet excess temperature (degC) at a radius under the ceiling."""
     q, h, r = _jet_inputs(hrr_kw, ceiling_height_m, radial_distance_m)
-    near = 16.9 * q ** (2.0 / 3.0) / h ** (5.0 / 3.0)
-    far = 5.38 * (q / r) ** (2.0 / 3.0) / h
-    return np.where(r / h <= ALPERT_TEMPERATURE_TURNING_RATIO, near, far)
+    return np.asarray(alpert_temperature_coefficient(h, r) * q ** (2.0 / 3.0), dtype=np.float64)
 
 
 def ceiling_jet_velocity_m_per_s(
@@ -81,24 +110,65 @@ def ceiling_jet_velocity_m_per_s(
 ) -> F64:
     """Alpert's steady ceiling-jet velocity (m/s) at a radius under the ceiling."""
     q, h, r = _jet_inputs(hrr_kw, ceiling_height_m, radial_distance_m)
-    near = 0.96 * (q / h) ** (1.0 / 3.0)
-    far = 0.195 * q ** (1.0 / 3.0) * h**0.5 / r ** (5.0 / 6.0)
-    return np.where(r / h <= ALPERT_VELOCITY_TURNING_RATIO, near, far)
+    return np.asarray(alpert_velocity_coefficient(h, r) * q ** (1.0 / 3.0), dtype=np.float64)
 
 
-def first_order_response(signal: F64, time_constant_s: ArrayLike, dt_s: float = 1.0) -> F64:
+# The lag filter runs as a blocked scan: inside a block of this many steps the decay is a
+# cumulative product, so the work is whole-array operations instead of a Python step per second.
+SCAN_BLOCK_STEPS = 16
+
+
+def first_order_response(
+    signal: Any, time_constant_s: Any, dt_s: float = 1.0, *, axis: int = -1
+) -> Any:
     """A sensing element that relaxes toward `signal` with a (possibly varying) time constant.
 
-    Uses the exact step of dy/dt = (x - y) / tau for x held over each step, so it is stable
-    for any tau. A sensor at rest reads the signal's first value.
+    Uses the exact step of dy/dt = (x - y) / tau for x held over each step, so it is stable for
+    any tau: y[n] = a[n] * y[n-1] + (1 - a[n]) * x[n] with a = exp(-dt / tau). A sensor at rest
+    reads the signal's first value. `axis` is the time axis; `time_constant_s` broadcasts
+    against `signal` (a scalar, one per device, or one per reading). Time constants shorter than
+    a fifth of a step respond within that step, which is what a sampled sensor sees anyway; the
+    bound keeps the blocked cumulative product inside the float32 range.
     """
-    tau = np.broadcast_to(np.asarray(time_constant_s, dtype=np.float64), signal.shape)
-    keep = np.exp(-dt_s / np.maximum(tau, 1e-9))
-    out = np.empty_like(signal)
-    out[..., 0] = signal[..., 0]
-    for k in range(1, signal.shape[-1]):
-        out[..., k] = signal[..., k] + (out[..., k - 1] - signal[..., k]) * keep[..., k]
-    return out
+    xp = array_namespace(signal)
+    x = xp.moveaxis(signal, axis, 0)
+    tau = xp.asarray(time_constant_s, dtype=signal.dtype)
+    tau = xp.moveaxis(xp.reshape(tau, (1,) * (signal.ndim - tau.ndim) + tuple(tau.shape)), axis, 0)
+    steps, rest = x.shape[0], tuple(x.shape[1:])
+    max_rate = 0.9 * math.log(float(xp.finfo(signal.dtype).max)) / SCAN_BLOCK_STEPS
+    keep = xp.exp(-xp.minimum(dt_s / xp.maximum(tau, 1e-9), max_rate))
+    pad = (-steps) % SCAN_BLOCK_STEPS
+    if pad:  # padding steps hold the last value: they change nothing before them
+        x = xp.concat([x, xp.broadcast_to(x[-1:, ...], (pad, *rest))], axis=0)
+        if keep.shape[0] > 1:
+            keep = xp.concat([keep, xp.ones((pad, *keep.shape[1:]), dtype=keep.dtype)], axis=0)
+    blocks = x.shape[0] // SCAN_BLOCK_STEPS
+    x = xp.reshape(x, (blocks, SCAN_BLOCK_STEPS, *rest))
+    if keep.shape[0] > 1:
+        keep = xp.reshape(keep, (blocks, SCAN_BLOCK_STEPS, *keep.shape[1:]))
+    else:  # constant in time: every block decays the same way
+        keep = xp.broadcast_to(xp.expand_dims(keep, axis=0), (1, SCAN_BLOCK_STEPS, *keep.shape[1:]))
+    # Inside a block: the decay since the block began P, and the inputs it weighs S, so that
+    # y[n] = P[n] * (y_before_block + S[n]).
+    decay = _cumulative(keep, xp.multiply)
+    weighted = _cumulative((1.0 - keep) * x / decay, xp.add)
+    carried = []
+    carry = x[0, 0, ...]
+    for block in range(blocks):
+        carried.append(carry)
+        carry = decay[min(block, decay.shape[0] - 1), -1, ...] * (carry + weighted[block, -1, ...])
+    out = decay * (xp.expand_dims(xp.stack(carried), axis=1) + weighted)
+    out = xp.reshape(out, (blocks * SCAN_BLOCK_STEPS, *rest))[:steps, ...]
+    return xp.moveaxis(out, 0, axis)
+
+
+def _cumulative(values: Any, op: Any) -> Any:
+    """Running `op` along axis 1, one whole-array step per position (short axes are fastest so)."""
+    xp = array_namespace(values)
+    running = [values[:, 0, ...]]
+    for k in range(1, values.shape[1]):
+        running.append(op(running[-1], values[:, k, ...]))
+    return xp.stack(running, axis=1)
 
 
 def detector_time_constant_s(rti_m_s_half: ArrayLike, gas_velocity_m_per_s: ArrayLike) -> F64:
