@@ -39,7 +39,7 @@ def test_bench_prints_one_json_line_per_figure(firepipe_home: Path) -> None:
 def test_unknown_bench_suite_is_a_usage_error() -> None:
     result = CliRunner().invoke(main, ["bench", "nope"])
     assert result.exit_code == 2
-    assert "unknown suite(s) nope; known: iceberg" in result.output
+    assert "unknown suite(s) nope; known: generate, iceberg" in result.output
 
 
 def test_ratio_means_times_better_for_throughputs_and_times() -> None:
@@ -83,3 +83,42 @@ def test_best_seconds_samples_quick_steps_until_the_time_budget() -> None:
     calls.update(fn=0, setup=0)
     best_seconds(fn, repeats=2, setup=setup, min_total_s=0.0)
     assert calls == {"fn": 2, "setup": 2}
+
+
+def test_generate_writes_the_rows_it_announces(tmp_path: Path) -> None:
+    out = tmp_path / "readings"
+    result = CliRunner().invoke(
+        main,
+        ["generate", "--rows", "5000", "--seed", "4", "--out", str(out), "--duration-s", "600"],
+    )
+    assert result.exit_code == 0, result.output
+    # 5,000 readings at 600 s per device round up to 9 devices.
+    assert "5,400 readings: 9 devices x 600 s" in result.output
+    assert "wrote 5,400 readings in 1 file(s)" in result.output
+    import polars as pl
+
+    frame = pl.read_parquet(out / "part-00000.parquet")
+    assert frame.height == 5_400
+    assert frame["device_id"].n_unique() == 9
+    assert frame["device_id"][0] == "syn-4-0"
+
+
+def test_generate_refuses_an_unknown_family(tmp_path: Path) -> None:
+    args = ["generate", "--rows", "10", "--out", str(tmp_path), "--family", "wildfire"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "unknown scenario families ['wildfire']" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bench_generate_reports_throughput_against_the_floor() -> None:
+    args = ["bench", "generate", "--json", "--rows", "50000", "--repeats", "1"]
+    figures = {f["name"]: f for f in map(json.loads, invoke(*args).output.splitlines())}
+    assert {"rows_per_s", "rows_per_s_one_worker", "peak_memory_mib"} <= set(figures)
+    for name in ("rows_per_s", "rows_per_s_one_worker"):
+        assert figures[name]["value"] > 0 and figures[name]["baseline"] > 0
+        assert figures[name]["ratio"] == pytest.approx(
+            figures[name]["value"] / figures[name]["baseline"], rel=1e-4
+        )
+    assert figures["peak_memory_mib"]["value"] > 50  # a Python process with numpy and polars

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from firepipe.bench import BenchOptions, Figure, iceberg
+from firepipe.bench import BenchOptions, Figure, generate, iceberg
 
 SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
+    "generate": generate.run,
     "iceberg": iceberg.run,
 }
