@@ -1,0 +1,239 @@
+"""The check suite of bronze/synthetic_readings, evaluated on a lazy scan of one family's
+partition(s), so a partition of any size is judged in bounded memory.
+
+schema, physical_ranges and label_consistency guard the contract and are blocking: bad rows
+must not reach silver. scenario_mix and distribution_vs_reference judge how the data is
+distributed, which can drift for benign reasons (a catalog change), so they warn.
+"""
+
+from collections.abc import Callable, Mapping
+
+import dagster as dg
+import polars as pl
+
+from firepipe.core import quality
+from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.schemas import validate_readings
+from firepipe.core.simulation.scenarios import CATALOG
+
+ASSET_KEY = dg.AssetKey(["bronze", "synthetic_readings"])
+BLOCKING = ("schema", "physical_ranges", "label_consistency")
+ADVISORY = ("scenario_mix", "distribution_vs_reference")
+
+# SDMetrics scores lie in [0, 1]; 0.8 is the lower edge of the band SDMetrics users read as
+# "good" (KSComplement = 1 - KS statistic, so at most a 20-point gap between the two ECDFs).
+# Two batches of one family differ only by their seed, so each channel should clear it easily.
+KS_COMPLEMENT_MIN = 0.8
+# Rows of one device share its room (base temperature, humidity, occupancy), so a partition is
+# a sample of devices more than of rows: two seeds of 24 devices gave temperature_c KS
+# complements of 0.78-0.82, of 400 devices 0.95. With few devices the floor is lowered to what
+# two samples of that many devices reach by chance with probability below this significance.
+KS_DEVICE_SIGNIFICANCE = 0.001
+# The same floor for the Quality Report's overall score (mean of KS and correlation means).
+OVERALL_QUALITY_MIN = 0.8
+# Rows sampled from each side for the distribution check: the KS statistic's sampling noise is
+# about 1.36 * sqrt(2 / n) = 0.004 at n = 200k, far below the 0.2 allowed, and 8 float64
+# channels of 200k rows are 13 MB per side.
+DISTRIBUTION_SAMPLE_ROWS = 200_000
+DISTRIBUTION_SAMPLE_SEED = 0
+# Offending rows quoted in check metadata: enough to find them, small enough for the UI.
+EXAMPLE_ROWS = 5
+EXAMPLE_COLUMNS = ("device_id", "ts", "scenario")
+
+CheckMetadata = dict[str, object]
+
+
+def check_specs() -> list[dg.AssetCheckSpec]:
+    descriptions = {
+        "schema": "Columns, dtypes, nullability and value sets match the pandera contract.",
+        "physical_ranges": "Every channel value lies within its physical range (nulls allowed).",
+        "label_consistency": "is_fire iff ignition_ts; seconds_since_ignition iff ignition.",
+        "scenario_mix": "Device shares per scenario match the catalog's weights for the family.",
+        "distribution_vs_reference": (
+            "KS complement per channel and correlation similarity against the family's "
+            "reference batch (SDMetrics quality measures)."
+        ),
+    }
+    return [
+        dg.AssetCheckSpec(name, asset=ASSET_KEY, blocking=name in BLOCKING, description=text)
+        for name, text in descriptions.items()
+    ]
+
+
+def expected_scenario_mix(family: str) -> dict[str, float]:
+    """The device share of each scenario of `family`, from the catalog's weights."""
+    return quality.expected_family_mix(CATALOG, family)
+
+
+def _examples(lf: pl.LazyFrame, problem: pl.Expr, columns: list[str]) -> dg.MetadataValue:
+    names = lf.collect_schema().names()
+    keep = [c for c in (*EXAMPLE_COLUMNS, *columns) if c in names]
+    rows = lf.filter(problem).select(keep).head(EXAMPLE_ROWS).collect(engine="streaming")
+    return dg.MetadataValue.md(_markdown_table(rows))
+
+
+def _markdown_table(frame: pl.DataFrame) -> str:
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
+
+
+def _schema(readings: pl.LazyFrame) -> tuple[bool, CheckMetadata]:
+    failures = validate_readings(readings)
+    metadata: CheckMetadata = {"failures": len(failures)}
+    if failures:
+        metadata["details"] = dg.MetadataValue.md("\n".join(f"- {f}" for f in failures))
+    return not failures, metadata
+
+
+def _physical_ranges(readings: pl.LazyFrame) -> tuple[bool, CheckMetadata]:
+    violations = quality.range_violations(readings)
+    total = sum(violations.values())
+    metadata: CheckMetadata = {"violations": total, "by_channel": dg.MetadataValue.json(violations)}
+    if total:
+        problems = quality.range_problem_exprs()
+        offending = [c for c, n in violations.items() if n]
+        metadata["examples"] = _examples(
+            readings, pl.any_horizontal([problems[c] for c in offending]), offending
+        )
+    return total == 0, metadata
+
+
+def _label_consistency(readings: pl.LazyFrame) -> tuple[bool, CheckMetadata]:
+    report = quality.label_report(readings)
+    metadata: CheckMetadata = {
+        "rows": report.rows,
+        "inconsistent_rows": report.inconsistent_rows,
+        "by_rule": dg.MetadataValue.json(
+            {k: v for k, v in vars(report).items() if k not in ("rows", "inconsistent_rows")}
+        ),
+    }
+    if report.inconsistent_rows:
+        rules = quality.label_problem_exprs(readings.collect_schema().names())
+        label_columns = ["is_fire", "ignition_ts", "seconds_since_ignition"]
+        metadata["examples"] = _examples(
+            readings, pl.any_horizontal(list(rules.values())), label_columns
+        )
+    return report.inconsistent_rows == 0, metadata
+
+
+def _scenario_mix(
+    readings: pl.LazyFrame, family: str, expected: Mapping[str, float]
+) -> tuple[bool, CheckMetadata]:
+    comparison = quality.compare_scenario_mix(quality.scenario_device_counts(readings), expected)
+    other_families = 0
+    if "scenario_family" in readings.collect_schema().names():
+        wrong = (pl.col("scenario_family") != family).fill_null(True).sum()
+        other_families = int(readings.select(wrong).collect(engine="streaming").item())
+    table = [
+        "| scenario | devices | observed share | expected share | allowed devices | ok |",
+        "|---|---|---|---|---|---|",
+    ]
+    table += [
+        f"| {d.scenario} | {d.devices} | {d.observed_share:.3f} | {d.expected_share:.3f} "
+        f"| {d.allowed_devices[0]}-{d.allowed_devices[1]} | {'yes' if d.within else '**no**'} |"
+        for d in comparison.scenarios
+    ]
+    metadata: CheckMetadata = {
+        "family": family,
+        "devices": comparison.devices,
+        "out_of_tolerance": ", ".join(comparison.out_of_tolerance) or "none",
+        "rows_of_other_families": other_families,
+        "mix": dg.MetadataValue.md("\n".join(table)),
+    }
+    passed = comparison.devices > 0 and not comparison.out_of_tolerance and other_families == 0
+    return passed, metadata
+
+
+def _distribution(
+    readings: pl.LazyFrame, reference: pl.LazyFrame | None, reference_label: str
+) -> tuple[bool, CheckMetadata]:
+    if reference is None:
+        return True, {
+            "reference": "none",
+            "note": f"no reference partition ({reference_label}) yet: nothing to compare with",
+        }
+    report = quality.distribution_report(
+        readings,
+        reference,
+        sample_rows=DISTRIBUTION_SAMPLE_ROWS,
+        seed=DISTRIBUTION_SAMPLE_SEED,
+        channels=CHANNEL_NAMES,
+    )
+    devices = (quality.distinct_devices(readings), quality.distinct_devices(reference))
+    chance_gap = quality.ks_critical_gap(*devices, KS_DEVICE_SIGNIFICANCE) if all(devices) else 1.0
+    ks_floor = min(KS_COMPLEMENT_MIN, 1.0 - chance_gap)
+    # The overall score averages the same device-limited KS scores, so it gets the same slack.
+    overall_floor = min(OVERALL_QUALITY_MIN, ks_floor)
+    low = [c for c, s in report.ks_complement.items() if s is not None and s < ks_floor]
+    # All-null on one side only is a different distribution; on both, there is nothing to judge.
+    one_sided_nulls = [c for c, sides in report.channel_gaps.items() if len(sides) == 1]
+    overall = report.overall
+    metadata: CheckMetadata = {
+        "reference": reference_label,
+        "candidate_rows_sampled": report.candidate_rows,
+        "reference_rows_sampled": report.reference_rows,
+        "overall_score": _score(overall),
+        "ks_complement_mean": _score(report.ks_mean),
+        "correlation_similarity_mean": _score(report.correlation_mean),
+        "channels_below_ks_floor": ", ".join(low) or "none",
+        "channels_missing_on_one_side": ", ".join(one_sided_nulls) or "none",
+        "candidate_devices": devices[0],
+        "reference_devices": devices[1],
+        "ks_complement_floor": ks_floor,
+        "overall_quality_min": overall_floor,
+        "report": dg.MetadataValue.md(report.to_markdown()),
+    }
+    for channel, score in report.ks_complement.items():
+        metadata[f"ks_complement/{channel}"] = _score(score)
+    passed = overall is not None and overall >= overall_floor and not low and not one_sided_nulls
+    return passed, metadata
+
+
+def _score(score: float | None) -> object:
+    return float(score) if score is not None else dg.MetadataValue.null()
+
+
+def evaluate_checks(
+    readings: pl.LazyFrame,
+    *,
+    family: str,
+    reference: pl.LazyFrame | None,
+    reference_label: str,
+    expected_mix: Mapping[str, float] | None = None,
+) -> list[dg.AssetCheckResult]:
+    """Every check of check_specs() on the readings of one scenario family.
+
+    `reference` is another partition of the same family (the committed batch "000"), or None
+    when there is none yet; `expected_mix` defaults to the catalog's weights for the family.
+    A check whose inputs are unusable (a missing column, an unknown family) fails with the
+    reason in its metadata instead of failing the step.
+    """
+    evaluations: dict[str, Callable[[], tuple[bool, CheckMetadata]]] = {
+        "schema": lambda: _schema(readings),
+        "physical_ranges": lambda: _physical_ranges(readings),
+        "label_consistency": lambda: _label_consistency(readings),
+        "scenario_mix": lambda: _scenario_mix(
+            readings,
+            family,
+            expected_mix if expected_mix is not None else expected_scenario_mix(family),
+        ),
+        "distribution_vs_reference": lambda: _distribution(readings, reference, reference_label),
+    }
+    results = []
+    for name, evaluate in evaluations.items():
+        try:
+            passed, metadata = evaluate()
+        except (ValueError, pl.exceptions.PolarsError) as e:
+            passed, metadata = False, {"error": f"{type(e).__name__}: {e}"}
+        severity = dg.AssetCheckSeverity.ERROR if name in BLOCKING else dg.AssetCheckSeverity.WARN
+        results.append(
+            dg.AssetCheckResult(
+                asset_key=ASSET_KEY,
+                check_name=name,
+                passed=passed,
+                severity=severity,
+                metadata=metadata,
+            )
+        )
+    return results
