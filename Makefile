@@ -13,6 +13,7 @@ EXTRAS := --extra aws --extra dev
 STAMP := $(VENV)/.synced
 
 export FIREPIPE_HOME ?= $(CURDIR)/.firepipe
+export FIREPIPE_NIST_DATA_DIR ?= $(CURDIR)/../shared/data/nist_smoke_alarms
 export DAGSTER_HOME := $(FIREPIPE_HOME)/dagster
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
@@ -39,8 +40,12 @@ venv: $(STAMP)
 home: venv
 	@$(BIN)/firepipe home >/dev/null
 
+# bronze/synthetic_readings is partitioned scenario family x batch; its single-run backfill policy
+# takes this range (batch 000 of every family) in one step of one run.
+RUN_PARTITIONS := {"dagster/asset_partition_range_start": "000|baseline", "dagster/asset_partition_range_end": "001|nuisance"}
+
 run: home
-	$(BIN)/dagster job execute -m firepipe.definitions -j end_to_end
+	$(BIN)/dagster job execute -m firepipe.definitions -j end_to_end --tags '$(RUN_PARTITIONS)'
 	@echo
 	@$(BIN)/firepipe summary
 

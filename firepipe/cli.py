@@ -70,6 +70,65 @@ def summary(job: str, as_json: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of NIST_Smoke_Alarms_*.csv tests [default: $FIREPIPE_NIST_DATA_DIR].",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the ranges [default: the committed calibrated_flaming.json].",
+)
+def calibrate(data_dir: Path | None, out: Path | None) -> None:
+    """Refit the flaming-fire physics to the NIST fires and write the calibrated ranges."""
+    from firepipe.core.nist import NistDataError
+    from firepipe.core.simulation import calibration
+
+    try:
+        folder = data_dir or settings.nist_data_dir()
+        result = calibration.calibrate(folder)
+    except (settings.SettingsError, NistDataError) as e:
+        raise click.ClickException(str(e)) from e
+    target = out or calibration.CALIBRATED_RANGES_PATH
+    calibration.write_calibrated_ranges(result.ranges, target)
+    click.echo(result.ranges.to_json(), nl=False)
+    for name, value in result.summary().items():
+        click.echo(f"{name:<46}{'n/a' if value is None else f'{value:.3f}'}")
+    click.echo(f"wrote {target}")
+
+
+@main.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per record and line.")
+def history(limit: int, as_json: bool) -> None:
+    """The latest generation runs, newest first (the local SQLite history)."""
+    from firepipe.resources import generation_history_for
+
+    store = generation_history_for(settings.Environment.LOCAL, settings.local_paths())
+    records = store.recent(limit)
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(record.to_flat()))
+        return
+    if not records:
+        click.echo(f"no generation runs recorded ({store.describe()})")
+        return
+    click.echo(
+        f"{'started (UTC)':<21}{'asset':<28}{'partition':<16}{'rows':>14}{'seconds':>10}"
+        f"  {'seed':<8}{'backend':<10}{'status':<11}who"
+    )
+    for r in records:
+        click.echo(
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}  {r.asset_key:<28}{r.partition_key or '-':<16}"
+            f"{r.rows:>14,}{r.duration_s:>10.1f}  {r.seed:<8}{r.backend:<10}{r.status:<11}"
+            f"{r.user}@{r.host}"
+        )
+
+
 @main.group()
 def lake() -> None:
     """Look at the lakehouse tables."""
@@ -98,6 +157,79 @@ def lake_show(table: str, limit: int) -> None:
         raise click.ClickException(str(e)) from e
     with pl.Config(tbl_cols=-1, tbl_width_chars=200):
         click.echo(frame)
+
+
+@main.command()
+@click.option("--rows", type=click.IntRange(min=2), required=True, help="Readings to generate.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--out",
+    required=True,
+    help="Folder (local path or s3://bucket/prefix) for part-NNNNN.parquet files.",
+)
+@click.option(
+    "--duration-s",
+    type=click.IntRange(min=2),
+    default=3600,
+    show_default=True,
+    help="Seconds per device; the rows are rounded up to whole devices.",
+)
+@click.option(
+    "--family",
+    "families",
+    multiple=True,
+    help="Scenario family to draw from (repeatable); default: all, in the catalog's mix.",
+)
+@click.option("--fault-share", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True)
+@click.option("--sites", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["numpy", "cupy", "torch"]),
+    default="numpy",
+    show_default=True,
+    help="Array library: numpy on the CPU, CuPy or PyTorch on a GPU.",
+)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Default: all cores.")
+def generate(
+    rows: int,
+    seed: int,
+    out: str,
+    duration_s: int,
+    families: tuple[str, ...],
+    fault_share: float,
+    sites: int,
+    backend: str,
+    workers: int | None,
+) -> None:
+    """Generate synthetic readings into Parquet files, outside Dagster."""
+    from firepipe.core.simulation.simulator import GenerationSpec, write_parquet
+
+    duration = min(duration_s, rows)
+    try:
+        spec = GenerationSpec(
+            devices=-(-rows // duration),
+            duration_s=duration,
+            sites=sites,
+            seed=seed,
+            fault_share=fault_share,
+            **({"families": families} if families else {}),
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    click.echo(
+        f"{spec.rows:,} readings: {spec.devices:,} devices x {spec.duration_s:,} s, "
+        f"seed {seed}, {backend} -> {out}",
+        err=True,
+    )
+    with click.progressbar(length=spec.rows, label="generating", file=sys.stderr) as bar:
+        result = write_parquet(spec, out, backend=backend, workers=workers, progress=bar.update)
+    click.echo(
+        f"wrote {result.rows:,} readings in {len(result.files)} file(s), "
+        f"{result.seconds:.1f} s ({result.rows / result.seconds:,.0f} readings/s)",
+        err=True,
+    )
+    for path in result.files:
+        click.echo(path)
 
 
 @main.command()

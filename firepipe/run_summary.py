@@ -33,6 +33,8 @@ class RunSummary:
     materialisations: list[Materialisation] = field(default_factory=list)
     checks: list[CheckOutcome] = field(default_factory=list)
     tables: dict[str, int] = field(default_factory=dict)
+    # Rows of gold.generator_validation (test, station, channel, nrmse, time_to_4_3_error_s).
+    validation: list[dict[str, object]] = field(default_factory=list)
     where: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -83,7 +85,46 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
             )
     summary.tables = {t: lakehouse.table_rows(t) for t in lakehouse.list_tables()}
     summary.where = lakehouse.describe()
+    if VALIDATION_TABLE in summary.tables:
+        columns = ["test", "station", "channel", "nrmse", "time_to_4_3_error_s"]
+        summary.validation = lakehouse.scan(VALIDATION_TABLE).select(columns).collect().to_dicts()
     return summary
+
+
+VALIDATION_TABLE = "gold.generator_validation"
+VALIDATION_CHANNELS = {
+    "temperature_c": "temp",
+    "smoke_obscuration_pct_per_m": "smoke",
+    "co_ppm": "CO",
+    "co2_ppm": "CO2",
+}
+
+
+def render_validation(rows: list[dict[str, object]]) -> list[str]:
+    """NRMSE per test, station and channel, and the time-to-4.3 %/m error, one line each."""
+    if not rows:
+        return []
+    by_station: dict[tuple[str, str], dict[str, object]] = {}
+    for row in rows:
+        cells = by_station.setdefault((str(row["test"]), str(row["station"])), {})
+        cells[str(row["channel"])] = row["nrmse"]
+        if row["channel"] == "smoke_obscuration_pct_per_m":
+            cells["dt"] = row["time_to_4_3_error_s"]
+
+    def cell(value: object, fmt: str) -> str:
+        return format(value, fmt) if isinstance(value, int | float) else "-"
+
+    header = "".join(f"{n:>8}" for n in VALIDATION_CHANNELS.values())
+    lines = [
+        "",
+        f"NIST validation ({VALIDATION_TABLE}): NRMSE of simulated vs measured, and the "
+        "time-to-4.3 %/m error (s, simulated - measured):",
+        f"  {'test':<8}{'station':<9}{header}{'dt_4.3':>9}",
+    ]
+    for (test, station), cells in sorted(by_station.items()):
+        nrmse = "".join(f"{cell(cells.get(c), '.3f'):>8}" for c in VALIDATION_CHANNELS)
+        lines.append(f"  {test:<8}{station:<9}{nrmse}{cell(cells.get('dt'), '+.0f'):>9}")
+    return lines
 
 
 def render(summary: RunSummary, dagster_home: str) -> str:
@@ -103,5 +144,6 @@ def render(summary: RunSummary, dagster_home: str) -> str:
     lines += ["", "Where the data is:"]
     lines += [f"  {k:<17}{v}" for k, v in summary.where.items()]
     lines.append(f"  {'dagster instance':<17}{dagster_home}")
+    lines += render_validation(summary.validation)
     lines += ["", "Browse the asset lineage with `make dev` (http://127.0.0.1:3000)."]
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from pathlib import Path
 ENV_VAR = "FIREPIPE_ENV"
 HOME_VAR = "FIREPIPE_HOME"
 DEFAULT_HOME = ".firepipe"
+NIST_DATA_VAR = "FIREPIPE_NIST_DATA_DIR"
 
 # Telemetry would try to reach the internet; the local instance never does.
 _DAGSTER_YAML = """\
@@ -57,6 +58,11 @@ class LocalPaths:
         """The lakehouse root: its catalog and warehouse (laid out by LocalLakehouse)."""
         return self.home / "lake"
 
+    @property
+    def generation_history(self) -> Path:
+        """The SQLite file of generation runs (SqliteGenerationHistory)."""
+        return self.home / "generation_history.db"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()
@@ -72,3 +78,18 @@ def ensure_dagster_home(paths: LocalPaths | None = None) -> Path:
     if not config.exists():
         config.write_text(_DAGSTER_YAML)
     return paths.dagster_home
+
+
+def nist_data_dir() -> Path:
+    """The folder of real NIST fire tests (FIREPIPE_NIST_DATA_DIR; `make` sets it to
+    ../shared/data/nist_smoke_alarms beside the repository)."""
+    raw = os.environ.get(NIST_DATA_VAR, "").strip()
+    if not raw:
+        raise SettingsError(
+            f"{NIST_DATA_VAR} is not set: point it at a folder of NIST_Smoke_Alarms_*.csv "
+            "files (make sets it to ../shared/data/nist_smoke_alarms)"
+        )
+    folder = Path(raw).expanduser().resolve()
+    if not folder.is_dir():
+        raise SettingsError(f"{NIST_DATA_VAR}={raw!r}: {folder} is not a folder")
+    return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.settings import NIST_DATA_VAR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +28,13 @@ def firepipe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FIREPIPE_HOME", str(home))
     monkeypatch.setenv("FIREPIPE_ENV", "local")
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    monkeypatch.setenv(NIST_DATA_VAR, nist_data_dir())
     return home
+
+
+def nist_data_dir() -> str:
+    """The real NIST tests: as `make` exports them, else shared/ beside the repository."""
+    return os.environ.get(NIST_DATA_VAR) or str(REPO_ROOT.parent / "shared/data/nist_smoke_alarms")
 
 
 @pytest.fixture

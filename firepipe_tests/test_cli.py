@@ -117,7 +117,8 @@ def test_bench_generate_reports_throughput_against_the_floor() -> None:
     figures = {f["name"]: f for f in map(json.loads, invoke(*args).output.splitlines())}
     assert {"rows_per_s", "rows_per_s_one_worker", "peak_memory_mib"} <= set(figures)
     for name in ("rows_per_s", "rows_per_s_one_worker"):
-        assert figures[name]["value"] > 0 and figures[name]["baseline"] > 0
+        assert figures[name]["value"] > 0
+        assert figures[name]["baseline"] > 0
         assert figures[name]["ratio"] == pytest.approx(
             figures[name]["value"] / figures[name]["baseline"], rel=1e-4
         )

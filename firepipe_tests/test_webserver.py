@@ -97,7 +97,12 @@ def webserver(tmp_path: Path) -> Iterator[str]:
 def test_ui_serves_the_asset_lineage(webserver: str) -> None:
     nodes = graphql(webserver, ASSET_GRAPH)["assetNodes"]
     keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
-    assert keys == {"bronze/synthetic_readings", "silver/sensor_readings", "gold/sensor_features"}
+    assert keys == {
+        "bronze/synthetic_readings",
+        "silver/sensor_readings",
+        "gold/sensor_features",
+        "gold/generator_validation",
+    }
     edges = {
         ("/".join(d["path"]), "/".join(n["assetKey"]["path"]))
         for n in nodes

@@ -1,59 +1,263 @@
-"""Synthetic readings: the physics simulator's output, landed in bronze."""
+"""Synthetic readings: the physics simulator's output, landed in bronze.
 
-from collections.abc import Iterator
-from datetime import datetime
+Partitions are scenario family x batch, both static:
+
+- family (baseline, flaming, smouldering, nuisance) is the unit the checks judge (scenario mix
+  within a family, distributions against the family's reference batch) and the unit of hold-out
+  splits downstream, so one family is one generator run with one expected mix.
+- batch "000".."015" is a fixed set of slices of the same distribution. A static set keeps
+  partition keys, seeds and reference partitions ("000" of each family) stable in code and
+  reviewable, lets the UI show the whole grid and backfill any part of it, and bounds the
+  fan-out onto AWS Batch to 64 jobs. A bigger data set is more devices per batch (run config),
+  not more keys; dynamic partitions would make the key set live only in the instance database.
+
+Each partition's seed is `seed * 10_000 + family_index * 1_000 + batch`, distinct for every
+(config seed, family, batch), so partitions never repeat devices. The generator runs through the
+`generator_compute` resource (a subprocess locally, AWS Batch in AWS), writes Parquet files into a
+per-run staging folder inside the table's own location, and the asset then commits them to
+`bronze.synthetic_readings` in one Iceberg transaction that replaces exactly the partitions of the
+run: a crash before the commit leaves no partial data, and re-running never duplicates.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
-from firepipe.core import quality
-from firepipe.core.simulation.simulator import GenerationSpec, simulate
+from firepipe.core.history import GenerationRecord
+from firepipe.core.simulation.simulator import GenerationSpec
+from firepipe.defs.generation import checks
+from firepipe.resources.compute import GenerationReport, GenerationRequest, GeneratorCompute
+from firepipe.resources.history import GenerationHistory
+from firepipe.resources.lakehouse import tables
+from firepipe.resources.lakehouse.catalogs import Lakehouse
 
-ASSET_KEY = dg.AssetKey(["bronze", "synthetic_readings"])
+ASSET_KEY = checks.ASSET_KEY
+TABLE = "bronze.synthetic_readings"
+FAMILIES = ("baseline", "flaming", "smouldering", "nuisance")
+BATCHES = tuple(f"{i:03d}" for i in range(16))
+FAMILY_DIM, BATCH_DIM = "family", "batch"
+PARTITION_COLUMNS = {FAMILY_DIM: "scenario_family", BATCH_DIM: "batch"}
+PARTITIONS = dg.MultiPartitionsDefinition(
+    {
+        FAMILY_DIM: dg.StaticPartitionsDefinition(list(FAMILIES)),
+        BATCH_DIM: dg.StaticPartitionsDefinition(list(BATCHES)),
+    }
+)
+# Seeds per config seed and per family: batches stay below 1_000, families below 10.
+SEED_STRIDE_PER_CONFIG_SEED = 10_000
+SEED_STRIDE_PER_FAMILY = 1_000
 
 
 class SyntheticReadingsConfig(dg.Config):
-    """How much synthetic data one run generates."""
+    """How much synthetic data each partition gets, and where it is computed."""
 
-    devices: int = 24
+    # 100 devices a partition: enough for the distribution check to tell a real shift from the
+    # room-to-room spread of a handful of devices (see checks.KS_DEVICE_SIGNIFICANCE).
+    devices: int = 100
     duration_s: int = 600
-    fire_share: float = 0.5
     sites: int = 4
     seed: int = 0
+    fault_share: float = 0.05
     start: str = "2026-01-01T00:00:00+00:00"
+    backend: str = "numpy"
+    use_gpu: bool | None = None  # None: the generator_compute resource's own setting
+
+
+def partition_seed(seed: int, family: str, batch: str) -> int:
+    """The simulator seed of one partition, distinct for every (seed, family, batch)."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if family not in FAMILIES or not batch.isdigit() or int(batch) >= SEED_STRIDE_PER_FAMILY:
+        raise ValueError(f"no partition ({family!r}, {batch!r}): families {FAMILIES}, batch 0-999")
+    family_offset = FAMILIES.index(family) * SEED_STRIDE_PER_FAMILY
+    return seed * SEED_STRIDE_PER_CONFIG_SEED + family_offset + int(batch)
+
+
+@dataclass(frozen=True)
+class Cell:
+    family: str
+    batch: str
+
+    @property
+    def scope(self) -> tuple[tables.Constraint, ...]:
+        return (
+            tables.Values(PARTITION_COLUMNS[BATCH_DIM], (self.batch,)),
+            tables.Values(PARTITION_COLUMNS[FAMILY_DIM], (self.family,)),
+        )
+
+
+def partition_cells(keys: Sequence[str]) -> list[Cell]:
+    by_dim = [PARTITIONS.get_partition_key_from_str(k).keys_by_dimension for k in keys]
+    return [Cell(k[FAMILY_DIM], k[BATCH_DIM]) for k in by_dim]
+
+
+def _spec(config: SyntheticReadingsConfig, cell: Cell) -> GenerationSpec:
+    return GenerationSpec(
+        devices=config.devices,
+        duration_s=config.duration_s,
+        sites=config.sites,
+        seed=partition_seed(config.seed, cell.family, cell.batch),
+        start=datetime.fromisoformat(config.start),
+        families=(cell.family,),
+        fault_share=config.fault_share,
+    )
+
+
+REFERENCE_BATCH = BATCHES[0]
+
+
+def _check_results(lakehouse: Lakehouse, cells: Sequence[Cell]) -> Iterator[dg.AssetCheckResult]:
+    """Every check, per family, on lazy scans of the partitions just committed.
+
+    The distribution check compares a family's other batches with its reference batch "000"
+    (committed in this run or before); a run of batch "000" alone has nothing to compare with.
+    A check passes when it passes for every family; its metadata keeps each family's.
+    """
+    per_family: dict[str, list[dg.AssetCheckResult]] = {}
+    for family in sorted({c.family for c in cells}):
+        batches = sorted(c.batch for c in cells if c.family == family)
+        compared = [b for b in batches if b != REFERENCE_BATCH]
+        reference = Cell(family, REFERENCE_BATCH)
+        reference_rows = lakehouse.scan(TABLE, _scope([reference]))
+        has_reference = bool(compared) and reference_rows.select(pl.len()).collect().item() > 0
+        per_family[family] = checks.evaluate_checks(
+            lakehouse.scan(TABLE, _scope([Cell(family, b) for b in compared or batches])),
+            family=family,
+            reference=reference_rows if has_reference else None,
+            reference_label=f"{REFERENCE_BATCH}|{family}",
+        )
+    for spec in checks.check_specs():
+        results = {
+            family: next(r for r in results if r.check_name == spec.name)
+            for family, results in per_family.items()
+        }
+        failed = sorted(f for f, r in results.items() if not r.passed)
+        yield dg.AssetCheckResult(
+            check_name=spec.name,
+            passed=not failed,
+            severity=next(iter(results.values())).severity,
+            metadata={
+                "families": ", ".join(results),
+                "failed_families": ", ".join(failed) or "none",
+                **{f"{f}/{k}": v for f, r in results.items() for k, v in r.metadata.items()},
+            },
+        )
+
+
+def _scope(cells: Sequence[Cell]) -> tables.Scope:
+    return tables.Scope(tuple(cell.scope for cell in cells))
 
 
 @dg.asset(
     key=ASSET_KEY,
     group_name="generation",
     kinds={"polars", "iceberg"},
-    check_specs=[dg.AssetCheckSpec("label_consistency", asset=ASSET_KEY, blocking=True)],
+    partitions_def=PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    metadata={"partition_expr": PARTITION_COLUMNS},
+    check_specs=checks.check_specs(),
 )
 def synthetic_readings(
+    context: dg.AssetExecutionContext,
     config: SyntheticReadingsConfig,
-) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
+    lakehouse: Lakehouse,
+    generator_compute: GeneratorCompute,
+    generation_history: GenerationHistory,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Physics-informed fire-sensor readings, one row per simulated device per second.
 
-    Each device is a room with a ceiling-mounted multi-sensor: a clean baseline, or a t-squared
-    flaming fire whose heat, smoke and gases reach it through Alpert's ceiling jet.
+    Each device is a room with a ceiling-mounted multi-sensor: a clean baseline, a flaming or
+    smouldering fire, or a nuisance source (cooking, steam, dust...), with sensor faults on a
+    share of devices. Partitioned by scenario family x batch; the size is run config.
     """
-    spec = GenerationSpec(
-        devices=config.devices,
-        duration_s=config.duration_s,
-        fire_share=config.fire_share,
-        sites=config.sites,
-        seed=config.seed,
-        start=datetime.fromisoformat(config.start),
+    cells = partition_cells(context.partition_keys)
+    staging = lakehouse.staging_directory(TABLE, context.run.run_id)
+    reports: dict[Cell, GenerationReport] = {}
+    started: dict[Cell, datetime] = {}
+
+    def record(
+        cell: Cell, status: str, rows: int, seconds: float, backend: str, where: str
+    ) -> None:
+        spec = _spec(config, cell)
+        generation_history.record(
+            GenerationRecord(
+                run_id=context.run.run_id,
+                asset_key=ASSET_KEY.to_user_string(),
+                partition_key=f"{cell.batch}|{cell.family}",
+                spec=spec.to_json(),
+                seed=spec.seed,
+                rows=rows,
+                location=where,
+                started_at=started[cell],
+                duration_s=seconds,
+                backend=backend,
+                status=status,
+                dagster_job=context.job_name,
+                dagster_run_id=context.run.run_id,
+            )
+        )
+
+    try:
+        for cell in cells:
+            started[cell] = datetime.now(UTC)
+            try:
+                reports[cell] = generator_compute.generate(
+                    context,
+                    GenerationRequest(
+                        spec=_spec(config, cell),
+                        directory=_writer_path(
+                            f"{staging}/scenario_family={cell.family}/batch={cell.batch}"
+                        ),
+                        backend=config.backend,
+                        use_gpu=config.use_gpu,
+                        constant_columns={PARTITION_COLUMNS[BATCH_DIM]: cell.batch},
+                        storage_options=lakehouse.storage_options(),
+                    ),
+                )
+            except Exception:
+                elapsed = (datetime.now(UTC) - started[cell]).total_seconds()
+                record(cell, "failed", 0, elapsed, config.backend, staging)
+                raise
+    except BaseException:
+        # Nothing was committed: the staged files of this run belong to no table snapshot.
+        lakehouse.discard_staged(staging)
+        raise
+    files = [f for r in reports.values() for f in _as_uri(r.files, staging)]
+    partitioning = [tables.PartitionColumn(c) for c in sorted(PARTITION_COLUMNS.values())]
+    result = lakehouse.commit_staged(TABLE, files, partitioning, _scope(cells))
+    for cell, report in reports.items():
+        record(cell, "succeeded", report.rows, report.seconds, report.backend, result.location)
+
+    seconds = sum(r.seconds for r in reports.values())
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.rows_written,
+            "dagster/table_name": TABLE,
+            "files": len(files),
+            "generation_seconds": round(seconds, 3),
+            "rows_per_s": round(result.rows_written / seconds) if seconds > 0 else 0,
+            "backends": ", ".join(sorted({r.backend for r in reports.values()})),
+            "seeds": {f"{c.batch}|{c.family}": _spec(config, c).seed for c in cells},
+            "staged_in": dg.MetadataValue.path(staging),
+            "iceberg/snapshot_id": str(result.snapshot_id),
+            "iceberg/location": dg.MetadataValue.path(result.location),
+            "iceberg/replaced": result.scope,
+            "iceberg/table_rows": result.total_rows,
+        }
     )
-    readings = simulate(spec)
-    fire_devices = readings.filter("is_fire").select("device_id").n_unique()
-    yield dg.Output(
-        readings,
-        metadata={"devices": spec.devices, "seed": spec.seed, "fire_devices": fire_devices},
-    )
-    inconsistent = quality.label_inconsistencies(readings)
-    yield dg.AssetCheckResult(
-        check_name="label_consistency",
-        passed=inconsistent == 0,
-        metadata={"inconsistent_rows": inconsistent},
-    )
+    yield from _check_results(lakehouse, cells)
+
+
+def _writer_path(uri: str) -> str:
+    """The generator writes to a local path or an s3:// URI; a local table location is file://."""
+    return uri.removeprefix("file://")
+
+
+def _as_uri(files: Sequence[str], staging: str) -> list[str]:
+    """The generator reports local files as paths; the table refers to them as file:// URIs."""
+    if not staging.startswith("file://"):
+        return list(files)
+    return [f if "://" in f else f"file://{f}" for f in files]

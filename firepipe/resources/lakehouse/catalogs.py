@@ -8,11 +8,13 @@ crawler. Configuration is checked when a catalog is first used, not when definit
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow.fs as pafs
 from pydantic import Field
 from pyiceberg.catalog import Catalog
 
@@ -49,6 +51,33 @@ class Lakehouse(dg.ConfigurableResource, ABC):
     def scan(self, identifier: str, scope: tables.Scope | None = None) -> pl.LazyFrame:
         return tables.scan_table(self.catalog(), identifier, scope)
 
+    def staging_directory(self, identifier: str, run_id: str) -> str:
+        """Where a run writes files for `identifier` before `commit_staged` adds them."""
+        return tables.staging_directory(self.catalog(), identifier, run_id)
+
+    def commit_staged(
+        self,
+        identifier: str,
+        files: Sequence[str],
+        partitioning: Sequence[tables.PartitionColumn] = (),
+        scope: tables.Scope | None = None,
+    ) -> tables.WriteResult:
+        """One commit: the rows in `scope` are replaced by those of the staged files."""
+        return tables.commit_files(self.catalog(), identifier, files, partitioning, scope)
+
+    def discard_staged(self, directory: str) -> None:
+        """Delete a staging folder whose files were never committed (nothing if it is absent)."""
+        fs, path = self._filesystem(directory)
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_dir(path)
+
+    @abstractmethod
+    def storage_options(self) -> dict[str, str]:
+        """Options a polars writer needs to write under the warehouse (no secrets)."""
+
+    @abstractmethod
+    def _filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]: ...
+
 
 @lru_cache(maxsize=8)
 def _sql_catalog(uri: str, warehouse: str) -> Catalog:
@@ -80,6 +109,12 @@ class LocalLakehouse(Lakehouse):
             "warehouse": str(self._warehouse),
         }
 
+    def storage_options(self) -> dict[str, str]:
+        return {}
+
+    def _filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        return pafs.LocalFileSystem(), uri.removeprefix("file://")
+
 
 class GlueLakehouse(Lakehouse):
     """The Glue Data Catalog over an S3 warehouse; credentials from the default AWS chain."""
@@ -109,3 +144,15 @@ class GlueLakehouse(Lakehouse):
 
     def describe(self) -> dict[str, str]:
         return {"catalog": f"AWS Glue Data Catalog ({self.region})", "warehouse": self.warehouse}
+
+    def storage_options(self) -> dict[str, str]:
+        options = {"aws_region": self.region}
+        if self.s3_endpoint_url:
+            options["aws_endpoint_url"] = self.s3_endpoint_url
+            if self.s3_endpoint_url.startswith("http://"):
+                options["aws_allow_http"] = "true"
+        return options
+
+    def _filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        fs = pafs.S3FileSystem(region=self.region, endpoint_override=self.s3_endpoint_url)
+        return fs, uri.removeprefix("s3://")

@@ -3,6 +3,10 @@
 A write is one Iceberg commit: create (with its partition spec) or evolve the schema, then
 replace exactly the rows in scope. A crash before the commit leaves the table as it was; a
 concurrent commit is retried on a fresh copy of the table. Nothing here knows about Dagster.
+
+Files written by another process (a generator on AWS Batch) are committed the same way: they are
+staged under the table's own location, then one commit replaces the rows in scope and adds them
+(`commit_files`), so staged files nobody committed are never part of the table.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Literal
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
@@ -32,10 +37,14 @@ from pyiceberg.expressions import (
     LessThan,
     Or,
 )
-from pyiceberg.table import Table
+from pyiceberg.io import load_file_io
+from pyiceberg.table import Table, Transaction
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, Transform
 
 COMMIT_ATTEMPTS = 5
+# Where staged files go, relative to the table location: inside `data/`, so Iceberg's own
+# maintenance (orphan-file removal, purge on drop) and the table's storage permissions cover them.
+STAGING_FOLDER = "data/staged"
 
 TransformName = Literal["identity", "hour", "day"]
 _TRANSFORMS: dict[str, type[Transform]] = {
@@ -55,6 +64,10 @@ class IncompatibleSchemaError(LakehouseError):
 
 class PartitionScopeError(LakehouseError):
     pass
+
+
+class StagedFilesError(LakehouseError):
+    """Staged files that cannot be committed: outside the table, unreadable or mismatched."""
 
 
 @dataclass(frozen=True)
@@ -256,11 +269,17 @@ def write_table(
             if attempt == COMMIT_ATTEMPTS:
                 raise
             time.sleep(0.05 * 2**attempt)
+    return _written(catalog, identifier, arrow.num_rows, scope, evolved)
+
+
+def _written(
+    catalog: Catalog, identifier: str, rows: int, scope: Scope, evolved: tuple[str, ...]
+) -> WriteResult:
     table = catalog.load_table(identifier)
     snapshot = table.current_snapshot()
     return WriteResult(
         table=identifier,
-        rows_written=arrow.num_rows,
+        rows_written=rows,
         snapshot_id=snapshot.snapshot_id if snapshot else None,
         schema=table.schema().as_arrow(),
         location=table.location(),
@@ -293,25 +312,32 @@ def _replace(
     before = {f.name for f in table.schema().fields}
     wanted = [p for p in partitioning if p.field_name not in {f.name for f in table.spec().fields}]
     with table.transaction() as tx:
-        try:
-            with tx.update_schema() as update:
-                update.union_by_name(arrow.schema)
-        except (ValidationError, ValueError) as e:
-            raise IncompatibleSchemaError(
-                f"{identifier}: the new data cannot evolve the table's schema: {e}. "
-                "Iceberg adds columns and widens types (int -> long, float -> double) in "
-                "place; for any other change write the column under a new name, or drop the "
-                "table to rebuild it."
-            ) from e
-        if wanted:
-            with tx.update_spec() as spec:
-                for p in wanted:
-                    spec.add_field(p.column, _TRANSFORMS[p.transform](), p.field_name)
+        _evolve(tx, identifier, arrow.schema, wanted)
         with warnings.catch_warnings():
             # The first write of a partition has nothing to delete; that is not news.
             warnings.filterwarnings("ignore", "Delete operation did not match any records")
             tx.overwrite(arrow, overwrite_filter=scope.iceberg_filter())
     return tuple(sorted(set(arrow.schema.names) - before))
+
+
+def _evolve(
+    tx: Transaction, identifier: str, schema: pa.Schema, wanted: Sequence[PartitionColumn]
+) -> None:
+    """Widen the table's schema to `schema` and add the partition fields it lacks."""
+    try:
+        with tx.update_schema() as update:
+            update.union_by_name(schema)
+    except (ValidationError, ValueError) as e:
+        raise IncompatibleSchemaError(
+            f"{identifier}: the new data cannot evolve the table's schema: {e}. "
+            "Iceberg adds columns and widens types (int -> long, float -> double) in "
+            "place; for any other change write the column under a new name, or drop the "
+            "table to rebuild it."
+        ) from e
+    if wanted:
+        with tx.update_spec() as spec:
+            for p in wanted:
+                spec.add_field(p.column, _TRANSFORMS[p.transform](), p.field_name)
 
 
 def scan_table(catalog: Catalog, identifier: str, scope: Scope | None = None) -> pl.LazyFrame:
@@ -326,3 +352,130 @@ def scan_table(catalog: Catalog, identifier: str, scope: Scope | None = None) ->
 
 def read_table(catalog: Catalog, identifier: str, scope: Scope | None = None) -> pl.DataFrame:
     return scan_table(catalog, identifier, scope).collect()
+
+
+def table_location(catalog: Catalog, identifier: str) -> str:
+    """Where the table keeps its files: its location, or the one `commit_files` will give it."""
+    table = load_table(catalog, identifier)
+    if table is not None:
+        return table.location().rstrip("/")
+    namespace, name = split_identifier(identifier)
+    warehouse = str(catalog.properties.get("warehouse") or "").rstrip("/")
+    if not warehouse:
+        raise LakehouseError(f"catalog {catalog.name} has no warehouse to place {identifier} in")
+    # PyIceberg's own default for SQL and Glue catalogs: <warehouse>/<namespace>/<table>.
+    return f"{warehouse}/{namespace}/{name}"
+
+
+def staging_directory(catalog: Catalog, identifier: str, run_id: str) -> str:
+    """A folder inside the table's location for one run's files, before they are committed."""
+    if not run_id or not all(ch.isalnum() or ch in "-_" for ch in run_id):
+        raise LakehouseError(f"run id {run_id!r} must be letters, digits, '-' or '_'")
+    return f"{table_location(catalog, identifier)}/{STAGING_FOLDER}/{run_id}"
+
+
+def commit_files(
+    catalog: Catalog,
+    identifier: str,
+    files: Sequence[str],
+    partitioning: Sequence[PartitionColumn] = (),
+    scope: Scope | None = None,
+) -> WriteResult:
+    """Replace the rows in `scope` with the rows of staged Parquet `files`, in one commit.
+
+    The files must lie under the table's location (see `staging_directory`) and hold only rows
+    in scope, which is checked from their column statistics without reading data. The table is
+    created from the files' schema when missing; a new column evolves its schema.
+    """
+    scope = scope or Scope()
+    if not files:
+        raise StagedFilesError(f"{identifier}: no files to commit")
+    if len(set(files)) != len(files):
+        raise StagedFilesError(f"{identifier}: the same file is listed twice")
+    namespace, _ = split_identifier(identifier)
+    catalog.create_namespace_if_not_exists(namespace)
+    location = table_location(catalog, identifier)
+    outside = [f for f in files if not f.startswith(f"{location}/")]
+    if outside:
+        raise StagedFilesError(
+            f"{identifier}: {len(outside)} file(s) lie outside the table location {location}/, "
+            f"for example {outside[0]}: stage them under staging_directory() first"
+        )
+    io = load_file_io(catalog.properties, location)
+    metadata = {}
+    for f in files:
+        with io.new_input(f).open() as stream:
+            metadata[f] = pq.read_metadata(stream)
+    for f, md in metadata.items():
+        _check_file_in_scope(md, scope, identifier, f)
+    schema = metadata[files[0]].schema.to_arrow_schema()
+    rows = sum(md.num_rows for md in metadata.values())
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            existing = load_table(catalog, identifier)
+            before = {f.name for f in existing.schema().fields} if existing else set(schema.names)
+            if existing is not None:
+                spec_fields = {f.name for f in existing.spec().fields}
+                wanted = [p for p in partitioning if p.field_name not in spec_fields]
+                with existing.transaction() as tx:
+                    _evolve(tx, identifier, schema, wanted)
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", "Delete operation did not match")
+                        tx.delete(scope.iceberg_filter())
+                    tx.add_files(list(files))
+            else:
+                create = catalog.create_table_transaction(identifier, schema, location=location)
+                _evolve(create, identifier, schema, partitioning)
+                create.add_files(list(files))
+                create.commit_transaction()
+            break
+        except (CommitFailedException, TableAlreadyExistsError):
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    evolved = tuple(sorted(set(schema.names) - before))
+    return _written(catalog, identifier, rows, scope, evolved)
+
+
+def _check_file_in_scope(md: pq.FileMetaData, scope: Scope, table: str, path: str) -> None:
+    """Refuse a file whose rows may fall outside the scope, judged by its column statistics."""
+    if scope.whole_table or md.num_rows == 0:
+        return
+    columns = {c.column for cell in scope.cells for c in cell}
+    ranges = {name: _column_range(md, name, table, path) for name in sorted(columns)}
+    for cell in scope.cells:
+        if all(_range_within(ranges[c.column], c) for c in cell):
+            return
+    shown = ", ".join(f"{k} in [{lo}, {hi}]" for k, (lo, hi) in ranges.items())
+    raise PartitionScopeError(
+        f"{table}: {path} holds rows outside the partition being written "
+        f"({scope.describe()}): {shown}"
+    )
+
+
+def _column_range(md: pq.FileMetaData, name: str, table: str, path: str) -> tuple[object, object]:
+    names = [md.schema.column(j).name for j in range(md.num_columns)]
+    if name not in names:
+        raise PartitionScopeError(f"{table}: {path} lacks partition column {name!r}")
+    j = names.index(name)
+    lows, highs = [], []
+    for i in range(md.num_row_groups):
+        stats = md.row_group(i).column(j).statistics
+        if stats is None or not stats.has_min_max:
+            raise StagedFilesError(
+                f"{table}: {path} has no min/max statistics for {name!r} (or only nulls); "
+                "write Parquet with statistics so the partition can be checked"
+            )
+        if stats.null_count:
+            # A null partition value matches no partition: no later write could replace it.
+            raise PartitionScopeError(f"{table}: {path} holds null values in {name!r}")
+        lows.append(stats.min)
+        highs.append(stats.max)
+    return min(lows), max(highs)
+
+
+def _range_within(bounds: tuple[object, object], c: Constraint) -> bool:
+    lo, hi = bounds
+    if isinstance(c, TimeRange):
+        return isinstance(lo, datetime) and isinstance(hi, datetime) and c.start <= lo <= hi < c.end
+    return str(lo) == str(hi) and str(lo) in c.values

@@ -1,0 +1,1 @@
+"""Validation: the synthetic generator's physics scored against real NIST fires."""

@@ -1,0 +1,74 @@
+"""Gold: how far the calibrated flaming-fire physics is from the real NIST fires."""
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from firepipe import settings
+from firepipe.core import plots
+from firepipe.core.simulation import calibration
+from firepipe.core.simulation.calibration import Calibration
+
+ASSET_KEY = dg.AssetKey(["gold", "generator_validation"])
+PLOT_FILE = "generator_validation.png"
+
+
+class GeneratorValidationConfig(dg.Config):
+    """Where the NIST tests are; empty means FIREPIPE_NIST_DATA_DIR."""
+
+    data_dir: str = ""
+
+
+def _markdown_table(frame: pl.DataFrame) -> str:
+    def cell(value: object) -> str:
+        if value is None:
+            return ""
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return "\n".join(lines)
+
+
+def _metadata(result: Calibration, png: bytes, png_path: str) -> dict[str, Any]:
+    columns = ["test", "station", "channel", "nrmse", "time_to_4_3_error_s"]
+    encoded = base64.b64encode(png).decode("ascii")
+    metadata: dict[str, Any] = {
+        "errors": dg.MetadataValue.md(_markdown_table(result.errors.select(columns))),
+        "fitted_parameters": dg.MetadataValue.md(
+            _markdown_table(calibration.parameter_frame(result.fits))
+        ),
+        "plot": dg.MetadataValue.md(
+            f"![simulated (dashed) vs measured (solid)](data:image/png;base64,{encoded})"
+        ),
+        "plot_path": dg.MetadataValue.path(png_path),
+        "tests": ", ".join(result.ranges.tests),
+    }
+    for name, value in result.summary().items():
+        if value is not None:
+            metadata[name] = dg.MetadataValue.float(value)
+    return metadata
+
+
+@dg.asset(key=ASSET_KEY, group_name="validation", kinds={"polars", "iceberg"})
+def generator_validation(
+    context: dg.AssetExecutionContext, config: GeneratorValidationConfig
+) -> dg.Output[pl.DataFrame]:
+    """Error of the simulated flaming-fire curves against the real NIST home fires.
+
+    Fits the fire physics (t-squared growth, peak, yields, station distances and delays) to
+    every NIST test, then reports per test, station and channel the normalised RMSE of the
+    simulated curve and, for obscuration, the error in the time to reach 4.3 %/m.
+    """
+    folder = settings.nist_data_dir() if not config.data_dir else Path(config.data_dir)
+    result = calibration.calibrate(folder)
+    png = plots.simulated_vs_measured_png(result.curves)
+    reports = settings.local_paths().home / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    png_path = reports / PLOT_FILE
+    png_path.write_bytes(png)
+    context.log.info(f"NIST validation plot written to {png_path}")
+    return dg.Output(result.errors, metadata=_metadata(result, png, str(png_path)))
