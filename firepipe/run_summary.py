@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ class Materialisation:
     asset: str
     rows: int | None
     snapshot_id: str | None
+    partition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
                 mat.asset_key.to_user_string(),
                 int(rows) if isinstance(rows, int) else None,
                 str(snapshot) if snapshot is not None else None,
+                mat.partition,
             )
         )
     for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
@@ -124,16 +127,34 @@ def render_validation(rows: list[dict[str, object]]) -> list[str]:
     for (test, station), cells in sorted(by_station.items()):
         nrmse = "".join(f"{cell(cells.get(c), '.3f'):>8}" for c in VALIDATION_CHANNELS)
         lines.append(f"  {test:<8}{station:<9}{nrmse}{cell(cells.get('dt'), '+.0f'):>9}")
+
+    def numbers(key: str, absolute: bool = False) -> list[float]:
+        values = [v for c in by_station.values() if isinstance(v := c.get(key), int | float)]
+        return [abs(float(v)) if absolute else float(v) for v in values]
+
+    medians = "".join(
+        f"{statistics.median(v):>8.3f}" if (v := numbers(c)) else f"{'-':>8}"
+        for c in VALIDATION_CHANNELS
+    )
+    lags = numbers("dt", absolute=True)
+    median_lag = f"{statistics.median(lags):>8.0f}s" if lags else f"{'-':>9}"
+    lines.append(f"  {'median':<17}{medians}{median_lag}  (of |dt_4.3|)")
     return lines
 
 
 def render(summary: RunSummary, dagster_home: str) -> str:
     duration = f" in {summary.duration_s:.1f} s" if summary.duration_s is not None else ""
     lines = [f"{summary.job}: run {summary.run_id[:8]} {summary.status}{duration}", ""]
-    lines.append(f"Assets materialised ({len(summary.materialisations)}):")
+    per_asset: dict[str, list[Materialisation]] = {}
     for m in summary.materialisations:
+        per_asset.setdefault(m.asset, []).append(m)
+    lines.append(f"Assets materialised ({len(per_asset)}):")
+    for asset, events in per_asset.items():
+        m = events[-1]  # a run's partitions of one asset share its last commit
+        partitions = sum(e.partition is not None for e in events)
+        name = f"{asset} ({partitions} partitions)" if partitions > 1 else asset
         rows = f"{m.rows:>12,} rows" if m.rows is not None else " " * 17
-        lines.append(f"  {m.asset:<34}{rows}   snapshot {m.snapshot_id}")
+        lines.append(f"  {name:<42}{rows}   snapshot {m.snapshot_id}")
     passed = sum(c.passed for c in summary.checks)
     lines.append(f"Asset checks: {passed} of {len(summary.checks)} passed")
     for c in summary.checks:

@@ -1,0 +1,78 @@
+"""bronze/synthetic_readings materialised in process: one partition, its history, and a failure."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from firepipe.defs.generation.assets import ASSET_KEY, TABLE, partition_seed, synthetic_readings
+from firepipe.resources.compute import GenerationReport, GenerationRequest, LocalCompute
+from firepipe.resources.history import SqliteGenerationHistory
+from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+
+pytestmark = pytest.mark.slow
+CONFIG = {"ops": {"bronze__synthetic_readings": {"config": {"devices": 5, "duration_s": 120}}}}
+
+
+class BrokenCompute(LocalCompute):
+    """Generates like the local compute, then fails as a lost Batch job would."""
+
+    def generate(
+        self, context: dg.AssetExecutionContext, request: GenerationRequest
+    ) -> GenerationReport:
+        super().generate(context, request)
+        raise RuntimeError("Batch job failed: Host EC2 instance terminated")
+
+
+def materialise(tmp_path: Path, partition: str, compute: LocalCompute) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [synthetic_readings],
+        partition_key=partition,
+        run_config=CONFIG,
+        resources={
+            "lakehouse": LocalLakehouse(root=str(tmp_path / "lake")),
+            "generator_compute": compute,
+            "generation_history": SqliteGenerationHistory(path=str(tmp_path / "history.db")),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def test_one_partition_lands_with_its_checks_and_history(tmp_path: Path) -> None:
+    result = materialise(tmp_path, "003|smouldering", LocalCompute())
+    assert result.success
+    lake = LocalLakehouse(root=str(tmp_path / "lake"))
+    rows = lake.read(TABLE)
+    assert rows.height == 5 * 120
+    assert rows.select("scenario_family", "batch").unique().rows() == [("smouldering", "003")]
+    assert (
+        rows["device_id"].str.starts_with(f"syn-{partition_seed(0, 'smouldering', '003')}-").all()
+    )
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+        "schema": True,
+        "physical_ranges": True,
+        "label_consistency": True,
+        "scenario_mix": True,
+        "distribution_vs_reference": True,  # no batch 000 yet: nothing to compare with
+    }
+    [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
+    assert (record.asset_key, record.partition_key) == (
+        ASSET_KEY.to_user_string(),
+        "003|smouldering",
+    )
+    seed = partition_seed(0, "smouldering", "003")
+    assert (record.status, record.rows, record.seed) == ("succeeded", 600, seed)
+    assert record.spec["families"] == ["smouldering"]
+    assert record.dagster_run_id == result.run_id
+
+
+def test_a_failed_generation_commits_nothing_and_is_recorded(tmp_path: Path) -> None:
+    result = materialise(tmp_path, "000|flaming", BrokenCompute())
+    assert not result.success
+    lake = LocalLakehouse(root=str(tmp_path / "lake"))
+    assert TABLE not in lake.list_tables()
+    staged = tmp_path / "lake" / "warehouse" / "bronze" / "synthetic_readings" / "data" / "staged"
+    assert not list(staged.rglob("*.parquet"))  # the run's staged files were discarded
+    [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
+    assert (record.status, record.partition_key, record.rows) == ("failed", "000|flaming", 0)
