@@ -359,6 +359,8 @@ def draw_devices(spec: GenerationSpec, chunk: int, rng: np.random.Generator) -> 
         "drift_span_share_per_s": draw(DRIFT_SPAN_SHARE_PER_H) / 3600.0,
         "dropout_s": np.floor(draw(DROPOUT_S)),
         "spike_span_share": draw(SPIKE_SPAN_SHARE),
+        # Seeds of each device's spike times (whole numbers, exact in float64).
+        "spike_seed": rng.integers(0, 2**52, n).astype(np.float64),
     }
     return Devices(index, scenario, params, fault.astype(np.int64), fault_params)
 
@@ -491,13 +493,13 @@ def apply_faults(values: dict[str, F32], devices: Devices) -> None:
             for name in CHANNEL_NAMES:
                 values[name][row, start:stop] = np.nan
         elif kind == "spike":
-            hit = _spike_seconds(devices.index[row], seconds)
+            hit = _spike_seconds(int(devices.fault_params["spike_seed"][row]), seconds)
             series[hit] += np.float32(devices.fault_params["spike_span_share"][row] * span)
         np.clip(series, channel.min_value, channel.max_value, out=series)
 
 
-def _spike_seconds(device: np.int64, seconds: int) -> NDArray[np.bool_]:
-    rng = np.random.default_rng(int(device))
+def _spike_seconds(seed: int, seconds: int) -> NDArray[np.bool_]:
+    rng = np.random.default_rng(seed)
     return rng.random(seconds) < SPIKE_PROBABILITY_PER_S
 
 

@@ -294,6 +294,7 @@ def test_stuck_and_drift_faults_by_construction():
             "drift_span_share_per_s": np.array([0.0, 0.001]),
             "dropout_s": np.array([0.0, 0.0]),
             "spike_span_share": np.array([0.0, 0.0]),
+            "spike_seed": np.array([0.0, 0.0]),
         },
     )
     sim.apply_faults(values, devices)
@@ -325,3 +326,33 @@ def test_write_parquet_streams_files_with_constant_columns(tmp_path, monkeypatch
     written = pl.read_parquet(list(result.files))
     assert written["batch"].unique().to_list() == ["007"]
     assert written.drop("batch").equals(simulate(spec))
+
+
+def test_spike_faults_hit_a_few_seconds_by_their_own_seed():
+    seconds = 20_000
+    channel = float(CHANNEL_NAMES.index("co_ppm"))
+
+    def spiked(seed: float) -> np.ndarray:
+        values = {name: np.zeros((1, seconds), dtype=np.float32) for name in CHANNEL_NAMES}
+        devices = sim.Devices(
+            index=np.array([0]),
+            scenario=np.array([0]),
+            params={},
+            fault=np.array([sim.FAULTS.index("spike")]),
+            fault_params={
+                "channel": np.array([channel]),
+                "start_s": np.array([0.0]),
+                "drift_span_share_per_s": np.array([0.0]),
+                "dropout_s": np.array([0.0]),
+                "spike_span_share": np.array([0.01]),
+                "spike_seed": np.array([seed]),
+            },
+        )
+        sim.apply_faults(values, devices)
+        return values["co_ppm"][0]
+
+    first, second = spiked(1.0), spiked(2.0)
+    # 1 % of the 10,000 ppm span, at about 0.5 % of the seconds (100 +- 5 sd of 10).
+    assert set(np.unique(first)) == {0.0, 100.0}
+    assert 50 < np.count_nonzero(first) < 150
+    assert not np.array_equal(first > 0, second > 0)
