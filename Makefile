@@ -41,7 +41,7 @@ home: venv
 	@$(BIN)/firepipe home >/dev/null
 
 # bronze/synthetic_readings is partitioned scenario family x batch; its single-run backfill policy
-# takes this range (batch 000 of every family) in one step of one run.
+# takes this range (batches 000 and 001 of every family) in one step of one run.
 RUN_PARTITIONS := {"dagster/asset_partition_range_start": "000|baseline", "dagster/asset_partition_range_end": "001|nuisance"}
 
 run: home

@@ -221,8 +221,11 @@ def generate(
         f"seed {seed}, {backend} -> {out}",
         err=True,
     )
-    with click.progressbar(length=spec.rows, label="generating", file=sys.stderr) as bar:
-        result = write_parquet(spec, out, backend=backend, workers=workers, progress=bar.update)
+    try:
+        with click.progressbar(length=spec.rows, label="generating", file=sys.stderr) as bar:
+            result = write_parquet(spec, out, backend=backend, workers=workers, progress=bar.update)
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(
         f"wrote {result.rows:,} readings in {len(result.files)} file(s), "
         f"{result.seconds:.1f} s ({result.rows / result.seconds:,.0f} readings/s)",

@@ -66,6 +66,8 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
         if mat is None:
             continue
         rows = _metadata_value(mat.metadata, "dagster/row_count")
+        if rows is None:  # a run of several partitions reports the rows it wrote in all
+            rows = _metadata_value(mat.metadata, "rows_written")
         snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
         summary.materialisations.append(
             Materialisation(

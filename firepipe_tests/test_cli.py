@@ -103,6 +103,17 @@ def test_generate_writes_the_rows_it_announces(tmp_path: Path) -> None:
     assert frame["device_id"][0] == "syn-4-0"
 
 
+def test_generate_refuses_a_folder_holding_an_earlier_run(tmp_path: Path) -> None:
+    args = ["generate", "--rows", "1000", "--duration-s", "100", "--out", str(tmp_path)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    again = CliRunner().invoke(main, [*args, "--seed", "2"])
+    assert again.exit_code == 1
+    assert "already holds generated files (part-00000.parquet" in again.output
+    import polars as pl
+
+    assert pl.read_parquet(tmp_path)["device_id"][0] == "syn-0-0"  # the first run is intact
+
+
 def test_generate_refuses_an_unknown_family(tmp_path: Path) -> None:
     args = ["generate", "--rows", "10", "--out", str(tmp_path), "--family", "wildfire"]
     result = CliRunner().invoke(main, args)

@@ -22,9 +22,9 @@ from pandera.errors import SchemaErrors
 from firepipe.core.quality import seeded_sample
 from firepipe.core.readings import CHANNELS
 from firepipe.core.simulation.scenarios import FAMILIES
+from firepipe.core.simulation.simulator import FAULTS
 
 # The sensor faults the simulator injects (issue 3): a dropout makes channel values null.
-FAULTS: tuple[str, ...] = ("drift", "stuck", "dropout", "spike")
 # Rows the value checks look at: 100k rows of ~20 columns is ~10 MB, and a bound violated by
 # one row in 10,000 is then missed with probability e^-10. Ranges and labels are counted exactly
 # over every row by their own checks (firepipe.core.quality).

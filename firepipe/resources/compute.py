@@ -131,6 +131,11 @@ class BatchCompute(GeneratorCompute):
     s3_endpoint_url: str | None = None
     poll_interval_s: float = 10.0
     message_interval_s: float = 10.0
+    workers: int | None = Field(
+        default=None,
+        description="Generator threads in the job: its vCPUs. A container sees the host's CPUs, "
+        "so without this the generator sizes itself to the host's cores and their memory.",
+    )
 
     def _clients(self) -> tuple[Any, Any]:
         import boto3
@@ -164,7 +169,7 @@ class BatchCompute(GeneratorCompute):
                 "jobDefinition": self.job_definition,
                 "containerOverrides": overrides,
             },
-            extras=request.extras(backend),
+            extras={**request.extras(backend), entry.EXTRA_WORKERS: self.workers},
         )
         return GenerationReport.from_messages(invocation.get_custom_messages())
 

@@ -31,7 +31,7 @@ EXTRA_DIRECTORY = "directory"
 EXTRA_BACKEND = "backend"
 EXTRA_CONSTANT_COLUMNS = "constant_columns"
 EXTRA_STORAGE_OPTIONS = "storage_options"
-EXTRA_ROWS_PER_FILE = "rows_per_file"
+EXTRA_WORKERS = "workers"
 # The key of the custom message that carries the report.
 REPORT_KIND = "firepipe.generation"
 
@@ -107,8 +107,8 @@ def run(pipes: PipesContext) -> dict[str, Any]:
         f"families {', '.join(spec.families)}, seed {spec.seed}) with {backend} into {directory}"
     )
     optional: dict[str, Any] = {}
-    if extras.get(EXTRA_ROWS_PER_FILE):
-        optional["rows_per_file"] = int(extras[EXTRA_ROWS_PER_FILE])
+    if extras.get(EXTRA_WORKERS):
+        optional["workers"] = int(extras[EXTRA_WORKERS])
     result = write_parquet(
         spec,
         directory,

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from firepipe.defs.generation.assets import ASSET_KEY, TABLE, partition_seed, synthetic_readings
@@ -22,6 +23,19 @@ class BrokenCompute(LocalCompute):
     ) -> GenerationReport:
         super().generate(context, request)
         raise RuntimeError("Batch job failed: Host EC2 instance terminated")
+
+
+class MislabellingCompute(LocalCompute):
+    """Generates, then corrupts the labels of its files as a buggy generator image would."""
+
+    def generate(
+        self, context: dg.AssetExecutionContext, request: GenerationRequest
+    ) -> GenerationReport:
+        report = super().generate(context, request)
+        for path in report.files:
+            frame = pl.read_parquet(path)
+            frame.with_columns(pl.lit(True).alias("is_fire")).write_parquet(path)
+        return report
 
 
 def materialise(tmp_path: Path, partition: str, compute: LocalCompute) -> dg.ExecuteInProcessResult:
@@ -76,3 +90,13 @@ def test_a_failed_generation_commits_nothing_and_is_recorded(tmp_path: Path) -> 
     assert not list(staged.rglob("*.parquet"))  # the run's staged files were discarded
     [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
     assert (record.status, record.partition_key, record.rows) == ("failed", "000|flaming", 0)
+
+
+def test_rows_failing_a_blocking_check_are_never_committed(tmp_path: Path) -> None:
+    result = materialise(tmp_path, "000|nuisance", MislabellingCompute())
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "label_consistency" in failure.step_failure_data.error.message
+    assert TABLE not in LocalLakehouse(root=str(tmp_path / "lake")).list_tables()
+    [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
+    assert record.status == "failed"

@@ -198,7 +198,8 @@ def test_batch_job_runs_the_entry_point_with_pipes_through_s3(
     batch.add_response("describe_jobs", job("SUCCEEDED"), {"jobs": [JOB_ID]})
 
     request = GenerationRequest(spec=SPEC, directory=str(tmp_path / "out"))
-    report = run_generation(batch_compute(pipes_bucket), request)
+    # The job's vCPUs size the generator's threads (a container sees the host's CPUs).
+    report = run_generation(batch_compute(pipes_bucket, workers=2), request)
 
     assert report.rows == SPEC.devices * SPEC.duration_s
     assert parquet_rows(report.files).height == report.rows
@@ -211,6 +212,7 @@ def test_batch_job_runs_the_entry_point_with_pipes_through_s3(
     assert context["key"].startswith("pipes/")
     assert context["extras"]["spec"] == SPEC.to_json()
     assert context["extras"]["directory"] == str(tmp_path / "out")
+    assert context["extras"]["workers"] == 2
     # The session cleaned up its context object; the messages stay under the prefix.
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=pipes_bucket)["Contents"]]
     assert context["key"] not in keys

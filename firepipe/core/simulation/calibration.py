@@ -541,10 +541,22 @@ def parameter_frame(fits: Sequence[FireParameters]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=PARAMETER_SCHEMA)
 
 
-def _span(values: list[float | None], name: str) -> tuple[float, float]:
+# A fitted value within this share of a bound stopped at the bound, not at what the data says.
+AT_BOUND_SHARE = 0.01
+
+
+def _span(
+    values: list[float | None], name: str, bounds: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """The range of the fitted values, leaving out fits that stopped at a bound when others
+    did not (a bound is an assumption, not a measurement)."""
     present = [v for v in values if v is not None]
     if not present:
         raise ValueError(f"no test gave a fitted {name}")
+    if bounds is not None:
+        lo, hi = bounds
+        inside = [v for v in present if lo * (1 + AT_BOUND_SHARE) < v < hi * (1 - AT_BOUND_SHARE)]
+        present = inside or present
     return (_round(min(present)), _round(max(present)))
 
 
@@ -559,11 +571,17 @@ def calibrated_ranges(
     if not fits:
         raise ValueError("no fitted tests to take ranges from")
     return CalibratedRanges(
-        alpha_kw_per_s2=_span([f.alpha_kw_per_s2 for f in fits], "alpha"),
-        peak_hrr_kw=_span([f.peak_hrr_kw for f in fits], "peak HRR"),
-        soot_yield_g_per_g=_span([f.soot_yield_g_per_g for f in fits], "soot yield"),
-        co_yield_g_per_g=_span([f.co_yield_g_per_g for f in fits], "CO yield"),
-        co2_yield_g_per_g=_span([f.co2_yield_g_per_g for f in fits], "CO2 yield"),
+        alpha_kw_per_s2=_span([f.alpha_kw_per_s2 for f in fits], "alpha", ALPHA_BOUNDS_KW_PER_S2),
+        peak_hrr_kw=_span([f.peak_hrr_kw for f in fits], "peak HRR", PEAK_HRR_BOUNDS_KW),
+        soot_yield_g_per_g=_span(
+            [f.soot_yield_g_per_g for f in fits], "soot yield", SOOT_YIELD_BOUNDS_G_PER_G
+        ),
+        co_yield_g_per_g=_span(
+            [f.co_yield_g_per_g for f in fits], "CO yield", CO_YIELD_BOUNDS_G_PER_G
+        ),
+        co2_yield_g_per_g=_span(
+            [f.co2_yield_g_per_g for f in fits], "CO2 yield", CO2_YIELD_BOUNDS_G_PER_G
+        ),
         heat_of_combustion_kj_per_g=HEAT_OF_COMBUSTION_KJ_PER_G,
         data_folder=data_folder,
         tests=tuple(f.test for f in fits),

@@ -65,7 +65,7 @@ def t_squared_hrr_kw(
 def _jet_inputs(
     hrr_kw: ArrayLike, ceiling_height_m: ArrayLike, radial_distance_m: ArrayLike
 ) -> tuple[F64, F64, F64]:
-    """Heat release (no negative fires), height, and a radius kept off the plume axis."""
+    """Heat release (no negative fires), height and radius as float64 arrays of one shape."""
     q = np.maximum(np.asarray(hrr_kw, dtype=np.float64), 0.0)
     h = np.asarray(ceiling_height_m, dtype=np.float64)
     r = np.asarray(radial_distance_m, dtype=np.float64)
@@ -171,12 +171,18 @@ def _cumulative(values: Any, op: Any) -> Any:
     return xp.stack(running, axis=1)
 
 
-def detector_time_constant_s(rti_m_s_half: ArrayLike, gas_velocity_m_per_s: ArrayLike) -> F64:
+def detector_time_constant_s(rti_m_s_half: Any, gas_velocity_m_per_s: Any) -> Any:
     """Thermal time constant of an element with a response time index: tau = RTI / sqrt(u)."""
-    u = np.maximum(
-        np.asarray(gas_velocity_m_per_s, dtype=np.float64), QUIESCENT_AIR_VELOCITY_M_PER_S
-    )
-    return np.asarray(rti_m_s_half, dtype=np.float64) / np.sqrt(u)
+    xp, u = _array(gas_velocity_m_per_s)
+    return rti_m_s_half / xp.sqrt(xp.maximum(u, QUIESCENT_AIR_VELOCITY_M_PER_S))
+
+
+def _array(values: Any) -> tuple[Any, Any]:
+    """The namespace of an array-API array and the array; anything else becomes float64 numpy."""
+    try:
+        return array_namespace(values), values
+    except TypeError:
+        return np, np.asarray(values, dtype=np.float64)
 
 
 def product_mass_fraction_per_k(

@@ -57,6 +57,9 @@ CEILING_HEIGHT_M: sc.Range = (2.4, 3.6)
 FLOOR_AREA_M2: sc.Range = (6.0, 60.0)
 AIR_CHANGES_PER_H: sc.Range = (0.3, 2.0)
 MAX_RADIAL_DISTANCE_M = 6.0  # NFPA 72 spacing: no point of a room is further than 0.7 * 9.1 m
+# The source sits 0.3-1 room widths (sqrt of the floor area) from the detector: next to it
+# in a small room, across the room otherwise (assumed: sources and detectors placed anywhere).
+RADIAL_DISTANCE_ROOM_SHARE: sc.Range = (0.3, 1.0)
 
 # Indoor climate: 18-25 degC, 30-60 %RH; a daily swing of 0.5-2 K and a thermostat cycle of
 # 0.2-0.8 K over 15-40 min (ASHRAE Handbook Fundamentals, residential thermal comfort).
@@ -79,8 +82,9 @@ BACKGROUND_H2_PPM: sc.Range = (0.4, 0.6)  # atmospheric H2 is ~0.53 ppm
 # Events start 10-40 % of the way into a device's run, so every device has a quiet lead-in.
 ONSET_FRACTION: sc.Range = (0.1, 0.4)
 
-# Molar volume at 25 degC and 1 atm: ppm = mg/m3 * 24.45 / M.
-MOLAR_VOLUME_L_PER_MOL = 24.45
+# Molar volume of the air physics.py assumes (20 degC, 1 atm): ppm = mg/m3 * V_m / M, the same
+# conversion as physics.mole_fraction_ppm, so simulated and calibrated gases agree.
+MOLAR_VOLUME_L_PER_MOL = physics.AIR_MOLAR_MASS_G_PER_MOL / physics.AIR_DENSITY_KG_PER_M3
 
 # Sensor resolution of a typical multi-sensor device (datasheet-level steps).
 QUANTUM: dict[str, float] = {
@@ -116,14 +120,27 @@ RELATIVE_NOISE: dict[str, float] = {
     "h2_ppm": 0.05,
 }
 
-# Sensor faults, on a share of devices, from a random second on: a channel drifting (0.5-5 %
-# of its span per hour: electrochemical and MOX ageing), a channel stuck at its last value, the
-# device dropping out (all channels null for 1-10 min), or a channel spiking (EMI, 1 in 200 s).
+# Sensor faults, on a share of devices, from a random second on: a channel drifting, a channel
+# stuck at its last value, the device dropping out (all channels null for 1-10 min), or a
+# channel spiking (EMI: about 1 in 200 s). A failing sensor drifts 0.5-5 % of its full scale
+# per hour (far faster than ageing, which is a few % a year: that is what makes it a fault);
+# spikes are 1-10 % of full scale. Full scales of typical sensors (datasheet-level: thermistor,
+# capacitive RH, optical chamber, optical PM, electrochemical CO, NDIR CO2, MOX VOC and H2).
 FAULTS: tuple[str, ...] = ("drift", "stuck", "dropout", "spike")
-DRIFT_SPAN_SHARE_PER_H: sc.Range = (0.005, 0.05)
+SENSOR_FULL_SCALE: dict[str, float] = {
+    "temperature_c": 100.0,
+    "humidity_pct": 100.0,
+    "smoke_obscuration_pct_per_m": 20.0,
+    "pm25_ugm3": 1_000.0,
+    "co_ppm": 1_000.0,
+    "co2_ppm": 5_000.0,
+    "voc_ppb": 60_000.0,
+    "h2_ppm": 1_000.0,
+}
+DRIFT_FULL_SCALE_SHARE_PER_H: sc.Range = (0.005, 0.05)
 DROPOUT_S: sc.Range = (60.0, 600.0)
 SPIKE_PROBABILITY_PER_S = 0.005
-SPIKE_SPAN_SHARE: sc.Range = (0.01, 0.1)
+SPIKE_FULL_SCALE_SHARE: sc.Range = (0.01, 0.1)
 
 # Readings per chunk: large enough that every array operation amortises its call, small enough
 # that a chunk's working arrays stay in a few hundred MB.
@@ -251,7 +268,7 @@ def draw_devices(spec: GenerationSpec, chunk: int, rng: np.random.Generator) -> 
     volume = height * area
     ach = draw(AIR_CHANGES_PER_H)
     ventilation_per_s = ach / 3600.0
-    radius = np.minimum(rng.uniform(0.3, 1.0, n) * np.sqrt(area), MAX_RADIAL_DISTANCE_M)
+    radius = np.minimum(draw(RADIAL_DISTANCE_ROOM_SHARE) * np.sqrt(area), MAX_RADIAL_DISTANCE_M)
     enrichment = draw(CEILING_LAYER_ENRICHMENT)
 
     has_source = per_scenario(lambda s: s.family != "baseline")
@@ -356,9 +373,9 @@ def draw_devices(spec: GenerationSpec, chunk: int, rng: np.random.Generator) -> 
     fault_params: dict[str, F64] = {
         "channel": rng.integers(0, len(CHANNELS), n).astype(np.float64),
         "start_s": np.floor(rng.uniform(0.0, duration, n)),
-        "drift_span_share_per_s": draw(DRIFT_SPAN_SHARE_PER_H) / 3600.0,
+        "drift_span_share_per_s": draw(DRIFT_FULL_SCALE_SHARE_PER_H) / 3600.0,
         "dropout_s": np.floor(draw(DROPOUT_S)),
-        "spike_span_share": draw(SPIKE_SPAN_SHARE),
+        "spike_span_share": draw(SPIKE_FULL_SCALE_SHARE),
         # Seeds of each device's spike times (whole numbers, exact in float64).
         "spike_seed": rng.integers(0, 2**52, n).astype(np.float64),
     }
@@ -406,7 +423,7 @@ def clean_signals(devices: Devices, duration_s: int, backend: ArrayBackend) -> d
     velocity = xp.maximum(
         p("jet_velocity_per_kw") * hrr_cube_root, physics.QUIESCENT_AIR_VELOCITY_M_PER_S
     )
-    thermal_tau = THERMISTOR_RTI_M_S_HALF / xp.sqrt(velocity)
+    thermal_tau = physics.detector_time_constant_s(THERMISTOR_RTI_M_S_HALF, velocity)
     # Room emissions: the source's output mixed into the room volume (tau = V / Q_vent).
     mixed = physics.first_order_response(output, p("room_time_constant_s"), axis=0)
 
@@ -481,7 +498,7 @@ def apply_faults(values: dict[str, F32], devices: Devices) -> None:
         kind = FAULTS[devices.fault[row]]
         start = int(devices.fault_params["start_s"][row])
         channel = CHANNELS[int(devices.fault_params["channel"][row])]
-        span = channel.max_value - channel.min_value
+        span = SENSOR_FULL_SCALE[channel.name]
         series = values[channel.name][row]
         if kind == "drift":
             rate = devices.fault_params["drift_span_share_per_s"][row] * span
@@ -494,6 +511,7 @@ def apply_faults(values: dict[str, F32], devices: Devices) -> None:
                 values[name][row, start:stop] = np.nan
         elif kind == "spike":
             hit = _spike_seconds(int(devices.fault_params["spike_seed"][row]), seconds)
+            hit[:start] = False
             series[hit] += np.float32(devices.fault_params["spike_span_share"][row] * span)
         np.clip(series, channel.min_value, channel.max_value, out=series)
 
@@ -577,12 +595,13 @@ def simulate_chunk(
 def simulate_chunks(
     spec: GenerationSpec, *, backend: str = "numpy", workers: int | None = None, noise: bool = True
 ) -> Iterator[pl.DataFrame]:
-    """The readings chunk by chunk, in order, `workers` chunks at a time (default: all cores).
+    """The readings chunk by chunk, in order, `workers` chunks at a time (default: the cores
+    this process may run on).
 
     At most `workers` + 1 chunks are in memory at once, whatever the size of the spec.
     """
     array_backend = get_backend(backend)
-    workers = workers or os.cpu_count() or 1
+    workers = workers or len(os.sched_getaffinity(0)) or 1
     if workers == 1 or spec.chunks == 1:
         for chunk in range(spec.chunks):
             yield simulate_chunk(spec, chunk, array_backend, noise=noise)
@@ -636,6 +655,13 @@ def write_parquet(
     local = "://" not in directory
     if local:
         Path(directory).mkdir(parents=True, exist_ok=True)
+        earlier = sorted(p.name for p in Path(directory).glob("part-*.parquet*"))
+        if earlier:
+            # New files would replace some of them and leave the rest: two runs in one folder.
+            raise FileExistsError(
+                f"{directory} already holds generated files ({', '.join(earlier[:3])}...): "
+                "choose an empty folder or remove them"
+            )
     constants = [pl.lit(v, pl.String()).alias(k) for k, v in (constant_columns or {}).items()]
     files: list[str] = []
     buffered: list[pl.DataFrame] = []

@@ -19,14 +19,16 @@ per-run staging folder inside the table's own location, and the asset then commi
 run: a crash before the commit leaves no partial data, and re-running never duplicates.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from firepipe.core.history import GenerationRecord
+from firepipe.core.simulation import scenarios
 from firepipe.core.simulation.simulator import GenerationSpec
 from firepipe.defs.generation import checks
 from firepipe.resources.compute import GenerationReport, GenerationRequest, GeneratorCompute
@@ -36,7 +38,7 @@ from firepipe.resources.lakehouse.catalogs import Lakehouse
 
 ASSET_KEY = checks.ASSET_KEY
 TABLE = "bronze.synthetic_readings"
-FAMILIES = ("baseline", "flaming", "smouldering", "nuisance")
+FAMILIES = scenarios.FAMILIES
 BATCHES = tuple(f"{i:03d}" for i in range(16))
 FAMILY_DIM, BATCH_DIM = "family", "batch"
 PARTITION_COLUMNS = {FAMILY_DIM: "scenario_family", BATCH_DIM: "batch"}
@@ -82,6 +84,10 @@ class Cell:
     batch: str
 
     @property
+    def key(self) -> str:
+        return f"{self.batch}|{self.family}"
+
+    @property
     def scope(self) -> tuple[tables.Constraint, ...]:
         return (
             tables.Values(PARTITION_COLUMNS[BATCH_DIM], (self.batch,)),
@@ -109,42 +115,65 @@ def _spec(config: SyntheticReadingsConfig, cell: Cell) -> GenerationSpec:
 REFERENCE_BATCH = BATCHES[0]
 
 
-def _check_results(lakehouse: Lakehouse, cells: Sequence[Cell]) -> Iterator[dg.AssetCheckResult]:
-    """Every check, per family, on lazy scans of the partitions just committed.
+def _check_results(
+    lakehouse: Lakehouse, staged: Mapping[Cell, Sequence[str]]
+) -> list[dg.AssetCheckResult]:
+    """Every check, per family, on lazy scans of the run's staged files, before any commit.
 
-    The distribution check compares a family's other batches with its reference batch "000"
-    (committed in this run or before); a run of batch "000" alone has nothing to compare with.
-    A check passes when it passes for every family; its metadata keeps each family's.
+    The blocking checks read every staged batch; the distribution check compares a family's
+    other batches with its reference batch "000" (staged in this run, or committed before); a
+    run of batch "000" alone has nothing to compare with. A check passes when it passes for
+    every family; its metadata keeps each family's.
     """
+    options = lakehouse.storage_options() or None
+
+    def scan(cells: Sequence[Cell]) -> pl.LazyFrame:
+        return pl.scan_parquet([f for c in cells for f in staged[c]], storage_options=options)
+
     per_family: dict[str, list[dg.AssetCheckResult]] = {}
-    for family in sorted({c.family for c in cells}):
-        batches = sorted(c.batch for c in cells if c.family == family)
-        compared = [b for b in batches if b != REFERENCE_BATCH]
-        reference = Cell(family, REFERENCE_BATCH)
-        reference_rows = lakehouse.scan(TABLE, _scope([reference]))
-        has_reference = bool(compared) and reference_rows.select(pl.len()).collect().item() > 0
-        per_family[family] = checks.evaluate_checks(
-            lakehouse.scan(TABLE, _scope([Cell(family, b) for b in compared or batches])),
-            family=family,
-            reference=reference_rows if has_reference else None,
-            reference_label=f"{REFERENCE_BATCH}|{family}",
-        )
+    for family in sorted({c.family for c in staged}):
+        cells = sorted((c for c in staged if c.family == family), key=lambda c: c.batch)
+        compared = [c for c in cells if c.batch != REFERENCE_BATCH]
+        reference_cell = Cell(family, REFERENCE_BATCH)
+        reference: pl.LazyFrame | None = None
+        if compared and reference_cell in staged:
+            reference = scan([reference_cell])
+        elif compared and TABLE in lakehouse.list_tables():
+            committed = lakehouse.scan(TABLE, _scope([reference_cell]))
+            reference = committed if committed.select(pl.len()).collect().item() else None
+        judged = [name for name in checks.CHECK_NAMES if name != checks.DISTRIBUTION]
+        per_family[family] = [
+            *checks.evaluate_checks(
+                scan(cells), family=family, reference=None, reference_label="", names=judged
+            ),
+            *checks.evaluate_checks(
+                scan(compared or cells),
+                family=family,
+                reference=reference,
+                reference_label=reference_cell.key,
+                names=[checks.DISTRIBUTION],
+            ),
+        ]
+    merged = []
     for spec in checks.check_specs():
         results = {
             family: next(r for r in results if r.check_name == spec.name)
             for family, results in per_family.items()
         }
         failed = sorted(f for f, r in results.items() if not r.passed)
-        yield dg.AssetCheckResult(
-            check_name=spec.name,
-            passed=not failed,
-            severity=next(iter(results.values())).severity,
-            metadata={
-                "families": ", ".join(results),
-                "failed_families": ", ".join(failed) or "none",
-                **{f"{f}/{k}": v for f, r in results.items() for k, v in r.metadata.items()},
-            },
+        merged.append(
+            dg.AssetCheckResult(
+                check_name=spec.name,
+                passed=not failed,
+                severity=next(iter(results.values())).severity,
+                metadata={
+                    "families": ", ".join(results),
+                    "failed_families": ", ".join(failed) or "none",
+                    **{f"{f}/{k}": v for f, r in results.items() for k, v in r.metadata.items()},
+                },
+            )
         )
+    return merged
 
 
 def _scope(cells: Sequence[Cell]) -> tables.Scope:
@@ -174,26 +203,26 @@ def synthetic_readings(
     share of devices. Partitioned by scenario family x batch; the size is run config.
     """
     cells = partition_cells(context.partition_keys)
+    specs = {cell: _spec(config, cell) for cell in cells}
     staging = lakehouse.staging_directory(TABLE, context.run.run_id)
     reports: dict[Cell, GenerationReport] = {}
     started: dict[Cell, datetime] = {}
 
-    def record(
-        cell: Cell, status: str, rows: int, seconds: float, backend: str, where: str
-    ) -> None:
-        spec = _spec(config, cell)
+    def record(cell: Cell, status: str, where: str) -> None:
+        report = reports.get(cell) if status == "succeeded" else None
+        elapsed = (datetime.now(UTC) - started[cell]).total_seconds()
         generation_history.record(
             GenerationRecord(
                 run_id=context.run.run_id,
                 asset_key=ASSET_KEY.to_user_string(),
-                partition_key=f"{cell.batch}|{cell.family}",
-                spec=spec.to_json(),
-                seed=spec.seed,
-                rows=rows,
+                partition_key=cell.key,
+                spec=specs[cell].to_json(),
+                seed=specs[cell].seed,
+                rows=report.rows if report else 0,
                 location=where,
                 started_at=started[cell],
-                duration_s=seconds,
-                backend=backend,
+                duration_s=report.seconds if report else elapsed,
+                backend=report.backend if report else config.backend,
                 status=status,
                 dagster_job=context.job_name,
                 dagster_run_id=context.run.run_id,
@@ -203,52 +232,69 @@ def synthetic_readings(
     try:
         for cell in cells:
             started[cell] = datetime.now(UTC)
-            try:
-                reports[cell] = generator_compute.generate(
-                    context,
-                    GenerationRequest(
-                        spec=_spec(config, cell),
-                        directory=_writer_path(
-                            f"{staging}/scenario_family={cell.family}/batch={cell.batch}"
-                        ),
-                        backend=config.backend,
-                        use_gpu=config.use_gpu,
-                        constant_columns={PARTITION_COLUMNS[BATCH_DIM]: cell.batch},
-                        storage_options=lakehouse.storage_options(),
+            reports[cell] = generator_compute.generate(
+                context,
+                GenerationRequest(
+                    spec=specs[cell],
+                    directory=_writer_path(
+                        f"{staging}/scenario_family={cell.family}/batch={cell.batch}"
                     ),
-                )
-            except Exception:
-                elapsed = (datetime.now(UTC) - started[cell]).total_seconds()
-                record(cell, "failed", 0, elapsed, config.backend, staging)
-                raise
+                    backend=config.backend,
+                    use_gpu=config.use_gpu,
+                    constant_columns={PARTITION_COLUMNS[BATCH_DIM]: cell.batch},
+                    storage_options=lakehouse.storage_options(),
+                ),
+            )
+        staged = {cell: _as_uri(report.files, staging) for cell, report in reports.items()}
+        # Write, audit, publish: the blocking checks judge the staged files, and only data
+        # that passes them is committed.
+        check_results = _check_results(lakehouse, staged)
+        failed = [r for r in check_results if not r.passed and r.check_name in checks.BLOCKING]
+        if failed:
+            raise dg.Failure(
+                description="blocking checks failed on the generated rows, nothing committed: "
+                + ", ".join(
+                    f"{r.check_name} ({r.metadata['failed_families'].value})" for r in failed
+                ),
+                metadata={r.check_name: dg.MetadataValue.json(_plain(r.metadata)) for r in failed},
+            )
+        files = [f for cell_files in staged.values() for f in cell_files]
+        partitioning = [tables.PartitionColumn(c) for c in sorted(PARTITION_COLUMNS.values())]
+        result = lakehouse.commit_staged(TABLE, files, partitioning, _scope(cells))
     except BaseException:
         # Nothing was committed: the staged files of this run belong to no table snapshot.
         lakehouse.discard_staged(staging)
+        for cell in started:
+            record(cell, "failed", staging)
         raise
-    files = [f for r in reports.values() for f in _as_uri(r.files, staging)]
-    partitioning = [tables.PartitionColumn(c) for c in sorted(PARTITION_COLUMNS.values())]
-    result = lakehouse.commit_staged(TABLE, files, partitioning, _scope(cells))
-    for cell, report in reports.items():
-        record(cell, "succeeded", report.rows, report.seconds, report.backend, result.location)
+    for cell in cells:
+        record(cell, "succeeded", result.location)
 
     seconds = sum(r.seconds for r in reports.values())
+    rows_by_partition = {cell.key: reports[cell].rows for cell in cells}
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": result.rows_written,
+            # One result covers every partition of the run: rows are the run's, per partition.
+            **({"dagster/row_count": result.rows_written} if len(cells) == 1 else {}),
+            "rows_written": result.rows_written,
+            "rows_by_partition": rows_by_partition,
             "dagster/table_name": TABLE,
             "files": len(files),
             "generation_seconds": round(seconds, 3),
             "rows_per_s": round(result.rows_written / seconds) if seconds > 0 else 0,
             "backends": ", ".join(sorted({r.backend for r in reports.values()})),
-            "seeds": {f"{c.batch}|{c.family}": _spec(config, c).seed for c in cells},
-            "staged_in": dg.MetadataValue.path(staging),
+            "seeds": {cell.key: specs[cell].seed for cell in cells},
             "iceberg/snapshot_id": str(result.snapshot_id),
             "iceberg/location": dg.MetadataValue.path(result.location),
             "iceberg/replaced": result.scope,
             "iceberg/table_rows": result.total_rows,
         }
     )
-    yield from _check_results(lakehouse, cells)
+    yield from check_results
+
+
+def _plain(metadata: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(getattr(v, "value", v)) for k, v in metadata.items()}
 
 
 def _writer_path(uri: str) -> str:

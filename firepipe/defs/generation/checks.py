@@ -6,7 +6,7 @@ must not reach silver. scenario_mix and distribution_vs_reference judge how the 
 distributed, which can drift for benign reasons (a catalog change), so they warn.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import dagster as dg
 import polars as pl
@@ -18,6 +18,7 @@ from firepipe.core.simulation.scenarios import CATALOG
 
 ASSET_KEY = dg.AssetKey(["bronze", "synthetic_readings"])
 BLOCKING = ("schema", "physical_ranges", "label_consistency")
+DISTRIBUTION = "distribution_vs_reference"
 ADVISORY = ("scenario_mix", "distribution_vs_reference")
 
 # SDMetrics scores lie in [0, 1]; 0.8 is the lower edge of the band SDMetrics users read as
@@ -43,20 +44,23 @@ EXAMPLE_COLUMNS = ("device_id", "ts", "scenario")
 CheckMetadata = dict[str, object]
 
 
+DESCRIPTIONS = {
+    "schema": "Columns, dtypes, nullability and value sets match the pandera contract.",
+    "physical_ranges": "Every channel value lies within its physical range (nulls allowed).",
+    "label_consistency": "is_fire iff ignition_ts; seconds_since_ignition iff ignition.",
+    "scenario_mix": "Device shares per scenario match the catalog's weights for the family.",
+    DISTRIBUTION: (
+        "KS complement per channel and correlation similarity against the family's "
+        "reference batch (SDMetrics quality measures)."
+    ),
+}
+CHECK_NAMES = tuple(DESCRIPTIONS)
+
+
 def check_specs() -> list[dg.AssetCheckSpec]:
-    descriptions = {
-        "schema": "Columns, dtypes, nullability and value sets match the pandera contract.",
-        "physical_ranges": "Every channel value lies within its physical range (nulls allowed).",
-        "label_consistency": "is_fire iff ignition_ts; seconds_since_ignition iff ignition.",
-        "scenario_mix": "Device shares per scenario match the catalog's weights for the family.",
-        "distribution_vs_reference": (
-            "KS complement per channel and correlation similarity against the family's "
-            "reference batch (SDMetrics quality measures)."
-        ),
-    }
     return [
         dg.AssetCheckSpec(name, asset=ASSET_KEY, blocking=name in BLOCKING, description=text)
-        for name, text in descriptions.items()
+        for name, text in DESCRIPTIONS.items()
     ]
 
 
@@ -201,13 +205,14 @@ def evaluate_checks(
     reference: pl.LazyFrame | None,
     reference_label: str,
     expected_mix: Mapping[str, float] | None = None,
+    names: Collection[str] | None = None,
 ) -> list[dg.AssetCheckResult]:
     """Every check of check_specs() on the readings of one scenario family.
 
     `reference` is another partition of the same family (the committed batch "000"), or None
     when there is none yet; `expected_mix` defaults to the catalog's weights for the family.
     A check whose inputs are unusable (a missing column, an unknown family) fails with the
-    reason in its metadata instead of failing the step.
+    reason in its metadata instead of failing the step. `names` limits which checks run.
     """
     evaluations: dict[str, Callable[[], tuple[bool, CheckMetadata]]] = {
         "schema": lambda: _schema(readings),
@@ -222,6 +227,8 @@ def evaluate_checks(
     }
     results = []
     for name, evaluate in evaluations.items():
+        if names is not None and name not in names:
+            continue
         try:
             passed, metadata = evaluate()
         except (ValueError, pl.exceptions.PolarsError) as e:

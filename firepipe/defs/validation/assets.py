@@ -33,7 +33,7 @@ def _markdown_table(frame: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _metadata(result: Calibration, png: bytes, png_path: str) -> dict[str, Any]:
+def _metadata(result: Calibration, png: bytes, png_path: str | None) -> dict[str, Any]:
     columns = ["test", "station", "channel", "nrmse", "time_to_4_3_error_s"]
     encoded = base64.b64encode(png).decode("ascii")
     metadata: dict[str, Any] = {
@@ -44,9 +44,10 @@ def _metadata(result: Calibration, png: bytes, png_path: str) -> dict[str, Any]:
         "plot": dg.MetadataValue.md(
             f"![simulated (dashed) vs measured (solid)](data:image/png;base64,{encoded})"
         ),
-        "plot_path": dg.MetadataValue.path(png_path),
         "tests": ", ".join(result.ranges.tests),
     }
+    if png_path is not None:
+        metadata["plot_path"] = dg.MetadataValue.path(png_path)
     for name, value in result.summary().items():
         if value is not None:
             metadata[name] = dg.MetadataValue.float(value)
@@ -66,9 +67,12 @@ def generator_validation(
     folder = settings.nist_data_dir() if not config.data_dir else Path(config.data_dir)
     result = calibration.calibrate(folder)
     png = plots.simulated_vs_measured_png(result.curves)
-    reports = settings.local_paths().home / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    png_path = reports / PLOT_FILE
-    png_path.write_bytes(png)
-    context.log.info(f"NIST validation plot written to {png_path}")
-    return dg.Output(result.errors, metadata=_metadata(result, png, str(png_path)))
+    png_path = None
+    if settings.environment() is settings.Environment.LOCAL:
+        # A file for people at this machine; on ECS the plot lives in the metadata only.
+        reports = settings.local_paths().home / "reports"
+        reports.mkdir(parents=True, exist_ok=True)
+        png_path = str(reports / PLOT_FILE)
+        Path(png_path).write_bytes(png)
+        context.log.info(f"NIST validation plot written to {png_path}")
+    return dg.Output(result.errors, metadata=_metadata(result, png, png_path))

@@ -158,3 +158,11 @@ def test_real_fit_stays_close_to_the_measured_temperatures() -> None:
     assert summary["median_nrmse_temperature_c"] < 0.1
     assert set(result.errors["channel"]) == set(cal.FITTED_CHANNELS)
     assert result.ranges.fitted_on == "2026-01-01"
+
+
+def test_ranges_leave_out_fits_stopped_at_a_bound():
+    bounds = (0.1, 3.1)
+    assert cal._span([0.9, 2.3, 3.1], "CO2 yield", bounds) == (0.9, 2.3)
+    assert cal._span([0.1, 1.5], "CO2 yield", bounds) == (1.5, 1.5)
+    # When every fit sits at a bound there is nothing better to report.
+    assert cal._span([3.1, 3.1], "CO2 yield", bounds) == (3.1, 3.1)

@@ -300,10 +300,8 @@ def test_stuck_and_drift_faults_by_construction():
     sim.apply_faults(values, devices)
     assert np.all(values["co_ppm"][0, 40:] == 40.0)
     np.testing.assert_array_equal(values["co_ppm"][0, :40], np.arange(40))
-    # co spans 10,000 ppm: 0.001 of it per second is 10 ppm/s on top of the reading.
-    np.testing.assert_allclose(
-        values["co_ppm"][1, 50:], np.arange(50, 100) + 10.0 * np.arange(1, 51)
-    )
+    # A CO sensor's full scale is 1,000 ppm: 0.001 of it per second is 1 ppm/s on the reading.
+    np.testing.assert_allclose(values["co_ppm"][1, 50:], np.arange(50, 100) + np.arange(1, 51))
 
 
 def test_write_parquet_streams_files_with_constant_columns(tmp_path, monkeypatch):
@@ -341,7 +339,7 @@ def test_spike_faults_hit_a_few_seconds_by_their_own_seed():
             fault=np.array([sim.FAULTS.index("spike")]),
             fault_params={
                 "channel": np.array([channel]),
-                "start_s": np.array([0.0]),
+                "start_s": np.array([5_000.0]),
                 "drift_span_share_per_s": np.array([0.0]),
                 "dropout_s": np.array([0.0]),
                 "spike_span_share": np.array([0.01]),
@@ -352,7 +350,9 @@ def test_spike_faults_hit_a_few_seconds_by_their_own_seed():
         return values["co_ppm"][0]
 
     first, second = spiked(1.0), spiked(2.0)
-    # 1 % of the 10,000 ppm span, at about 0.5 % of the seconds (100 +- 5 sd of 10).
-    assert set(np.unique(first)) == {0.0, 100.0}
-    assert 50 < np.count_nonzero(first) < 150
+    # 1 % of the CO sensor's 1,000 ppm, at about 0.5 % of the 15,000 seconds after the fault
+    # starts (75 +- 5 sd of 8.6), and never before it.
+    assert set(np.unique(first)) == {0.0, 10.0}
+    assert np.count_nonzero(first[:5_000]) == 0
+    assert 32 < np.count_nonzero(first) < 118
     assert not np.array_equal(first > 0, second > 0)
