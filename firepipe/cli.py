@@ -130,6 +130,74 @@ def history(limit: int, as_json: bool) -> None:
 
 
 @main.group()
+def features() -> None:
+    """Versions of the feature table and what changed between them."""
+
+
+FEATURE_TABLE = "gold.sensor_features"
+
+
+@features.command("versions")
+@click.option("--table", default=FEATURE_TABLE, show_default=True)
+def features_versions(table: str) -> None:
+    """Every Iceberg snapshot of the feature table, oldest first."""
+    from firepipe.resources.lakehouse.tables import LakehouseError
+
+    try:
+        snapshots = _lakehouse().snapshots(table)
+    except LakehouseError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for s in snapshots:
+        rows = f"{s.rows:>12,}" if s.rows is not None else " " * 12
+        click.echo(
+            f"{s.snapshot_id:<22}{s.committed_at:%Y-%m-%d %H:%M:%S}  {s.operation:<10}{rows}"
+        )
+
+
+@features.command("diff")
+@click.argument("before", type=int)
+@click.argument("after", type=int)
+@click.option("--table", default=FEATURE_TABLE, show_default=True)
+@click.option("--sample-rows", type=click.IntRange(min=1), default=200_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def features_diff(before: int, after: int, table: str, sample_rows: int, as_json: bool) -> None:
+    """What changed between two snapshots (BEFORE, AFTER) of the feature table: columns added,
+    removed or retyped, and the distribution shift of each shared column (KS complement)."""
+    from dataclasses import asdict
+
+    from firepipe.core.features import diff_features
+    from firepipe.resources.lakehouse.tables import LakehouseError
+
+    lake = _lakehouse()
+    try:
+        diff = diff_features(
+            lake.scan(table, snapshot_id=before),
+            lake.scan(table, snapshot_id=after),
+            sample_rows=sample_rows,
+        )
+    except LakehouseError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(asdict(diff)))
+        return
+    click.echo(
+        f"{table}: {before} ({diff.rows_before:,} rows) -> {after} ({diff.rows_after:,} rows)"
+    )
+    click.echo(f"added:   {', '.join(diff.added) or '-'}")
+    click.echo(f"removed: {', '.join(diff.removed) or '-'}")
+    click.echo(f"retyped: {', '.join(diff.type_changed) or '-'}")
+    click.echo("shift per column (KS complement: 1 = same distribution), least similar first:")
+    for s in diff.shifts:
+        ks = f"{s.ks_complement:.3f}" if s.ks_complement is not None else "-"
+        means = f"mean {_fmt(s.mean_before)} -> {_fmt(s.mean_after)}"
+        click.echo(f"  {s.column:<44}{ks:>7}   {means}")
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:.4g}" if value is not None else "-"
+
+
+@main.group()
 def lake() -> None:
     """Look at the lakehouse tables."""
 

@@ -134,3 +134,28 @@ def test_bench_generate_reports_throughput_against_the_floor() -> None:
             figures[name]["value"] / figures[name]["baseline"], rel=1e-4
         )
     assert figures["peak_memory_mib"]["value"] > 50  # a Python process with numpy and polars
+
+
+def test_features_versions_and_diff_between_two_snapshots(firepipe_home: Path) -> None:
+    import polars as pl
+
+    from firepipe.resources.lakehouse import tables
+    from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+
+    catalog = LocalLakehouse(root=str(firepipe_home / "lake")).catalog()
+    first = pl.DataFrame({"device_id": ["a", "b", "c"], "mean_30s": [1.0, 2.0, 3.0]})
+    second = first.with_columns((pl.col("mean_30s") * 10).alias("mean_30s"), max_30s=pl.lit(4.0))
+    tables.write_table(catalog, "gold.sensor_features", first)
+    tables.write_table(catalog, "gold.sensor_features", second)
+    listed = invoke("features", "versions").output.splitlines()
+    assert len(listed) == 2
+    before, after = (int(line.split()[0]) for line in listed)
+    diff = json.loads(invoke("features", "diff", str(before), str(after), "--json").output)
+    assert (diff["added"], diff["removed"]) == (["max_30s"], [])
+    [shift] = diff["shifts"]
+    assert shift["column"] == "mean_30s"
+    assert shift["ks_complement"] == 0.0  # 1-3 against 10-30: no overlap at all
+    assert (shift["mean_before"], shift["mean_after"]) == (2.0, 20.0)
+    missing = CliRunner().invoke(main, ["features", "diff", str(before), "123"])
+    assert missing.exit_code == 1
+    assert "has no snapshot 123" in missing.output

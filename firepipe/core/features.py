@@ -13,6 +13,7 @@ from typing import Literal
 
 import polars as pl
 
+from firepipe.core import quality
 from firepipe.core.readings import CHANNEL_NAMES
 
 Statistic = Literal["mean", "std", "min", "max"]
@@ -96,3 +97,61 @@ def compute_features(readings: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
         .select(*ID_COLUMNS, *exprs)
         .with_columns(pl.col(spec.names).cast(pl.Float32))
     )
+
+
+@dataclass(frozen=True)
+class ColumnShift:
+    column: str
+    ks_complement: float | None  # 1 = the same distribution (SDMetrics KSComplement)
+    mean_before: float | None
+    mean_after: float | None
+
+
+@dataclass(frozen=True)
+class FeatureDiff:
+    """What changed between two versions of a feature table."""
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    type_changed: tuple[str, ...]
+    shifts: tuple[ColumnShift, ...]  # numeric columns in both, least similar first
+    rows_before: int
+    rows_after: int
+
+
+def diff_features(
+    before: pl.LazyFrame, after: pl.LazyFrame, *, sample_rows: int = 200_000, seed: int = 0
+) -> FeatureDiff:
+    """Columns added, removed or retyped, and the distribution shift of every shared numeric
+    column, on seeded samples of at most `sample_rows` rows of each version."""
+    old, new = before.collect_schema(), after.collect_schema()
+    shared = [c for c in new.names() if c in old]
+    numeric = [c for c in shared if old[c].is_numeric() and new[c].is_numeric()]
+    old_rows = quality.seeded_sample(before, sample_rows, seed=seed, columns=numeric)
+    new_rows = quality.seeded_sample(after, sample_rows, seed=seed, columns=numeric)
+    shifts = []
+    for column in numeric:
+        a, b = old_rows[column], new_rows[column]
+        both = a.drop_nulls().len() > 0 and b.drop_nulls().len() > 0
+        shifts.append(
+            ColumnShift(
+                column,
+                quality.ks_complement(a.to_numpy(), b.to_numpy()) if both else None,
+                _mean(a),
+                _mean(b),
+            )
+        )
+    shifts.sort(key=lambda s: (s.ks_complement is None, s.ks_complement or 0.0))
+    return FeatureDiff(
+        added=tuple(c for c in new.names() if c not in old),
+        removed=tuple(c for c in old.names() if c not in new),
+        type_changed=tuple(c for c in shared if old[c] != new[c]),
+        shifts=tuple(shifts),
+        rows_before=int(before.select(pl.len()).collect().item()),
+        rows_after=int(after.select(pl.len()).collect().item()),
+    )
+
+
+def _mean(values: pl.Series) -> float | None:
+    mean = values.cast(pl.Float64).drop_nans().mean()
+    return float(mean) if isinstance(mean, int | float) else None

@@ -13,6 +13,7 @@ from firepipe.core.features import (
     Rolling,
     compute_features,
     default_spec,
+    diff_features,
 )
 from firepipe.core.readings import CHANNEL_NAMES
 
@@ -140,3 +141,30 @@ def test_default_spec_names_unique():
 def test_a_spec_that_repeats_a_feature_is_refused():
     with pytest.raises(ValueError, match=r"co_ppm__mean_30s more than once"):
         default_spec(channels=(CH,), windows_s=(30, 30), statistics=("mean",))
+
+
+def test_diff_features_names_columns_and_shifts():
+    rng = np.random.default_rng(0)
+    before = pl.DataFrame(
+        {
+            "device_id": [f"d{i % 20}" for i in range(2_000)],
+            "same": rng.normal(0.0, 1.0, 2_000),
+            "moved": rng.normal(0.0, 1.0, 2_000),
+            "dropped": rng.normal(0.0, 1.0, 2_000),
+            "retyped": np.arange(2_000, dtype=np.int32),
+        }
+    )
+    after = before.drop("dropped").with_columns(
+        (pl.col("moved") + 2.0).alias("moved"),
+        pl.col("retyped").cast(pl.Float64),
+        pl.lit(1.0).alias("added"),
+    )
+    diff = diff_features(before.lazy(), after.lazy(), sample_rows=5_000)
+    assert (diff.added, diff.removed, diff.type_changed) == (("added",), ("dropped",), ("retyped",))
+    assert (diff.rows_before, diff.rows_after) == (2_000, 2_000)
+    shifts = {s.column: s for s in diff.shifts}
+    assert diff.shifts[0].column == "moved"  # least similar first
+    assert shifts["moved"].ks_complement < 0.4  # two sd apart: the ECDFs differ by ~0.68
+    assert shifts["moved"].mean_after == pytest.approx(shifts["moved"].mean_before + 2.0)
+    assert shifts["same"].ks_complement == 1.0
+    assert shifts["retyped"].ks_complement == 1.0  # same values, another type

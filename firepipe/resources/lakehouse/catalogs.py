@@ -48,8 +48,13 @@ class Lakehouse(dg.ConfigurableResource, ABC):
     def read(self, identifier: str, scope: tables.Scope | None = None) -> pl.DataFrame:
         return tables.read_table(self.catalog(), identifier, scope)
 
-    def scan(self, identifier: str, scope: tables.Scope | None = None) -> pl.LazyFrame:
-        return tables.scan_table(self.catalog(), identifier, scope)
+    def scan(
+        self, identifier: str, scope: tables.Scope | None = None, snapshot_id: int | None = None
+    ) -> pl.LazyFrame:
+        return tables.scan_table(self.catalog(), identifier, scope, snapshot_id)
+
+    def snapshots(self, identifier: str) -> list[tables.SnapshotInfo]:
+        return tables.table_snapshots(self.catalog(), identifier)
 
     def staging_directory(self, identifier: str, run_id: str) -> str:
         """Where a run writes files for `identifier` before `commit_staged` adds them."""

@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import polars as pl
@@ -340,14 +340,60 @@ def _evolve(
                 spec.add_field(p.column, _TRANSFORMS[p.transform](), p.field_name)
 
 
-def scan_table(catalog: Catalog, identifier: str, scope: Scope | None = None) -> pl.LazyFrame:
-    """A lazy scan of the table's current snapshot, restricted to `scope`."""
+def scan_table(
+    catalog: Catalog, identifier: str, scope: Scope | None = None, snapshot_id: int | None = None
+) -> pl.LazyFrame:
+    """A lazy scan of the table's current snapshot (or of `snapshot_id`), restricted to `scope`."""
     table = load_table(catalog, identifier)
     if table is None:
         raise LakehouseError(f"table {identifier} does not exist yet: materialise its asset first")
-    lazy = pl.scan_iceberg(table)
+    if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
+        known = ", ".join(str(s.snapshot_id) for s in table.snapshots()[-5:])
+        raise LakehouseError(
+            f"table {identifier} has no snapshot {snapshot_id}; the latest are: {known}"
+        )
+    lazy = pl.scan_iceberg(table, snapshot_id=snapshot_id)
     scope = scope or Scope()
     return lazy if scope.whole_table else lazy.filter(scope.polars_filter())
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    snapshot_id: int
+    committed_at: datetime
+    operation: str
+    rows: int | None
+
+
+def table_snapshots(catalog: Catalog, identifier: str) -> list[SnapshotInfo]:
+    """The table's versions, oldest first: one snapshot per write.
+
+    A write that replaces rows commits a delete snapshot and then an append on top of it; the
+    delete is only a step of that write (no reader was ever meant to see it), so it is left out.
+    """
+    table = load_table(catalog, identifier)
+    if table is None:
+        raise LakehouseError(f"table {identifier} does not exist yet: materialise its asset first")
+    parents = {s.parent_snapshot_id for s in table.snapshots()}
+    infos = []
+    for snap in table.snapshots():
+        summary = snap.summary
+        if (
+            summary is not None
+            and summary.operation.value == "delete"
+            and snap.snapshot_id in parents
+        ):
+            continue
+        rows = summary.get("total-records") if summary is not None else None
+        infos.append(
+            SnapshotInfo(
+                snap.snapshot_id,
+                datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=UTC),
+                str(summary.operation.value) if summary is not None else "unknown",
+                int(rows) if rows is not None else None,
+            )
+        )
+    return infos
 
 
 def read_table(catalog: Catalog, identifier: str, scope: Scope | None = None) -> pl.DataFrame:
