@@ -91,6 +91,12 @@ class GeneratorCompute(dg.ConfigurableResource, ABC):
     """Runs the generator entry point for one request through Dagster Pipes."""
 
     use_gpu: bool = False
+    max_concurrent: int = Field(
+        default=1,
+        ge=1,
+        description="Partitions of one run generated at the same time (each its own process or "
+        "Batch job).",
+    )
 
     @abstractmethod
     def generate(
@@ -120,6 +126,10 @@ class LocalCompute(GeneratorCompute):
 
 class BatchCompute(GeneratorCompute):
     """The entry point as an AWS Batch job; Pipes context and messages through S3."""
+
+    # A run's partitions fan out as parallel Batch jobs; the queue's compute environment caps
+    # what really runs at once.
+    max_concurrent: int = Field(default=16, ge=1)
 
     region: str
     job_definition: str = Field(description="Batch job definition whose image has firepipe")

@@ -100,3 +100,37 @@ def test_rows_failing_a_blocking_check_are_never_committed(tmp_path: Path) -> No
     assert TABLE not in LocalLakehouse(root=str(tmp_path / "lake")).list_tables()
     [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
     assert record.status == "failed"
+
+
+def test_partitions_of_one_run_generate_side_by_side(tmp_path: Path) -> None:
+    lakehouse = LocalLakehouse(root=str(tmp_path / "lake"))
+    result = dg.materialize(
+        [synthetic_readings],
+        run_config=CONFIG,
+        resources={
+            "lakehouse": lakehouse,
+            "generator_compute": LocalCompute(max_concurrent=3),
+            "generation_history": SqliteGenerationHistory(path=str(tmp_path / "history.db")),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": "000|baseline",
+            "dagster/asset_partition_range_end": "000|nuisance",
+        },
+    )
+    assert result.success
+    rows = lakehouse.read(TABLE)
+    assert rows.group_by("scenario_family").len().sort("scenario_family").rows() == [
+        ("baseline", 600),
+        ("flaming", 600),
+        ("nuisance", 600),
+        ("smouldering", 600),
+    ]
+    history = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
+    assert sorted(r.partition_key for r in history) == [
+        "000|baseline",
+        "000|flaming",
+        "000|nuisance",
+        "000|smouldering",
+    ]
+    assert {r.status for r in history} == {"succeeded"}

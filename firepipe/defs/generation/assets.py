@@ -8,7 +8,8 @@ Partitions are scenario family x batch, both static:
 - batch "000".."015" is a fixed set of slices of the same distribution. A static set keeps
   partition keys, seeds and reference partitions ("000" of each family) stable in code and
   reviewable, lets the UI show the whole grid and backfill any part of it, and bounds the
-  fan-out onto AWS Batch to 64 jobs. A bigger data set is more devices per batch (run config),
+  fan-out onto AWS Batch to 64 jobs (run side by side up to the compute's max_concurrent). A
+  bigger data set is more devices per batch (run config),
   not more keys; dynamic partitions would make the key set live only in the instance database.
 
 Each partition's seed is `seed * 10_000 + family_index * 1_000 + batch`, distinct for every
@@ -20,6 +21,7 @@ run: a crash before the commit leaves no partial data, and re-running never dupl
 """
 
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -230,9 +232,10 @@ def synthetic_readings(
         )
 
     try:
-        for cell in cells:
+
+        def generate(cell: Cell) -> GenerationReport:
             started[cell] = datetime.now(UTC)
-            reports[cell] = generator_compute.generate(
+            return generator_compute.generate(
                 context,
                 GenerationRequest(
                     spec=specs[cell],
@@ -245,6 +248,18 @@ def synthetic_readings(
                     storage_options=lakehouse.storage_options(),
                 ),
             )
+
+        # Partitions run side by side up to the compute's limit (Batch jobs fan out); the first
+        # failure cancels what has not started and fails the run once the others have ended.
+        with ThreadPoolExecutor(generator_compute.max_concurrent) as pool:
+            futures = {cell: pool.submit(generate, cell) for cell in cells}
+            wait(futures.values(), return_when=FIRST_EXCEPTION)
+            for future in futures.values():
+                future.cancel()
+        failures = [f.exception() for f in futures.values() if not f.cancelled() and f.exception()]
+        if failures:
+            raise failures[0]  # type: ignore[misc]
+        reports.update({cell: future.result() for cell, future in futures.items()})
         staged = {cell: _as_uri(report.files, staging) for cell, report in reports.items()}
         # Write, audit, publish: the blocking checks judge the staged files, and only data
         # that passes them is committed.
