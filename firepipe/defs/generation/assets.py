@@ -9,8 +9,8 @@ Partitions are scenario family x batch, both static:
   partition keys, seeds and reference partitions ("000" of each family) stable in code and
   reviewable, lets the UI show the whole grid and backfill any part of it, and bounds the
   fan-out onto AWS Batch to 64 jobs (run side by side up to the compute's max_concurrent). A
-  bigger data set is more devices per batch (run config),
-  not more keys; dynamic partitions would make the key set live only in the instance database.
+  bigger data set is more devices per batch (run config), not more keys; dynamic partitions
+  would make the key set live only in the instance database.
 
 Each partition's seed is `seed * 10_000 + family_index * 1_000 + batch`, distinct for every
 (config seed, family, batch), so partitions never repeat devices. The generator runs through the
