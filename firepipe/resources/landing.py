@@ -1,0 +1,233 @@
+"""The landing zone port: files dropped for ingestion, in a local folder or under an S3 prefix.
+
+Layout (keys are relative to the zone's root folder or prefix):
+
+- `incoming/...`              files to ingest (any depth); the only place `list_objects` looks;
+- `quarantine/...`            refused files, moved here with `<name>.reason.json` beside them
+                              ({"rule", "reason", "quarantined_at", "source_key"});
+- `_ingested/<sha256>.json`   one mark per ingested content, so the same bytes dropped again,
+                              under the same key or another, are ingested once.
+
+The ingestion loop and the cursor are `firepipe.core.landing.ingest_new` / `LandingCursor`:
+(last_modified, key) ordering, stored as JSON by the caller (a Dagster sensor cursor).
+Ingested files stay in `incoming/` as the raw archive; expire them with a lifecycle rule.
+"""
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from firepipe.core.landing import LandedObject
+from firepipe.resources.lakehouse import tables
+from firepipe.resources.lakehouse.catalogs import Lakehouse
+
+INCOMING = "incoming/"
+QUARANTINE = "quarantine/"
+INGESTED_MARKS = "_ingested/"
+
+
+class LandingZone(dg.ConfigurableResource, ABC):
+    """Where files land; implements firepipe.core.landing.LandingSource."""
+
+    @abstractmethod
+    def list_objects(self) -> list[LandedObject]:
+        """Every object under incoming/, in no particular order."""
+
+    @abstractmethod
+    def read(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def _put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the zone is, for people."""
+
+    def drop(self, name: str, data: bytes) -> str:
+        """Land a file under incoming/ (what an uploader does); returns its key."""
+        name = name.strip("/")
+        if not name or ".." in name.split("/"):
+            raise ValueError(f"not a landing file name: {name!r}")
+        key = INCOMING + name
+        self._put(key, data)
+        return key
+
+    def quarantine(self, key: str, rule: str, reason: str, at: datetime) -> str:
+        """Move `key` to quarantine/ with its reason beside it; returns the quarantined key.
+
+        Copy and reason are written before the original is deleted, so a crash in between
+        leaves a duplicate, never a loss. A name already in quarantine gets a time folder.
+        """
+        if not key.startswith(INCOMING):
+            raise ValueError(f"only incoming/ files are quarantined, got {key!r}")
+        relative = key.removeprefix(INCOMING)
+        target = QUARANTINE + relative
+        if self._exists(target):
+            target = f"{QUARANTINE}{at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}/{relative}"
+        sidecar = {
+            "rule": rule,
+            "reason": reason,
+            "quarantined_at": at.astimezone(UTC).isoformat(),
+            "source_key": key,
+        }
+        self._put(target, self.read(key))
+        self._put(target + ".reason.json", json.dumps(sidecar, indent=2).encode())
+        self._delete(key)
+        return target
+
+    def quarantine_reason(self, quarantined_key: str) -> dict[str, Any]:
+        return dict(json.loads(self.read(quarantined_key + ".reason.json")))
+
+    def is_ingested(self, digest: str) -> bool:
+        return self._exists(f"{INGESTED_MARKS}{digest}.json")
+
+    def mark_ingested(self, digest: str, key: str, at: datetime) -> None:
+        mark = {"key": key, "ingested_at": at.astimezone(UTC).isoformat()}
+        self._put(f"{INGESTED_MARKS}{digest}.json", json.dumps(mark).encode())
+
+
+class LocalLandingZone(LandingZone):
+    """A folder: files dropped under `<root>/incoming/`."""
+
+    root: str = Field(description="the landing folder; incoming/ and quarantine/ live in it")
+
+    def _path(self, key: str) -> Path:
+        return Path(self.root) / key
+
+    def list_objects(self) -> list[LandedObject]:
+        incoming = self._path(INCOMING)
+        if not incoming.is_dir():
+            return []
+        objects = []
+        for path in incoming.rglob("*"):
+            # Skip folders and the temporary files of writes in progress.
+            if not path.is_file() or path.name.startswith(".landing-"):
+                continue
+            stat = path.stat()
+            # ctime, not mtime: `mv` and `cp -p` keep an old mtime, which would land a new file
+            # behind the cursor; a rename or write always sets ctime to now.
+            changed_ns = max(stat.st_mtime_ns, stat.st_ctime_ns)
+            objects.append(
+                LandedObject(
+                    key=path.relative_to(self.root).as_posix(),
+                    last_modified=datetime.fromtimestamp(changed_ns / 1e9, UTC),
+                    size_bytes=stat.st_size,
+                )
+            )
+        return objects
+
+    def read(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def _put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a reader never sees half a file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".landing-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        return f"local folder {self.root}"
+
+
+class S3LandingZone(LandingZone):
+    """An S3 prefix: files dropped under `s3://<bucket>/<prefix>/incoming/`."""
+
+    bucket: str
+    prefix: str = Field(default="landing", description="the zone's folder in the bucket")
+    region: str
+    endpoint_url: str | None = Field(default=None, description="for moto or S3-compatible stores")
+
+    def _client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
+
+    def _full(self, key: str) -> str:
+        prefix = self.prefix.strip("/")
+        return f"{prefix}/{key}" if prefix else key
+
+    def list_objects(self) -> list[LandedObject]:
+        base = self._full("")
+        pages = self._client().get_paginator("list_objects_v2")
+        objects = []
+        for page in pages.paginate(Bucket=self.bucket, Prefix=self._full(INCOMING)):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith("/"):  # a console "folder"
+                    continue
+                objects.append(
+                    LandedObject(
+                        key=item["Key"].removeprefix(base),
+                        last_modified=item["LastModified"].astimezone(UTC),
+                        size_bytes=int(item["Size"]),
+                    )
+                )
+        return objects
+
+    def read(self, key: str) -> bytes:
+        response = self._client().get_object(Bucket=self.bucket, Key=self._full(key))
+        return bytes(response["Body"].read())
+
+    def _put(self, key: str, data: bytes) -> None:
+        self._client().put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+
+    def _exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client().head_object(Bucket=self.bucket, Key=self._full(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def _delete(self, key: str) -> None:
+        self._client().delete_object(Bucket=self.bucket, Key=self._full(key))
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix.strip('/')}"
+
+
+def lakehouse_writer(lakehouse: Lakehouse, identifier: str) -> Callable[[pl.DataFrame], None]:
+    """A writer for `ingest_new`: each file's rows replace that file's earlier rows in the table.
+
+    Scoped by `source_file`, so writing a file again after a crash (or a corrected re-upload of
+    the same key) replaces its rows instead of adding them twice.
+    """
+
+    def write(frame: pl.DataFrame) -> None:
+        if frame.is_empty():  # a header-only file: nothing to replace or add
+            return
+        files = tuple(frame.get_column("source_file").unique().to_list())
+        scope = tables.Scope(((tables.Values("source_file", files),),))
+        tables.write_table(lakehouse.catalog(), identifier, frame, scope=scope)
+
+    return write
