@@ -72,6 +72,13 @@ def zone(request: pytest.FixtureRequest) -> LandingZone:
     return _make_zone(request.param, request)
 
 
+def _next_second() -> None:
+    """Wait into the next wall-clock second. S3 stamps LastModified to the second, so a file
+    landed in the second the cursor stopped at can sort behind it; production waits
+    LANDING_SETTLE_S for that, these tests (settle_s=0) wait for the clock instead."""
+    time.sleep(1.05 - time.time() % 1.0)
+
+
 def _ingest(zone: LandingZone, lakehouse: LocalLakehouse, cursor: LandingCursor | None):
     # settle_s=0: the tests land files and ingest them at once.
     return ingest_new(zone, cursor, lakehouse_writer(lakehouse, BRONZE), settle_s=0)
@@ -143,6 +150,7 @@ def test_bad_files_are_quarantined_with_reasons_and_the_run_continues(
     assert zone.quarantine_reason("quarantine/d.xlsx")["rule"] == "unsupported_format"
 
     # The same name quarantined again keeps the first copy.
+    _next_second()
     zone.drop("b.parquet", b"PAR1 still broken")
     second = _ingest(zone, lakehouse, summary.cursor)
     assert second.quarantined == {"incoming/b.parquet": "unreadable_file"}
@@ -160,6 +168,7 @@ def test_the_same_file_dropped_twice_is_ingested_once(
     # Re-uploaded under the same key (S3 stamps LastModified to the second: wait one out, so
     # the object really is newer than the cursor) and under a second name.
     time.sleep(1.1)
+    _next_second()
     zone.drop("a.csv", content)
     zone.drop("copy-of-a.csv", content)
     second = _ingest(zone, lakehouse, first.cursor)
@@ -171,6 +180,7 @@ def test_the_same_file_dropped_twice_is_ingested_once(
 
     # Different bytes under the same key are a correction: ingested, replacing that file's rows.
     time.sleep(1.1)
+    _next_second()
     zone.drop("a.csv", _csv("d1", [30.0, 31.0]))
     third = _ingest(zone, lakehouse, second.cursor)
     assert third.ingested == ["incoming/a.csv"]
