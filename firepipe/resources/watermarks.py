@@ -1,0 +1,153 @@
+"""The extraction watermark port: the last committed (updated_at, id) per extraction, in SQLite
+locally and in DynamoDB on AWS. Both commit compare-and-set on the previous watermark, so a stale
+writer (a second run that read the watermark before the first committed) cannot move it, least of
+all backwards.
+
+DynamoDB layout: partition key `name` (S); attributes `updated_at` (S, fixed-width UTC text, so
+text order is time order) and `row_id` (N).
+"""
+
+import sqlite3
+from abc import ABC, abstractmethod
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from firepipe.core.extraction import StaleWatermarkError, Watermark, check_forward
+from firepipe.core.history import parse_timestamp, timestamp_text
+
+
+class WatermarkStore(dg.ConfigurableResource, ABC):
+    """Where extraction watermarks are committed (firepipe.core.extraction.WatermarkStore)."""
+
+    @abstractmethod
+    def get(self, name: str) -> Watermark | None:
+        """The committed watermark of extraction `name`, None before its first chunk."""
+
+    @abstractmethod
+    def commit(self, name: str, expected: Watermark | None, new: Watermark) -> None:
+        """Move `name` from `expected` to `new` or raise StaleWatermarkError."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the watermarks are kept, for people."""
+
+
+class SqliteWatermarkStore(WatermarkStore):
+    """A SQLite file under FIREPIPE_HOME."""
+
+    path: str = Field(description="the SQLite database file; created on first use")
+
+    def _connect(self) -> sqlite3.Connection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=30.0)
+        with connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, "
+                "updated_at TEXT NOT NULL, row_id INTEGER NOT NULL)"
+            )
+        return connection
+
+    def get(self, name: str) -> Watermark | None:
+        with closing(self._connect()) as connection:
+            row = connection.execute(
+                "SELECT updated_at, row_id FROM watermarks WHERE name = ?", [name]
+            ).fetchone()
+        return None if row is None else Watermark(parse_timestamp(row[0]), int(row[1]))
+
+    def commit(self, name: str, expected: Watermark | None, new: Watermark) -> None:
+        check_forward(expected, new)
+        values = [timestamp_text(new.updated_at), new.id, name]
+        with closing(self._connect()) as connection, connection:
+            if expected is None:
+                changed = connection.execute(
+                    "INSERT OR IGNORE INTO watermarks (updated_at, row_id, name) VALUES (?, ?, ?)",
+                    values,
+                ).rowcount
+            else:
+                changed = connection.execute(
+                    "UPDATE watermarks SET updated_at = ?, row_id = ? "
+                    "WHERE name = ? AND updated_at = ? AND row_id = ?",
+                    [*values, timestamp_text(expected.updated_at), expected.id],
+                ).rowcount
+        if changed != 1:
+            raise StaleWatermarkError(
+                f"watermark {name!r} is no longer at {expected}: another run moved it"
+            )
+
+    def describe(self) -> str:
+        return f"SQLite at {self.path}"
+
+
+class DynamoWatermarkStore(WatermarkStore):
+    """A DynamoDB table; credentials from the default AWS chain."""
+
+    table_name: str
+    region: str
+    endpoint_url: str | None = None
+
+    def _client(self) -> Any:
+        import boto3
+
+        return boto3.client("dynamodb", region_name=self.region, endpoint_url=self.endpoint_url)
+
+    def table_definition(self) -> dict[str, Any]:
+        """CreateTable arguments: the layout in the module docstring, on-demand billing."""
+        return {
+            "TableName": self.table_name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "name", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "name", "KeyType": "HASH"}],
+        }
+
+    def ensure_table(self) -> None:
+        """Create the table if it is missing (tests and dev accounts; the CDK app owns prod)."""
+        client = self._client()
+        try:
+            client.describe_table(TableName=self.table_name)
+        except client.exceptions.ResourceNotFoundException:
+            client.create_table(**self.table_definition())
+            client.get_waiter("table_exists").wait(TableName=self.table_name)
+
+    def get(self, name: str) -> Watermark | None:
+        item = (
+            self._client()
+            .get_item(TableName=self.table_name, Key={"name": {"S": name}}, ConsistentRead=True)
+            .get("Item")
+        )
+        if item is None:
+            return None
+        return Watermark(parse_timestamp(item["updated_at"]["S"]), int(item["row_id"]["N"]))
+
+    def commit(self, name: str, expected: Watermark | None, new: Watermark) -> None:
+        check_forward(expected, new)
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "Item": {
+                "name": {"S": name},
+                "updated_at": {"S": timestamp_text(new.updated_at)},
+                "row_id": {"N": str(new.id)},
+            },
+        }
+        if expected is None:
+            request["ConditionExpression"] = "attribute_not_exists(#n)"
+            request["ExpressionAttributeNames"] = {"#n": "name"}
+        else:
+            request["ConditionExpression"] = "updated_at = :u AND row_id = :i"
+            request["ExpressionAttributeValues"] = {
+                ":u": {"S": timestamp_text(expected.updated_at)},
+                ":i": {"N": str(expected.id)},
+            }
+        client = self._client()
+        try:
+            client.put_item(**request)
+        except client.exceptions.ConditionalCheckFailedException:
+            raise StaleWatermarkError(
+                f"watermark {name!r} is no longer at {expected}: another run moved it"
+            ) from None
+
+    def describe(self) -> str:
+        return f"DynamoDB table {self.table_name} ({self.region})"

@@ -1,0 +1,222 @@
+"""The warehouse source contract, run against DuckDB and against Snowflake (fakesnow), the
+Snowflake outage fault, and the local seeding of field readings."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import fakesnow
+import polars as pl
+import pytest
+import snowflake.connector
+from dagster_snowflake import SnowflakeResource
+from snowflake.connector.errors import OperationalError
+
+from firepipe.core import nist
+from firepipe.core.extraction import (
+    RAW_FIELD_SCHEMA,
+    ExtractionError,
+    RetryPolicy,
+    TransientError,
+    Watermark,
+    extract,
+)
+from firepipe.core.simulation.simulator import GenerationSpec
+from firepipe.resources.warehouse import (
+    COLUMNS,
+    FIELD_TABLE_COLUMNS,
+    DuckDBWarehouseSource,
+    SnowflakeWarehouseSource,
+    WarehouseSource,
+    append_field_rows,
+    field_rows,
+    seed_local_warehouse,
+)
+from firepipe.resources.watermarks import SqliteWatermarkStore
+from firepipe_tests.conftest import nist_data_dir
+from firepipe_tests.core.test_extraction import SqliteSink
+
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+
+
+def table_rows() -> pl.DataFrame:
+    """12 rows inserted out of key order; ids 4..6 share one updated_at, 10 has a bad value."""
+    times = [T0 + timedelta(seconds=s) for s in (5, 0, 0, 1, 1, 1, 2, 9, 3, 3, 4, 8)]
+    return pl.DataFrame(
+        {
+            "id": [12, 1, 2, 4, 6, 5, 7, 11, 8, 9, 10, 3],
+            "updated_at": times,
+            "site_id": ["s"] * 12,
+            "device_id": [f"d{i % 3}" for i in range(12)],
+            "ts": [f"2026-05-01T07:00:{i:02d}Z" for i in range(12)],
+            **{c: [str(i) if i != 10 else "ERR" for i in range(12)] for c in COLUMNS[5:]},
+        },
+        schema=RAW_FIELD_SCHEMA,
+    )
+
+
+ORDER = [1, 2, 4, 5, 6, 7, 8, 9, 10, 12, 3, 11]  # by (updated_at, id)
+
+
+@pytest.fixture(params=["duckdb", "snowflake"])
+def source(request, tmp_path: Path) -> Iterator[WarehouseSource]:
+    rows = table_rows()
+    if request.param == "duckdb":
+        path = str(tmp_path / "warehouse.duckdb")
+        append_field_rows(path, "field_readings", rows)
+        yield DuckDBWarehouseSource(path=path, table="field_readings")
+        return
+    with fakesnow.patch():
+        snowflake = SnowflakeResource(
+            account="acc", user="u", password="p", database="FIELD", schema="RAW"
+        )
+        with snowflake.get_connection() as connection:
+            cursor = connection.cursor()
+            cursor.execute(f"CREATE TABLE field_readings ({FIELD_TABLE_COLUMNS})")
+            staged = rows.with_columns(pl.col("updated_at").dt.replace_time_zone(None))
+            marks = ", ".join(["%s"] * len(COLUMNS))
+            cursor.executemany(f"INSERT INTO field_readings VALUES ({marks})", staged.rows())
+        yield SnowflakeWarehouseSource(snowflake=snowflake, table="field_readings")
+
+
+def test_the_first_chunk_is_the_oldest_keys_in_order(source: WarehouseSource) -> None:
+    chunk = source.next_chunk(None, 4)
+    assert chunk.schema == pl.Schema(RAW_FIELD_SCHEMA)
+    assert chunk["id"].to_list() == ORDER[:4]
+    second = T0 + timedelta(seconds=1)
+    assert chunk["updated_at"].to_list() == [T0, T0, second, second]
+    assert chunk.filter(pl.col("id") == 4)["co_ppm"].to_list() == ["3"]
+
+
+def test_chunks_resume_strictly_after_the_watermark_within_one_updated_at(
+    source: WarehouseSource,
+) -> None:
+    after = Watermark(T0 + timedelta(seconds=1), 4)  # 5 and 6 share this time
+    assert source.next_chunk(after, 3)["id"].to_list() == [5, 6, 7]
+    assert source.next_chunk(Watermark(T0 + timedelta(seconds=9), 11), 5).is_empty()
+    # a zoned watermark means the same instant
+    zoned = Watermark((T0 + timedelta(seconds=4)).astimezone(), 10)
+    assert source.next_chunk(zoned, 100)["id"].to_list() == [12, 3, 11]
+
+
+def test_paging_through_the_source_yields_every_row_once(source: WarehouseSource) -> None:
+    seen: list[int] = []
+    after = None
+    while not (chunk := source.next_chunk(after, 5)).is_empty():
+        seen += chunk["id"].to_list()
+        after = Watermark(chunk["updated_at"][-1], chunk["id"][-1])
+    assert seen == ORDER
+
+
+def test_bad_tables_and_limits_are_refused(source: WarehouseSource) -> None:
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        source.next_chunk(None, 0)
+    bad = source.model_copy(update={"table": "readings; DROP TABLE x"})
+    with pytest.raises(ValueError, match="not a plain"):
+        bad.next_chunk(None, 1)
+
+
+def test_a_snowflake_outage_retries_then_fails_leaving_the_watermark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteWatermarkStore(path=str(tmp_path / "watermarks.db"))
+    sink = SqliteSink(tmp_path / "bronze.db")
+    with fakesnow.patch():
+        resource = SnowflakeResource(
+            account="acc", user="u", password="p", database="FIELD", schema="RAW"
+        )
+        with resource.get_connection() as connection:
+            cursor = connection.cursor()
+            cursor.execute(f"CREATE TABLE field_readings ({FIELD_TABLE_COLUMNS})")
+            staged = table_rows().with_columns(pl.col("updated_at").dt.replace_time_zone(None))
+            cursor.executemany(
+                f"INSERT INTO field_readings VALUES ({', '.join(['%s'] * len(COLUMNS))})",
+                staged.rows(),
+            )
+        source = SnowflakeWarehouseSource(snowflake=resource, table="field_readings")
+        summary = extract("sf", source, sink, sink, store, chunk_rows=5, max_chunks=1)
+        assert store.get("sf") == Watermark(T0 + timedelta(seconds=1), 6)
+
+        real_connect, attempts = snowflake.connector.connect, []
+
+        def flaky(*args, failures: int, **kwargs):
+            attempts.append(1)
+            if len(attempts) <= failures:
+                raise OperationalError(msg="250003: Failed to get the response. Hanging?")
+            return real_connect(*args, **kwargs)
+
+        # An outage of 2 failures is ridden out by 3 attempts, with full-jitter sleeps.
+        monkeypatch.setattr(
+            snowflake.connector, "connect", lambda *a, **k: flaky(*a, failures=2, **k)
+        )
+        sleeps: list[float] = []
+        resumed = extract(
+            "sf",
+            source,
+            sink,
+            sink,
+            store,
+            chunk_rows=5,
+            max_chunks=1,
+            retry=RetryPolicy(max_attempts=3, base_delay_s=1.0),
+            sleep=sleeps.append,
+            draw=lambda: 0.5,
+        )
+        assert sleeps == [0.5, 1.0]
+        assert resumed.watermark == store.get("sf") == Watermark(T0 + timedelta(seconds=5), 12)
+
+        # A longer outage: every attempt fails, the watermark stays, the error says so.
+        attempts.clear()
+        monkeypatch.setattr(
+            snowflake.connector, "connect", lambda *a, **k: flaky(*a, failures=99, **k)
+        )
+        with pytest.raises(ExtractionError) as failure:
+            extract(
+                "sf",
+                source,
+                sink,
+                sink,
+                store,
+                chunk_rows=5,
+                retry=RetryPolicy(max_attempts=4, base_delay_s=0.0),
+                sleep=lambda s: None,
+            )
+    assert len(attempts) == 4
+    assert isinstance(failure.value.__cause__.__cause__, TransientError)
+    message = str(failure.value)
+    assert "failed 4 times" in message
+    assert "250003" in message
+    assert f"watermark stays at {resumed.watermark}" in message
+    assert store.get("sf") == resumed.watermark
+    assert summary.rows + resumed.rows == len(sink.ids()) + len(sink.ids("dead")) == 10
+
+
+def test_seeding_replays_nist_and_a_synthetic_stream_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "warehouse.duckdb")
+    tiny = GenerationSpec(devices=2, duration_s=30, sites=1, seed=1)
+    loaded = datetime(2026, 6, 1, tzinfo=UTC)
+    added = seed_local_warehouse(
+        path, "field_readings", Path(nist_data_dir()), stream=tiny, loaded_at=loaded
+    )
+    nist_rows = nist.readings(nist.read_tests(Path(nist_data_dir()))).height
+    assert added == nist_rows + 2 * 30
+    assert seed_local_warehouse(path, "field_readings", Path(nist_data_dir()), stream=tiny) == 0
+    everything = DuckDBWarehouseSource(path=path, table="field_readings").next_chunk(None, 100_000)
+    assert everything["id"].to_list() == list(range(1, added + 1))
+    replay, stream = everything.head(nist_rows), everything.tail(60)
+    assert replay["device_id"].str.starts_with("nist-").all()
+    assert set(replay["updated_at"]) == {loaded}
+    assert set(stream["updated_at"]) == {loaded + timedelta(seconds=1)}
+    assert stream["device_id"].n_unique() == 2
+    assert not stream["device_id"].str.starts_with("nist-").any()
+
+
+def test_field_rows_write_the_payload_as_text_and_need_a_zoned_load_time() -> None:
+    readings = pl.DataFrame(
+        {"site_id": ["s"], "device_id": ["d"], "ts": [T0], **{c: [1.5] for c in COLUMNS[5:]}}
+    )
+    rows = field_rows(readings, 41, T0)
+    assert rows.row(0)[:5] == (41, T0, "s", "d", "2026-05-01T08:00:00.000000Z")
+    assert rows["co_ppm"].to_list() == ["1.5"]
+    with pytest.raises(ValueError, match="timezone-aware"):
+        field_rows(readings, 1, datetime(2026, 1, 1))
