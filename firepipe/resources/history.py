@@ -21,6 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from firepipe.core.history import GenerationRecord
+from firepipe.resources import dynamo
 
 _COLUMNS = (
     "run_id",
@@ -137,9 +138,7 @@ class DynamoGenerationHistory(GenerationHistory):
     endpoint_url: str | None = None
 
     def _client(self) -> Any:
-        import boto3
-
-        return boto3.client("dynamodb", region_name=self.region, endpoint_url=self.endpoint_url)
+        return dynamo.client(self.region, self.endpoint_url)
 
     def table_definition(self) -> dict[str, Any]:
         """CreateTable arguments: the layout in the module docstring, on-demand billing."""
@@ -172,13 +171,7 @@ class DynamoGenerationHistory(GenerationHistory):
         }
 
     def ensure_table(self) -> None:
-        """Create the table if it is missing (tests and dev accounts; the CDK app owns prod)."""
-        client = self._client()
-        try:
-            client.describe_table(TableName=self.table_name)
-        except client.exceptions.ResourceNotFoundException:
-            client.create_table(**self.table_definition())
-            client.get_waiter("table_exists").wait(TableName=self.table_name)
+        dynamo.ensure_table(self._client(), self.table_definition())
 
     def record(self, entry: GenerationRecord) -> None:
         item: dict[str, dict[str, str]] = {

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from firepipe.core.extraction import StaleWatermarkError, Watermark, check_forward
 from firepipe.core.history import parse_timestamp, timestamp_text
+from firepipe.resources import dynamo
 
 
 class WatermarkStore(dg.ConfigurableResource, ABC):
@@ -90,9 +91,7 @@ class DynamoWatermarkStore(WatermarkStore):
     endpoint_url: str | None = None
 
     def _client(self) -> Any:
-        import boto3
-
-        return boto3.client("dynamodb", region_name=self.region, endpoint_url=self.endpoint_url)
+        return dynamo.client(self.region, self.endpoint_url)
 
     def table_definition(self) -> dict[str, Any]:
         """CreateTable arguments: the layout in the module docstring, on-demand billing."""
@@ -104,13 +103,7 @@ class DynamoWatermarkStore(WatermarkStore):
         }
 
     def ensure_table(self) -> None:
-        """Create the table if it is missing (tests and dev accounts; the CDK app owns prod)."""
-        client = self._client()
-        try:
-            client.describe_table(TableName=self.table_name)
-        except client.exceptions.ResourceNotFoundException:
-            client.create_table(**self.table_definition())
-            client.get_waiter("table_exists").wait(TableName=self.table_name)
+        dynamo.ensure_table(self._client(), self.table_definition())
 
     def get(self, name: str) -> Watermark | None:
         item = (
