@@ -86,15 +86,15 @@ def summary(job: str, as_json: bool) -> None:
 def calibrate(data_dir: Path | None, out: Path | None) -> None:
     """Refit the flaming-fire physics to the NIST fires and write the calibrated ranges."""
     from firepipe.core.nist import NistDataError
-    from firepipe.core.simulation import calibration
+    from firepipe.core.simulation import calibrated, calibration
 
     try:
         folder = data_dir or settings.nist_data_dir()
         result = calibration.calibrate(folder)
     except (settings.SettingsError, NistDataError) as e:
         raise click.ClickException(str(e)) from e
-    target = out or calibration.CALIBRATED_RANGES_PATH
-    calibration.write_calibrated_ranges(result.ranges, target)
+    target = out or calibrated.CALIBRATED_RANGES_PATH
+    calibrated.write_calibrated_ranges(result.ranges, target)
     click.echo(result.ranges.to_json(), nl=False)
     for name, value in result.summary().items():
         click.echo(f"{name:<46}{'n/a' if value is None else f'{value:.3f}'}")

@@ -26,7 +26,7 @@ from typing import Protocol, TypeVar
 
 import polars as pl
 
-from firepipe.core.readings import CHANNEL_NAMES, TIMESTAMP
+from firepipe.core.readings import CHANNEL_NAMES, TIMESTAMP, parse_iso_times
 
 KEY_ID = "id"
 KEY_UPDATED_AT = "updated_at"
@@ -202,7 +202,7 @@ def parse_field_rows(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     raw = raw.select(list(RAW_FIELD_SCHEMA)).cast(RAW_FIELD_SCHEMA)  # type: ignore[arg-type]
     text = {c: pl.col(c).str.strip_chars().replace("", None) for c in ("ts", *CHANNEL_NAMES)}
     parsed = {
-        "ts": text["ts"].str.to_datetime(time_zone="UTC", time_unit="us", strict=False),
+        "ts": parse_iso_times(text["ts"]),
         **{c: text[c].cast(pl.Float32, strict=False) for c in CHANNEL_NAMES},
     }
     reasons: list[pl.Expr] = [

@@ -23,7 +23,13 @@ from typing import Protocol
 
 import polars as pl
 
-from firepipe.core.readings import CHANNEL_NAMES, KEY_COLUMNS, READING_SCHEMA, TIMESTAMP
+from firepipe.core.readings import (
+    CHANNEL_NAMES,
+    KEY_COLUMNS,
+    READING_SCHEMA,
+    TIMESTAMP,
+    parse_iso_times,
+)
 
 FORMATS: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 LINEAGE_COLUMNS: tuple[str, ...] = ("source_file", "ingested_at")
@@ -61,14 +67,14 @@ def _timestamps(frame: pl.DataFrame, name: str) -> pl.Series:
             return column.dt.replace_time_zone("UTC").cast(TIMESTAMP)
         return column.dt.convert_time_zone("UTC").cast(TIMESTAMP)
     if column.dtype in (pl.String, pl.Null):
-        try:
-            return column.cast(pl.String).str.to_datetime(
-                time_unit="us", time_zone="UTC", strict=True
-            )
-        except pl.exceptions.PolarsError as error:
+        text = column.cast(pl.String)
+        parsed = pl.select(parse_iso_times(pl.lit(text))).to_series().alias(name)
+        bad = text.filter(text.is_not_null() & parsed.is_null())
+        if bad.len():
             raise QuarantineError(
-                f"unparseable_{name}", f"{name} is not ISO-8601: {str(error).splitlines()[0]}"
-            ) from None
+                f"unparseable_{name}", f"{name} is not ISO 8601: {bad[0]!r} ({bad.len()} rows)"
+            )
+        return parsed
     raise QuarantineError(f"unparseable_{name}", f"{name} has type {column.dtype}, not a time")
 
 
@@ -89,8 +95,17 @@ def _typed(frame: pl.DataFrame, name: str) -> pl.Series:
         return _timestamps(frame, name)
     if name in _NUMERIC_COLUMNS:
         return _numbers(frame, name)
+    column = frame.get_column(name)
+    if READING_SCHEMA[name] == pl.Boolean() and column.dtype == pl.String:
+        # CSV is read as text: polars writes booleans as true/false.
+        flags = {"true": True, "false": False, "1": True, "0": False}
+        column = column.str.to_lowercase().str.strip_chars()
+        if not column.drop_nulls().is_in(list(flags)).all():
+            bad = column.filter(column.is_not_null() & ~column.is_in(list(flags)))[0]
+            raise QuarantineError("bad_column_type", f"{name}: {bad!r} is not true or false")
+        return column.replace_strict(flags, return_dtype=pl.Boolean)
     try:
-        return frame.get_column(name).cast(READING_SCHEMA[name], strict=True)
+        return column.cast(READING_SCHEMA[name], strict=True)
     except pl.exceptions.PolarsError as error:
         raise QuarantineError("bad_column_type", f"{name}: {str(error).splitlines()[0]}") from None
 

@@ -46,3 +46,29 @@ READING_SCHEMA: dict[str, pl.DataType] = {
     "seconds_since_ignition": pl.Float32(),
     **{name: pl.Float32() for name in CHANNEL_NAMES},
 }
+
+# Synthetic readings also say which scenario family staged them and which sensor fault, if any,
+# the device has (the simulator injects these; field data has neither).
+FAULTS: tuple[str, ...] = ("drift", "stuck", "dropout", "spike")
+SYNTHETIC_SCHEMA: dict[str, pl.DataType] = {
+    **READING_SCHEMA,
+    "scenario_family": pl.String(),
+    "fault": pl.String(),
+}
+
+# The ISO 8601 shapes a device or a landed file may write a time in: 'T' or a space between
+# date and time, an optional fraction, and an offset (Z, +hh:mm, +hhmm) or none (taken as UTC,
+# the platform's one time zone).
+_ISO_WITH_OFFSET: tuple[str, ...] = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_ISO_NAIVE: tuple[str, ...] = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f")
+
+
+def parse_iso_times(text: pl.Expr) -> pl.Expr:
+    """ISO 8601 text -> UTC microsecond timestamps, row by row: each row may use any of the
+    accepted shapes, whatever its neighbours use; null where none fits."""
+    zoned = [text.str.to_datetime(f, time_unit="us", strict=False) for f in _ISO_WITH_OFFSET]
+    naive = [
+        text.str.to_datetime(f, time_unit="us", strict=False).dt.replace_time_zone("UTC")
+        for f in _ISO_NAIVE
+    ]
+    return pl.coalesce([t.dt.convert_time_zone("UTC").cast(TIMESTAMP) for t in (*zoned, *naive)])

@@ -12,7 +12,6 @@ non-nullable columns are counted exactly over the whole frame by one streaming a
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated
 
 import pandera.polars as pa
 import polars as pl
@@ -20,11 +19,9 @@ from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
 from firepipe.core.quality import seeded_sample
-from firepipe.core.readings import CHANNELS
+from firepipe.core.readings import CHANNELS, FAULTS, SYNTHETIC_SCHEMA
 from firepipe.core.simulation.scenarios import FAMILIES
-from firepipe.core.simulation.simulator import FAULTS
 
-# The sensor faults the simulator injects (issue 3): a dropout makes channel values null.
 # Rows the value checks look at: 100k rows of ~20 columns is ~10 MB, and a bound violated by
 # one row in 10,000 is then missed with probability e^-10. Ranges and labels are counted exactly
 # over every row by their own checks (firepipe.core.quality).
@@ -32,41 +29,39 @@ SCHEMA_SAMPLE_ROWS = 100_000
 # Failure cases quoted per failing check: enough to recognise the problem.
 EXAMPLES_PER_FAILURE = 3
 
-_BOUNDS = {c.name: {"min_value": c.min_value, "max_value": c.max_value} for c in CHANNELS}
-UtcMicros = Annotated[pl.Datetime, "us", "UTC"]
+# Columns that may be null: no ignition outside fires, no fault on most devices, and a channel
+# is null where the device dropped out (NaN fails in_range, so a value is in range or missing).
+NULLABLE: frozenset[str] = frozenset(
+    {"ignition_ts", "seconds_since_ignition", "fault", *(c.name for c in CHANNELS)}
+)
+BRONZE_SYNTHETIC_SCHEMA: dict[str, pl.DataType] = {**SYNTHETIC_SCHEMA, "batch": pl.String()}
 
 
-class SyntheticReadings(pa.DataFrameModel):
-    """One row per simulated device per second, as landed in bronze."""
+def _checks(name: str) -> list[pa.Check]:
+    bounds = {c.name: c for c in CHANNELS}
+    if name in bounds:
+        return [pa.Check.in_range(bounds[name].min_value, bounds[name].max_value)]
+    if name == "scenario_family":
+        return [pa.Check.isin(list(FAMILIES))]
+    if name == "fault":
+        return [pa.Check.isin(list(FAULTS))]
+    return []
 
-    site_id: pl.String = pa.Field(nullable=False)
-    device_id: pl.String = pa.Field(nullable=False)
-    ts: UtcMicros = pa.Field(nullable=False)
-    scenario: pl.String = pa.Field(nullable=False)
-    is_fire: pl.Boolean = pa.Field(nullable=False)
-    ignition_ts: UtcMicros = pa.Field(nullable=True)
-    seconds_since_ignition: pl.Float32 = pa.Field(nullable=True)
-    # Channels: null is a dropout; NaN fails in_range, so a value is in range or missing.
-    temperature_c: pl.Float32 = pa.Field(nullable=True, in_range=_BOUNDS["temperature_c"])
-    humidity_pct: pl.Float32 = pa.Field(nullable=True, in_range=_BOUNDS["humidity_pct"])
-    smoke_obscuration_pct_per_m: pl.Float32 = pa.Field(
-        nullable=True, in_range=_BOUNDS["smoke_obscuration_pct_per_m"]
-    )
-    pm25_ugm3: pl.Float32 = pa.Field(nullable=True, in_range=_BOUNDS["pm25_ugm3"])
-    co_ppm: pl.Float32 = pa.Field(nullable=True, in_range=_BOUNDS["co_ppm"])
-    co2_ppm: pl.Float32 = pa.Field(nullable=True, in_range=_BOUNDS["co2_ppm"])
-    voc_ppb: pl.Float32 = pa.Field(nullable=True, in_range=_BOUNDS["voc_ppb"])
-    h2_ppm: pl.Float32 = pa.Field(nullable=True, in_range=_BOUNDS["h2_ppm"])
-    scenario_family: pl.String = pa.Field(nullable=False, isin=list(FAMILIES))
-    fault: pl.String = pa.Field(nullable=True, isin=list(FAULTS))
-    batch: pl.String = pa.Field(nullable=False)
 
-    class Config:
-        strict = True  # a column the contract does not name is an error, not silently kept
+# One row per simulated device per second, as landed in bronze: the simulator's schema plus the
+# partition's batch. Strict: a column the contract does not name is an error, not silently kept.
+SYNTHETIC_READINGS = pa.DataFrameSchema(
+    {
+        name: pa.Column(dtype, nullable=name in NULLABLE, checks=_checks(name))
+        for name, dtype in BRONZE_SYNTHETIC_SCHEMA.items()
+    },
+    strict=True,
+    name="SyntheticReadings",
+)
 
 
 def non_nullable_columns() -> list[str]:
-    return [name for name, col in SyntheticReadings.to_schema().columns.items() if not col.nullable]
+    return [name for name in BRONZE_SYNTHETIC_SCHEMA if name not in NULLABLE]
 
 
 def _describe(errors: SchemaErrors, *, sampled_rows: int | None = None) -> list[str]:
@@ -96,7 +91,7 @@ def _describe(errors: SchemaErrors, *, sampled_rows: int | None = None) -> list[
 def _validate(frame: pl.LazyFrame | pl.DataFrame, depth: ValidationDepth) -> SchemaErrors | None:
     with config_context(validation_depth=depth):
         try:
-            SyntheticReadings.validate(frame, lazy=True)
+            SYNTHETIC_READINGS.validate(frame, lazy=True)  # type: ignore[type-var]
         except SchemaErrors as errors:
             return errors
     return None

@@ -45,6 +45,18 @@ def test_csv_is_typed_and_carries_lineage() -> None:
     assert frame["ingested_at"].to_list() == [NOW, NOW]
 
 
+def test_csv_booleans_and_mixed_iso_times_are_typed() -> None:
+    # What polars' write_csv makes of a reading frame: true/false, and any ISO shape of time.
+    data = b"device_id,ts,is_fire\nd1,2026-11-01T08:00:00Z,true\nd1,2026-11-01 08:00:01,False\n"
+    frame = parse_landed_file("incoming/a.csv", data, NOW)
+    assert frame["is_fire"].to_list() == [True, False]
+    assert frame["ts"].to_list() == [T0, T0 + timedelta(seconds=1)]
+    with pytest.raises(QuarantineError, match="bad_column_type: is_fire: 'maybe'"):
+        parse_landed_file(
+            "incoming/b.csv", b"device_id,ts,is_fire\nd1,2026-11-01 08:00:00,maybe\n", NOW
+        )
+
+
 def test_parquet_with_naive_timestamps_is_read_as_utc() -> None:
     source = pl.DataFrame(
         {

@@ -1,5 +1,7 @@
 """The reading schema and the channel catalog."""
 
+from datetime import UTC, datetime, timedelta
+
 import polars as pl
 import pytest
 
@@ -8,6 +10,8 @@ from firepipe.core.readings import (
     CHANNELS,
     KEY_COLUMNS,
     READING_SCHEMA,
+    TIMESTAMP,
+    parse_iso_times,
 )
 
 ID_COLUMNS = [
@@ -42,7 +46,6 @@ def test_schema_types():
     assert READING_SCHEMA["is_fire"] == pl.Boolean
     assert READING_SCHEMA["seconds_since_ignition"] == pl.Float32
     assert all(READING_SCHEMA[name] == pl.Float32 for name in CHANNEL_NAMES)
-    assert all(READING_SCHEMA[key] != pl.Float32 for key in KEY_COLUMNS)
     assert set(KEY_COLUMNS) == {"device_id", "ts"}
 
 
@@ -55,3 +58,29 @@ def test_channel_catalog_is_plausible(ch):
     if ch.name != "temperature_c":  # concentrations and fractions cannot go negative
         assert ch.min_value == 0.0
     assert ch.description
+
+
+def test_iso_times_parse_row_by_row_whatever_their_neighbours_use():
+    text = [
+        "2026-05-01T08:00:00Z",
+        "2026-05-01 08:00:01",
+        "2026-05-01T10:00:02.5+02:00",
+        "2026-05-01T08:00:03.25",
+        "2026-05-01 08:00:04+0000",
+        "yesterday",
+        None,
+    ]
+    t0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+    expected = [
+        t0,
+        t0 + timedelta(seconds=1),
+        t0 + timedelta(seconds=2.5),
+        t0 + timedelta(seconds=3.25),
+        t0 + timedelta(seconds=4),
+        None,
+        None,
+    ]
+    for order in (slice(None), slice(None, None, -1)):  # the first row no longer decides
+        parsed = pl.select(parse_iso_times(pl.lit(pl.Series(text[order])))).to_series()
+        assert parsed.dtype == TIMESTAMP
+        assert parsed.to_list() == expected[order]

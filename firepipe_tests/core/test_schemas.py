@@ -8,7 +8,7 @@ import pytest
 from pandera.config import config_context
 
 from firepipe.core.readings import CHANNELS, READING_SCHEMA
-from firepipe.core.schemas import SyntheticReadings, non_nullable_columns, validate_readings
+from firepipe.core.schemas import SYNTHETIC_READINGS, non_nullable_columns, validate_readings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BRONZE_SCHEMA = {
@@ -41,10 +41,10 @@ def readings(rows: int = 20) -> pl.DataFrame:
 
 
 def test_the_contract_covers_the_reading_schema_and_the_partition_columns():
-    columns = SyntheticReadings.to_schema().columns
+    columns = SYNTHETIC_READINGS.columns
     assert list(columns) == list(BRONZE_SCHEMA)
     for name, dtype in BRONZE_SCHEMA.items():
-        assert columns[name].dtype.type == dtype, name
+        assert columns[name].dtype.type == dtype, name  # the contract is the simulator's schema
     assert set(non_nullable_columns()) == {
         "site_id", "device_id", "ts", "scenario", "is_fire", "scenario_family", "batch",
     }  # fmt: skip
@@ -56,7 +56,7 @@ def test_the_contract_covers_the_reading_schema_and_the_partition_columns():
 
 def test_valid_readings_pass_lazily_and_eagerly():
     assert validate_readings(readings().lazy()) == []
-    SyntheticReadings.validate(readings())  # pandera's own eager validation agrees
+    SYNTHETIC_READINGS.validate(readings())  # pandera's own eager validation agrees
 
 
 def test_schema_level_problems_are_described_without_reading_data():
@@ -114,9 +114,9 @@ def test_value_checks_see_a_bounded_sample_but_nulls_are_counted_exactly():
 def test_the_validation_depth_variable_cannot_switch_the_value_checks_off():
     bad = readings().with_columns(pl.lit(-5.0, pl.Float32).alias("h2_ppm"))
     with pytest.raises(pa.errors.SchemaError, match="h2_ppm"):
-        SyntheticReadings.validate(bad)
+        SYNTHETIC_READINGS.validate(bad)
     with config_context(validation_depth="SCHEMA_ONLY"):
-        SyntheticReadings.validate(bad)  # pandera alone now lets the bad value through
+        SYNTHETIC_READINGS.validate(bad)  # pandera alone now lets the bad value through
         assert validate_readings(bad.lazy()) == [
             "h2_ppm: in_range(0.0, 10000.0) failed on 20 of 20 sampled row(s), e.g. -5.0"
         ]

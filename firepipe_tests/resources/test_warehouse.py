@@ -58,6 +58,20 @@ def table_rows() -> pl.DataFrame:
 ORDER = [1, 2, 4, 5, 6, 7, 8, 9, 10, 12, 3, 11]  # by (updated_at, id)
 
 
+def fake_snowflake(rows: pl.DataFrame) -> SnowflakeResource:
+    """A Snowflake resource whose field table holds `rows`; call inside `fakesnow.patch()`."""
+    snowflake = SnowflakeResource(
+        account="acc", user="u", password="p", database="FIELD", schema="RAW"
+    )
+    with snowflake.get_connection() as connection:
+        cursor = connection.cursor()
+        cursor.execute(f"CREATE TABLE field_readings ({FIELD_TABLE_COLUMNS})")
+        staged = rows.with_columns(pl.col("updated_at").dt.replace_time_zone(None))
+        marks = ", ".join(["%s"] * len(COLUMNS))
+        cursor.executemany(f"INSERT INTO field_readings VALUES ({marks})", staged.rows())
+    return snowflake
+
+
 @pytest.fixture(params=["duckdb", "snowflake"])
 def source(request, tmp_path: Path) -> Iterator[WarehouseSource]:
     rows = table_rows()
@@ -67,16 +81,7 @@ def source(request, tmp_path: Path) -> Iterator[WarehouseSource]:
         yield DuckDBWarehouseSource(path=path, table="field_readings")
         return
     with fakesnow.patch():
-        snowflake = SnowflakeResource(
-            account="acc", user="u", password="p", database="FIELD", schema="RAW"
-        )
-        with snowflake.get_connection() as connection:
-            cursor = connection.cursor()
-            cursor.execute(f"CREATE TABLE field_readings ({FIELD_TABLE_COLUMNS})")
-            staged = rows.with_columns(pl.col("updated_at").dt.replace_time_zone(None))
-            marks = ", ".join(["%s"] * len(COLUMNS))
-            cursor.executemany(f"INSERT INTO field_readings VALUES ({marks})", staged.rows())
-        yield SnowflakeWarehouseSource(snowflake=snowflake, table="field_readings")
+        yield SnowflakeWarehouseSource(snowflake=fake_snowflake(rows), table="field_readings")
 
 
 def test_the_first_chunk_is_the_oldest_keys_in_order(source: WarehouseSource) -> None:
@@ -122,17 +127,7 @@ def test_a_snowflake_outage_retries_then_fails_leaving_the_watermark(
     store = SqliteWatermarkStore(path=str(tmp_path / "watermarks.db"))
     sink = SqliteSink(tmp_path / "bronze.db")
     with fakesnow.patch():
-        resource = SnowflakeResource(
-            account="acc", user="u", password="p", database="FIELD", schema="RAW"
-        )
-        with resource.get_connection() as connection:
-            cursor = connection.cursor()
-            cursor.execute(f"CREATE TABLE field_readings ({FIELD_TABLE_COLUMNS})")
-            staged = table_rows().with_columns(pl.col("updated_at").dt.replace_time_zone(None))
-            cursor.executemany(
-                f"INSERT INTO field_readings VALUES ({', '.join(['%s'] * len(COLUMNS))})",
-                staged.rows(),
-            )
+        resource = fake_snowflake(table_rows())
         source = SnowflakeWarehouseSource(snowflake=resource, table="field_readings")
         summary = extract("sf", source, sink, sink, store, chunk_rows=5, max_chunks=1)
         assert store.get("sf") == Watermark(T0 + timedelta(seconds=1), 6)

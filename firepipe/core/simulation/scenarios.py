@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from firepipe.core.simulation import physics
-from firepipe.core.simulation.calibration import load_calibrated_ranges
+from firepipe.core.simulation.calibrated import load_calibrated_ranges
 
 Range = tuple[float, float]
 NONE: Range = (0.0, 0.0)

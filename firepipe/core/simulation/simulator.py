@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, READING_SCHEMA, TIMESTAMP
+from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, FAULTS, SYNTHETIC_SCHEMA, TIMESTAMP
 from firepipe.core.simulation import physics
 from firepipe.core.simulation import scenarios as sc
 from firepipe.core.simulation.backends import ArrayBackend, get_backend
@@ -126,7 +126,6 @@ RELATIVE_NOISE: dict[str, float] = {
 # per hour (far faster than ageing, which is a few % a year: that is what makes it a fault);
 # spikes are 1-10 % of full scale. Full scales of typical sensors (datasheet-level: thermistor,
 # capacitive RH, optical chamber, optical PM, electrochemical CO, NDIR CO2, MOX VOC and H2).
-FAULTS: tuple[str, ...] = ("drift", "stuck", "dropout", "spike")
 SENSOR_FULL_SCALE: dict[str, float] = {
     "temperature_c": 100.0,
     "humidity_pct": 100.0,
@@ -560,13 +559,6 @@ def to_frame(spec: GenerationSpec, devices: Devices, values: Mapping[str, F32]) 
 _CATALOG_NAMES = np.array([s.name for s in sc.CATALOG])
 _CATALOG_FAMILIES = np.array([s.family for s in sc.CATALOG])
 _CATALOG_FIRE = np.array([s.is_fire for s in sc.CATALOG])
-
-
-SYNTHETIC_SCHEMA: dict[str, pl.DataType] = {
-    **READING_SCHEMA,
-    "scenario_family": pl.String(),
-    "fault": pl.String(),
-}
 
 
 def _chunk_seeds(spec: GenerationSpec, chunk: int) -> list[np.random.SeedSequence]:

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from firepipe.core import nist
+from firepipe.core.simulation import calibrated
 from firepipe.core.simulation import calibration as cal
 from firepipe_tests.conftest import REPO_ROOT
 
@@ -123,29 +124,29 @@ def test_ranges_round_trip_and_bad_json_is_refused(tmp_path: Path) -> None:
     assert ranges.alpha_kw_per_s2 == (0.02, 0.05)
     assert ranges.soot_yield_g_per_g == (0.03, 0.03)
     path = tmp_path / "ranges.json"
-    cal.write_calibrated_ranges(ranges, path)
-    assert cal.load_calibrated_ranges(path) == ranges
+    calibrated.write_calibrated_ranges(ranges, path)
+    assert calibrated.load_calibrated_ranges(path) == ranges
     raw = json.loads(path.read_text())
     raw["peak_hrr_kw"] = [500.0, 100.0]
     path.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match=r"peak_hrr_kw: low 500\.0 is above high 100\.0"):
-        cal.load_calibrated_ranges(path)
+        calibrated.load_calibrated_ranges(path)
     del raw["peak_hrr_kw"]
     path.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="need exactly"):
-        cal.load_calibrated_ranges(path)
+        calibrated.load_calibrated_ranges(path)
 
 
 def test_committed_ranges_match_a_refit_on_the_shared_data() -> None:
     assert NIST_DIR.is_dir(), f"the NIST data is missing at {NIST_DIR}"
-    committed = cal.load_calibrated_ranges()
+    committed = calibrated.load_calibrated_ranges()
     refit = cal.calibrate(NIST_DIR).ranges
-    for name in cal.RANGE_FIELDS:
+    for name in calibrated.RANGE_FIELDS:
         assert getattr(refit, name) == pytest.approx(getattr(committed, name), rel=1e-3), name
     assert refit.tests == committed.tests
     assert refit.data_folder == committed.data_folder
     assert refit.heat_of_combustion_kj_per_g == committed.heat_of_combustion_kj_per_g
-    for name in cal.RANGE_FIELDS:
+    for name in calibrated.RANGE_FIELDS:
         low, high = getattr(committed, name)
         assert 0.0 < low <= high
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, READING_SCHEMA
+from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, FAULTS, READING_SCHEMA
 from firepipe.core.simulation import scenarios
 from firepipe.core.simulation import simulator as sim
 from firepipe.core.simulation.backends import get_backend
@@ -269,7 +269,7 @@ def test_units_of_a_hand_computed_room_emission():
 
 def test_faults_mark_their_devices_and_change_their_readings(mixed):
     faulty = mixed.filter(pl.col("fault").is_not_null())
-    assert set(faulty["fault"].unique()) <= set(sim.FAULTS)
+    assert set(faulty["fault"].unique()) <= set(FAULTS)
     assert faulty["device_id"].n_unique() >= 3  # 20 % of 40 devices
     dropouts = faulty.filter(pl.col("fault") == "dropout")
     clean = mixed.filter(pl.col("fault").is_null())
@@ -287,7 +287,7 @@ def test_stuck_and_drift_faults_by_construction():
         index=np.array([0, 1]),
         scenario=np.array([0, 0]),
         params={},
-        fault=np.array([sim.FAULTS.index("stuck"), sim.FAULTS.index("drift")]),
+        fault=np.array([FAULTS.index("stuck"), FAULTS.index("drift")]),
         fault_params={
             "channel": np.array([channel, channel]),
             "start_s": np.array([40.0, 50.0]),
@@ -336,7 +336,7 @@ def test_spike_faults_hit_a_few_seconds_by_their_own_seed():
             index=np.array([0]),
             scenario=np.array([0]),
             params={},
-            fault=np.array([sim.FAULTS.index("spike")]),
+            fault=np.array([FAULTS.index("spike")]),
             fault_params={
                 "channel": np.array([channel]),
                 "start_s": np.array([5_000.0]),
