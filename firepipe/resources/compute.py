@@ -8,7 +8,7 @@ where it ran. dagster-aws has no Batch Pipes client; `PipesBatchClient` follows 
 
 import copy
 import sys
-import time
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -100,8 +100,13 @@ class GeneratorCompute(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def generate(
-        self, context: dg.AssetExecutionContext, request: GenerationRequest
-    ) -> GenerationReport: ...
+        self,
+        context: dg.AssetExecutionContext,
+        request: GenerationRequest,
+        stop: threading.Event | None = None,
+    ) -> GenerationReport:
+        """Run one generation. A caller that runs several in worker threads sets `stop` to end
+        them: Dagster interrupts only the step's main thread."""
 
     def _backend(self, request: GenerationRequest) -> tuple[bool, str]:
         use_gpu = self.use_gpu if request.use_gpu is None else request.use_gpu
@@ -112,8 +117,12 @@ class LocalCompute(GeneratorCompute):
     """The entry point in a subprocess of the step, with this interpreter."""
 
     def generate(
-        self, context: dg.AssetExecutionContext, request: GenerationRequest
+        self,
+        context: dg.AssetExecutionContext,
+        request: GenerationRequest,
+        stop: threading.Event | None = None,
     ) -> GenerationReport:
+        # The subprocess ends with the step: run it on the step's own thread to be interruptible.
         _, backend = self._backend(request)
         client = dg.PipesSubprocessClient()
         invocation = client.run(
@@ -155,7 +164,10 @@ class BatchCompute(GeneratorCompute):
         return batch, s3
 
     def generate(
-        self, context: dg.AssetExecutionContext, request: GenerationRequest
+        self,
+        context: dg.AssetExecutionContext,
+        request: GenerationRequest,
+        stop: threading.Event | None = None,
     ) -> GenerationReport:
         use_gpu, backend = self._backend(request)
         batch, s3 = self._clients()
@@ -170,6 +182,7 @@ class BatchCompute(GeneratorCompute):
             prefix=self.pipes_prefix,
             poll_interval_s=self.poll_interval_s,
             message_interval_s=self.message_interval_s,
+            stop=stop,
         )
         invocation = client.run(
             context=context,
@@ -184,8 +197,10 @@ class BatchCompute(GeneratorCompute):
         return GenerationReport.from_messages(invocation.get_custom_messages())
 
 
-def _wait(seconds: float) -> None:
-    time.sleep(seconds)
+def _wait(stop: threading.Event, seconds: float) -> None:
+    """Sleep between polls; a set `stop` ends the wait as an interrupt of the step would."""
+    if stop.wait(seconds):
+        raise dg.DagsterExecutionInterruptedError("generation stopped by its run")
 
 
 class PipesBatchClient(dg.PipesClient):
@@ -200,10 +215,12 @@ class PipesBatchClient(dg.PipesClient):
         prefix: str = "",
         poll_interval_s: float = 10.0,
         message_interval_s: float = 10.0,
+        stop: threading.Event | None = None,
     ) -> None:
         from dagster_aws.pipes import PipesS3ContextInjector
 
         self._batch = batch
+        self._stop = stop or threading.Event()
         self._poll_interval_s = poll_interval_s
         self._injector = PipesS3ContextInjector(bucket=bucket, client=s3, key_prefix=prefix)
         self._reader = _prefixed_message_reader(s3, bucket, prefix, message_interval_s)
@@ -257,7 +274,7 @@ class PipesBatchClient(dg.PipesClient):
                 raise GenerationError(f"AWS Batch does not know job {job_id}")
             if jobs[0]["status"] in BATCH_DONE:
                 return dict(jobs[0])
-            _wait(self._poll_interval_s)
+            _wait(self._stop, self._poll_interval_s)
 
 
 def _prefixed_message_reader(

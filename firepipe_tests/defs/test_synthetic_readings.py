@@ -1,5 +1,6 @@
 """bronze/synthetic_readings materialised in process: one partition, its history, and a failure."""
 
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -19,9 +20,12 @@ class BrokenCompute(LocalCompute):
     """Generates like the local compute, then fails as a lost Batch job would."""
 
     def generate(
-        self, context: dg.AssetExecutionContext, request: GenerationRequest
+        self,
+        context: dg.AssetExecutionContext,
+        request: GenerationRequest,
+        stop: threading.Event | None = None,
     ) -> GenerationReport:
-        super().generate(context, request)
+        super().generate(context, request, stop)
         raise RuntimeError("Batch job failed: Host EC2 instance terminated")
 
 
@@ -29,9 +33,12 @@ class MislabellingCompute(LocalCompute):
     """Generates, then corrupts the labels of its files as a buggy generator image would."""
 
     def generate(
-        self, context: dg.AssetExecutionContext, request: GenerationRequest
+        self,
+        context: dg.AssetExecutionContext,
+        request: GenerationRequest,
+        stop: threading.Event | None = None,
     ) -> GenerationReport:
-        report = super().generate(context, request)
+        report = super().generate(context, request, stop)
         for path in report.files:
             frame = pl.read_parquet(path)
             frame.with_columns(pl.lit(True).alias("is_fire")).write_parquet(path)
@@ -97,6 +104,9 @@ def test_rows_failing_a_blocking_check_are_never_committed(tmp_path: Path) -> No
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "label_consistency" in failure.step_failure_data.error.message
+    evaluations = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert evaluations["label_consistency"] is False  # in the check history, not only the error
+    assert evaluations["schema"] is True
     assert TABLE not in LocalLakehouse(root=str(tmp_path / "lake")).list_tables()
     [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
     assert record.status == "failed"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -263,10 +264,48 @@ def test_an_interrupted_step_terminates_its_batch_job(
         "terminate_job", {}, {"jobId": JOB_ID, "reason": "Dagster step was interrupted"}
     )
 
-    def interrupt(seconds: float) -> None:
+    def interrupt(stop: threading.Event, seconds: float) -> None:
         raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
 
     monkeypatch.setattr(compute, "_wait", interrupt)
     request = GenerationRequest(spec=SPEC, directory=str(tmp_path))
     with pytest.raises(dg.DagsterExecutionInterruptedError):
         run_generation(batch_compute(pipes_bucket), request)
+
+
+@pytest.mark.aws
+def test_a_stopped_generation_in_a_worker_thread_terminates_its_batch_job(
+    batch: Stubber, pipes_bucket: str, tmp_path: Path
+) -> None:
+    """Dagster interrupts only the step's main thread: the asset stops its workers' jobs by
+    setting their stop event, and each terminates its Batch job."""
+    expect_submit(batch, "firepipe-cpu")
+    batch.add_response("describe_jobs", job("RUNNABLE"), {"jobs": [JOB_ID]})
+    batch.add_response(
+        "terminate_job", {}, {"jobId": JOB_ID, "reason": "Dagster step was interrupted"}
+    )
+    stop = threading.Event()
+    outcome: list[BaseException] = []
+
+    @dg.asset
+    def generated(
+        context: dg.AssetExecutionContext, generator: GeneratorCompute
+    ) -> dg.MaterializeResult:
+        def work() -> None:
+            try:
+                generator.generate(
+                    context, GenerationRequest(spec=SPEC, directory=str(tmp_path)), stop
+                )
+            except BaseException as error:  # what the worker's future would hold
+                outcome.append(error)
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        stop.set()  # the step was interrupted
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        return dg.MaterializeResult()
+
+    dg.materialize([generated], resources={"generator": batch_compute(pipes_bucket)})
+    assert [type(e) for e in outcome] == [dg.DagsterExecutionInterruptedError]
+    batch.assert_no_pending_responses()

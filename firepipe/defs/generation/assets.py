@@ -20,6 +20,7 @@ per-run staging folder inside the table's own location, and the asset then commi
 run: a crash before the commit leaves no partial data, and re-running never duplicates.
 """
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -232,6 +233,7 @@ def synthetic_readings(
         )
 
     try:
+        stop = threading.Event()
 
         def generate(cell: Cell) -> GenerationReport:
             started[cell] = datetime.now(UTC)
@@ -247,25 +249,35 @@ def synthetic_readings(
                     constant_columns={PARTITION_COLUMNS[BATCH_DIM]: cell.batch},
                     storage_options=lakehouse.storage_options(),
                 ),
+                stop,
             )
 
-        # Partitions run side by side up to the compute's limit (Batch jobs fan out); the first
-        # failure cancels what has not started and fails the run once the others have ended.
-        with ThreadPoolExecutor(generator_compute.max_concurrent) as pool:
-            futures = {cell: pool.submit(generate, cell) for cell in cells}
-            wait(futures.values(), return_when=FIRST_EXCEPTION)
-            for future in futures.values():
-                future.cancel()
-        failures = [f.exception() for f in futures.values() if not f.cancelled() and f.exception()]
-        if failures:
-            raise failures[0]  # type: ignore[misc]
-        reports.update({cell: future.result() for cell, future in futures.items()})
+        if generator_compute.max_concurrent == 1:
+            # On the step's own thread, where Dagster delivers an interrupt.
+            reports.update({cell: generate(cell) for cell in cells})
+        else:
+            # Side by side; the first failure, or an interrupt of the step (which only the main
+            # thread sees), stops the others: Batch jobs are terminated, not left running.
+            with ThreadPoolExecutor(generator_compute.max_concurrent) as pool:
+                futures = {cell: pool.submit(generate, cell) for cell in cells}
+                try:
+                    wait(futures.values(), return_when=FIRST_EXCEPTION)
+                finally:
+                    stop.set()
+                    for future in futures.values():
+                        future.cancel()
+            ran = [f for f in futures.values() if not f.cancelled()]
+            failures = [error for f in ran if (error := f.exception()) is not None]
+            if failures:
+                raise failures[0]
+            reports.update({cell: future.result() for cell, future in futures.items()})
         staged = {cell: _as_uri(report.files, staging) for cell, report in reports.items()}
         # Write, audit, publish: the blocking checks judge the staged files, and only data
         # that passes them is committed.
         check_results = _check_results(lakehouse, staged)
         failed = [r for r in check_results if not r.passed and r.check_name in checks.BLOCKING]
         if failed:
+            yield from check_results  # recorded in the check history, then the run fails
             raise dg.Failure(
                 description="blocking checks failed on the generated rows, nothing committed: "
                 + ", ".join(
