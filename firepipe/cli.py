@@ -105,10 +105,11 @@ def calibrate(data_dir: Path | None, out: Path | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record and line.")
 def history(limit: int, as_json: bool) -> None:
-    """The latest generation runs, newest first (the local SQLite history)."""
+    """The latest generation runs, newest first (SQLite locally, DynamoDB with FIREPIPE_ENV=aws)."""
     from firepipe.resources import generation_history_for
 
-    store = generation_history_for(settings.Environment.LOCAL, settings.local_paths())
+    resource = generation_history_for(settings.environment(), settings.local_paths())
+    store = resource.process_config_and_initialize()
     records = store.recent(limit)
     if as_json:
         for record in records:

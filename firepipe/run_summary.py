@@ -24,6 +24,7 @@ class CheckOutcome:
     asset: str
     check: str
     passed: bool
+    blocking: bool = True  # severity ERROR; a failed WARN check is reported, not a failure
 
 
 @dataclass
@@ -42,7 +43,7 @@ class RunSummary:
     @property
     def succeeded(self) -> bool:
         return self.status == dg.DagsterRunStatus.SUCCESS.value and all(
-            c.passed for c in self.checks
+            c.passed or not c.blocking for c in self.checks
         )
 
 
@@ -86,6 +87,7 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
                     evaluation.asset_key.to_user_string(),
                     evaluation.check_name,
                     bool(evaluation.passed),
+                    evaluation.severity == dg.AssetCheckSeverity.ERROR,
                 )
             )
     summary.tables = {t: lakehouse.table_rows(t) for t in lakehouse.list_tables()}
@@ -161,7 +163,8 @@ def render(summary: RunSummary, dagster_home: str) -> str:
     lines.append(f"Asset checks: {passed} of {len(summary.checks)} passed")
     for c in summary.checks:
         if not c.passed:
-            lines.append(f"  FAILED {c.asset} {c.check}")
+            label = "FAILED" if c.blocking else "WARNING"
+            lines.append(f"  {label} {c.asset} {c.check}")
     lines += ["", "Lake tables (rows in the current snapshot):"]
     lines += [f"  {t:<34}{rows:>12,}" for t, rows in summary.tables.items()]
     lines += ["", "Where the data is:"]

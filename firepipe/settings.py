@@ -63,16 +63,6 @@ class LocalPaths:
         """The SQLite file of generation runs (SqliteGenerationHistory)."""
         return self.home / "generation_history.db"
 
-    @property
-    def field_warehouse(self) -> Path:
-        """The local DuckDB warehouse of field readings (DuckDBWarehouseSource)."""
-        return self.home / "field_warehouse.duckdb"
-
-    @property
-    def extraction_watermarks(self) -> Path:
-        """The SQLite file of extraction watermarks (SqliteWatermarkStore)."""
-        return self.home / "extraction_watermarks.db"
-
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()

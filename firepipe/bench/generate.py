@@ -2,8 +2,9 @@
 
 A reading is one row with all eight channels and its labels, as `simulate_chunks` yields them.
 The floor is numpy filling the same eight float32 columns with standard normals (one thread):
-no physics, no labels, nothing to assemble. Each measurement runs in a fresh process, so its
-peak resident memory is the generator's own.
+no physics, no labels, nothing to assemble. Each measurement runs in a fresh process; the peak
+resident memory of the all-cores run is the generator's own. Every figure is the best of at
+least --repeats calls, sampled until --min-seconds was measured.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import importlib.util
 import math
 import multiprocessing
 import resource
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from firepipe.bench import BenchOptions, Figure
+from firepipe.bench import BenchOptions, Figure, best_seconds
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.simulation.simulator import GenerationSpec, simulate_chunks
 
@@ -29,29 +29,31 @@ def _spec(rows: int) -> GenerationSpec:
     return GenerationSpec(devices=max(math.ceil(rows / DURATION_S), 1), duration_s=DURATION_S)
 
 
-def _generate(rows: int, backend: str, workers: int | None, repeats: int) -> tuple[float, float]:
-    """Best seconds over `repeats` runs, and this process's peak resident memory in MiB."""
+def _generate(
+    rows: int, backend: str, workers: int | None, options: BenchOptions
+) -> tuple[float, float]:
+    """Best seconds to produce the readings, and this process's peak resident memory in MiB."""
     spec = _spec(rows)
-    best = math.inf
-    for _ in range(repeats):
-        started, produced = time.perf_counter(), 0
-        for chunk in simulate_chunks(spec, backend=backend, workers=workers):
-            produced += chunk.height
-        best = min(best, time.perf_counter() - started)
-    assert produced == spec.rows
-    return best, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def produce() -> None:
+        produced = sum(
+            chunk.height for chunk in simulate_chunks(spec, backend=backend, workers=workers)
+        )
+        assert produced == spec.rows
+
+    seconds = best_seconds(produce, options.repeats, min_total_s=options.min_seconds)
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _floor(rows: int, repeats: int) -> tuple[float, float]:
+def _floor(rows: int, options: BenchOptions) -> float:
     rng = np.random.default_rng(0)
     columns = [np.empty(rows, dtype=np.float32) for _ in CHANNEL_NAMES]
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
+
+    def fill() -> None:
         for column in columns:
             rng.standard_normal(out=column, dtype=np.float32)
-        best = min(best, time.perf_counter() - started)
-    return best, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    return best_seconds(fill, options.repeats, min_total_s=options.min_seconds)
 
 
 def _in_fresh_process(fn, *args):  # type: ignore[no-untyped-def]
@@ -76,18 +78,17 @@ def _gpu_backends() -> list[str]:
 
 def run(options: BenchOptions) -> list[Figure]:
     rows = _spec(options.rows or DEFAULT_ROWS).rows
-    repeats = max(options.repeats, 1)
-    floor_s, _ = _in_fresh_process(_floor, rows, repeats)
+    floor_s = _in_fresh_process(_floor, rows, options)
     floor = rows / floor_s
     figures = []
-    every_core_s, peak_mib = _in_fresh_process(_generate, rows, "numpy", None, repeats)
-    one_core_s, _ = _in_fresh_process(_generate, rows, "numpy", 1, repeats)
+    every_core_s, peak_mib = _in_fresh_process(_generate, rows, "numpy", None, options)
+    one_core_s, _ = _in_fresh_process(_generate, rows, "numpy", 1, options)
     figures += [
         Figure("generate", "rows_per_s", rows / every_core_s, "rows/s", floor),
         Figure("generate", "rows_per_s_one_worker", rows / one_core_s, "rows/s", floor),
         Figure("generate", "peak_memory_mib", peak_mib, "MiB", None, higher_is_better=False),
     ]
     for backend in _gpu_backends():
-        gpu_s, _ = _in_fresh_process(_generate, rows, backend, 1, repeats)
+        gpu_s, _ = _in_fresh_process(_generate, rows, backend, 1, options)
         figures.append(Figure("generate", f"rows_per_s_{backend}", rows / gpu_s, "rows/s", floor))
     return figures

@@ -532,6 +532,7 @@ class Calibration:
     curves: pl.DataFrame
     errors: pl.DataFrame
     ranges: CalibratedRanges
+    screening: pl.DataFrame  # every measured channel: used or left out, and why
 
     def summary(self) -> dict[str, float | None]:
         """Median NRMSE per channel and median |time-to-4.3 %/m error| (s)."""
@@ -555,4 +556,4 @@ def calibrate(folder: Path, fitted_on: date | None = None) -> Calibration:
     fits = tuple(fit_test(t) for t in tests)
     curve_frame = pl.concat([curves(t, f) for t, f in zip(tests, fits, strict=True)])
     ranges = calibrated_ranges(fits, folder.name, fitted_on or date.today())
-    return Calibration(fits, curve_frame, errors(curve_frame), ranges)
+    return Calibration(fits, curve_frame, errors(curve_frame), ranges, nist.screening_frame(tests))

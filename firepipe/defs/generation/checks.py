@@ -15,6 +15,7 @@ from firepipe.core import quality
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.schemas import validate_readings
 from firepipe.core.simulation.scenarios import CATALOG
+from firepipe.defs.metadata import markdown_table
 
 ASSET_KEY = dg.AssetKey(["bronze", "synthetic_readings"])
 BLOCKING = ("schema", "physical_ranges", "label_consistency")
@@ -73,13 +74,7 @@ def _examples(lf: pl.LazyFrame, problem: pl.Expr, columns: list[str]) -> dg.Meta
     names = lf.collect_schema().names()
     keep = [c for c in (*EXAMPLE_COLUMNS, *columns) if c in names]
     rows = lf.filter(problem).select(keep).head(EXAMPLE_ROWS).collect(engine="streaming")
-    return dg.MetadataValue.md(_markdown_table(rows))
-
-
-def _markdown_table(frame: pl.DataFrame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
+    return markdown_table(rows)
 
 
 def _schema(readings: pl.LazyFrame) -> tuple[bool, CheckMetadata]:

@@ -11,9 +11,9 @@ from firepipe import settings
 from firepipe.core import plots
 from firepipe.core.simulation import calibration
 from firepipe.core.simulation.calibration import Calibration
+from firepipe.defs.metadata import markdown_table
 
 ASSET_KEY = dg.AssetKey(["gold", "generator_validation"])
-PLOT_FILE = "generator_validation.png"
 
 
 class GeneratorValidationConfig(dg.Config):
@@ -22,32 +22,20 @@ class GeneratorValidationConfig(dg.Config):
     data_dir: str = ""
 
 
-def _markdown_table(frame: pl.DataFrame) -> str:
-    def cell(value: object) -> str:
-        if value is None:
-            return ""
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines)
-
-
-def _metadata(result: Calibration, png: bytes, png_path: str | None) -> dict[str, Any]:
+def _metadata(result: Calibration, png: bytes) -> dict[str, Any]:
     columns = ["test", "station", "channel", "nrmse", "time_to_4_3_error_s"]
     encoded = base64.b64encode(png).decode("ascii")
     metadata: dict[str, Any] = {
-        "errors": dg.MetadataValue.md(_markdown_table(result.errors.select(columns))),
-        "fitted_parameters": dg.MetadataValue.md(
-            _markdown_table(calibration.parameter_frame(result.fits))
-        ),
+        "errors": markdown_table(result.errors.select(columns)),
+        "fitted_parameters": markdown_table(calibration.parameter_frame(result.fits)),
         "plot": dg.MetadataValue.md(
             f"![simulated (dashed) vs measured (solid)](data:image/png;base64,{encoded})"
         ),
         "tests": ", ".join(result.ranges.tests),
+        "channels_left_out": markdown_table(
+            result.screening.filter(~pl.col("usable")).drop("usable")
+        ),
     }
-    if png_path is not None:
-        metadata["plot_path"] = dg.MetadataValue.path(png_path)
     for name, value in result.summary().items():
         if value is not None:
             metadata[name] = dg.MetadataValue.float(value)
@@ -67,12 +55,8 @@ def generator_validation(
     folder = settings.nist_data_dir() if not config.data_dir else Path(config.data_dir)
     result = calibration.calibrate(folder)
     png = plots.simulated_vs_measured_png(result.curves)
-    png_path = None
-    if settings.environment() is settings.Environment.LOCAL:
-        # A file for people at this machine; on ECS the plot lives in the metadata only.
-        reports = settings.local_paths().home / "reports"
-        reports.mkdir(parents=True, exist_ok=True)
-        png_path = str(reports / PLOT_FILE)
-        Path(png_path).write_bytes(png)
-        context.log.info(f"NIST validation plot written to {png_path}")
-    return dg.Output(result.errors, metadata=_metadata(result, png, png_path))
+    context.log.info(
+        f"NIST validation: {len(result.fits)} tests, "
+        f"{result.screening.filter(~pl.col('usable')).height} measured channels left out"
+    )
+    return dg.Output(result.errors, metadata=_metadata(result, png))

@@ -1,0 +1,17 @@
+"""Metadata helpers shared by the asset definitions."""
+
+import dagster as dg
+import polars as pl
+
+
+def markdown_table(frame: pl.DataFrame) -> dg.MetadataValue:
+    """A frame as a markdown table for the UI: floats to 6 significant digits, nulls empty."""
+
+    def cell(value: object) -> str:
+        if value is None:
+            return ""
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    return dg.MetadataValue.md("\n".join(lines))
