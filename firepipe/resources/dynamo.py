@@ -1,11 +1,14 @@
 """DynamoDB plumbing shared by the adapters that keep small state there (generation history,
 extraction watermarks). boto3 is imported on first use, so the local path never needs it."""
 
+from functools import lru_cache
 from typing import Any
 
 
+@lru_cache(maxsize=8)
 def client(region: str, endpoint_url: str | None) -> Any:
-    """A DynamoDB client; credentials from the default AWS chain."""
+    """A DynamoDB client per region and endpoint, shared (boto3 clients are thread-safe);
+    credentials from the default AWS chain."""
     import boto3
 
     return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url)

@@ -19,6 +19,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ class LandingZone(dg.ConfigurableResource, ABC):
     def _delete(self, key: str) -> None: ...
 
     @abstractmethod
+    def _move(self, key: str, target: str) -> None: ...
+
+    @abstractmethod
     def describe(self) -> str:
         """Where the zone is, for people."""
 
@@ -70,8 +74,9 @@ class LandingZone(dg.ConfigurableResource, ABC):
     def quarantine(self, key: str, rule: str, reason: str, at: datetime) -> str:
         """Move `key` to quarantine/ with its reason beside it; returns the quarantined key.
 
-        Copy and reason are written before the original is deleted, so a crash in between
-        leaves a duplicate, never a loss. A name already in quarantine gets a time folder.
+        The reason is written first, then the file is moved (a rename locally, a server-side
+        copy and delete on S3): a crash in between leaves the file in incoming/, to be
+        quarantined again, never lost. A name already in quarantine gets a time folder.
         """
         if not key.startswith(INCOMING):
             raise ValueError(f"only incoming/ files are quarantined, got {key!r}")
@@ -85,9 +90,8 @@ class LandingZone(dg.ConfigurableResource, ABC):
             "quarantined_at": at.astimezone(UTC).isoformat(),
             "source_key": key,
         }
-        self._put(target, self.read(key))
         self._put(target + ".reason.json", json.dumps(sidecar, indent=2).encode())
-        self._delete(key)
+        self._move(key, target)
         return target
 
     def quarantine_reason(self, quarantined_key: str) -> dict[str, Any]:
@@ -153,6 +157,10 @@ class LocalLandingZone(LandingZone):
     def _delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def _move(self, key: str, target: str) -> None:
+        self._path(target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(key), self._path(target))
+
     def describe(self) -> str:
         return f"local folder {self.root}"
 
@@ -166,9 +174,7 @@ class S3LandingZone(LandingZone):
     endpoint_url: str | None = Field(default=None, description="for moto or S3-compatible stores")
 
     def _client(self) -> Any:
-        import boto3
-
-        return boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint_url)
+        return _s3(self.region, self.endpoint_url)
 
     def _full(self, key: str) -> str:
         prefix = self.prefix.strip("/")
@@ -212,8 +218,21 @@ class S3LandingZone(LandingZone):
     def _delete(self, key: str) -> None:
         self._client().delete_object(Bucket=self.bucket, Key=self._full(key))
 
+    def _move(self, key: str, target: str) -> None:
+        source = {"Bucket": self.bucket, "Key": self._full(key)}
+        self._client().copy_object(CopySource=source, Bucket=self.bucket, Key=self._full(target))
+        self._delete(key)
+
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix.strip('/')}"
+
+
+@lru_cache(maxsize=8)
+def _s3(region: str, endpoint_url: str | None) -> Any:
+    """One S3 client per region and endpoint, shared (boto3 clients are thread-safe)."""
+    import boto3
+
+    return boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
 
 
 def lakehouse_writer(lakehouse: Lakehouse, identifier: str) -> Callable[[pl.DataFrame], None]:

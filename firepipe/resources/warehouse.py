@@ -1,7 +1,8 @@
 """The warehouse source port: field readings in a warehouse table, read incrementally.
 
-`DuckDBWarehouseSource` reads a local DuckDB file (seeded by `seed_local_warehouse`);
-`SnowflakeWarehouseSource` reads Snowflake through dagster-snowflake's `SnowflakeResource`, whose
+`DuckDBWarehouseSource` reads a local DuckDB file (seeded by `field_seed.seed_local_warehouse`);
+`snowflake_warehouse.SnowflakeWarehouseSource` (its own module: dagster-snowflake is in the aws
+extra only) reads Snowflake through dagster-snowflake's `SnowflakeResource`, whose
 credentials (password or key pair) the caller passes through `dg.EnvVar`. Both run the same
 keyset query with bind parameters: rows strictly after (updated_at, id), ordered by it, limited.
 The row-value test is spelled out (`a > x OR (a = x AND b > y)`) so that every engine plans it.
@@ -13,19 +14,15 @@ firepipe.core.extraction parses it and dead-letters what does not parse.
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
-from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
-from firepipe.core import nist
 from firepipe.core.extraction import RAW_FIELD_SCHEMA, TransientError, Watermark
-from firepipe.core.readings import CHANNEL_NAMES
-from firepipe.core.simulation.simulator import GenerationSpec, simulate
 
 COLUMNS: tuple[str, ...] = tuple(RAW_FIELD_SCHEMA)
 FIELD_TABLE_COLUMNS = ", ".join(
@@ -33,9 +30,6 @@ FIELD_TABLE_COLUMNS = ", ".join(
     + [f"{c} VARCHAR" for c in COLUMNS[2:]]
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
-# A small synthetic field stream beside the NIST replays: 8 devices x 5 minutes (the default
-# catalog mix), enough to exercise several chunks without slowing `make run`.
-FIELD_STREAM_SPEC = GenerationSpec(devices=8, duration_s=300, sites=2, seed=4)
 
 
 def checked_table(name: str) -> str:
@@ -72,7 +66,15 @@ def rows_to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
         schema={**RAW_FIELD_SCHEMA, "updated_at": pl.Datetime("us")},
         orient="row",
     )
-    return frame.with_columns(pl.col("updated_at").dt.replace_time_zone("UTC"))
+    return _typed(frame)
+
+
+def _typed(frame: pl.DataFrame) -> pl.DataFrame:
+    """A chunk in COLUMNS order, its naive UTC updated_at made explicit, in RAW_FIELD_SCHEMA."""
+    frame = frame.select(list(COLUMNS)).with_columns(
+        pl.col("updated_at").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    )
+    return frame.cast(RAW_FIELD_SCHEMA)  # type: ignore[arg-type]
 
 
 class WarehouseSource(dg.ConfigurableResource, ABC):
@@ -111,107 +113,10 @@ class DuckDBWarehouseSource(WarehouseSource):
         query = keyset_query(self.table, after is None, "${}")
         try:
             with duckdb.connect(self.path, read_only=True) as connection:
-                rows = connection.execute(query, params).fetchall()
+                arrow = connection.sql(query, params=params).to_arrow_table()
         except duckdb.IOException as error:  # the file is locked by a writer (seeding)
             raise TransientError(f"DuckDB {self.path}: {error}") from error
-        return rows_to_frame(rows)
+        return _typed(pl.DataFrame(arrow))
 
     def describe(self) -> str:
         return f"DuckDB {self.path} table {self.table}"
-
-
-class SnowflakeWarehouseSource(WarehouseSource):
-    """A Snowflake table through dagster-snowflake's SnowflakeResource."""
-
-    snowflake: SnowflakeResource
-
-    def next_chunk(self, after: Watermark | None, limit: int) -> pl.DataFrame:
-        from snowflake.connector.errors import OperationalError
-
-        _check_limit(limit)
-        params: dict[str, Any] = {"n": limit}
-        if after is not None:
-            params |= {"u": _naive_utc(after.updated_at), "i": after.id}
-        # The connector's default paramstyle (pyformat) binds %(name)s on the client, escaped.
-        query = keyset_query(self.table, after is None, "%({})s")
-        try:
-            with self.snowflake.get_connection() as connection:
-                cursor = connection.cursor()
-                cursor.execute(query, params)
-                rows = cursor.fetchall()
-        except OperationalError as error:  # network, login timeout, warehouse suspended
-            raise TransientError(f"Snowflake {self.table}: {error}") from error
-        return rows_to_frame(rows)
-
-    def describe(self) -> str:
-        return f"Snowflake table {self.table}"
-
-
-def field_rows(readings: pl.DataFrame, first_id: int, updated_at: datetime) -> pl.DataFrame:
-    """Readings (READING_SCHEMA) as the field table holds them: ids from `first_id`, one
-    `updated_at` for the load, the payload as text (ts in ISO 8601 UTC)."""
-    if updated_at.tzinfo is None:
-        raise ValueError(f"updated_at must be timezone-aware, got {updated_at}")
-    return readings.select(
-        (pl.int_range(pl.len(), dtype=pl.Int64) + first_id).alias("id"),
-        pl.lit(updated_at).cast(RAW_FIELD_SCHEMA["updated_at"]).alias("updated_at"),
-        "site_id",
-        "device_id",
-        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias("ts"),
-        *[pl.col(c).cast(pl.String) for c in CHANNEL_NAMES],
-    )
-
-
-def append_field_rows(path: str, table: str, rows: pl.DataFrame) -> int:
-    """Append rows in RAW_FIELD_SCHEMA to a DuckDB field table, creating it if missing."""
-    import duckdb
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    staged = rows.select(COLUMNS).with_columns(
-        pl.col("updated_at").dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-    )
-    with duckdb.connect(path) as connection:
-        connection.execute(
-            f"CREATE TABLE IF NOT EXISTS {checked_table(table)} ({FIELD_TABLE_COLUMNS})"
-        )
-        connection.register("staged_rows", staged.to_arrow())
-        connection.execute(f"INSERT INTO {checked_table(table)} SELECT * FROM staged_rows")
-    return staged.height
-
-
-def next_id(path: str, table: str) -> int:
-    """The id after the largest in the table (1 for a missing or empty table)."""
-    import duckdb
-
-    if not Path(path).exists():
-        return 1
-    with duckdb.connect(path) as connection:
-        exists = connection.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-            [checked_table(table).split(".")[-1]],
-        ).fetchone()
-        if not exists or not exists[0]:
-            return 1
-        largest = connection.execute(f"SELECT max(id) FROM {checked_table(table)}").fetchone()
-    return int(largest[0]) + 1 if largest and largest[0] is not None else 1
-
-
-def seed_local_warehouse(
-    path: str,
-    table: str,
-    nist_folder: Path,
-    *,
-    stream: GenerationSpec = FIELD_STREAM_SPEC,
-    loaded_at: datetime | None = None,
-) -> int:
-    """Fill an empty local field table with the NIST tests replayed as field devices, then a
-    synthetic field stream (one second later, so it sorts after them). A table that already
-    holds rows is left alone. Returns the rows added."""
-    if next_id(path, table) > 1:
-        return 0
-    loaded_at = loaded_at or datetime.now(UTC)
-    replay = nist.readings(nist.read_tests(nist_folder))
-    added = append_field_rows(path, table, field_rows(replay, 1, loaded_at))
-    synthetic = simulate(stream)
-    later = loaded_at + timedelta(seconds=1)
-    return added + append_field_rows(path, table, field_rows(synthetic, added + 1, later))

@@ -25,6 +25,8 @@ from dagster_pipes import (
     open_dagster_pipes,
 )
 
+from firepipe.core.simulation.simulator import GenerationSpec, write_parquet
+
 # The Pipes extras the entry point reads; GeneratorCompute writes them.
 EXTRA_SPEC = "spec"
 EXTRA_DIRECTORY = "directory"
@@ -77,10 +79,6 @@ def _string_map(extras: Mapping[str, Any], key: str) -> dict[str, str]:
 
 def run(pipes: PipesContext) -> dict[str, Any]:
     """Generate what the extras ask for and report it; returns the report."""
-    # Imported here, not at the top: the Dagster side imports this module for the protocol
-    # constants above and should not load the simulator (and its array backends) for them.
-    from firepipe.core.simulation.simulator import GenerationSpec, write_parquet
-
     extras = pipes.extras
     missing = [k for k in (EXTRA_SPEC, EXTRA_DIRECTORY) if k not in extras]
     if missing:

@@ -24,7 +24,8 @@ from firepipe.core.extraction import (
 )
 from firepipe.core.history import timestamp_text
 from firepipe.core.readings import CHANNEL_NAMES
-from firepipe.resources.warehouse import DuckDBWarehouseSource, append_field_rows
+from firepipe.resources.field_seed import append_field_rows
+from firepipe.resources.warehouse import DuckDBWarehouseSource
 from firepipe.resources.watermarks import SqliteWatermarkStore
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)

@@ -2,7 +2,7 @@
 Snowflake outage fault, and the local seeding of field readings."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import fakesnow
@@ -22,15 +22,13 @@ from firepipe.core.extraction import (
     extract,
 )
 from firepipe.core.simulation.simulator import GenerationSpec
+from firepipe.resources.field_seed import append_field_rows, field_rows, seed_local_warehouse
+from firepipe.resources.snowflake_warehouse import SnowflakeWarehouseSource
 from firepipe.resources.warehouse import (
     COLUMNS,
     FIELD_TABLE_COLUMNS,
     DuckDBWarehouseSource,
-    SnowflakeWarehouseSource,
     WarehouseSource,
-    append_field_rows,
-    field_rows,
-    seed_local_warehouse,
 )
 from firepipe.resources.watermarks import SqliteWatermarkStore
 from firepipe_tests.conftest import nist_data_dir
@@ -100,7 +98,7 @@ def test_chunks_resume_strictly_after_the_watermark_within_one_updated_at(
     assert source.next_chunk(after, 3)["id"].to_list() == [5, 6, 7]
     assert source.next_chunk(Watermark(T0 + timedelta(seconds=9), 11), 5).is_empty()
     # a zoned watermark means the same instant
-    zoned = Watermark((T0 + timedelta(seconds=4)).astimezone(), 10)
+    zoned = Watermark((T0 + timedelta(seconds=4)).astimezone(timezone(timedelta(hours=2))), 10)
     assert source.next_chunk(zoned, 100)["id"].to_list() == [12, 3, 11]
 
 

@@ -1,7 +1,7 @@
 """The watermark store contract, against SQLite and against DynamoDB on moto."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,12 @@ def test_a_watermark_never_moves_backwards_or_stands_still(store: WatermarkStore
 
 
 def test_microseconds_and_zones_survive_the_round_trip(store: WatermarkStore) -> None:
-    zoned = datetime(2026, 5, 1, 10, 0, 0, 123456, tzinfo=UTC).astimezone()
+    zoned = datetime(2026, 5, 1, 10, 0, 0, 123456, tzinfo=UTC).astimezone(
+        timezone(timedelta(hours=-5))
+    )
     store.commit("field", None, Watermark(zoned, 2**40))
     assert store.get("field") == Watermark(zoned.astimezone(UTC), 2**40)
     assert store.get("field").updated_at.microsecond == 123456
+    assert zoned.hour == 5  # the watermark came in at UTC-5 ...
+    assert store.get("field").updated_at.hour == 10  # ... and is kept as the same UTC instant
+    assert store.get("field").updated_at.utcoffset() == timedelta(0)

@@ -133,6 +133,7 @@ def _check_results(
     def scan(cells: Sequence[Cell]) -> pl.LazyFrame:
         return pl.scan_parquet([f for c in cells for f in staged[c]], storage_options=options)
 
+    table_exists = lakehouse.catalog().table_exists(TABLE)  # once, not per family
     per_family: dict[str, list[dg.AssetCheckResult]] = {}
     for family in sorted({c.family for c in staged}):
         cells = sorted((c for c in staged if c.family == family), key=lambda c: c.batch)
@@ -141,7 +142,7 @@ def _check_results(
         reference: pl.LazyFrame | None = None
         if compared and reference_cell in staged:
             reference = scan([reference_cell])
-        elif compared and TABLE in lakehouse.list_tables():
+        elif compared and table_exists:
             committed = lakehouse.scan(TABLE, _scope([reference_cell]))
             reference = committed if committed.select(pl.len()).collect().item() else None
         judged = [name for name in checks.CHECK_NAMES if name != checks.DISTRIBUTION]

@@ -91,6 +91,21 @@ def _sql_catalog(uri: str, warehouse: str) -> Catalog:
     return SqlCatalog(CATALOG_NAME, uri=uri, warehouse=warehouse)
 
 
+@lru_cache(maxsize=8)
+def _glue_catalog(
+    warehouse: str, region: str, glue_endpoint_url: str | None, s3_endpoint_url: str | None
+) -> Catalog:
+    """One Glue catalog per configuration: building one (a boto3 session) costs ~0.2 s."""
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    properties = {"warehouse": warehouse, "glue.region": region, "s3.region": region}
+    if glue_endpoint_url:
+        properties["glue.endpoint"] = glue_endpoint_url
+    if s3_endpoint_url:
+        properties["s3.endpoint"] = s3_endpoint_url
+    return GlueCatalog(CATALOG_NAME, **properties)
+
+
 class LocalLakehouse(Lakehouse):
     """An Iceberg SQL catalog in SQLite, with the warehouse in a local folder."""
 
@@ -134,18 +149,9 @@ class GlueLakehouse(Lakehouse):
             raise tables.LakehouseError(
                 f"the Glue lakehouse needs an s3:// warehouse, got {self.warehouse!r}"
             )
-        from pyiceberg.catalog.glue import GlueCatalog
-
-        properties = {
-            "warehouse": self.warehouse,
-            "glue.region": self.region,
-            "s3.region": self.region,
-        }
-        if self.glue_endpoint_url:
-            properties["glue.endpoint"] = self.glue_endpoint_url
-        if self.s3_endpoint_url:
-            properties["s3.endpoint"] = self.s3_endpoint_url
-        return GlueCatalog(CATALOG_NAME, **properties)
+        return _glue_catalog(
+            self.warehouse, self.region, self.glue_endpoint_url, self.s3_endpoint_url
+        )
 
     def describe(self) -> dict[str, str]:
         return {"catalog": f"AWS Glue Data Catalog ({self.region})", "warehouse": self.warehouse}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -41,7 +41,9 @@ from pyiceberg.io import load_file_io
 from pyiceberg.table import Table, Transaction
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, Transform
 
+T = TypeVar("T")
 COMMIT_ATTEMPTS = 5
+COMMIT_BACKOFF_S = 0.05  # doubled per attempt: 0.1 .. 1.6 s, enough for a local or Glue commit
 # Where staged files go, relative to the table location: inside `data/`, so Iceberg's own
 # maintenance (orphan-file removal, purge on drop) and the table's storage permissions cover them.
 STAGING_FOLDER = "data/staged"
@@ -256,20 +258,29 @@ def write_table(
     check_in_scope(frame, scope, identifier)
     arrow = to_iceberg_arrow(frame)
     catalog.create_namespace_if_not_exists(namespace)
+
+    def commit(existing: Table | None) -> tuple[str, ...]:
+        if existing is not None:
+            return _replace(identifier, existing, arrow, partitioning, scope)
+        _create(catalog, identifier, arrow, partitioning)
+        return ()
+
+    evolved = commit_retrying(catalog, identifier, commit)
+    return _written(catalog, identifier, arrow.num_rows, scope, evolved)
+
+
+def commit_retrying(catalog: Catalog, identifier: str, commit: Callable[[Table | None], T]) -> T:
+    """Run `commit` on a fresh copy of the table (None while it does not exist), again when a
+    concurrent writer won: PyIceberg retries a conflicting append itself, but not two writers
+    creating the table at once or changing its schema under each other."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            existing = load_table(catalog, identifier)
-            if existing is not None:
-                evolved = _replace(identifier, existing, arrow, partitioning, scope)
-            else:
-                _create(catalog, identifier, arrow, partitioning)
-                evolved = ()
-            break
+            return commit(load_table(catalog, identifier))
         except (CommitFailedException, TableAlreadyExistsError):
             if attempt == COMMIT_ATTEMPTS:
                 raise
-            time.sleep(0.05 * 2**attempt)
-    return _written(catalog, identifier, arrow.num_rows, scope, evolved)
+            time.sleep(COMMIT_BACKOFF_S * 2**attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _written(
@@ -456,29 +467,26 @@ def commit_files(
         _check_file_in_scope(md, scope, identifier, f)
     schema = metadata[files[0]].schema.to_arrow_schema()
     rows = sum(md.num_rows for md in metadata.values())
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        try:
-            existing = load_table(catalog, identifier)
-            before = {f.name for f in existing.schema().fields} if existing else set(schema.names)
-            if existing is not None:
-                spec_fields = {f.name for f in existing.spec().fields}
-                wanted = [p for p in partitioning if p.field_name not in spec_fields]
-                with existing.transaction() as tx:
-                    _evolve(tx, identifier, schema, wanted)
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", "Delete operation did not match")
-                        tx.delete(scope.iceberg_filter())
-                    tx.add_files(list(files))
-            else:
-                create = catalog.create_table_transaction(identifier, schema, location=location)
-                _evolve(create, identifier, schema, partitioning)
-                create.add_files(list(files))
-                create.commit_transaction()
-            break
-        except (CommitFailedException, TableAlreadyExistsError):
-            if attempt == COMMIT_ATTEMPTS:
-                raise
-            time.sleep(0.05 * 2**attempt)
+
+    def commit(existing: Table | None) -> set[str]:
+        if existing is None:
+            create = catalog.create_table_transaction(identifier, schema, location=location)
+            _evolve(create, identifier, schema, partitioning)
+            create.add_files(list(files))
+            create.commit_transaction()
+            return set(schema.names)
+        before = {f.name for f in existing.schema().fields}
+        spec_fields = {f.name for f in existing.spec().fields}
+        wanted = [p for p in partitioning if p.field_name not in spec_fields]
+        with existing.transaction() as tx:
+            _evolve(tx, identifier, schema, wanted)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Delete operation did not match")
+                tx.delete(scope.iceberg_filter())
+            tx.add_files(list(files))
+        return before
+
+    before = commit_retrying(catalog, identifier, commit)
     evolved = tuple(sorted(set(schema.names) - before))
     return _written(catalog, identifier, rows, scope, evolved)
 
@@ -523,5 +531,9 @@ def _column_range(md: pq.FileMetaData, name: str, table: str, path: str) -> tupl
 def _range_within(bounds: tuple[object, object], c: Constraint) -> bool:
     lo, hi = bounds
     if isinstance(c, TimeRange):
-        return isinstance(lo, datetime) and isinstance(hi, datetime) and c.start <= lo <= hi < c.end
+        if not (isinstance(lo, datetime) and isinstance(hi, datetime)):
+            return False
+        # Parquet statistics of a naive timestamp column carry no zone: UTC, the platform's one.
+        lo, hi = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (lo, hi))
+        return c.start <= lo <= hi < c.end
     return str(lo) == str(hi) and str(lo) in c.values

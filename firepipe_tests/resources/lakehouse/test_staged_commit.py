@@ -239,3 +239,27 @@ def test_staged_commit_on_glue_and_s3(moto_endpoint: str, aws_credentials: None)
     prefix = lake.staging_directory(TABLE, "crashed").removeprefix(f"s3://{bucket}/")
     assert s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["KeyCount"] == 0
     assert counts(lake) == {("flaming", "000"): 5, ("baseline", "000"): 2}
+
+
+def test_a_daily_scope_judges_naive_file_timestamps_as_utc(lakehouse: LocalLakehouse) -> None:
+    table = "bronze.daily_readings"
+    stage = stager(lakehouse, "run1", table)
+    day = tables.Scope(
+        (
+            (
+                tables.TimeRange(
+                    "ts", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+                ),
+            ),
+        )
+    )
+    naive = pl.DataFrame(
+        {"device_id": ["a", "b"], "ts": [datetime(2026, 1, 1, 5), datetime(2026, 1, 1, 23)]}
+    )
+    partitioning = [tables.PartitionColumn("ts", "day")]
+    result = lakehouse.commit_staged(table, [stage("in", naive)], partitioning, day)
+    assert result.rows_written == 2
+    late = naive.with_columns(pl.lit(datetime(2026, 1, 2, 0, 30)).alias("ts"))
+    with pytest.raises(tables.PartitionScopeError, match=r"late\.parquet"):
+        lakehouse.commit_staged(table, [stage("late", late)], partitioning, day)
+    assert lakehouse.table_rows(table) == 2

@@ -219,3 +219,27 @@ def test_reading_a_missing_table_says_what_to_do(lakehouse: LocalLakehouse) -> N
 def test_identifier_must_name_a_namespace() -> None:
     with pytest.raises(tables.LakehouseError, match=r"not 'namespace\.table'"):
         tables.split_identifier("readings")
+
+
+def test_a_commit_lost_to_a_concurrent_writer_is_retried_on_a_fresh_table(
+    lakehouse: LocalLakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = lakehouse.catalog()
+    from pyiceberg.exceptions import CommitFailedException
+
+    monkeypatch.setattr(tables, "COMMIT_BACKOFF_S", 0.0)
+    seen: list[object] = []
+
+    def commit(existing):
+        seen.append(existing)
+        if len(seen) < 3:
+            raise CommitFailedException("another writer committed first")
+        return "landed"
+
+    assert tables.commit_retrying(catalog, "bronze.nothing_yet", commit) == "landed"
+    assert seen == [None, None, None]  # reloaded before each attempt: no table yet
+    monkeypatch.setattr(tables, "COMMIT_ATTEMPTS", 2)
+    seen.clear()
+    with pytest.raises(CommitFailedException):
+        tables.commit_retrying(catalog, "bronze.nothing_yet", commit)
+    assert len(seen) == 2
