@@ -35,7 +35,7 @@ class Rolling:
 
 @dataclass(frozen=True)
 class Difference:
-    """The change of a channel over the last `lag_s` seconds (null until that much history)."""
+    """The change of a channel since its reading `lag_s` seconds earlier (null without one)."""
 
     channel: str
     lag_s: int
@@ -78,25 +78,35 @@ def default_spec(
     return FeatureSpec((*rolling, *(Difference(c, difference_lag_s) for c in channels)))
 
 
-def _expression(feature: Feature) -> pl.Expr:
-    if isinstance(feature, Difference):
-        lagged = pl.col(feature.channel).shift(feature.lag_s)
-        return pl.col(feature.channel) - lagged
+def _rolling(feature: Rolling) -> pl.Expr:
     rolling = getattr(pl.col(feature.channel), f"rolling_{feature.statistic}_by")
-    return rolling("ts", f"{feature.window_s}s")  # type: ignore[no-any-return]
+    return rolling("ts", f"{feature.window_s}s").over("device_id")  # type: ignore[no-any-return]
 
 
 def compute_features(readings: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
-    """Per-device features of 1 Hz readings, returned sorted by (device_id, ts).
+    """Per-device features of readings, returned sorted by (device_id, ts).
 
-    Differences count rows, which equals seconds on gap-free 1 Hz silver data.
+    Windows and differences are in time, not rows: a device with gaps, or one that reports
+    every 5 s, gets the change against its reading exactly `lag_s` seconds earlier (null when
+    it has none) and statistics over the readings inside each window.
     """
-    exprs = [_expression(f).over("device_id").alias(f.name) for f in spec.features]
-    return (
-        readings.sort("device_id", "ts")
-        .select(*ID_COLUMNS, *exprs)
-        .with_columns(pl.col(spec.names).cast(pl.Float32))
-    )
+    ordered = readings.sort("device_id", "ts")
+    rolling = [_rolling(f).alias(f.name) for f in spec.features if isinstance(f, Rolling)]
+    differences = [f for f in spec.features if isinstance(f, Difference)]
+    channels = sorted({f.channel for f in differences})
+    out = ordered.select(*ID_COLUMNS, *channels, *rolling)
+    for lag_s in sorted({f.lag_s for f in differences}):
+        lagged = [f for f in differences if f.lag_s == lag_s]
+        earlier = ordered.select(
+            "device_id",
+            pl.col("ts") + pl.duration(seconds=lag_s),
+            *(pl.col(f.channel).alias(f"{f.name}__earlier") for f in lagged),
+        )
+        out = out.join(earlier, on=["device_id", "ts"], how="left", maintain_order="left")
+        out = out.with_columns(
+            (pl.col(f.channel) - pl.col(f"{f.name}__earlier")).alias(f.name) for f in lagged
+        )
+    return out.select(*ID_COLUMNS, *spec.names).with_columns(pl.col(spec.names).cast(pl.Float32))
 
 
 @dataclass(frozen=True)

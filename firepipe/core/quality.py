@@ -12,7 +12,6 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -157,28 +156,6 @@ def range_violations(readings: Frame) -> dict[str, int]:
 # --- scenario mix ------------------------------------------------------------------------------
 
 
-class WeightedScenario(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def family(self) -> str: ...
-    @property
-    def weight(self) -> float: ...
-
-
-def expected_family_mix(catalog: Iterable[WeightedScenario], family: str) -> dict[str, float]:
-    """Each scenario's share of the devices of `family`: its weight over the family's total."""
-    weights = {s.name: float(s.weight) for s in catalog if s.family == family}
-    if not weights:
-        raise ValueError(f"the scenario catalog has no scenario of family {family!r}")
-    total = sum(weights.values())
-    if any(w < 0 for w in weights.values()) or not total > 0:
-        raise ValueError(
-            f"weights of family {family!r} must be >= 0 with a positive sum: {weights}"
-        )
-    return {name: w / total for name, w in weights.items()}
-
-
 def scenario_device_counts(readings: Frame) -> dict[str, int]:
     """Distinct devices per scenario (rows with a null scenario are left to the schema check)."""
     lf = _lazy(readings)
@@ -190,13 +167,6 @@ def scenario_device_counts(readings: Frame) -> dict[str, int]:
         .agg(pl.col("device_id").drop_nulls().n_unique().alias("devices"))
     )
     return dict(sorted(zip(counts["scenario"].to_list(), counts["devices"].to_list(), strict=True)))
-
-
-def scenario_mix(readings: Frame) -> dict[str, float]:
-    """Each scenario's share of the devices (a device is one staged event, whatever its rows)."""
-    counts = scenario_device_counts(readings)
-    total = sum(counts.values())
-    return {name: n / total for name, n in counts.items()} if total else {}
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,18 @@ def test_rolling_matches_brute_force(gappy, statistic, window_s):
     assert_close(actual, brute_rolling(expected_frame, statistic, window_s))
 
 
-def test_difference_is_change_over_lag_rows_per_device():
+def test_difference_is_against_the_reading_lag_seconds_earlier(gappy):
+    out = compute_features(gappy, FeatureSpec((Difference(CH, 3),)))
+    b = gappy.filter(pl.col("device_id") == "b").sort("ts")
+    by_second = dict(zip(b["ts"].dt.second().to_list(), b[CH].to_list(), strict=True))
+    got = out.filter(pl.col("device_id") == "b")[f"{CH}__diff_3s"].to_list()
+    expected = [x - by_second[t - 3] if t - 3 in by_second else None for t, x in by_second.items()]
+    assert_close(got, expected)
+    # Second 23 follows the gap 20-22: its reading 3 s earlier (20) is missing, not row 19.
+    assert got[list(by_second).index(23)] is None
+
+
+def test_difference_on_gap_free_data_is_the_change_over_lag_rows():
     frame = readings({"a": list(range(40)), "b": list(range(40))}, seed=1)
     out = compute_features(frame, FeatureSpec((Difference(CH, 3),)))
     for device in ("a", "b"):

@@ -1,6 +1,5 @@
 """Data-quality measures on readings."""
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -141,8 +140,7 @@ def test_scenario_mix_counts_devices_not_rows():
         }
     )
     assert quality.scenario_device_counts(frame) == {"x": 1, "y": 2, "z": 1}
-    assert quality.scenario_mix(frame) == {"x": 0.25, "y": 0.5, "z": 0.25}
-    assert quality.scenario_mix(frame.head(0)) == {}
+    assert quality.scenario_device_counts(frame.head(0)) == {}
 
 
 def test_compare_scenario_mix_tolerates_sampling_noise_only():
@@ -183,22 +181,6 @@ def test_compare_scenario_mix_rejects_bad_expectations():
         quality.compare_scenario_mix({"a": 1}, {"a": 0.5})
     with pytest.raises(ValueError, match=">= 0"):
         quality.compare_scenario_mix({"a": -1}, {"a": 1.0})
-
-
-@dataclass(frozen=True)
-class _Scenario:
-    name: str
-    family: str
-    weight: float
-
-
-def test_expected_family_mix_normalises_weights_within_the_family():
-    catalog = [_Scenario("s1", "f", 3.0), _Scenario("s2", "f", 1.0), _Scenario("x", "g", 5.0)]
-    assert quality.expected_family_mix(catalog, "f") == {"s1": 0.75, "s2": 0.25}
-    with pytest.raises(ValueError, match="no scenario of family 'h'"):
-        quality.expected_family_mix(catalog, "h")
-    with pytest.raises(ValueError, match="positive sum"):
-        quality.expected_family_mix([_Scenario("z", "f", 0.0)], "f")
 
 
 # --- SDMetrics measures ------------------------------------------------------------------------

@@ -219,7 +219,7 @@ def test_a_channel_that_dropped_out_entirely_fails_the_reference_comparison(good
 def test_an_unknown_family_fails_scenario_mix_with_the_reason(good):
     mix = evaluate(good, family="volcanic")["scenario_mix"]
     assert not mix.passed
-    assert "no scenario of family 'volcanic'" in value(mix, "error")
+    assert "unknown scenario families ['volcanic']" in value(mix, "error")
 
 
 def test_dagster_accepts_the_results_of_a_materialisation():

@@ -173,11 +173,11 @@ def _cumulative(values: Any, op: Any) -> Any:
 
 def detector_time_constant_s(rti_m_s_half: Any, gas_velocity_m_per_s: Any) -> Any:
     """Thermal time constant of an element with a response time index: tau = RTI / sqrt(u)."""
-    xp, u = _array(gas_velocity_m_per_s)
+    xp, u = as_array(gas_velocity_m_per_s)
     return rti_m_s_half / xp.sqrt(xp.maximum(u, QUIESCENT_AIR_VELOCITY_M_PER_S))
 
 
-def _array(values: Any) -> tuple[Any, Any]:
+def as_array(values: Any) -> tuple[Any, Any]:
     """The namespace of an array-API array and the array; anything else becomes float64 numpy."""
     try:
         return array_namespace(values), values

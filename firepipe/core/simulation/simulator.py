@@ -383,24 +383,14 @@ def draw_devices(spec: GenerationSpec, chunk: int, rng: np.random.Generator) -> 
 
 def saturation_vapour_pressure_hpa(temperature_c: Any) -> Any:
     """Magnus formula over water (Alduchov and Eskridge 1996)."""
-    xp = _namespace(temperature_c)
-    return 6.1094 * xp.exp(17.625 * temperature_c / (temperature_c + 243.04))
+    xp, t = physics.as_array(temperature_c)
+    return 6.1094 * xp.exp(17.625 * t / (t + 243.04))
 
 
 def saturation_vapour_density_g_m3(temperature_c: Any) -> Any:
     """Water vapour density at saturation: e / (R_v T), R_v = 461.5 J/(kg K)."""
-    return (
-        saturation_vapour_pressure_hpa(temperature_c)
-        * 100.0
-        / (461.5 * (temperature_c + 273.15))
-        * 1000.0
-    )
-
-
-def _namespace(a: Any) -> Any:
-    from array_api_compat import array_namespace
-
-    return array_namespace(a) if not isinstance(a, float | int) else np
+    _, t = physics.as_array(temperature_c)
+    return saturation_vapour_pressure_hpa(t) * 100.0 / (461.5 * (t + 273.15)) * 1000.0
 
 
 def clean_signals(devices: Devices, duration_s: int, backend: ArrayBackend) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import polars as pl
 from firepipe.core import quality
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.schemas import validate_readings
-from firepipe.core.simulation.scenarios import CATALOG
+from firepipe.core.simulation import scenarios as sc
 from firepipe.defs.metadata import markdown_table
 
 ASSET_KEY = dg.AssetKey(["bronze", "synthetic_readings"])
@@ -67,7 +67,7 @@ def check_specs() -> list[dg.AssetCheckSpec]:
 
 def expected_scenario_mix(family: str) -> dict[str, float]:
     """The device share of each scenario of `family`, from the catalog's weights."""
-    return quality.expected_family_mix(CATALOG, family)
+    return sc.device_shares((family,))
 
 
 def _examples(lf: pl.LazyFrame, problem: pl.Expr, columns: list[str]) -> dg.MetadataValue:
