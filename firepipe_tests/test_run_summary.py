@@ -23,6 +23,6 @@ def test_a_failed_warning_is_printed_but_the_run_succeeded() -> None:
 
 
 def test_a_failed_blocking_check_fails_the_summary() -> None:
-    failed = summary(CheckOutcome("silver/sensor_readings", "unique_device_second", False))
+    failed = summary(CheckOutcome("silver/sensor_readings", "duplicate_rate", False))
     assert not failed.succeeded
-    assert "FAILED silver/sensor_readings unique_device_second" in render(failed, "/home")
+    assert "FAILED silver/sensor_readings duplicate_rate" in render(failed, "/home")
