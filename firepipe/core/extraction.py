@@ -254,7 +254,12 @@ class _Ports:
     sink: ChunkSink
     dead_letters: DeadLetterSink
     watermarks: WatermarkStore
-    retried: Callable[[str, Callable[[], object]], object]
+    policy: RetryPolicy
+    sleep: Callable[[float], None]
+    draw: Callable[[], float]
+
+    def retried(self, what: str, call: Callable[[], T]) -> T:
+        return with_retries(what, call, self.policy, self.sleep, self.draw)
 
 
 def _extract_one(ports: _Ports, after: Watermark | None, chunk_rows: int) -> Chunk | None:
@@ -262,7 +267,6 @@ def _extract_one(ports: _Ports, after: Watermark | None, chunk_rows: int) -> Chu
     raw = ports.retried(
         f"reading after {after}", lambda: ports.source.next_chunk(after, chunk_rows)
     )
-    assert isinstance(raw, pl.DataFrame), f"a source returns a polars frame, got {type(raw)}"
     if raw.height > chunk_rows:
         raise ExtractionError(f"source returned {raw.height} rows, asked for {chunk_rows}")
     if raw.is_empty():
@@ -299,14 +303,10 @@ def extract(
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if max_chunks is not None and max_chunks < 1:
         raise ValueError(f"max_chunks must be >= 1 or None, got {max_chunks}")
-    policy = retry or RetryPolicy()
-
-    def retried(what: str, call: Callable[[], object]) -> object:
-        return with_retries(what, call, policy, sleep, draw)
-
-    ports = _Ports(name, source, sink, dead_letters, watermarks, retried)
-    stored = retried("reading the watermark", lambda: watermarks.get(name))
-    watermark = stored if isinstance(stored, Watermark) else None
+    ports = _Ports(
+        name, source, sink, dead_letters, watermarks, retry or RetryPolicy(), sleep, draw
+    )
+    watermark = ports.retried("reading the watermark", lambda: watermarks.get(name))
     chunks = rows = good = dead = 0
     while max_chunks is None or chunks < max_chunks:
         try:

@@ -67,6 +67,12 @@ def test_one_partition_lands_with_its_checks_and_history(tmp_path: Path) -> None
     rows = lake.read(TABLE)
     assert rows.height == 5 * 120
     assert rows.select("scenario_family", "batch").unique().rows() == [("smouldering", "003")]
+    [materialisation] = result.get_asset_materialization_events()
+    metadata = materialisation.materialization.metadata
+    assert metadata["dagster/row_count"].value == 600  # one partition: its own rows
+    columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
+    assert columns[:3] == ["site_id", "device_id", "ts"]
+    assert "batch" in columns
     assert (
         rows["device_id"].str.starts_with(f"syn-{partition_seed(0, 'smouldering', '003')}-").all()
     )

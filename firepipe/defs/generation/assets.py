@@ -38,6 +38,7 @@ from firepipe.resources.compute import GenerationReport, GenerationRequest, Gene
 from firepipe.resources.history import GenerationHistory
 from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import Lakehouse
+from firepipe.resources.lakehouse.io_manager import write_metadata
 
 ASSET_KEY = checks.ASSET_KEY
 TABLE = "bronze.synthetic_readings"
@@ -302,20 +303,14 @@ def synthetic_readings(
     rows_by_partition = {cell.key: reports[cell].rows for cell in cells}
     yield dg.MaterializeResult(
         metadata={
-            # One result covers every partition of the run: rows are the run's, per partition.
-            **({"dagster/row_count": result.rows_written} if len(cells) == 1 else {}),
-            "rows_written": result.rows_written,
+            # One result covers every partition of the run: its row count is the run's.
+            **write_metadata(result, row_count=len(cells) == 1),
             "rows_by_partition": rows_by_partition,
-            "dagster/table_name": TABLE,
             "files": len(files),
             "generation_seconds": round(seconds, 3),
             "rows_per_s": round(result.rows_written / seconds) if seconds > 0 else 0,
             "backends": ", ".join(sorted({r.backend for r in reports.values()})),
             "seeds": {cell.key: specs[cell].seed for cell in cells},
-            "iceberg/snapshot_id": str(result.snapshot_id),
-            "iceberg/location": dg.MetadataValue.path(result.location),
-            "iceberg/replaced": result.scope,
-            "iceberg/table_rows": result.total_rows,
         }
     )
     yield from check_results

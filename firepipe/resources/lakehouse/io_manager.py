@@ -21,6 +21,30 @@ from firepipe.resources.lakehouse.catalogs import Lakehouse
 NAMESPACES = ("bronze", "silver", "gold", "ml")
 
 
+def write_metadata(result: tables.WriteResult, *, row_count: bool = True) -> dict[str, Any]:
+    """What a materialisation says about the Iceberg write behind it (rows, schema, snapshot).
+
+    `row_count=False` for a write that covers several partitions of one materialisation: its
+    rows are the run's, not any one partition's.
+    """
+    metadata: dict[str, Any] = {
+        "dagster/table_name": result.table,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(f.name, str(f.type)) for f in result.schema]
+        ),
+        "iceberg/snapshot_id": str(result.snapshot_id),
+        "iceberg/location": dg.MetadataValue.path(result.location),
+        "iceberg/replaced": result.scope,
+        "iceberg/table_rows": result.total_rows,
+        "rows_written": result.rows_written,
+    }
+    if row_count:
+        metadata["dagster/row_count"] = result.rows_written
+    if result.evolved_columns:
+        metadata["iceberg/added_columns"] = ", ".join(result.evolved_columns)
+    return metadata
+
+
 def table_identifier(asset_key: dg.AssetKey, namespaces: Sequence[str] = NAMESPACES) -> str:
     path = asset_key.path
     if len(path) != 2 or path[0] not in namespaces:
@@ -134,20 +158,7 @@ class IcebergIOManager(dg.ConfigurableIOManager):
         result = tables.write_table(
             self.lakehouse.catalog(), identifier, frame, partitioning, scope
         )
-        metadata: dict[str, Any] = {
-            "dagster/row_count": result.rows_written,
-            "dagster/table_name": identifier,
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(f.name, str(f.type)) for f in result.schema]
-            ),
-            "iceberg/snapshot_id": str(result.snapshot_id),
-            "iceberg/location": dg.MetadataValue.path(result.location),
-            "iceberg/replaced": result.scope,
-            "iceberg/table_rows": result.total_rows,
-        }
-        if result.evolved_columns:
-            metadata["iceberg/added_columns"] = ", ".join(result.evolved_columns)
-        context.add_output_metadata(metadata)
+        context.add_output_metadata(write_metadata(result))
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
         identifier = table_identifier(context.asset_key)
