@@ -17,13 +17,17 @@ export FIREPIPE_NIST_DATA_DIR ?= $(CURDIR)/../shared/data/nist_smoke_alarms
 export DAGSTER_HOME := $(FIREPIPE_HOME)/dagster
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+# dbt never reaches the internet: no usage statistics, no version check.
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DBT_VERSION_CHECK := false
 
-.PHONY: help venv home run dev test bench lint format lock clean
+.PHONY: help venv home dbt-manifest run dev test bench lint format lock clean
 
 help:
 	@echo "make run    build the environment and run the end_to_end job locally, then summarise it"
 	@echo "make test   build the environment and run the whole test suite"
 	@echo "make dev    Dagster UI on http://127.0.0.1:3000"
+	@echo "make dbt-manifest  dbt parse: the manifest the dbt assets are loaded from"
 	@echo "make bench  run the benchmarks (firepipe bench)"
 	@echo "make lint   ruff check, ruff format --check, mypy on firepipe/core"
 
@@ -37,6 +41,18 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 
 venv: $(STAMP)
 
+# The dbt assets are read from the manifest when the definitions load: `dbt parse` (offline,
+# no database opened) rebuilds it whenever a file of the dbt project changes.
+DBT_DIR := dbt
+DBT_MANIFEST := $(DBT_DIR)/target/manifest.json
+DBT_FILES := $(shell find $(DBT_DIR) \( -name target -o -name logs \) -prune -o -type f \( -name '*.sql' -o -name '*.yml' \) -print)
+
+$(DBT_MANIFEST): $(STAMP) $(DBT_FILES)
+	$(BIN)/dbt --no-use-colors parse --quiet --project-dir $(DBT_DIR) --profiles-dir $(DBT_DIR) --target local
+	@touch $@
+
+dbt-manifest: $(DBT_MANIFEST)
+
 home: venv
 	@$(BIN)/firepipe home >/dev/null
 
@@ -44,15 +60,16 @@ home: venv
 # takes this range (batches 000 and 001 of every family) in one step of one run.
 RUN_PARTITIONS := {"dagster/asset_partition_range_start": "000|baseline", "dagster/asset_partition_range_end": "001|nuisance"}
 
-run: home
+run: home $(DBT_MANIFEST)
+	$(BIN)/firepipe seed
 	$(BIN)/dagster job execute -m firepipe.definitions -j end_to_end --tags '$(RUN_PARTITIONS)'
 	@echo
 	@$(BIN)/firepipe summary
 
-dev: home
+dev: home $(DBT_MANIFEST)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: venv
+test: venv $(DBT_MANIFEST)
 	$(BIN)/pytest
 
 bench: venv

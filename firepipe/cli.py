@@ -47,6 +47,39 @@ def home() -> None:
 
 
 @main.command()
+def seed() -> None:
+    """Fill the local field sources: the DuckDB field warehouse (the NIST tests replayed as
+    field devices, once; then the next 5 minutes of a synthetic field stream on every call)
+    and demo files in the landing folder (once)."""
+    import time
+
+    from firepipe.resources.field_seed import seed_landing, seed_local_warehouse
+    from firepipe.resources.ingestion import LOCAL_FIELD_TABLE, landing_zone_for
+
+    if settings.environment() is not settings.Environment.LOCAL:
+        raise click.ClickException(
+            "firepipe seed fills the local stand-ins only; in AWS the field data is in "
+            "Snowflake and files land in the S3 landing bucket"
+        )
+    paths = settings.local_paths()
+    try:
+        nist_folder = settings.nist_data_dir()
+    except settings.SettingsError as e:
+        raise click.ClickException(str(e)) from e
+    rows = seed_local_warehouse(str(paths.field_warehouse), LOCAL_FIELD_TABLE, nist_folder)
+    click.echo(f"field warehouse {paths.field_warehouse}: {rows:,} rows added")
+    zone = landing_zone_for(settings.Environment.LOCAL, paths)
+    dropped = seed_landing(zone)
+    click.echo(f"landing folder {paths.landing}: {len(dropped)} file(s) dropped")
+    for key in dropped:
+        click.echo(f"  {key}")
+    if dropped:
+        # Ingestion takes only files older than the zone's settle time: wait it out, so a run
+        # started right after this sees them.
+        time.sleep(zone.settle_s)
+
+
+@main.command()
 @click.option("--job", default="end_to_end", show_default=True, help="Job whose last run to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def summary(job: str, as_json: bool) -> None:
@@ -228,6 +261,32 @@ def lake_show(table: str, limit: int) -> None:
         click.echo(frame)
 
 
+@lake.command("query")
+@click.argument("sql")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row and line.")
+def lake_query(sql: str, as_json: bool) -> None:
+    """Run SQL over the lake (tables named namespace.table): DuckDB locally, Athena on AWS."""
+    import polars as pl
+
+    from firepipe.resources import lakehouse_for, query_engine_for
+    from firepipe.resources.lakehouse.tables import LakehouseError
+    from firepipe.resources.query import QueryError
+
+    env, paths = settings.environment(), settings.local_paths()
+    resource = query_engine_for(env, lakehouse_for(env, paths))
+    try:
+        # The context manager resolves the nested lakehouse and any dg.EnvVar fields.
+        with resource.process_config_and_initialize_cm() as engine:
+            frame = engine.query(sql)
+    except (QueryError, LakehouseError) as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(frame.write_ndjson(), nl=False)
+        return
+    with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=200):
+        click.echo(frame)
+
+
 @main.command()
 @click.option("--rows", type=click.IntRange(min=2), required=True, help="Readings to generate.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -318,8 +377,16 @@ def generate(
     show_default=True,
     help="Keep sampling each figure until this much time was measured (at most 50 calls).",
 )
+@click.option("--devices", type=int, default=None, help="lake: devices (default 2,000).")
+@click.option("--seconds", type=int, default=None, help="lake: seconds per device (default 5,000).")
 def bench(
-    suites: tuple[str, ...], as_json: bool, rows: int | None, repeats: int, min_seconds: float
+    suites: tuple[str, ...],
+    as_json: bool,
+    rows: int | None,
+    repeats: int,
+    min_seconds: float,
+    devices: int | None,
+    seconds: int | None,
 ) -> None:
     """Run benchmark SUITES (all when none is named) and print their figures."""
     from firepipe.bench import BenchOptions, render_table
@@ -330,7 +397,9 @@ def bench(
         raise click.BadParameter(
             f"unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}"
         )
-    options = BenchOptions(rows=rows, repeats=repeats, min_seconds=min_seconds)
+    options = BenchOptions(
+        rows=rows, repeats=repeats, min_seconds=min_seconds, devices=devices, seconds=seconds
+    )
     figures = []
     for name in suites or tuple(SUITES):
         for figure in SUITES[name](options):

@@ -66,9 +66,16 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
         mat = entry.asset_materialization
         if mat is None:
             continue
-        rows = _metadata_value(mat.metadata, "dagster/row_count")
-        if rows is None:  # a run of several partitions reports the rows it wrote in all
-            rows = _metadata_value(mat.metadata, "rows_written")
+        # The rows the materialisation wrote: a whole table's count, what a run of several
+        # partitions wrote in all, or what an incremental load added.
+        rows = next(
+            (
+                v
+                for key in ("dagster/row_count", "rows_written", "rows")
+                if (v := _metadata_value(mat.metadata, key)) is not None
+            ),
+            None,
+        )
         snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
         summary.materialisations.append(
             Materialisation(

@@ -63,6 +63,21 @@ class LocalPaths:
         """The SQLite file of generation runs (SqliteGenerationHistory)."""
         return self.home / "generation_history.db"
 
+    @property
+    def field_warehouse(self) -> Path:
+        """The DuckDB file standing in for the Snowflake field warehouse (`firepipe seed`)."""
+        return self.home / "field_warehouse.duckdb"
+
+    @property
+    def extraction_watermarks(self) -> Path:
+        """The SQLite file of extraction watermarks (SqliteWatermarkStore)."""
+        return self.home / "extraction_watermarks.db"
+
+    @property
+    def landing(self) -> Path:
+        """The landing folder standing in for the S3 landing prefix (LocalLandingZone)."""
+        return self.home / "landing"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()
@@ -78,6 +93,28 @@ def ensure_dagster_home(paths: LocalPaths | None = None) -> Path:
     if not config.exists():
         config.write_text(_DAGSTER_YAML)
     return paths.dagster_home
+
+
+SNOWFLAKE_AUTH_VAR = "FIREPIPE_SNOWFLAKE_AUTH"
+
+
+class SnowflakeAuth(enum.StrEnum):
+    """How the field warehouse source signs in to Snowflake (the secrets come through dg.EnvVar:
+    SNOWFLAKE_PASSWORD, or SNOWFLAKE_PRIVATE_KEY [+ SNOWFLAKE_PRIVATE_KEY_PASSPHRASE])."""
+
+    PASSWORD = "password"
+    KEY_PAIR = "key_pair"
+    ENCRYPTED_KEY_PAIR = "encrypted_key_pair"
+
+
+def snowflake_auth() -> SnowflakeAuth:
+    """FIREPIPE_SNOWFLAKE_AUTH: which credentials to ask for (a choice, not a secret)."""
+    raw = os.environ.get(SNOWFLAKE_AUTH_VAR, SnowflakeAuth.PASSWORD.value).strip().lower()
+    try:
+        return SnowflakeAuth(raw)
+    except ValueError:
+        allowed = ", ".join(a.value for a in SnowflakeAuth)
+        raise SettingsError(f"{SNOWFLAKE_AUTH_VAR}={raw!r} is not one of: {allowed}") from None
 
 
 def nist_data_dir() -> Path:

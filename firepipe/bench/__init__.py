@@ -48,6 +48,8 @@ class BenchOptions:
     rows: int | None = None
     repeats: int = 3
     min_seconds: float = 1.0  # time each figure at least this long, over repeated calls
+    devices: int | None = None  # `bench lake`: devices x seconds readings instead of rows
+    seconds: int | None = None
 
 
 def best_seconds(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from firepipe.bench import BenchOptions, Figure, generate, iceberg
+from firepipe.bench import BenchOptions, Figure, generate, iceberg, lake
 
 SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "generate": generate.run,
     "iceberg": iceberg.run,
+    "lake": lake.run,
 }

@@ -30,11 +30,20 @@ from firepipe.core.readings import (
     TIMESTAMP,
     parse_iso_times,
 )
+from firepipe.core.units import ALIAS_COLUMNS, ambiguous_aliases
 
 FORMATS: dict[str, str] = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 LINEAGE_COLUMNS: tuple[str, ...] = ("source_file", "ingested_at")
+# Every column a landed file may become: the reading columns, the channels in alternate units
+# (firepipe.core.units; bronze keeps them as they arrived, silver converts), and the lineage.
+LANDED_SCHEMA: dict[str, pl.DataType] = {
+    **READING_SCHEMA,
+    **{name: pl.Float32() for name in ALIAS_COLUMNS},
+    "source_file": pl.String(),
+    "ingested_at": TIMESTAMP,
+}
 _TIMESTAMP_COLUMNS = ("ts", "ignition_ts")
-_NUMERIC_COLUMNS = (*CHANNEL_NAMES, "seconds_since_ignition")
+_NUMERIC_COLUMNS = (*CHANNEL_NAMES, *ALIAS_COLUMNS, "seconds_since_ignition")
 # S3 stamps LastModified to the second and an upload can be listed after a later-stamped one;
 # only objects older than this are taken, so none lands behind the cursor. Assumption: landed
 # files are single PUTs of at most a few hundred MB (seconds to upload); raise it for larger.
@@ -111,10 +120,13 @@ def _typed(frame: pl.DataFrame, name: str) -> pl.Series:
 
 
 def parse_landed_file(source_file: str, data: bytes, ingested_at: datetime) -> pl.DataFrame:
-    """The readings in one landed file, typed as READING_SCHEMA plus the lineage columns.
+    """The readings in one landed file, typed as LANDED_SCHEMA (the columns it has, in that
+    order, plus the lineage columns).
 
     The format follows the extension (.csv, .parquet, .jsonl). Needs device_id and ts; any other
-    READING_SCHEMA column is optional; a column outside it is refused, so schema drift is seen.
+    READING_SCHEMA column, or a channel in an alternate unit (`temperature_f`), is optional; a
+    column outside them is refused, so schema drift is seen, and so is a channel given twice
+    (`temperature_c` and `temperature_f`: which one is right cannot be told).
     """
     suffix = PurePosixPath(source_file).suffix.lower()
     fmt = FORMATS.get(suffix)
@@ -135,10 +147,15 @@ def parse_landed_file(source_file: str, data: bytes, ingested_at: datetime) -> p
     missing = [c for c in KEY_COLUMNS if c not in raw.columns]
     if missing:
         raise QuarantineError("missing_column", f"required column(s) {missing} absent")
-    unknown = sorted(set(raw.columns) - set(READING_SCHEMA))
+    unknown = sorted(set(raw.columns) - set(READING_SCHEMA) - set(ALIAS_COLUMNS))
     if unknown:
         raise QuarantineError("unknown_column", f"column(s) {unknown} are not reading columns")
-    columns = [_typed(raw, name).alias(name) for name in READING_SCHEMA if name in raw.columns]
+    ambiguous = ambiguous_aliases(raw.columns)
+    if ambiguous:
+        given = "; ".join(f"{c} as {', '.join(names)}" for c, names in ambiguous.items())
+        raise QuarantineError("ambiguous_units", f"channel(s) given twice: {given}")
+    order = [*READING_SCHEMA, *ALIAS_COLUMNS]
+    columns = [_typed(raw, name).alias(name) for name in order if name in raw.columns]
     return pl.DataFrame(columns).with_columns(
         pl.lit(source_file, pl.String).alias("source_file"),
         pl.lit(ingested_at.astimezone(UTC), TIMESTAMP).alias("ingested_at"),

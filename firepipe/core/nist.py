@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, READING_SCHEMA, TIMESTAMP
+from firepipe.core.units import obscuration_pct_per_m
 
 TEST_FILE_GLOB = "NIST_Smoke_Alarms_*.csv"
 TEST_FILE_PATTERN = re.compile(r"^NIST_Smoke_Alarms_(?P<test>[A-Za-z0-9]+)\.csv$")
@@ -154,7 +155,7 @@ _LIMITS = {c.name: (c.min_value, c.max_value) for c in CHANNELS}
 
 def _to_firepipe_units(channel: str, raw: np.ndarray) -> np.ndarray:
     if channel == "smoke_obscuration_pct_per_m":
-        converted = 100.0 * (1.0 - np.power(10.0, -raw))
+        converted = obscuration_pct_per_m(raw.astype(np.float64))
     elif channel in ("co_ppm", "co2_ppm"):
         converted = raw * PPM_PER_VOLUME_PCT
     else:

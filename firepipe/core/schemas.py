@@ -15,12 +15,14 @@ from collections import defaultdict
 
 import pandera.polars as pa
 import polars as pl
+from pandera.api.polars.types import PolarsData
 from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
 from firepipe.core.quality import seeded_sample
-from firepipe.core.readings import CHANNELS, FAULTS, SYNTHETIC_SCHEMA
+from firepipe.core.readings import CHANNELS, FAULTS, KEY_COLUMNS, SYNTHETIC_SCHEMA
 from firepipe.core.simulation.scenarios import FAMILIES
+from firepipe.core.standardise import SILVER_SCHEMA, SOURCES
 
 # Rows the value checks look at: 100k rows of ~20 columns is ~10 MB, and a bound violated by
 # one row in 10,000 is then missed with probability e^-10. Ranges and labels are counted exactly
@@ -120,3 +122,38 @@ def validate_readings(
     if data_errors is not None:
         failures += _describe(data_errors, sampled_rows=sample.height)
     return failures
+
+
+# --- silver ------------------------------------------------------------------------------------
+
+# Silver's identity columns are never null; labels are null on field rows (unknown), channels
+# on gap rows and where a device lacks the sensor, site_id where a landed file gave none.
+SILVER_NON_NULLABLE: frozenset[str] = frozenset({"device_id", "ts", "source", "is_gap"})
+
+
+def _silver_checks(name: str) -> list[pa.Check]:
+    if name == "source":
+        return [pa.Check.isin(list(SOURCES))]
+    return _checks(name)
+
+
+def _gap_rows_are_empty(data: PolarsData) -> pl.LazyFrame:
+    empty = pl.all_horizontal(pl.col(c.name).is_null() for c in CHANNELS)
+    return data.lazyframe.select(~pl.col("is_gap") | empty)
+
+
+# The contract of silver.sensor_readings: one row per (device_id, second), every channel within
+# its physical range, gap rows without values. to_silver quarantines the rows that would break
+# it (firepipe.core.standardise.RULES); tests hold both to the same data.
+SILVER_READINGS = pa.DataFrameSchema(
+    {
+        name: pa.Column(
+            dtype, nullable=name not in SILVER_NON_NULLABLE, checks=_silver_checks(name)
+        )
+        for name, dtype in SILVER_SCHEMA.items()
+    },
+    checks=[pa.Check(_gap_rows_are_empty, name="gap_rows_are_empty")],
+    unique=list(KEY_COLUMNS),
+    strict=True,
+    name="SilverReadings",
+)

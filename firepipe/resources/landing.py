@@ -6,18 +6,22 @@ Layout (keys are relative to the zone's root folder or prefix):
 - `quarantine/...`            refused files, moved here with `<name>.reason.json` beside them
                               ({"rule", "reason", "quarantined_at", "source_key"});
 - `_ingested/<sha256>.json`   one mark per ingested content, so the same bytes dropped again,
-                              under the same key or another, are ingested once.
+                              under the same key or another, are ingested once;
+- `_state/landing_cursor.json` how far ingestion got (`ingest_landing`), beside the data it
+                              describes, so it survives restarts of Dagster and of its database.
 
 The ingestion loop and the cursor are `firepipe.core.landing.ingest_new` / `LandingCursor`:
-(last_modified, key) ordering, stored as JSON by the caller (a Dagster sensor cursor).
-Ingested files stay in `incoming/` as the raw archive; expire them with a lifecycle rule.
+(last_modified, key) ordering. Ingested files stay in `incoming/` as the raw archive; expire
+them with a lifecycle rule.
 """
 
+import hashlib
 import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -27,17 +31,33 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from firepipe.core.landing import LandedObject
+from firepipe.core.landing import (
+    LANDING_SETTLE_S,
+    IngestSummary,
+    LandedObject,
+    LandingCursor,
+    ingest_new,
+)
 from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import Lakehouse
 
 INCOMING = "incoming/"
 QUARANTINE = "quarantine/"
 INGESTED_MARKS = "_ingested/"
+CURSOR_KEY = "_state/landing_cursor.json"
+# A local folder is listed one directory at a time, so a file renamed into a folder already
+# listed can be missed by one listing; its ctime is exact to the nanosecond, so waiting a little
+# (listing a landing folder takes milliseconds) is enough. Chosen, not measured.
+LOCAL_SETTLE_S = 2.0
 
 
 class LandingZone(dg.ConfigurableResource, ABC):
     """Where files land; implements firepipe.core.landing.LandingSource."""
+
+    settle_s: float = Field(
+        default=LANDING_SETTLE_S,
+        description="only files last modified at least this long ago are taken",
+    )
 
     @abstractmethod
     def list_objects(self) -> list[LandedObject]:
@@ -104,11 +124,34 @@ class LandingZone(dg.ConfigurableResource, ABC):
         mark = {"key": key, "ingested_at": at.astimezone(UTC).isoformat()}
         self._put(f"{INGESTED_MARKS}{digest}.json", json.dumps(mark).encode())
 
+    def load_cursor(self) -> LandingCursor | None:
+        """How far `ingest_landing` got; None before the first file."""
+        if not self._exists(CURSOR_KEY):
+            return None
+        return LandingCursor.from_json(self.read(CURSOR_KEY).decode())
+
+    def save_cursor(self, cursor: LandingCursor) -> None:
+        self._put(CURSOR_KEY, cursor.to_json().encode())
+
+    def has_landed(self, name: str, data: bytes) -> bool:
+        """Whether `data` under incoming/`name` is there, was ingested, or was quarantined."""
+        relative = name.strip("/")
+        digest = hashlib.sha256(data).hexdigest()
+        return (
+            self._exists(INCOMING + relative)
+            or self._exists(QUARANTINE + relative)
+            or self.is_ingested(digest)
+        )
+
 
 class LocalLandingZone(LandingZone):
     """A folder: files dropped under `<root>/incoming/`."""
 
     root: str = Field(description="the landing folder; incoming/ and quarantine/ live in it")
+    settle_s: float = Field(
+        default=LOCAL_SETTLE_S,
+        description="only files changed at least this long ago are taken",
+    )
 
     def _path(self, key: str) -> Path:
         return Path(self.root) / key
@@ -250,3 +293,60 @@ def lakehouse_writer(lakehouse: Lakehouse, identifier: str) -> Callable[[pl.Data
         tables.write_table(lakehouse.catalog(), identifier, frame, scope=scope)
 
     return write
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    key: str
+    rule: str
+    reason: str
+    quarantined_key: str
+
+
+@dataclass
+class LandingRun:
+    """What one `ingest_landing` did: the loop's summary and each quarantine's reason."""
+
+    summary: IngestSummary
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+class _RecordingZone:
+    """The zone as `ingest_new` sees it, remembering each quarantine with its reason (the
+    loop's summary keeps only the rule)."""
+
+    def __init__(self, zone: LandingZone) -> None:
+        self.zone = zone
+        self.quarantined: list[Quarantined] = []
+
+    def list_objects(self) -> Sequence[LandedObject]:
+        return self.zone.list_objects()
+
+    def read(self, key: str) -> bytes:
+        return self.zone.read(key)
+
+    def quarantine(self, key: str, rule: str, reason: str, at: datetime) -> str:
+        target = self.zone.quarantine(key, rule, reason, at)
+        self.quarantined.append(Quarantined(key, rule, reason, target))
+        return target
+
+    def is_ingested(self, digest: str) -> bool:
+        return self.zone.is_ingested(digest)
+
+    def mark_ingested(self, digest: str, key: str, at: datetime) -> None:
+        self.zone.mark_ingested(digest, key, at)
+
+
+def ingest_landing(
+    zone: LandingZone, lakehouse: Lakehouse, identifier: str, now: datetime | None = None
+) -> LandingRun:
+    """Ingest every settled file past the zone's stored cursor into `identifier`, and store the
+    cursor as far as it got, also when a file stopped the run (`summary.failed`)."""
+    recording = _RecordingZone(zone)
+    before = zone.load_cursor()
+    summary = ingest_new(
+        recording, before, lakehouse_writer(lakehouse, identifier), now, zone.settle_s
+    )
+    if summary.cursor is not None and summary.cursor != before:
+        zone.save_cursor(summary.cursor)
+    return LandingRun(summary, recording.quarantined)

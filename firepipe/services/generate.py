@@ -18,14 +18,12 @@ from typing import Any
 
 from dagster_pipes import (
     PipesContext,
-    PipesContextLoader,
     PipesEnvVarParamsLoader,
-    PipesMessageWriter,
-    PipesParamsLoader,
     open_dagster_pipes,
 )
 
 from firepipe.core.simulation.simulator import GenerationSpec, write_parquet
+from firepipe.services.pipes_io import pipes_io
 
 # The Pipes extras the entry point reads; GeneratorCompute writes them.
 EXTRA_SPEC = "spec"
@@ -40,32 +38,10 @@ REPORT_KIND = "firepipe.generation"
 # Progress is logged at most this often: a line per chunk would flood the Dagster event log on
 # a billion-row run (a chunk takes well under a second). Chosen, not measured.
 PROGRESS_INTERVAL_S = 5.0
-# How often the S3 message writer uploads buffered messages; its default is 10 s. Chosen so a
-# progress line shows up in Dagster within seconds without an S3 PUT per message.
-S3_MESSAGE_INTERVAL_S = 5.0
 
 
 class GenerateRequestError(ValueError):
     """The Pipes extras do not describe a generation this entry point can run."""
-
-
-def pipes_io(
-    params_loader: PipesParamsLoader,
-) -> tuple[PipesContextLoader | None, PipesMessageWriter[Any] | None]:
-    """S3 context loader and message writer when the bootstrap parameters name a bucket (the
-    Batch client's), otherwise the defaults (a temp file and a file, for a local subprocess)."""
-    on_s3 = "bucket" in params_loader.load_context_params()
-    messages_on_s3 = "bucket" in params_loader.load_messages_params()
-    if not (on_s3 or messages_on_s3):
-        return None, None
-    import boto3  # only the AWS path needs it
-    from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter
-
-    s3 = boto3.client("s3")
-    return (
-        PipesS3ContextLoader(client=s3) if on_s3 else None,
-        PipesS3MessageWriter(client=s3, interval=S3_MESSAGE_INTERVAL_S) if messages_on_s3 else None,
-    )
 
 
 def _string_map(extras: Mapping[str, Any], key: str) -> dict[str, str]:

@@ -6,16 +6,23 @@ import numpy as np
 import polars as pl
 import pytest
 
+from firepipe.core import feature_kernels as kernels
 from firepipe.core.features import (
     ID_COLUMNS,
     Difference,
     FeatureSpec,
+    RateOfRise,
+    Ratio,
     Rolling,
+    SmokeHeatLag,
+    benchmark_spec,
     compute_features,
     default_spec,
     diff_features,
+    reference_features,
 )
 from firepipe.core.readings import CHANNEL_NAMES
+from firepipe_tests.core.feature_sample import silver_sample
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CH = "co_ppm"
@@ -73,11 +80,12 @@ def gappy() -> pl.DataFrame:
     return readings({"a": list(range(40)), "b": [s for s in range(40) if s not in missing]})
 
 
+@pytest.mark.parametrize("engine", [compute_features, reference_features])
 @pytest.mark.parametrize("statistic", ["mean", "std", "min", "max"])
 @pytest.mark.parametrize("window_s", [5, 30])
-def test_rolling_matches_brute_force(gappy, statistic, window_s):
+def test_rolling_matches_brute_force(gappy, statistic, window_s, engine):
     spec = FeatureSpec((Rolling(CH, statistic, window_s),))
-    out = compute_features(gappy, spec)
+    out = engine(gappy, spec)
     expected_frame = gappy.sort("device_id", "ts").select("device_id", "ts", CH)
     assert out.select("device_id", "ts").equals(expected_frame.select("device_id", "ts"))
     actual = out[spec.names[0]].to_list()
@@ -113,7 +121,9 @@ def test_features_never_mix_devices(gappy):
     apart = pl.concat(
         [compute_features(gappy.filter(pl.col("device_id") == d), spec) for d in ("a", "b")]
     )
-    assert together.equals(apart)
+    assert together.select(ID_COLUMNS).equals(apart.select(ID_COLUMNS))
+    for name in spec.names:  # equal up to summation order (the fast path sums by blocks)
+        assert_close(together[name].to_list(), apart[name].to_list())
 
 
 def test_output_columns_and_types(gappy):
@@ -141,12 +151,20 @@ def test_spec_hash_stable_and_sensitive():
     assert default_spec().hash() != default_spec(windows_s=(30, 600)).hash()
 
 
-def test_default_spec_names_unique():
-    names = default_spec().names
-    assert len(names) == len(set(names))
+def test_default_spec_is_the_benchmark_set_plus_rise_ratio_and_lag():
+    names = benchmark_spec().names
     # 8 channels x (2 windows x 3 statistics + 1 difference)
-    assert len(names) == 8 * (2 * 3 + 1)
+    assert len(names) == len(set(names)) == 8 * (2 * 3 + 1)
     assert {n.split("__")[0] for n in names} == set(CHANNEL_NAMES)
+    extras = default_spec().names[len(names) :]
+    assert default_spec().names[: len(names)] == names
+    assert extras == (
+        "temperature_c__rise_per_min_30s",
+        "smoke_obscuration_pct_per_m__rise_per_min_30s",
+        "co_ppm__rise_per_min_30s",
+        "co_ppm__per__co2_ppm",
+        "smoke_heat_lag_300s",
+    )
 
 
 def test_a_spec_that_repeats_a_feature_is_refused():
@@ -179,3 +197,160 @@ def test_diff_features_names_columns_and_shifts():
     assert shifts["moved"].mean_after == pytest.approx(shifts["moved"].mean_before + 2.0)
     assert shifts["same"].ks_complement == 1.0
     assert shifts["retyped"].ks_complement == 1.0  # same values, another type
+
+
+def test_spec_json_round_trip_keeps_the_hash():
+    spec = default_spec()
+    back = FeatureSpec.from_json(spec.to_json())
+    assert back == spec
+    assert back.hash() == spec.hash()
+    assert isinstance(back.features[-1], SmokeHeatLag)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"version": 99, "features": []}', "version 1"),
+        ('{"version": 1, "features": [{"kind": "Median", "channel": "co_ppm"}]}', "no known kind"),
+        ('{"version": 1, "features": [{"kind": "Difference", "channel": "x"}]}', "lag_s"),
+        (
+            '{"version": 1, "features": [{"kind": "Difference", "channel": "x", "lag_s": 0}]}',
+            "positive",
+        ),
+        (
+            '{"version": 1, "features": [{"kind": "Ratio", "numerator": "a", '
+            '"denominator": "b", "k": 1}]}',
+            "no field",
+        ),
+    ],
+)
+def test_bad_spec_json_is_refused_clearly(text, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureSpec.from_json(text)
+
+
+def test_fast_path_equals_the_reference_on_silver_with_gaps():
+    sample = silver_sample(devices=6, seconds=2_500, seed=2)
+    spec = default_spec()
+    expected = reference_features(sample, spec)
+    # Small device groups and one thread, and the default: the same numbers either way.
+    for got in (
+        compute_features(sample, spec, group_rows=3_000, threads=1),
+        compute_features(sample, spec),
+    ):
+        assert got.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
+        for name in spec.names:
+            a = got[name].cast(pl.Float64).to_numpy()
+            e = expected[name].cast(pl.Float64).to_numpy()
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=name)
+            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+    # One row per real reading: gap rows and the 700 s unfilled gap leave no feature rows.
+    assert expected.height == sample.filter(~pl.col("is_gap")).height
+
+
+def test_std_keeps_precision_after_a_large_rise():
+    # A quiet window right after a 500 degC jump: a naive sum of squares would lose its 0.01 spread.
+    rng = np.random.default_rng(5)
+    values = np.concatenate([np.full(400, 20.0), np.full(400, 520.0)]) + rng.normal(0, 0.01, 800)
+    frame = readings({"a": list(range(800))}).with_columns(
+        pl.Series("temperature_c", values, dtype=pl.Float32)
+    )
+    got = compute_features(frame, FeatureSpec((Rolling("temperature_c", "std", 30),)))
+    x = frame["temperature_c"].cast(pl.Float64).to_numpy()
+    exact = [np.std(x[max(0, t - 29) : t + 1], ddof=1) for t in range(1, 800)]
+    np.testing.assert_allclose(
+        got["temperature_c__std_30s"].to_numpy()[1:], exact, rtol=1e-6, atol=1e-7
+    )
+
+
+def test_ratio_rate_and_smoke_heat_lag_by_hand():
+    # Smoke rises by 1 %/m a second from t=10, heat by 1 degC a second from t=25.
+    t = np.arange(60)
+    frame = pl.DataFrame(
+        {
+            "site_id": "s",
+            "device_id": "d",
+            "ts": [START + timedelta(seconds=int(s)) for s in t],
+            "scenario": "flaming",
+            "is_fire": True,
+            "smoke_obscuration_pct_per_m": np.clip(t - 10, 0, None).astype(np.float32),
+            "temperature_c": (20 + np.clip(t - 25, 0, None)).astype(np.float32),
+            "co_ppm": np.full(60, 5.0, dtype=np.float32),
+            "co2_ppm": np.where(t == 3, 0.0, 500.0).astype(np.float32),
+        }
+    ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+    lag = SmokeHeatLag(window_s=40, rise_lag_s=2, smoke_rise=1.5, heat_rise=1.5)
+    spec = FeatureSpec((Ratio("co_ppm", "co2_ppm"), RateOfRise("temperature_c", 5), lag))
+    for engine in (compute_features, reference_features):
+        out = engine(frame, spec)
+        ratio = out["co_ppm__per__co2_ppm"].to_list()
+        assert ratio[3] is None
+        assert ratio[4] == pytest.approx(0.01)
+        rise = out["temperature_c__rise_per_min_5s"].to_list()
+        assert rise[:5] == [None] * 5
+        assert rise[20] == 0.0
+        assert rise[40] == pytest.approx(60.0)
+        lags = out["smoke_heat_lag_40s"].to_list()
+        # Smoke first rose (2 s change >= 1.5) at t=12, heat at t=27: lag 15 s once both did;
+        # null before heat rose, and again once smoke's onset left the 40 s window (t=52).
+        assert lags[26] is None
+        assert lags[27] == lags[51] == 15.0
+        assert lags[52] == 14.0  # the window (12, 52]: smoke's earliest rise in it is t=13
+
+
+def test_timestamps_off_the_second_go_through_the_reference():
+    frame = readings({"a": list(range(20))}).with_columns(
+        pl.col("ts") + pl.duration(milliseconds=pl.int_range(20) * 10)
+    )
+    spec = FeatureSpec((Rolling(CH, "mean", 5), Difference(CH, 2)))
+    assert compute_features(frame, spec).equals(reference_features(frame, spec))
+
+
+@pytest.mark.parametrize("tile_slots", [997, 4_096])
+def test_fast_path_equals_the_reference_across_tiles_and_groups(monkeypatch, tile_slots):
+    # Tiles far smaller than a device: windows, lags and restarts of the prefix sums cross
+    # tile and group boundaries, and gap rows make the output slots of a tile non-contiguous.
+    monkeypatch.setattr(kernels, "TILE_SLOTS", tile_slots)
+    sample = silver_sample(devices=6, seconds=2_500, seed=4)
+    spec = default_spec()
+    expected = reference_features(sample, spec)
+    for threads in (1, 2):
+        got = compute_features(sample, spec, group_rows=5_000, threads=threads)
+        assert got.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
+        for name in spec.names:
+            a = got[name].cast(pl.Float64).to_numpy()
+            e = expected[name].cast(pl.Float64).to_numpy()
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=name)
+            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+def test_a_quiet_device_after_a_loud_one_keeps_its_std():
+    # Device b's tiny spread sits in the same tile as device a's large values: its std must
+    # not be the difference of sums that a's values made huge (the prefix sums restart before
+    # each segment, and windows still ill-conditioned are recomputed two-pass).
+    rng = np.random.default_rng(7)
+    frame = readings({"a": list(range(600)), "b": list(range(600))}).with_columns(
+        pl.Series(
+            CH,
+            np.concatenate([rng.normal(5_000.0, 2_000.0, 600), rng.normal(3.0, 1e-3, 600)]),
+            dtype=pl.Float32,
+        )
+    )
+    got = compute_features(frame, FeatureSpec((Rolling(CH, "std", 30),)))
+    x = frame.filter(pl.col("device_id") == "b")[CH].cast(pl.Float64).to_numpy()
+    exact = [np.std(x[max(0, t - 29) : t + 1], ddof=1) for t in range(1, 600)]
+    b = got.filter(pl.col("device_id") == "b")[f"{CH}__std_30s"].to_numpy()
+    np.testing.assert_allclose(b[1:], exact, rtol=1e-6)
+
+
+def test_channels_missing_the_same_seconds_with_different_windows(gappy):
+    # The second channel misses the same seconds as the first (so the per-window counts of
+    # values are shared) but asks for windows the first did not.
+    frame = gappy.with_columns((pl.col(CH) * 2.0 + 1.0).alias("h2_ppm"))
+    spec = FeatureSpec(
+        (Rolling(CH, "mean", 30), Rolling("h2_ppm", "std", 7), Rolling("h2_ppm", "mean", 30))
+    )
+    got, expected = compute_features(frame, spec), reference_features(frame, spec)
+    for name in spec.names:
+        assert_close(got[name].to_list(), expected[name].to_list())

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from firepipe.core.landing import (
+    LANDED_SCHEMA,
     LandedObject,
     LandingCursor,
     QuarantineError,
@@ -161,3 +162,30 @@ def test_pending_orders_by_time_then_key_and_keeps_ties_after_the_cursor() -> No
     assert [o.key for o in pending(objects, LandingCursor(same, "incoming/c"), NOW)] == [
         "incoming/late"
     ]
+
+
+def test_alternate_unit_columns_are_kept_as_they_arrived() -> None:
+    data = (
+        b"device_id,ts,temperature_f,smoke_obscuration_pct_per_ft\nd1,2026-11-01T08:00:00Z,70.5,2\n"
+    )
+    frame = parse_landed_file("incoming/us.csv", data, NOW)
+    assert frame.columns == [
+        "device_id",
+        "ts",
+        "temperature_f",
+        "smoke_obscuration_pct_per_ft",
+        "source_file",
+        "ingested_at",
+    ]
+    assert frame["temperature_f"].to_list() == [70.5]  # bronze keeps degF; silver converts
+    assert frame.schema["smoke_obscuration_pct_per_ft"] == pl.Float32
+    assert {c: LANDED_SCHEMA[c] for c in frame.columns} == dict(frame.schema)
+
+
+def test_a_channel_in_two_units_is_ambiguous() -> None:
+    both = b"device_id,ts,temperature_c,temperature_f\nd1,2026-11-01T08:00:00Z,21,70\n"
+    error = _rule("incoming/both.csv", both)
+    assert error.rule == "ambiguous_units"
+    assert "temperature_c as temperature_c, temperature_f" in error.reason
+    two_aliases = b'{"device_id": "d", "ts": "2026-11-01T08:00:00Z", "co_ppb": 1, "co_ppm": 2}\n'
+    assert _rule("incoming/co.jsonl", two_aliases).rule == "ambiguous_units"

@@ -1,4 +1,5 @@
-"""The main job, run the way users run it, in a throwaway FIREPIPE_HOME."""
+"""The main job, run the way users run it, in a throwaway FIREPIPE_HOME: the field sources
+seeded first (`firepipe seed`), then every asset from generation through dbt."""
 
 import json
 import os
@@ -9,11 +10,15 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 from firepipe import settings
+from firepipe.cli import main
 from firepipe.core.features import default_spec
 from firepipe.definitions import defs
+from firepipe.resources.ingestion import LOCAL_FIELD_TABLE
 from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.resources.warehouse import DuckDBWarehouseSource
 from firepipe.settings import NIST_DATA_VAR
 from firepipe_tests.conftest import nist_data_dir
 
@@ -29,12 +34,32 @@ RUN_TAGS = {
     "dagster/asset_partition_range_end": "001|nuisance",
 }
 ROWS = len(BATCHES) * len(FAMILIES) * SMALL["devices"] * SMALL["duration_s"]
-READING_TABLES = ["bronze.synthetic_readings", "gold.sensor_features", "silver.sensor_readings"]
-VALIDATION = "gold.generator_validation"
-TABLES = sorted([*READING_TABLES, VALIDATION])
+TABLES = [
+    "bronze.field_dead_letters",
+    "bronze.field_readings",
+    "bronze.landed_readings",
+    "bronze.synthetic_readings",
+    "gold.generator_validation",
+    "gold.sensor_features",
+    "silver.quarantine",
+    "silver.sensor_readings",
+]
+DBT_MODELS = {
+    "analytics/stg_sensor_readings",
+    "analytics/site_daily_summary",
+    "analytics/device_alarm_events",
+    "analytics/site_daily_alarm_rates",
+}
+ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS
 # bronze: schema, physical_ranges, label_consistency, scenario_mix, distribution_vs_reference;
-# silver and gold: one each.
-CHECKS = 7
+# silver: null_rate, ranges, duplicate_rate, freshness; gold: finite_features. dbt's tests come
+# on top, one check each.
+LAKE_CHECKS = 10
+
+
+def seed() -> None:
+    result = CliRunner().invoke(main, ["seed"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
 
 
 def run_end_to_end(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -42,19 +67,38 @@ def run_end_to_end(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return job.execute_in_process(run_config=RUN_CONFIG, instance=instance, tags=RUN_TAGS)
 
 
-def test_end_to_end_materialises_every_asset_into_the_home(firepipe_home: Path) -> None:
+def source_ids(home: Path) -> list[int]:
+    warehouse = DuckDBWarehouseSource(
+        path=str(home / "field_warehouse.duckdb"), table=LOCAL_FIELD_TABLE
+    )
+    return sorted(warehouse.next_chunk(None, 10_000_000)["id"].to_list())
+
+
+def landed_ids(lake: LocalLakehouse) -> list[int]:
+    tables = ("bronze.field_readings", "bronze.field_dead_letters")
+    return sorted(i for t in tables for i in lake.read(t)["id"].to_list())
+
+
+@pytest.mark.slow
+def test_end_to_end_materialises_every_asset_into_the_home(
+    firepipe_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(NIST_DATA_VAR, nist_data_dir())
     dagster_home = settings.ensure_dagster_home()
     assert dagster_home == firepipe_home / "dagster"
+    seed()
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         result = run_end_to_end(instance)
         assert result.success
         materialised = {
             e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
         }
-        assert materialised == {t.replace(".", "/") for t in TABLES}
+        assert materialised == ASSETS
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == CHECKS
         assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+        lake_checks = [c for c in checks if c.asset_key.path[0] != "analytics"]
+        assert len(lake_checks) == LAKE_CHECKS
+        assert len(checks) > LAKE_CHECKS  # the dbt tests
         distribution = next(c for c in checks if c.check_name == "distribution_vs_reference")
         assert "no reference" not in json.dumps(
             {k: str(v) for k, v in distribution.metadata.items()}
@@ -62,36 +106,56 @@ def test_end_to_end_materialises_every_asset_into_the_home(firepipe_home: Path) 
 
         lake = LocalLakehouse(root=str(firepipe_home / "lake"))
         assert lake.list_tables() == TABLES
-        rows = ROWS
-        assert {t: lake.table_rows(t) for t in READING_TABLES} == dict.fromkeys(
-            READING_TABLES, rows
-        )
-        assert lake.table_rows(VALIDATION) > 0
+        assert lake.table_rows("bronze.synthetic_readings") == ROWS
+        assert lake.table_rows("gold.generator_validation") > 0
         bronze_partitions = {
             e.partition for e in result.get_asset_materialization_events() if e.partition
         }
         assert bronze_partitions == {f"{b}|{f}" for b in BATCHES for f in FAMILIES}
+        # Every warehouse row landed exactly once, as a reading or a dead letter.
+        assert landed_ids(lake) == source_ids(firepipe_home)
+        assert lake.table_rows("bronze.field_dead_letters") == 3  # the seeded firmware faults
+        # Two demo files landed; the truncated Parquet one went to quarantine.
+        landed = lake.read("bronze.landed_readings")
+        assert sorted(landed["source_file"].unique().str.split("/").list.last()) == [
+            "gateway.jsonl",
+            "gateway_us_units.csv",
+        ]
+        assert [p.name for p in (firepipe_home / "landing").rglob("*.parquet")] == [
+            "truncated_upload.parquet"
+        ]
+        silver = lake.read("silver.sensor_readings")
+        assert silver.height == silver.select("device_id", "ts").n_unique()
+        readings = silver.filter(~pl.col("is_gap"))
+        by_source = dict(readings.group_by("source").len().iter_rows())
+        assert by_source["synthetic"] == ROWS
+        assert by_source["landed"] == landed.height - 1  # the out-of-range humidity reading
+        quarantine = lake.read("silver.quarantine")
+        assert quarantine.select("rule", "source").rows() == [("out_of_range", "landed")]
         gold = lake.read("gold.sensor_features")
         assert set(default_spec().names) <= set(gold.columns)
-        assert (
-            gold.select("device_id").n_unique() == len(BATCHES) * len(FAMILIES) * SMALL["devices"]
-        )
+        assert gold.height == readings.height
+        assert gold.select("device_id").n_unique() == readings.select("device_id").n_unique()
 
-        # Running it again replaces every table: same rows, nothing duplicated.
+        # Again, after the field stream delivered its next batch: bronze synthetic and silver
+        # are replaced, the field extraction adds only the new rows, nothing is duplicated.
         first = {t: lake.catalog().load_table(t).current_snapshot().snapshot_id for t in TABLES}
+        landed_before = landed_ids(lake)
+        seed()
+        assert len(source_ids(firepipe_home)) > len(landed_before)  # the stream's new seconds
         assert run_end_to_end(instance).success
-        assert {t: lake.table_rows(t) for t in READING_TABLES} == dict.fromkeys(
-            READING_TABLES, rows
-        )
+        assert lake.table_rows("bronze.synthetic_readings") == ROWS
+        assert landed_ids(lake) == source_ids(firepipe_home)
         second = {t: lake.catalog().load_table(t).current_snapshot().snapshot_id for t in TABLES}
-        assert all(first[t] != second[t] for t in TABLES)
+        replaced = ("bronze.synthetic_readings", "silver.sensor_readings", "gold.sensor_features")
+        assert all(first[t] != second[t] for t in replaced)
         silver = lake.read("silver.sensor_readings")
         assert silver.height == silver.select("device_id", "ts").n_unique()
 
 
 @pytest.mark.slow
 def test_dagster_cli_run_then_summary(tmp_path: Path) -> None:
-    """What `make run` does: `dagster job execute`, then `firepipe summary`."""
+    """What `make run` does: `firepipe seed`, `dagster job execute`, then `firepipe summary`."""
     home = tmp_path / "home"
     env = {
         **os.environ,
@@ -101,7 +165,8 @@ def test_dagster_cli_run_then_summary(tmp_path: Path) -> None:
         NIST_DATA_VAR: nist_data_dir(),
     }
     bin_dir = Path(sys.executable).parent
-    subprocess.run([bin_dir / "firepipe", "home"], env=env, check=True, capture_output=True)
+    for command in ("home", "seed"):
+        subprocess.run([bin_dir / "firepipe", command], env=env, check=True, capture_output=True)
     config = tmp_path / "run.yaml"
     config.write_text(json.dumps(RUN_CONFIG))  # JSON is YAML
     execute = [bin_dir / "dagster", "job", "execute", "-m", "firepipe.definitions"]
@@ -111,7 +176,7 @@ def test_dagster_cli_run_then_summary(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -121,19 +186,20 @@ def test_dagster_cli_run_then_summary(tmp_path: Path) -> None:
     assert summary.returncode == 0, summary.stderr
     report = json.loads(summary.stdout)
     assert report["status"] == "SUCCESS"
-    assert {t: report["tables"][t] for t in READING_TABLES} == dict.fromkeys(READING_TABLES, ROWS)
+    assert report["tables"]["bronze.synthetic_readings"] == ROWS
     assert set(report["tables"]) == set(TABLES)
-    assert {m["asset"] for m in report["materialisations"]} == {t.replace(".", "/") for t in TABLES}
+    assert {m["asset"] for m in report["materialisations"]} == ASSETS
     assert str(home / "lake") in report["where"]["warehouse"]
 
     text = subprocess.run(
         [bin_dir / "firepipe", "summary"], env=env, capture_output=True, text=True
     ).stdout
-    # bronze (its eight partitions on one line), silver, gold and the NIST validation.
-    assert "Assets materialised (4)" in text
+    assert f"Assets materialised ({len(ASSETS)})" in text
     assert "bronze/synthetic_readings (8 partitions)" in text
     assert "median" in text
-    assert f"Asset checks: {CHECKS} of {CHECKS} passed" in text
+    passed = len(report["checks"])
+    assert passed > LAKE_CHECKS
+    assert f"Asset checks: {passed} of {passed} passed" in text
     assert "SDC02" in text  # the NIST comparison's errors
     lake = LocalLakehouse(root=str(home / "lake"))
     bronze = lake.read("bronze.synthetic_readings")

@@ -13,11 +13,14 @@ import polars as pl
 import pytest
 
 from firepipe.core.landing import LandingCursor, ingest_new
+from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import LocalLakehouse
 from firepipe.resources.landing import (
+    CURSOR_KEY,
     LandingZone,
     LocalLandingZone,
     S3LandingZone,
+    ingest_landing,
     lakehouse_writer,
 )
 
@@ -265,3 +268,47 @@ def test_a_local_file_moved_in_with_an_old_mtime_is_not_missed(
     outside.rename(tmp_path / "landing" / "incoming" / "b.csv")
     second = _ingest(zone, lakehouse, first.cursor)
     assert second.ingested == ["incoming/b.csv"]
+
+
+def test_ingest_landing_keeps_its_cursor_in_the_zone_and_reports_quarantine_reasons(
+    zone: LandingZone, lakehouse: LocalLakehouse
+) -> None:
+    zone = zone.model_copy(update={"settle_s": 0.0})
+    zone.drop("a.csv", _csv("d1", [20.0]))
+    zone.drop("b.parquet", b"PAR1 not really")
+    assert zone.load_cursor() is None
+    run = ingest_landing(zone, lakehouse, BRONZE)
+    assert run.summary.ingested == ["incoming/a.csv"]
+    [quarantined] = run.quarantined
+    assert (quarantined.key, quarantined.rule) == ("incoming/b.parquet", "unreadable_file")
+    assert quarantined.reason.startswith("not valid parquet")
+    assert quarantined.quarantined_key == "quarantine/b.parquet"
+    assert zone.load_cursor() == run.summary.cursor is not None
+
+    # A new process over the same zone: the cursor is read back from the zone itself.
+    restarted = type(zone)(**zone.model_dump())
+    _next_second()
+    restarted.drop("c.csv", _csv("d3", [22.0]))
+    again = ingest_landing(restarted, lakehouse, BRONZE)
+    assert again.summary.ingested == ["incoming/c.csv"]
+    assert again.quarantined == []
+    assert sorted(lakehouse.read(BRONZE)["device_id"].to_list()) == ["d1", "d3"]
+
+
+def test_ingest_landing_stores_the_cursor_of_the_files_handled_before_a_failure(
+    tmp_path: Path, lakehouse: LocalLakehouse
+) -> None:
+    zone = LocalLandingZone(root=str(tmp_path / "landing"), settle_s=0.0)
+    # The table holds temperature_c as text: a file carrying it cannot be written.
+    tables.write_table(
+        lakehouse.catalog(), BRONZE, pl.DataFrame({"device_id": ["x"], "temperature_c": ["hot"]})
+    )
+    zone.drop("a.parquet", _parquet("d2", [1.0]))
+    zone.drop("b.csv", _csv("d1", [20.0]))
+    run = ingest_landing(zone, lakehouse, BRONZE)
+    assert run.summary.ingested == ["incoming/a.parquet"]
+    assert run.summary.failed is not None
+    assert run.summary.failed[0] == "incoming/b.csv"
+    handled = LandingCursor.from_json(zone.read(CURSOR_KEY).decode())
+    assert handled is not None
+    assert handled.key == "incoming/a.parquet"

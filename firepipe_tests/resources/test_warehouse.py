@@ -20,9 +20,17 @@ from firepipe.core.extraction import (
     TransientError,
     Watermark,
     extract,
+    parse_field_rows,
 )
 from firepipe.core.simulation.simulator import GenerationSpec
-from firepipe.resources.field_seed import append_field_rows, field_rows, seed_local_warehouse
+from firepipe.resources.extraction_sinks import (
+    DEAD_LETTERS_TABLE,
+    FIELD_READINGS_TABLE,
+    IcebergChunkSink,
+    IcebergDeadLetterSink,
+)
+from firepipe.resources.field_seed import append_field_rows, seed_local_warehouse
+from firepipe.resources.lakehouse.catalogs import LocalLakehouse
 from firepipe.resources.snowflake_warehouse import SnowflakeWarehouseSource
 from firepipe.resources.warehouse import (
     COLUMNS,
@@ -119,15 +127,30 @@ def test_bad_tables_and_limits_are_refused(source: WarehouseSource) -> None:
         bad.next_chunk(None, 1)
 
 
+@pytest.mark.parametrize("sinks", ["sqlite", "iceberg"])
 def test_a_snowflake_outage_retries_then_fails_leaving_the_watermark(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sinks: str
 ) -> None:
     store = SqliteWatermarkStore(path=str(tmp_path / "watermarks.db"))
-    sink = SqliteSink(tmp_path / "bronze.db")
+    if sinks == "sqlite":
+        sqlite = SqliteSink(tmp_path / "bronze.db")
+        sink, dead = sqlite, sqlite
+
+        def landed() -> list[int]:
+            return sorted(sqlite.ids() + sqlite.ids("dead"))
+
+    else:
+        lake = LocalLakehouse(root=str(tmp_path / "lake"))
+        sink, dead = IcebergChunkSink(lake), IcebergDeadLetterSink(lake)
+
+        def landed() -> list[int]:
+            tables = (FIELD_READINGS_TABLE, DEAD_LETTERS_TABLE)
+            return sorted(i for t in tables for i in lake.read(t)["id"].to_list())
+
     with fakesnow.patch():
         resource = fake_snowflake(table_rows())
         source = SnowflakeWarehouseSource(snowflake=resource, table="field_readings")
-        summary = extract("sf", source, sink, sink, store, chunk_rows=5, max_chunks=1)
+        summary = extract("sf", source, sink, dead, store, chunk_rows=5, max_chunks=1)
         assert store.get("sf") == Watermark(T0 + timedelta(seconds=1), 6)
 
         real_connect, attempts = snowflake.connector.connect, []
@@ -147,7 +170,7 @@ def test_a_snowflake_outage_retries_then_fails_leaving_the_watermark(
             "sf",
             source,
             sink,
-            sink,
+            dead,
             store,
             chunk_rows=5,
             max_chunks=1,
@@ -168,12 +191,15 @@ def test_a_snowflake_outage_retries_then_fails_leaving_the_watermark(
                 "sf",
                 source,
                 sink,
-                sink,
+                dead,
                 store,
                 chunk_rows=5,
                 retry=RetryPolicy(max_attempts=4, base_delay_s=0.0),
                 sleep=lambda s: None,
             )
+        # Put fakesnow's connect back before fakesnow unpatches, or the next test finds it
+        # patched still.
+        monkeypatch.undo()
     assert len(attempts) == 4
     assert isinstance(failure.value.__cause__.__cause__, TransientError)
     message = str(failure.value)
@@ -181,10 +207,11 @@ def test_a_snowflake_outage_retries_then_fails_leaving_the_watermark(
     assert "250003" in message
     assert f"watermark stays at {resumed.watermark}" in message
     assert store.get("sf") == resumed.watermark
-    assert summary.rows + resumed.rows == len(sink.ids()) + len(sink.ids("dead")) == 10
+    assert summary.rows + resumed.rows == 10
+    assert landed() == sorted(ORDER[:10])  # each key of the two chunks once, none after
 
 
-def test_seeding_replays_nist_and_a_synthetic_stream_once(tmp_path: Path) -> None:
+def test_seeding_replays_nist_once_and_appends_a_stream_batch_each_time(tmp_path: Path) -> None:
     path = str(tmp_path / "warehouse.duckdb")
     tiny = GenerationSpec(devices=2, duration_s=30, sites=1, seed=1)
     loaded = datetime(2026, 6, 1, tzinfo=UTC)
@@ -193,23 +220,39 @@ def test_seeding_replays_nist_and_a_synthetic_stream_once(tmp_path: Path) -> Non
     )
     nist_rows = nist.readings(nist.read_tests(Path(nist_data_dir()))).height
     assert added == nist_rows + 2 * 30
-    assert seed_local_warehouse(path, "field_readings", Path(nist_data_dir()), stream=tiny) == 0
+    later = loaded + timedelta(hours=1)
+    again = seed_local_warehouse(
+        path, "field_readings", Path(nist_data_dir()), stream=tiny, loaded_at=later
+    )
+    assert again == 2 * 30  # the replay once; the stream's last 30 s up to the new load
+    # Seconds later: only the seconds since, none delivered twice.
+    soon = seed_local_warehouse(
+        path,
+        "field_readings",
+        Path(nist_data_dir()),
+        stream=tiny,
+        loaded_at=later + timedelta(seconds=5),
+    )
+    assert soon == 2 * 5
     everything = DuckDBWarehouseSource(path=path, table="field_readings").next_chunk(None, 100_000)
-    assert everything["id"].to_list() == list(range(1, added + 1))
-    replay, stream = everything.head(nist_rows), everything.tail(60)
+    assert everything["id"].to_list() == list(range(1, added + again + soon + 1))
+    assert everything.select("device_id", "ts").n_unique() == everything.height
+    replay, stream = everything.head(nist_rows), everything.slice(nist_rows, 120)
     assert replay["device_id"].str.starts_with("nist-").all()
     assert set(replay["updated_at"]) == {loaded}
-    assert set(stream["updated_at"]) == {loaded + timedelta(seconds=1)}
-    assert stream["device_id"].n_unique() == 2
-    assert not stream["device_id"].str.starts_with("nist-").any()
-
-
-def test_field_rows_write_the_payload_as_text_and_need_a_zoned_load_time() -> None:
-    readings = pl.DataFrame(
-        {"site_id": ["s"], "device_id": ["d"], "ts": [T0], **{c: [1.5] for c in COLUMNS[5:]}}
-    )
-    rows = field_rows(readings, 41, T0)
-    assert rows.row(0)[:5] == (41, T0, "s", "d", "2026-05-01T08:00:00.000000Z")
-    assert rows["co_ppm"].to_list() == ["1.5"]
-    with pytest.raises(ValueError, match="timezone-aware"):
-        field_rows(readings, 1, datetime(2026, 1, 1))
+    first, second = stream.head(60), stream.tail(60)
+    assert set(first["updated_at"]) == {loaded + timedelta(seconds=1)}
+    assert set(second["updated_at"]) == {later + timedelta(seconds=1)}
+    # The same two devices, each batch the 30 s up to its load, with new readings.
+    assert set(first["device_id"]) == set(second["device_id"])
+    assert first["device_id"].n_unique() == 2
+    assert first["device_id"].str.starts_with("field-").all()
+    assert first["ts"].max() < loaded.isoformat().replace("+00:00", "") <= second["ts"].min()
+    assert first["temperature_c"].to_list() != second["temperature_c"].to_list()
+    # Each batch's first row carries a firmware fault; the replayed NIST rows parse cleanly.
+    _, dead = parse_field_rows(everything)
+    assert dead.select("id", "reason").rows() == [
+        (nist_rows + 1, "co_ppm is not a number: 'ERR'"),
+        (nist_rows + 61, "co_ppm is not a number: 'ERR'"),
+        (nist_rows + 121, "co_ppm is not a number: 'ERR'"),
+    ]

@@ -9,8 +9,6 @@ from dagster_pipes import (
     DAGSTER_PIPES_CONTEXT_ENV_VAR,
     DAGSTER_PIPES_MESSAGES_ENV_VAR,
     PipesMappingParamsLoader,
-    PipesS3ContextLoader,
-    PipesS3MessageWriter,
     encode_param,
 )
 
@@ -24,19 +22,6 @@ def loader(context: dict[str, str], messages: dict[str, str]) -> PipesMappingPar
             DAGSTER_PIPES_MESSAGES_ENV_VAR: encode_param(messages),
         }
     )
-
-
-def test_a_local_subprocess_uses_the_default_channels() -> None:
-    local = loader({"path": "/tmp/context.json"}, {"path": "/tmp/messages"})
-    assert generate.pipes_io(local) == (None, None)
-
-
-def test_batch_bootstrap_parameters_select_the_s3_channels(aws_credentials: None) -> None:
-    remote = loader({"bucket": "b", "key": "pipes/x/context.json"}, {"bucket": "b"})
-    context_loader, message_writer = generate.pipes_io(remote)
-    assert isinstance(context_loader, PipesS3ContextLoader)
-    assert isinstance(message_writer, PipesS3MessageWriter)
-    assert message_writer.interval == generate.S3_MESSAGE_INTERVAL_S
 
 
 class Extras:

@@ -1,34 +1,135 @@
-"""Gold: per-device rolling features, versioned by the hash of their spec."""
+"""Gold: per-device features of silver, versioned by the hash of their spec.
 
+Both engines write, audit, then publish: the features are staged as Parquet under the gold
+table, the blocking `finite_features` check judges the staged rows, and only then are they
+committed as the table's new snapshot (the whole table is replaced). Silver is read at one
+snapshot, recorded with the result, so a feature version names the exact data it came from.
+"""
+
+import json
+import time
+import uuid
 from collections.abc import Iterator
+from typing import Literal
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from firepipe.core import quality
-from firepipe.core.features import compute_features, default_spec
+from firepipe.core.features import FeatureSpec, compute_features, default_spec
+from firepipe.resources.lakehouse import tables
+from firepipe.resources.lakehouse.catalogs import Lakehouse
+from firepipe.resources.lakehouse.io_manager import ICEBERG_PARTITIONING, write_metadata
+from firepipe.resources.spark import SparkCompute
 
 ASSET_KEY = dg.AssetKey(["gold", "sensor_features"])
+SILVER_KEY = dg.AssetKey(["silver", "sensor_readings"])
+TABLE = "gold.sensor_features"
+SILVER_TABLE = "silver.sensor_readings"
+# Features are read by time range (training windows, dashboards by day): one partition a day.
+PARTITIONING = ["day(ts)"]
+
+
+class SensorFeaturesConfig(dg.Config):
+    engine: Literal["polars", "spark"] = Field(
+        default="polars",
+        description="polars: in the step (fast numpy path); spark: the spark_compute resource "
+        "(local Spark through Pipes, or EMR Serverless in AWS)",
+    )
+
+
+def silver_snapshot(lakehouse: Lakehouse) -> tuple[int, list[str]]:
+    """The current snapshot of silver and its data files (what Spark reads)."""
+    table = tables.load_table(lakehouse.catalog(), SILVER_TABLE)
+    snapshot = table.current_snapshot() if table is not None else None
+    if table is None or snapshot is None:
+        raise dg.Failure(f"{SILVER_TABLE} has no snapshot yet: materialise silver first")
+    tasks = list(table.scan(snapshot_id=snapshot.snapshot_id).plan_files())
+    if any(task.delete_files for task in tasks):
+        raise dg.Failure(f"{SILVER_TABLE} has delete files, which the Spark engine cannot apply")
+    return snapshot.snapshot_id, [task.file.file_path for task in tasks]
+
+
+def _polars_features(
+    lakehouse: Lakehouse, snapshot_id: int, spec: FeatureSpec, staging: str
+) -> list[str]:
+    readings = lakehouse.scan(SILVER_TABLE, snapshot_id=snapshot_id).collect()
+    features = compute_features(readings, spec)
+    # One file per day(ts): an Iceberg data file may not span two partitions.
+    days = features.with_columns(pl.col("ts").dt.date().alias("_day"))
+    paths = []
+    parts = days.partition_by("_day", include_key=False, maintain_order=True) or [features]
+    for part in parts:
+        path = f"{staging}/features-{uuid.uuid4().hex}.parquet"
+        part.write_parquet(
+            path.removeprefix("file://"),
+            storage_options=lakehouse.storage_options() or None,
+            mkdir=True,
+        )
+        paths.append(path)
+    return paths
 
 
 @dg.asset(
     key=ASSET_KEY,
     group_name="features",
-    kinds={"polars", "iceberg"},
-    ins={"readings": dg.AssetIn(key=["silver", "sensor_readings"])},
+    kinds={"polars", "spark", "iceberg"},
+    deps=[SILVER_KEY],
+    metadata={ICEBERG_PARTITIONING: PARTITIONING},
     check_specs=[dg.AssetCheckSpec("finite_features", asset=ASSET_KEY, blocking=True)],
 )
 def sensor_features(
-    readings: pl.DataFrame,
-) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
-    """Rolling mean/std/max over 30 s and 300 s and the 60 s change of every channel."""
+    context: dg.AssetExecutionContext,
+    config: SensorFeaturesConfig,
+    lakehouse: Lakehouse,
+    spark_compute: SparkCompute,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Rolling mean/std/max over 30 s and 300 s and the 60 s change of every channel, the 30 s
+    rate of rise of heat, smoke and CO, the CO/CO2 ratio and the smoke-vs-heat lag, one row per
+    reading; polars or Spark compute the same spec (firepipe.core.features)."""
     spec = default_spec()
-    features = compute_features(readings, spec)
-    yield dg.Output(
-        features,
-        metadata={"feature_spec_hash": spec.hash(), "feature_count": len(spec.features)},
+    snapshot_id, silver_files = silver_snapshot(lakehouse)
+    staging = lakehouse.staging_directory(TABLE, context.run.run_id)
+    started = time.monotonic()
+    try:
+        if config.engine == "spark":
+            report = spark_compute.compute_features(
+                context,
+                input_files=silver_files,
+                spec=spec,
+                output_dir=staging,
+                partitioning=PARTITIONING,
+            )
+            files = [str(f) for f in report["files"]]
+        else:
+            files = _polars_features(lakehouse, snapshot_id, spec, staging)
+        seconds = time.monotonic() - started
+        staged = pl.read_parquet(
+            [f.removeprefix("file://") for f in files],
+            storage_options=lakehouse.storage_options() or None,
+        )
+        bad = quality.non_finite_count(staged, list(spec.names))
+        check = dg.AssetCheckResult(
+            check_name="finite_features", passed=bad == 0, metadata={"non_finite_values": bad}
+        )
+        if bad:
+            yield check  # recorded, then the run fails with nothing committed
+            raise dg.Failure(f"{bad} non-finite feature values: nothing committed")
+        result = lakehouse.commit_staged(TABLE, files, tables.parse_partitioning(PARTITIONING))
+    except BaseException:
+        lakehouse.discard_staged(staging)
+        raise
+    yield dg.MaterializeResult(
+        metadata={
+            **write_metadata(result),
+            "engine": config.engine,
+            "feature_spec_hash": spec.hash(),
+            "feature_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
+            "feature_count": len(spec.features),
+            "silver_snapshot_id": str(snapshot_id),
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(result.rows_written / seconds) if seconds > 0 else 0,
+        }
     )
-    bad = quality.non_finite_count(features, list(spec.names))
-    yield dg.AssetCheckResult(
-        check_name="finite_features", passed=bad == 0, metadata={"non_finite_values": bad}
-    )
+    yield check

@@ -1,43 +1,94 @@
-"""Silver: standardised, deduplicated readings from every bronze source."""
+"""Silver: every bronze reading standardised into silver/sensor_readings once, or into
+silver/quarantine with the rule it broke (firepipe.core.standardise.to_silver).
+
+Silver is rebuilt from the whole of bronze on each run: last write wins across every source, so
+a correction that lands later replaces what was there, whichever partition it came in.
+"""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
-from firepipe.core import quality
-from firepipe.core.standardise import standardise_readings
+from firepipe.core.standardise import RULES, SOURCES, to_silver
+from firepipe.defs.lake import checks
+from firepipe.defs.lake.checks import CHECK_NAMES, DEFAULT_FIELD_MAX_AGE_H, DESCRIPTIONS
 
-ASSET_KEY = dg.AssetKey(["silver", "sensor_readings"])
-# A retried upload or an at-least-once delivery repeats a few readings, which silver drops; past
-# 1 % of the rows a source is replaying whole batches (a broken watermark or cursor), and that
-# must stop the pipeline before features are built on it.
-MAX_DUPLICATE_RATE = 0.01
+READINGS_KEY = checks.ASSET_KEY
+QUARANTINE_KEY = dg.AssetKey(["silver", "quarantine"])
+BRONZE_KEYS: dict[str, dg.AssetKey] = {
+    "synthetic": dg.AssetKey(["bronze", "synthetic_readings"]),
+    "field": dg.AssetKey(["bronze", "field_readings"]),
+    "landed": dg.AssetKey(["bronze", "landed_readings"]),
+}
+# Queries read a day or a few of readings (dbt's daily summaries, a device's fire): partitioning
+# by day of ts lets Iceberg, DuckDB and Athena skip the other days' files.
+READINGS_PARTITIONING = ["day(ts)"]
 
 
-@dg.asset(
-    key=ASSET_KEY,
-    group_name="lake",
-    kinds={"polars", "iceberg"},
-    ins={"synthetic": dg.AssetIn(key=["bronze", "synthetic_readings"])},
-    check_specs=[dg.AssetCheckSpec("duplicate_rate", asset=ASSET_KEY, blocking=True)],
+class SilverConfig(dg.Config):
+    """How old the field source's newest row may be before silver's freshness check fails."""
+
+    field_max_age_h: float = DEFAULT_FIELD_MAX_AGE_H
+
+
+@dg.multi_asset(
+    outs={
+        "sensor_readings": dg.AssetOut(
+            key=READINGS_KEY,
+            group_name="lake",
+            kinds={"polars", "iceberg"},
+            description=(
+                "Readings from every bronze source: typed, units standardised, one row per "
+                "device and second (last write wins by arrival), aligned to 1 Hz with gap rows "
+                "for gaps up to 10 minutes. Sorted by (device_id, ts)."
+            ),
+            metadata={"iceberg_partitioning": READINGS_PARTITIONING},
+        ),
+        "quarantine": dg.AssetOut(
+            key=QUARANTINE_KEY,
+            group_name="lake",
+            kinds={"polars", "iceberg"},
+            description=(
+                "Readings that broke a silver rule (missing key, ambiguous units, future time, "
+                "out of range): one row per reading, with the rule, a detail and the raw row."
+            ),
+        ),
+    },
+    ins={source: dg.AssetIn(key=key) for source, key in BRONZE_KEYS.items()},
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=READINGS_KEY, blocking=True, description=DESCRIPTIONS[name])
+        for name in CHECK_NAMES
+    ],
 )
-def sensor_readings(
+def silver(
+    config: SilverConfig,
     synthetic: pl.DataFrame,
+    field: pl.DataFrame,
+    landed: pl.DataFrame,
 ) -> Iterator[dg.Output[pl.DataFrame] | dg.AssetCheckResult]:
-    """Readings typed to the canonical schema, one row per device per second, sorted."""
-    silver = standardise_readings(synthetic)
-    yield dg.Output(silver, metadata={"dropped_rows": synthetic.height - silver.height})
-    # Measured on what arrived: silver is unique per device and second by construction.
-    arrived = synthetic.with_columns(pl.col("ts").dt.truncate("1s"))
-    duplicates = quality.duplicate_key_count(arrived)
-    rate = duplicates / synthetic.height if synthetic.height else 0.0
-    yield dg.AssetCheckResult(
-        check_name="duplicate_rate",
-        passed=rate <= MAX_DUPLICATE_RATE,
+    now = datetime.now(UTC)
+    bronze = {"synthetic": synthetic, "field": field, "landed": landed}
+    result = to_silver(bronze, now=now)
+    quarantined = result.quarantined_by_rule()
+    yield dg.Output(
+        result.readings,
+        output_name="sensor_readings",
         metadata={
-            "duplicate_rows": duplicates,
-            "duplicate_rate": rate,
-            "max_duplicate_rate": MAX_DUPLICATE_RATE,
+            **{f"rows_from_{s}": result.arrived_rows.get(s, 0) for s in SOURCES},
+            "quarantined_rows": result.quarantine.height,
+            **{f"quarantined_{rule}": quarantined[rule] for rule in RULES},
+            "duplicate_rows": result.duplicate_rows,
+            "gap_rows": result.gap_rows,
         },
     )
+    yield dg.Output(
+        result.quarantine,
+        output_name="quarantine",
+        metadata={f"rows_{rule}": quarantined[rule] for rule in RULES},
+    )
+    yield checks.null_rate(result.readings)
+    yield checks.ranges(result.readings)
+    yield checks.duplicate_rate(result)
+    yield checks.freshness(field, now, config.field_max_age_h)

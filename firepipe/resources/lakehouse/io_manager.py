@@ -4,6 +4,11 @@
 the column that holds its partition in `metadata={"partition_expr": "column"}` (a dict of
 dimension -> column for multi-partitions); its Iceberg table is partitioned the same way and a
 run replaces exactly its partitions, so re-materialising never duplicates rows.
+
+An unpartitioned asset may still lay its table out in Iceberg partitions, which readers prune by:
+`metadata={"iceberg_partitioning": ["day(ts)", "bucket(16, device_id)"]}` (identity, hour(c),
+day(c), bucket(n, c)). Each run replaces the whole table; a table created with another spec is
+evolved to this one.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import Lakehouse
 
 NAMESPACES = ("bronze", "silver", "gold", "ml")
+ICEBERG_PARTITIONING = "iceberg_partitioning"
 
 
 def write_metadata(result: tables.WriteResult, *, row_count: bool = True) -> dict[str, Any]:
@@ -137,8 +143,15 @@ class IcebergIOManager(dg.ConfigurableIOManager):
         self, context: dg.OutputContext | dg.InputContext, metadata: Mapping[str, Any]
     ) -> tuple[list[tables.PartitionColumn], tables.Scope]:
         if not context.has_asset_partitions:
-            return [], tables.Scope()
+            return tables.parse_partitioning(
+                metadata.get(ICEBERG_PARTITIONING) or ()
+            ), tables.Scope()
         keys = list(context.asset_partition_keys)
+        if ICEBERG_PARTITIONING in metadata:
+            raise tables.LakehouseError(
+                f"asset {context.asset_key.to_user_string()} is partitioned in Dagster, so its "
+                "table is partitioned by its partition_expr: drop iceberg_partitioning"
+            )
         expr = _partition_expr(metadata, context.asset_key)
         return partition_layout(context.asset_partitions_def, keys, expr)
 

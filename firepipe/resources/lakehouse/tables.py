@@ -11,6 +11,7 @@ staged under the table's own location, then one commit replaces the rows in scop
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,14 +33,24 @@ from pyiceberg.expressions import (
     AlwaysTrue,
     And,
     BooleanExpression,
+    EqualTo,
+    GreaterThan,
     GreaterThanOrEqual,
     In,
     LessThan,
+    LessThanOrEqual,
     Or,
 )
 from pyiceberg.io import load_file_io
 from pyiceberg.table import Table, Transaction
-from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, Transform
+from pyiceberg.transforms import (
+    BucketTransform,
+    DayTransform,
+    HourTransform,
+    IdentityTransform,
+    Transform,
+    VoidTransform,
+)
 
 T = TypeVar("T")
 COMMIT_ATTEMPTS = 5
@@ -48,12 +59,18 @@ COMMIT_BACKOFF_S = 0.05  # doubled per attempt: 0.1 .. 1.6 s, enough for a local
 # maintenance (orphan-file removal, purge on drop) and the table's storage permissions cover them.
 STAGING_FOLDER = "data/staged"
 
-TransformName = Literal["identity", "hour", "day"]
+TransformName = Literal["identity", "hour", "day", "bucket"]
 _TRANSFORMS: dict[str, type[Transform]] = {
     "identity": IdentityTransform,
     "hour": HourTransform,
     "day": DayTransform,
 }
+# "day(ts)", "hour(ts)", "bucket(16, device_id)" or a bare column name (identity).
+_PARTITION_TEXT = re.compile(
+    r"^\s*(?:(?P<fn>hour|day)\(\s*(?P<col>\w+)\s*\)"
+    r"|bucket\(\s*(?P<n>\d+)\s*,\s*(?P<bcol>\w+)\s*\)"
+    r"|(?P<identity>\w+))\s*$"
+)
 
 
 class LakehouseError(Exception):
@@ -78,10 +95,55 @@ class PartitionColumn:
 
     column: str
     transform: TransformName = "identity"
+    buckets: int | None = None  # for "bucket" only: how many hash buckets
+
+    def __post_init__(self) -> None:
+        if (self.transform == "bucket") != (self.buckets is not None):
+            raise LakehouseError(
+                f"partition on {self.column!r}: a bucket transform needs a bucket count, "
+                f"and only it takes one (got {self.transform}, buckets={self.buckets})"
+            )
+        if self.buckets is not None and self.buckets < 1:
+            raise LakehouseError(f"partition on {self.column!r}: buckets must be >= 1")
 
     @property
     def field_name(self) -> str:
-        return self.column if self.transform == "identity" else f"{self.column}_{self.transform}"
+        if self.transform == "identity":
+            return self.column
+        if self.transform == "bucket":
+            # The count is part of the name, so changing it is a new field, not a clash.
+            return f"{self.column}_bucket_{self.buckets}"
+        return f"{self.column}_{self.transform}"
+
+    def iceberg_transform(self) -> Transform:
+        if self.transform == "bucket":
+            return BucketTransform(num_buckets=int(self.buckets or 0))
+        return _TRANSFORMS[self.transform]()
+
+
+def parse_partitioning(specs: Sequence[str]) -> list[PartitionColumn]:
+    """Partition fields written as Iceberg spells them: "day(ts)", "hour(ts)",
+    "bucket(16, device_id)" or a bare column name (identity), in spec order."""
+    if isinstance(specs, str):
+        raise LakehouseError(f"iceberg_partitioning must be a list of fields, got {specs!r}")
+    out: list[PartitionColumn] = []
+    for text in specs:
+        match = _PARTITION_TEXT.match(str(text))
+        if match is None:
+            raise LakehouseError(
+                f"partition field {text!r} is not one of: column, hour(column), day(column), "
+                "bucket(n, column)"
+            )
+        if match["fn"]:
+            out.append(PartitionColumn(match["col"], match["fn"]))
+        elif match["n"]:
+            out.append(PartitionColumn(match["bcol"], "bucket", int(match["n"])))
+        else:
+            out.append(PartitionColumn(match["identity"]))
+    names = [p.field_name for p in out]
+    if len(set(names)) != len(names):
+        raise LakehouseError(f"partition fields repeat: {list(specs)}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -101,7 +163,32 @@ class TimeRange:
     end: datetime
 
 
-Constraint = Values | TimeRange
+@dataclass(frozen=True)
+class KeyRange:
+    """Rows whose (time_column, id_column) lies in [first, last], compared lexicographically:
+    the key range of one extraction chunk, so rewriting a chunk replaces exactly its rows."""
+
+    time_column: str
+    id_column: str
+    first: tuple[datetime, int]
+    last: tuple[datetime, int]
+
+    def __post_init__(self) -> None:
+        if any(t.tzinfo is None for t, _ in (self.first, self.last)):
+            raise LakehouseError(f"key range times must be timezone-aware: {self.first}")
+        if self.last < self.first:
+            raise LakehouseError(f"key range runs backwards: {self.first} > {self.last}")
+
+    @property
+    def columns(self) -> tuple[str, str]:
+        return (self.time_column, self.id_column)
+
+
+Constraint = Values | TimeRange | KeyRange
+
+
+def _columns(c: Constraint) -> tuple[str, ...]:
+    return c.columns if isinstance(c, KeyRange) else (c.column,)
 
 
 @dataclass(frozen=True)
@@ -145,6 +232,18 @@ def _and(exprs: list[BooleanExpression]) -> BooleanExpression:
 
 
 def _iceberg(c: Constraint) -> BooleanExpression:
+    if isinstance(c, KeyRange):
+        (t0, i0), (t1, i1) = c.first, c.last
+        t0_text, t1_text = t0.isoformat(), t1.isoformat()
+        after_first = Or(
+            GreaterThan(c.time_column, t0_text),
+            And(EqualTo(c.time_column, t0_text), GreaterThanOrEqual(c.id_column, i0)),
+        )
+        before_last = Or(
+            LessThan(c.time_column, t1_text),
+            And(EqualTo(c.time_column, t1_text), LessThanOrEqual(c.id_column, i1)),
+        )
+        return And(after_first, before_last)
     if isinstance(c, TimeRange):
         return And(
             GreaterThanOrEqual(c.column, c.start.isoformat()),
@@ -154,6 +253,12 @@ def _iceberg(c: Constraint) -> BooleanExpression:
 
 
 def _polars(c: Constraint) -> pl.Expr:
+    if isinstance(c, KeyRange):
+        (t0, i0), (t1, i1) = c.first, c.last
+        t, i = pl.col(c.time_column), pl.col(c.id_column)
+        after_first = (t > pl.lit(t0)) | ((t == pl.lit(t0)) & (i >= i0))
+        before_last = (t < pl.lit(t1)) | ((t == pl.lit(t1)) & (i <= i1))
+        return after_first & before_last
     if isinstance(c, TimeRange):
         col = pl.col(c.column)
         return (col >= pl.lit(c.start)) & (col < pl.lit(c.end))
@@ -161,6 +266,12 @@ def _polars(c: Constraint) -> pl.Expr:
 
 
 def _describe(c: Constraint) -> str:
+    if isinstance(c, KeyRange):
+        (t0, i0), (t1, i1) = c.first, c.last
+        return (
+            f"({t0.isoformat()}, {i0}) <= ({c.time_column}, {c.id_column}) "
+            f"<= ({t1.isoformat()}, {i1})"
+        )
     if isinstance(c, TimeRange):
         return f"{c.start.isoformat()} <= {c.column} < {c.end.isoformat()}"
     shown = ", ".join(c.values[:5]) + (", ..." if len(c.values) > 5 else "")
@@ -231,7 +342,7 @@ def check_in_scope(frame: pl.DataFrame, scope: Scope, table: str) -> None:
     """Refuse rows outside the scope being replaced: they would land beside another write."""
     if scope.whole_table or frame.height == 0:
         return
-    columns = {c.column for cell in scope.cells for c in cell}
+    columns = {name for cell in scope.cells for c in cell for name in _columns(c)}
     missing = sorted(columns - set(frame.columns))
     if missing:
         raise PartitionScopeError(f"{table}: the frame lacks partition column(s) {missing}")
@@ -304,10 +415,7 @@ def _create(
     catalog: Catalog, identifier: str, arrow: pa.Table, partitioning: Sequence[PartitionColumn]
 ) -> None:
     tx = catalog.create_table_transaction(identifier, schema=arrow.schema)
-    if partitioning:
-        with tx.update_spec() as spec:
-            for p in partitioning:
-                spec.add_field(p.column, _TRANSFORMS[p.transform](), p.field_name)
+    _evolve_spec(tx, identifier, partitioning)
     if arrow.num_rows:
         tx.append(arrow)
     tx.commit_transaction()
@@ -321,9 +429,8 @@ def _replace(
     scope: Scope,
 ) -> tuple[str, ...]:
     before = {f.name for f in table.schema().fields}
-    wanted = [p for p in partitioning if p.field_name not in {f.name for f in table.spec().fields}]
     with table.transaction() as tx:
-        _evolve(tx, identifier, arrow.schema, wanted)
+        _evolve(tx, identifier, arrow.schema, partitioning)
         with warnings.catch_warnings():
             # The first write of a partition has nothing to delete; that is not news.
             warnings.filterwarnings("ignore", "Delete operation did not match any records")
@@ -332,9 +439,9 @@ def _replace(
 
 
 def _evolve(
-    tx: Transaction, identifier: str, schema: pa.Schema, wanted: Sequence[PartitionColumn]
+    tx: Transaction, identifier: str, schema: pa.Schema, partitioning: Sequence[PartitionColumn]
 ) -> None:
-    """Widen the table's schema to `schema` and add the partition fields it lacks."""
+    """Widen the table's schema to `schema` and bring its partition spec to `partitioning`."""
     try:
         with tx.update_schema() as update:
             update.union_by_name(schema)
@@ -345,10 +452,31 @@ def _evolve(
             "place; for any other change write the column under a new name, or drop the "
             "table to rebuild it."
         ) from e
-    if wanted:
+    _evolve_spec(tx, identifier, partitioning)
+
+
+def _evolve_spec(tx: Transaction, identifier: str, partitioning: Sequence[PartitionColumn]) -> None:
+    """Make the table's partition spec `partitioning`: add the fields it lacks and drop the
+    ones it no longer names. Empty `partitioning` leaves the spec alone (a writer that does not
+    say how the table is partitioned). Iceberg evolves a spec in place: files written before
+    keep their old layout and are still read; new files follow the new spec."""
+    if not partitioning:
+        return
+    fields = tx.table_metadata.spec().fields
+    current = [f.name for f in fields if not isinstance(f.transform, VoidTransform)]
+    wanted = {p.field_name for p in partitioning}
+    added = [p for p in partitioning if p.field_name not in current]
+    dropped = [name for name in current if name not in wanted]
+    if not added and not dropped:
+        return
+    try:
         with tx.update_spec() as spec:
-            for p in wanted:
-                spec.add_field(p.column, _TRANSFORMS[p.transform](), p.field_name)
+            for name in dropped:
+                spec.remove_field(name)
+            for p in added:
+                spec.add_field(p.column, p.iceberg_transform(), p.field_name)
+    except ValueError as e:
+        raise LakehouseError(f"{identifier}: cannot partition by {partitioning}: {e}") from e
 
 
 def scan_table(
@@ -476,10 +604,8 @@ def commit_files(
             create.commit_transaction()
             return set(schema.names)
         before = {f.name for f in existing.schema().fields}
-        spec_fields = {f.name for f in existing.spec().fields}
-        wanted = [p for p in partitioning if p.field_name not in spec_fields]
         with existing.transaction() as tx:
-            _evolve(tx, identifier, schema, wanted)
+            _evolve(tx, identifier, schema, partitioning)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Delete operation did not match")
                 tx.delete(scope.iceberg_filter())
@@ -495,10 +621,10 @@ def _check_file_in_scope(md: pq.FileMetaData, scope: Scope, table: str, path: st
     """Refuse a file whose rows may fall outside the scope, judged by its column statistics."""
     if scope.whole_table or md.num_rows == 0:
         return
-    columns = {c.column for cell in scope.cells for c in cell}
+    columns = {name for cell in scope.cells for c in cell for name in _columns(c)}
     ranges = {name: _column_range(md, name, table, path) for name in sorted(columns)}
     for cell in scope.cells:
-        if all(_range_within(ranges[c.column], c) for c in cell):
+        if all(_range_within([ranges[name] for name in _columns(c)], c) for c in cell):
             return
     shown = ", ".join(f"{k} in [{lo}, {hi}]" for k, (lo, hi) in ranges.items())
     raise PartitionScopeError(
@@ -528,12 +654,29 @@ def _column_range(md: pq.FileMetaData, name: str, table: str, path: str) -> tupl
     return min(lows), max(highs)
 
 
-def _range_within(bounds: tuple[object, object], c: Constraint) -> bool:
-    lo, hi = bounds
+def _utc(moment: datetime) -> datetime:
+    # Parquet statistics of a naive timestamp column carry no zone: UTC, the platform's one.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _range_within(bounds: list[tuple[object, object]], c: Constraint) -> bool:
+    """Whether column statistics prove every row within `c` (conservative: may say no)."""
+    lo, hi = bounds[0]
+    if isinstance(c, KeyRange):
+        id_lo, id_hi = bounds[1]
+        if not (isinstance(lo, datetime) and isinstance(hi, datetime)):
+            return False
+        if not (isinstance(id_lo, int) and isinstance(id_hi, int)):
+            return False
+        (t0, i0), (t1, i1) = c.first, c.last
+        lo, hi = _utc(lo), _utc(hi)
+        # At an edge time, the file's smallest (largest) id bounds the ids of its edge rows.
+        after_first = lo > t0 or (lo == t0 and id_lo >= i0)
+        before_last = hi < t1 or (hi == t1 and id_hi <= i1)
+        return after_first and before_last
     if isinstance(c, TimeRange):
         if not (isinstance(lo, datetime) and isinstance(hi, datetime)):
             return False
-        # Parquet statistics of a naive timestamp column carry no zone: UTC, the platform's one.
-        lo, hi = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (lo, hi))
+        lo, hi = _utc(lo), _utc(hi)
         return c.start <= lo <= hi < c.end
     return str(lo) == str(hi) and str(lo) in c.values
