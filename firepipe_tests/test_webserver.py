@@ -99,18 +99,34 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
     keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
     assert keys == {
         "bronze/synthetic_readings",
+        "bronze/field_readings",
+        "bronze/field_dead_letters",
+        "bronze/landed_readings",
         "silver/sensor_readings",
+        "silver/quarantine",
         "gold/sensor_features",
         "gold/generator_validation",
+        "analytics/stg_sensor_readings",
+        "analytics/site_daily_summary",
+        "analytics/device_alarm_events",
+        "analytics/site_daily_alarm_rates",
     }
     edges = {
         ("/".join(d["path"]), "/".join(n["assetKey"]["path"]))
         for n in nodes
         for d in n["dependencyKeys"]
     }
+    bronze = ("synthetic_readings", "field_readings", "landed_readings")
+    silver = ("sensor_readings", "quarantine")
     assert edges == {
-        ("bronze/synthetic_readings", "silver/sensor_readings"),
+        *((f"bronze/{b}", f"silver/{s}") for b in bronze for s in silver),
         ("silver/sensor_readings", "gold/sensor_features"),
+        # the lineage runs from silver through the dbt models
+        ("silver/sensor_readings", "analytics/stg_sensor_readings"),
+        ("analytics/stg_sensor_readings", "analytics/site_daily_summary"),
+        ("analytics/stg_sensor_readings", "analytics/device_alarm_events"),
+        ("analytics/stg_sensor_readings", "analytics/site_daily_alarm_rates"),
+        ("analytics/device_alarm_events", "analytics/site_daily_alarm_rates"),
     }
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     assert groups["silver/sensor_readings"] == "lake"
