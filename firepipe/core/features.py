@@ -1,4 +1,4 @@
-"""Gold features, declared once as data and compiled to polars (here), numpy kernels
+"""Gold features, declared once as data and compiled to polars (here), numba kernels
 (firepipe.core.feature_kernels) and PySpark (firepipe.core.features_spark).
 
 A feature spec is a list of small records; its hash names the feature version, so a change of
@@ -26,7 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -310,22 +313,10 @@ def reference_features(readings: pl.DataFrame, spec: FeatureSpec) -> pl.DataFram
 
 # Rows per group of the fast path: its output columns are float32 arrays of ~2 M values (8 MB,
 # under glibc's 32 MB most for memory it recycles itself rather than mapping afresh: mallopt(3)
-# M_MMAP_THRESHOLD); the tiles inside bound the working memory.
+# M_MMAP_THRESHOLD), and the groups times the channels are the tasks its threads share.
 GROUP_ROWS = 2_000_000
 US_PER_S = 1_000_000
-
-
-def reach_s(spec: FeatureSpec) -> int:
-    """How far back in seconds any feature of the spec looks."""
-    reaches = [0]
-    for f in spec.features:
-        if isinstance(f, Rolling):
-            reaches.append(f.window_s - 1)
-        elif isinstance(f, Difference | RateOfRise):
-            reaches.append(f.lag_s)
-        elif isinstance(f, SmokeHeatLag):
-            reaches.append(f.window_s - 1 + f.rise_lag_s)
-    return max(reaches)
+_UNWANTED = np.empty(0, dtype=np.float32)  # an output a kernel is not asked for
 
 
 def compute_features(
@@ -334,76 +325,103 @@ def compute_features(
     """Per-device features of silver readings: the production path, equal to
     `reference_features` (to 1e-6 relative, 1e-6 absolute floor) and several times faster.
 
-    numpy kernels over cache-sized tiles of a dense 1 Hz grid (firepipe.core.feature_kernels),
-    planned per group of about `group_rows` rows of whole device segments, tiles on `threads`
-    threads (0: one per core), results written straight into float32 columns that become the
-    frame's columns without a copy. Input whose timestamps are not whole seconds, or that
-    repeats a (device_id, ts), has no 1 Hz grid and goes through the reference.
+    Single-pass numba kernels (firepipe.core.feature_kernels) over the non-gap readings sorted
+    by (device_id, ts), one task per channel and group of about `group_rows` rows of whole
+    devices, on `threads` threads (0: one per core), written straight into float32 columns
+    that become the frame's columns without a copy. Input whose timestamps are not whole
+    seconds, or that repeats a (device_id, ts), goes through the reference.
     """
     _require(readings, spec)
-    reach = reach_s(spec)
-    ordered, plan = readings, _grid_plan(readings, reach)
-    if plan is None and readings.height:
-        ordered = readings.sort("device_id", "ts")
-        plan = _grid_plan(ordered, reach)
-    if plan is None:
+    rows = readings.lazy()
+    if "is_gap" in readings.columns:  # gap rows hold no values: no window or lag sees them
+        rows = rows.filter(~pl.col("is_gap").fill_null(False))
+    out = rows.select(*ID_COLUMNS, *(c for c in spec.channels if c not in ID_COLUMNS)).collect()
+    layout = _layout(out)
+    if layout is None and out.height:
+        out = out.sort("device_id", "ts")
+        layout = _layout(out)
+    if layout is None:
         return reference_features(readings, spec)
-    ratios = [f for f in spec.features if isinstance(f, Ratio)]
-    wanted = [*ID_COLUMNS, *{c: None for f in ratios for c in input_channels(f)}]
-    rows = ordered.lazy()
-    if plan.keep is not None:
-        rows = rows.filter(~pl.col("is_gap"))
-    out = rows.select(wanted).collect()
+    ts, starts = layout
     names = spec.names
     column = {name: i for i, name in enumerate(names)}
-    ratio_values = [_ratio(out, f) for f in ratios]
-    chunks = []
-    values = _channel_values(ordered, spec.channels)
-    jobs = _channel_jobs(spec, column)
-    lags = [f for f in spec.features if isinstance(f, SmokeHeatLag)]
-    out_begin = 0
-    for begin, end in kernels.row_groups(plan.segment_rows, ordered.height, group_rows):
-        slots = plan.slots[begin:end]
-        base = int(slots[0]) - reach - 1  # the group's first segment's empty slots start at 0
-        keep = None if plan.keep is None else plan.keep[begin:end]
-        out_rows = end - begin if keep is None else int(np.count_nonzero(keep))
-        results = [np.empty(out_rows, dtype=np.float32) for _ in names]
-        sa, sb = np.searchsorted(plan.segment_rows, (begin, end))
-        kernels.compute_tiles(
-            kernels.Plan(
-                slots - base,
-                (slots if keep is None else slots[keep]) - base,
-                plan.slots[plan.segment_rows[sa:sb]] - base,
-                reach,
-                kernels.TILE_SLOTS,
-            ),
-            [kernels.ChannelJob(values[c][begin:end], **kw) for c, kw in jobs.items()],
-            [
-                kernels.OnsetLagJob(
-                    values[f.smoke_channel][begin:end],
-                    values[f.heat_channel][begin:end],
-                    f.smoke_rise,
-                    f.heat_rise,
-                    f.rise_lag_s,
-                    f.window_s,
-                    column[f.name],
+    values = _channel_values(out, spec.channels)
+    groups = kernels.row_groups(starts[:-1], out.height, group_rows)
+    results = [[np.empty(end - begin, dtype=np.float32) for _ in names] for begin, end in groups]
+    tasks: list[Callable[[], None]] = []
+    for (begin, end), result in zip(groups, results, strict=True):
+        bounds = starts[np.searchsorted(starts, begin) : np.searchsorted(starts, end) + 1]
+        for channel, of_channel in _by_channel(spec).items():
+            outputs = [(f, result[column[f.name]]) for f in of_channel]
+            tasks.append(partial(_channel_kernels, ts, values[channel], bounds, outputs))
+        for lag in (f for f in spec.features if isinstance(f, SmokeHeatLag)):
+            tasks.append(
+                partial(
+                    kernels.smoke_heat_lag,
+                    ts,
+                    values[lag.smoke_channel],
+                    values[lag.heat_channel],
+                    bounds,
+                    lag.rise_lag_s,
+                    lag.window_s,
+                    (lag.smoke_rise, lag.heat_rise),
+                    result[column[lag.name]],
                 )
-                for f in lags
-            ],
-            results,
-            0,
-            threads or os.cpu_count() or 1,
-        )
-        for f, ratio in zip(ratios, ratio_values, strict=True):
-            results[column[f.name]][:] = ratio[out_begin : out_begin + out_rows]
-        out_begin += out_rows
-        chunks.append(
-            pl.DataFrame([pl.Series(n, results[i], nan_to_null=True) for i, n in enumerate(names)])
-        )
+            )
+    _run(tasks, threads or os.cpu_count() or 1)
+    for f in (f for f in spec.features if isinstance(f, Ratio)):
+        ratio = _ratio(out, f)
+        for (begin, end), result in zip(groups, results, strict=True):
+            result[column[f.name]][:] = ratio[begin:end]
     # One chunk per group, not copied together: each group's columns are arrays of at most
     # GROUP_ROWS float32 values, which malloc can serve and take back without the kernel.
+    chunks = [
+        pl.DataFrame([pl.Series(n, result[i], nan_to_null=True) for i, n in enumerate(names)])
+        for result in results
+    ]
     features = pl.concat(chunks, rechunk=False)
     return pl.concat([out.select(ID_COLUMNS), features], how="horizontal")
+
+
+def _by_channel(spec: FeatureSpec) -> dict[str, list[Rolling | Difference | RateOfRise]]:
+    """channel -> its rolling statistics, differences and rates of rise."""
+    by_channel: dict[str, list[Rolling | Difference | RateOfRise]] = {}
+    for f in spec.features:
+        if isinstance(f, Rolling | Difference | RateOfRise):
+            by_channel.setdefault(f.channel, []).append(f)
+    return by_channel
+
+
+def _channel_kernels(
+    ts: npt.NDArray[np.int64],
+    x: npt.NDArray[np.floating],
+    starts: npt.NDArray[np.int64],
+    outputs: list[tuple[Rolling | Difference | RateOfRise, npt.NDArray[np.float32]]],
+) -> None:
+    """Every feature of one channel over one group: the statistics of a window share one
+    pass."""
+    windows: dict[int, dict[str, npt.NDArray[np.float32]]] = {}
+    for f, result in outputs:
+        if isinstance(f, Rolling):
+            windows.setdefault(f.window_s, {})[f.statistic] = result
+        else:
+            per = 1.0 if isinstance(f, Difference) else 60.0 / f.lag_s
+            kernels.change(ts, x, starts, f.lag_s, per, result)
+    for window_s, wanted in windows.items():
+        mean, std, high, low = (wanted.get(s, _UNWANTED) for s in ("mean", "std", "max", "min"))
+        scratch = kernels.window_scratch(window_s)
+        kernels.rolling_window(ts, x, starts, window_s, mean, std, high, low, scratch)
+
+
+def _run(tasks: list[Callable[[], None]], workers: int) -> None:
+    """The tasks on `workers` threads (the kernels release the GIL)."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            task()
+        return
+    with ThreadPoolExecutor(min(workers, len(tasks))) as pool:
+        for future in [pool.submit(task) for task in tasks]:
+            future.result()
 
 
 def _ratio(rows: pl.DataFrame, feature: Ratio) -> npt.NDArray[np.float64]:
@@ -413,42 +431,27 @@ def _ratio(rows: pl.DataFrame, feature: Ratio) -> npt.NDArray[np.float64]:
         return np.where(den != 0, num / den, np.nan)
 
 
-@dataclass(frozen=True)
-class _GridPlan:
-    slots: npt.NDArray[np.int64]  # slot of every row, increasing
-    keep: npt.NDArray[np.bool_] | None  # rows that are readings, not gap rows (None: all)
-    segment_rows: npt.NDArray[np.int64]  # row of every segment's first reading
-
-
-def _grid_plan(readings: pl.DataFrame, reach: int) -> _GridPlan | None:
-    """Where every row sits on the dense grid: each device segment (readings no more than
-    `reach` s apart) after `reach` + 1 empty slots, in which its prefix sums restart. None
-    when the rows are not sorted by (device_id, ts) with ts strictly increasing per device,
-    or not on whole seconds (or there are none)."""
-    if readings.height == 0:
+def _layout(rows: pl.DataFrame) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """Epoch seconds of every row, and the row of every device's first reading followed by
+    the row count. None when the rows are not sorted by (device_id, ts) with ts strictly
+    increasing per device, or not on whole seconds (or there are none)."""
+    if rows.height == 0:
         return None
-    device = pl.col("device_id")
-    new_device = (device != device.shift(1)).fill_null(True)
     micros = pl.col("ts").dt.epoch("us")
-    step = micros.diff()
-    on_grid = device.is_sorted() & (new_device | (step > 0)).all() & (micros % US_PER_S == 0).all()
-    starts = new_device | (step > reach * US_PER_S)
-    slot = pl.when(starts).then(reach + 2).otherwise(step // US_PER_S).cum_sum() - 1
-    gap = "is_gap" in readings.columns
-    planned = readings.select(
-        on_grid.alias("on_grid"),
-        slot.alias("slot"),
-        starts.alias("start"),
-        *([pl.col("is_gap").fill_null(False)] if gap else []),
+    checked = rows.select(
+        (pl.col("device_id").is_sorted() & (micros % US_PER_S == 0).all()).alias("ok"),
+        pl.col("device_id").rle_id().alias("device"),  # one string pass, not two
+        (micros // US_PER_S).alias("seconds"),
     )
-    if not planned["on_grid"][0]:
+    if not checked["ok"][0]:
         return None
-    gaps = planned["is_gap"].to_numpy() if gap else None
-    return _GridPlan(
-        planned["slot"].to_numpy(),
-        None if gaps is None or not gaps.any() else ~gaps,
-        planned.select(pl.arg_where(pl.col("start"))).to_series().to_numpy().astype(np.int64),
-    )
+    seconds = checked["seconds"].to_numpy()
+    starts = np.flatnonzero(np.diff(checked["device"].to_numpy())) + 1
+    step = np.diff(seconds)
+    step[starts - 1] = 1  # a device's first reading may be at any time
+    if not (step > 0).all():
+        return None
+    return seconds, np.concatenate([[0], starts, [rows.height]]).astype(np.int64)
 
 
 def _channel_values(
@@ -463,23 +466,6 @@ def _channel_values(
         exprs.append(pl.col(c).cast(target).fill_null(pl.lit(float("nan"), dtype=target)))
     filled = readings.select(exprs)
     return {c: filled[c].to_numpy() for c in channels}
-
-
-def _channel_jobs(spec: FeatureSpec, column: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """channel -> the keyword arguments of its kernels.ChannelJob but its values."""
-    jobs: dict[str, dict[str, list[tuple[int, int]]]] = {}
-    for f in spec.features:
-        kind: str
-        if isinstance(f, Rolling):
-            kind, size = f.statistic, f.window_s
-        elif isinstance(f, Difference):
-            kind, size = "diff", f.lag_s
-        elif isinstance(f, RateOfRise):
-            kind, size = "rise", f.lag_s
-        else:
-            continue
-        jobs.setdefault(f.channel, {}).setdefault(kind, []).append((size, column[f.name]))
-    return jobs
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from datetime import UTC, datetime, timedelta
 
+import numba
 import numpy as np
 import polars as pl
 import pytest
+from numba.core import caching
 
 from firepipe.core import feature_kernels as kernels
 from firepipe.core.features import (
@@ -307,16 +309,15 @@ def test_timestamps_off_the_second_go_through_the_reference():
     assert compute_features(frame, spec).equals(reference_features(frame, spec))
 
 
-@pytest.mark.parametrize("tile_slots", [997, 4_096])
-def test_fast_path_equals_the_reference_across_tiles_and_groups(monkeypatch, tile_slots):
-    # Tiles far smaller than a device: windows, lags and restarts of the prefix sums cross
-    # tile and group boundaries, and gap rows make the output slots of a tile non-contiguous.
-    monkeypatch.setattr(kernels, "TILE_SLOTS", tile_slots)
+@pytest.mark.parametrize("group_rows", [1, 4_000])
+def test_fast_path_equals_the_reference_across_groups_and_threads(group_rows):
+    # Groups of one device, and of a few: every kernel restarts at each device and group, and
+    # channels x groups are shared by the threads in any order.
     sample = silver_sample(devices=6, seconds=2_500, seed=4)
     spec = default_spec()
     expected = reference_features(sample, spec)
     for threads in (1, 2):
-        got = compute_features(sample, spec, group_rows=5_000, threads=threads)
+        got = compute_features(sample, spec, group_rows=group_rows, threads=threads)
         assert got.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
         for name in spec.names:
             a = got[name].cast(pl.Float64).to_numpy()
@@ -354,3 +355,47 @@ def test_channels_missing_the_same_seconds_with_different_windows(gappy):
     got, expected = compute_features(frame, spec), reference_features(frame, spec)
     for name in spec.names:
         assert_close(got[name].to_list(), expected[name].to_list())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_window_statistics_on_ragged_readings_match_the_reference(seed):
+    # Random missing seconds (so windows and the kernels' time blocks hold any number of
+    # readings), null values, a level jump, and short windows (exact passes and restarts of
+    # the running sums happen many times in 900 s).
+    rng = np.random.default_rng(seed)
+    seconds = {d: np.flatnonzero(rng.random(900) < 0.8).tolist() for d in ("a", "b", "c")}
+    frame = readings(seconds, seed=seed)
+    values = frame[CH].to_numpy().copy()
+    values[rng.random(values.size) < 0.1] = np.nan
+    values[frame.height // 2 :] += 1_000.0
+    frame = frame.with_columns(pl.Series(CH, values, dtype=pl.Float32, nan_to_null=True))
+    spec = FeatureSpec(
+        tuple(Rolling(CH, s, w) for w in (1, 2, 3, 7, 30) for s in ("mean", "std", "min", "max"))
+    )
+    got, expected = compute_features(frame, spec), reference_features(frame, spec)
+    assert got.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
+    for name in spec.names:
+        a = got[name].cast(pl.Float64).to_numpy()
+        e = expected[name].cast(pl.Float64).to_numpy()
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=name)
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+
+
+def test_a_repeated_reading_goes_through_the_reference(gappy):
+    frame = pl.concat([gappy, gappy.head(3)])
+    spec = FeatureSpec((Rolling(CH, "mean", 5), Difference(CH, 2)))
+    assert compute_features(frame, spec).equals(reference_features(frame, spec))
+
+
+def test_kernels_compile_where_no_cache_folder_is_writable(monkeypatch):
+    # With no locator (read-only package and home), numba refuses cache=True at decoration;
+    # the kernels are then compiled without a cache instead of failing to import.
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+
+    def first_plus_last(x):
+        return x[0] + x[-1]
+
+    with pytest.raises(RuntimeError, match="no locator available"):
+        numba.njit(cache=True)(first_plus_last)
+    compiled = kernels._compiled(first_plus_last)
+    assert compiled(np.array([2.0, 5.0, 40.0])) == 42.0
