@@ -319,6 +319,23 @@ US_PER_S = 1_000_000
 _UNWANTED = np.empty(0, dtype=np.float32)  # an output a kernel is not asked for
 
 
+def device_batches(rows_per_device: pl.DataFrame, max_rows: int) -> list[list[str]]:
+    """Devices (columns device_id, len) in order, cut into batches of whole devices holding at
+    most `max_rows` rows each (a device with more rows than that is a batch of its own): the
+    units in which gold reads silver, so memory follows the batch, not the table."""
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+    batches: list[list[str]] = []
+    rows = 0
+    for device, count in rows_per_device.select("device_id", "len").iter_rows():
+        if not batches or rows + count > max_rows:
+            batches.append([])
+            rows = 0
+        batches[-1].append(device)
+        rows += count
+    return batches
+
+
 def compute_features(
     readings: pl.DataFrame, spec: FeatureSpec, *, group_rows: int = GROUP_ROWS, threads: int = 0
 ) -> pl.DataFrame:

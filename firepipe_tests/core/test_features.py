@@ -20,6 +20,7 @@ from firepipe.core.features import (
     benchmark_spec,
     compute_features,
     default_spec,
+    device_batches,
     diff_features,
     reference_features,
 )
@@ -399,3 +400,12 @@ def test_kernels_compile_where_no_cache_folder_is_writable(monkeypatch):
         numba.njit(cache=True)(first_plus_last)
     compiled = kernels._compiled(first_plus_last)
     assert compiled(np.array([2.0, 5.0, 40.0])) == 42.0
+
+
+def test_device_batches_keep_devices_whole_and_in_order() -> None:
+    per_device = pl.DataFrame({"device_id": ["a", "b", "c", "d"], "len": [300, 500, 900, 100]})
+    assert device_batches(per_device, 800) == [["a", "b"], ["c"], ["d"]]
+    assert device_batches(per_device, 10_000) == [["a", "b", "c", "d"]]
+    assert device_batches(per_device.head(0), 800) == []
+    with pytest.raises(ValueError, match="max_rows"):
+        device_batches(per_device, 0)

@@ -15,11 +15,11 @@ from firepipe.resources.spark import LocalSparkCompute
 from firepipe_tests.core.feature_sample import silver_sample
 
 
-def materialise(lakehouse, engine: str) -> dict:
+def materialise(lakehouse, engine: str, **config) -> dict:
     result = dg.materialize(
         [sensor_features],
         resources={"lakehouse": lakehouse, "spark_compute": LocalSparkCompute(master="local[1]")},
-        run_config={"ops": {"gold__sensor_features": {"config": {"engine": engine}}}},
+        run_config={"ops": {"gold__sensor_features": {"config": {"engine": engine, **config}}}},
     )
     assert result.success
     [materialisation] = result.asset_materializations_for_node("gold__sensor_features")
@@ -82,3 +82,17 @@ def test_polars_engine_commits_silver_that_crosses_midnight(lakehouse):
     assert gold.get_column("ts").dt.date().n_unique() == 2
     files = lakehouse.catalog().load_table(TABLE).inspect.files()
     assert files.num_rows == 2
+
+
+def test_polars_engine_reads_silver_in_batches_of_whole_devices(lakehouse, silver):
+    # 3 devices of about 700 rows, at most 800 rows a batch: one device per batch.
+    metadata = materialise(lakehouse, "polars", batch_rows=800)
+    assert metadata["device_batches"] == 3
+    spec = default_spec()
+    gold = lakehouse.read(TABLE).sort("device_id", "ts")
+    expected = reference_features(silver, spec)
+    assert gold.select("device_id", "ts").equals(expected.select("device_id", "ts"))
+    for name in spec.names:
+        np.testing.assert_allclose(
+            gold[name].to_numpy(), expected[name].to_numpy(), rtol=1e-6, atol=1e-6
+        )

@@ -17,7 +17,13 @@ import polars as pl
 from pydantic import Field
 
 from firepipe.core import quality
-from firepipe.core.features import FeatureSpec, compute_features, default_spec
+from firepipe.core.features import (
+    GROUP_ROWS,
+    FeatureSpec,
+    compute_features,
+    default_spec,
+    device_batches,
+)
 from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import Lakehouse
 from firepipe.resources.lakehouse.io_manager import ICEBERG_PARTITIONING, write_metadata
@@ -34,8 +40,14 @@ PARTITIONING = ["day(ts)"]
 class SensorFeaturesConfig(dg.Config):
     engine: Literal["polars", "spark"] = Field(
         default="polars",
-        description="polars: in the step (fast numpy path); spark: the spark_compute resource "
+        description="polars: in the step (numba kernels); spark: the spark_compute resource "
         "(local Spark through Pipes, or EMR Serverless in AWS)",
+    )
+    batch_rows: int = Field(
+        default=GROUP_ROWS,
+        gt=0,
+        description="polars engine: silver is read and featurised in batches of whole devices "
+        "of at most this many rows, so the step's memory follows the batch, not the table",
     )
 
 
@@ -52,23 +64,30 @@ def silver_snapshot(lakehouse: Lakehouse) -> tuple[int, list[str]]:
 
 
 def _polars_features(
-    lakehouse: Lakehouse, snapshot_id: int, spec: FeatureSpec, staging: str
-) -> list[str]:
-    readings = lakehouse.scan(SILVER_TABLE, snapshot_id=snapshot_id).collect()
-    features = compute_features(readings, spec)
-    # One file per day(ts): an Iceberg data file may not span two partitions.
-    days = features.with_columns(pl.col("ts").dt.date().alias("_day"))
+    lakehouse: Lakehouse, snapshot_id: int, spec: FeatureSpec, staging: str, batch_rows: int
+) -> tuple[list[str], int]:
+    """Features of silver written as staged files, one batch of whole devices at a time (the
+    scan's device filter skips the Parquet row groups of other devices: silver is sorted by
+    device), one file per batch and day(ts). Returns the files and the number of batches."""
+    silver = lakehouse.scan(SILVER_TABLE, snapshot_id=snapshot_id)
+    per_device = silver.group_by("device_id").len().sort("device_id").collect()
+    batches = device_batches(per_device, batch_rows) or [[]]
     paths = []
-    parts = days.partition_by("_day", include_key=False, maintain_order=True) or [features]
-    for part in parts:
-        path = f"{staging}/features-{uuid.uuid4().hex}.parquet"
-        part.write_parquet(
-            path.removeprefix("file://"),
-            storage_options=lakehouse.storage_options() or None,
-            mkdir=True,
-        )
-        paths.append(path)
-    return paths
+    for devices in batches:
+        readings = silver.filter(pl.col("device_id").is_in(devices)).collect()
+        features = compute_features(readings, spec)
+        # An Iceberg data file may not span two day(ts) partitions.
+        days = features.with_columns(pl.col("ts").dt.date().alias("_day"))
+        parts = days.partition_by("_day", include_key=False, maintain_order=True) or [features]
+        for part in parts:
+            path = f"{staging}/features-{uuid.uuid4().hex}.parquet"
+            part.write_parquet(
+                path.removeprefix("file://"),
+                storage_options=lakehouse.storage_options() or None,
+                mkdir=True,
+            )
+            paths.append(path)
+    return paths, len(batches)
 
 
 @dg.asset(
@@ -101,9 +120,11 @@ def sensor_features(
                 output_dir=staging,
                 partitioning=PARTITIONING,
             )
-            files = [str(f) for f in report["files"]]
+            files, batches = [str(f) for f in report["files"]], 1
         else:
-            files = _polars_features(lakehouse, snapshot_id, spec, staging)
+            files, batches = _polars_features(
+                lakehouse, snapshot_id, spec, staging, config.batch_rows
+            )
         seconds = time.monotonic() - started
         staged = pl.read_parquet(
             [f.removeprefix("file://") for f in files],
@@ -124,6 +145,7 @@ def sensor_features(
         metadata={
             **write_metadata(result),
             "engine": config.engine,
+            "device_batches": batches,
             "feature_spec_hash": spec.hash(),
             "feature_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
             "feature_count": len(spec.features),
