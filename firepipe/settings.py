@@ -11,11 +11,13 @@ import enum
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 ENV_VAR = "FIREPIPE_ENV"
 HOME_VAR = "FIREPIPE_HOME"
 DEFAULT_HOME = ".firepipe"
 NIST_DATA_VAR = "FIREPIPE_NIST_DATA_DIR"
+SNOWFLAKE_AUTH_VAR = "FIREPIPE_SNOWFLAKE_AUTH"
 
 # Telemetry would try to reach the internet; the local instance never does.
 _DAGSTER_YAML = """\
@@ -34,13 +36,21 @@ class SettingsError(ValueError):
     """A firepipe environment variable holds a value firepipe cannot use."""
 
 
-def environment() -> Environment:
-    raw = os.environ.get(ENV_VAR, Environment.LOCAL.value).strip().lower()
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+def _choice(var: str, choices: type[E], default: E) -> E:
+    """The member of `choices` that `var` names (any case), `default` when it is unset."""
+    raw = os.environ.get(var, default.value).strip().lower()
     try:
-        return Environment(raw)
+        return choices(raw)
     except ValueError:
-        allowed = ", ".join(e.value for e in Environment)
-        raise SettingsError(f"{ENV_VAR}={raw!r} is not one of: {allowed}") from None
+        allowed = ", ".join(c.value for c in choices)
+        raise SettingsError(f"{var}={raw!r} is not one of: {allowed}") from None
+
+
+def environment() -> Environment:
+    return _choice(ENV_VAR, Environment, Environment.LOCAL)
 
 
 @dataclass(frozen=True)
@@ -95,9 +105,6 @@ def ensure_dagster_home(paths: LocalPaths | None = None) -> Path:
     return paths.dagster_home
 
 
-SNOWFLAKE_AUTH_VAR = "FIREPIPE_SNOWFLAKE_AUTH"
-
-
 class SnowflakeAuth(enum.StrEnum):
     """How the field warehouse source signs in to Snowflake (the secrets come through dg.EnvVar:
     SNOWFLAKE_PASSWORD, or SNOWFLAKE_PRIVATE_KEY [+ SNOWFLAKE_PRIVATE_KEY_PASSPHRASE])."""
@@ -109,12 +116,7 @@ class SnowflakeAuth(enum.StrEnum):
 
 def snowflake_auth() -> SnowflakeAuth:
     """FIREPIPE_SNOWFLAKE_AUTH: which credentials to ask for (a choice, not a secret)."""
-    raw = os.environ.get(SNOWFLAKE_AUTH_VAR, SnowflakeAuth.PASSWORD.value).strip().lower()
-    try:
-        return SnowflakeAuth(raw)
-    except ValueError:
-        allowed = ", ".join(a.value for a in SnowflakeAuth)
-        raise SettingsError(f"{SNOWFLAKE_AUTH_VAR}={raw!r} is not one of: {allowed}") from None
+    return _choice(SNOWFLAKE_AUTH_VAR, SnowflakeAuth, SnowflakeAuth.PASSWORD)
 
 
 def nist_data_dir() -> Path:

@@ -273,7 +273,12 @@ def _extract_one(ports: _Ports, after: Watermark | None, chunk_rows: int) -> Chu
         return None
     chunk = make_chunk(raw)
     if after is not None and chunk.first <= after:
-        raise ExtractionError(f"source returned {chunk.first}, not after {after}")
+        # Keys are compared to the microsecond: an updated_at column finer than that (Snowflake's
+        # default TIMESTAMP_NTZ(9)) returns the watermark's own row again.
+        raise ExtractionError(
+            f"source returned {chunk.first}, not after {after}: is its updated_at column finer "
+            "than microseconds? Declare it TIMESTAMP(6) (Snowflake: TIMESTAMP_NTZ(6))"
+        )
     ports.retried(
         f"dead letters {chunk.chunk_id}", lambda: ports.dead_letters.write_dead_letters(chunk)
     )

@@ -12,7 +12,7 @@ restart at each device, so gaps and missing seconds need no grid:
   blocks for the extremes, whose sentinels are +-inf, so a window of only -inf readings has
   no max: sensors do not report infinities);
 - change: a pointer to the reading exactly `lag` seconds earlier (NaN if none);
-- onset_lag: FIFO rings of the rows at which smoke and heat rose, so each onset in the window
+- smoke_heat_lag: FIFO rings of the rows at which smoke and heat rose, so each onset in the window
   is the oldest that has not left it.
 
 The kernels release the GIL (nogil), so firepipe.core.features runs channels and groups on
@@ -53,11 +53,6 @@ def _compiled(kernel: _Kernel) -> _Kernel:
         return cast(_Kernel, numba.njit(cache=True, nogil=True, error_model="numpy")(kernel))
     except RuntimeError:
         return cast(_Kernel, numba.njit(nogil=True, error_model="numpy")(kernel))
-
-
-def _ring(window: int) -> int:
-    """Slots of a ring that holds every reading of a `window`-second window: a power of two."""
-    return 1 << max(0, window - 1).bit_length()
 
 
 @_compiled
@@ -206,7 +201,7 @@ def change(ts: I64, x: Values, starts: I64, lag: int, per: float, out: F32) -> N
 
 
 @_compiled
-def onset_lag(
+def smoke_heat_lag(
     ts: I64,
     smoke: Values,
     heat: Values,
@@ -216,12 +211,15 @@ def onset_lag(
     smoke_rise: float,
     heat_rise: float,
     out: F32,
-    rings: I64,
 ) -> None:
     """onset(heat) - onset(smoke) in seconds (firepipe.core.features.SmokeHeatLag): a channel
     rose at a row when its change over `rise_lag` seconds reached its threshold; its onset is
-    the first such row in (t - window, t]. `rings` is 2 x _ring(window) row indices."""
-    base, mask = starts[0], rings.shape[1] - 1
+    the first such row in (t - window, t]."""
+    slots = 1  # a power of two >= window: a window holds at most `window` rows
+    while slots < window:
+        slots <<= 1
+    rings, mask = np.empty((2, slots), dtype=np.int64), slots - 1
+    base = starts[0]
     for d in range(starts.size - 1):
         j = starts[d]
         heads = np.zeros(2, dtype=np.int64)
@@ -248,21 +246,6 @@ def onset_lag(
                 out[i - base] = np.float64(onset_heat - onset_smoke)
             else:
                 out[i - base] = np.nan
-
-
-def smoke_heat_lag(
-    ts: I64,
-    smoke: Values,
-    heat: Values,
-    starts: I64,
-    rise_lag: int,
-    window: int,
-    rises: tuple[float, float],
-    out: F32,
-) -> None:
-    """onset_lag with its rings; `rises` is (smoke, heat) thresholds."""
-    rings = np.empty((2, _ring(window)), dtype=np.int64)
-    onset_lag(ts, smoke, heat, starts, rise_lag, window, rises[0], rises[1], out, rings)
 
 
 def row_groups(starts: I64, rows: int, target_rows: int) -> list[tuple[int, int]]:

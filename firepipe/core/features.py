@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -243,8 +243,9 @@ def default_spec(
 _RISE_CHANNELS = ("temperature_c", "smoke_obscuration_pct_per_m", "co_ppm")
 
 
-def _require(readings: pl.DataFrame, spec: FeatureSpec) -> None:
-    missing = [c for c in (*ID_COLUMNS, *spec.channels) if c not in readings.columns]
+def require_columns(columns: Collection[str], spec: FeatureSpec) -> None:
+    """Refuse readings (a polars or a Spark frame's columns) that lack a column the spec needs."""
+    missing = [c for c in (*ID_COLUMNS, *spec.channels) if c not in columns]
     if missing:
         raise ValueError(f"readings lack column(s) {missing} that the feature spec needs")
 
@@ -296,7 +297,7 @@ def reference_features(readings: pl.DataFrame, spec: FeatureSpec) -> pl.DataFram
 
     Kept as the reference the fast path and Spark are held to, and as the benchmark's baseline.
     """
-    _require(readings, spec)
+    require_columns(readings.columns, spec)
     ordered = readings.sort("device_id", "ts")
     for lag_s, channels in earlier_lags(spec).items():
         earlier = ordered.select(
@@ -348,7 +349,7 @@ def compute_features(
     that become the frame's columns without a copy. Input whose timestamps are not whole
     seconds, or that repeats a (device_id, ts), goes through the reference.
     """
-    _require(readings, spec)
+    require_columns(readings.columns, spec)
     rows = readings.lazy()
     if "is_gap" in readings.columns:  # gap rows hold no values: no window or lag sees them
         rows = rows.filter(~pl.col("is_gap").fill_null(False))
@@ -381,7 +382,8 @@ def compute_features(
                     bounds,
                     lag.rise_lag_s,
                     lag.window_s,
-                    (lag.smoke_rise, lag.heat_rise),
+                    lag.smoke_rise,
+                    lag.heat_rise,
                     result[column[lag.name]],
                 )
             )

@@ -25,6 +25,7 @@ from firepipe.core.features import (
     SmokeHeatLag,
     earlier_lags,
     earlier_name,
+    require_columns,
 )
 
 if TYPE_CHECKING:
@@ -75,9 +76,7 @@ def _column(feature: Feature) -> Column:
 def spark_features(df: DataFrame, spec: FeatureSpec) -> DataFrame:
     """Features of silver rows (gap rows included): one row per non-gap reading, ID_COLUMNS and
     the spec's columns as doubles, sorted by (device_id, ts)."""
-    missing = [c for c in (*ID_COLUMNS, *spec.channels) if c not in df.columns]
-    if missing:
-        raise ValueError(f"readings lack column(s) {missing} that the feature spec needs")
+    require_columns(df.columns, spec)
     frame = df.withColumn(_TIME_US, sf.unix_micros(sf.col("ts")))
     for lag_s, channels in earlier_lags(spec).items():
         exactly_then = _window(-lag_s * US_PER_S, -lag_s * US_PER_S)

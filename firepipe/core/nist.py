@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, READING_SCHEMA, TIMESTAMP
-from firepipe.core.units import obscuration_pct_per_m
+from firepipe.core.units import PPM_PER_VOLUME_PCT, obscuration_pct_per_m
 
 TEST_FILE_GLOB = "NIST_Smoke_Alarms_*.csv"
 TEST_FILE_PATTERN = re.compile(r"^NIST_Smoke_Alarms_(?P<test>[A-Za-z0-9]+)\.csv$")
@@ -41,9 +41,6 @@ STATION_COLUMN = re.compile(r"^(?P<kind>TC|SM|GAS)(?P<station>[A-Z])_(?P<k>\d+)$
 # tests ran in 2000, "NIST Dunes 2000" in the FDS validation inputs for them).
 NOMINAL_IGNITION_TS = datetime(2000, 1, 1, tzinfo=UTC)
 SCENARIO = "nist_flaming"
-
-# Volume percent to parts per million.
-PPM_PER_VOLUME_PCT = 1e4
 
 # Screening limits for the ambient value (median of the first samples, before the fire has
 # reached any station) and for the whole trace.

@@ -1,8 +1,9 @@
 """Ports and adapters: one resource per outside system, a local and an AWS implementation each.
 
-`resources_for` is the only place that maps an environment to implementations. AWS settings
-come through `dg.EnvVar`, so the definitions load anywhere and a missing variable is reported
-when a run first uses the resource.
+`resources_for` is the only place that maps an environment to implementations (the ingestion
+resources through `ingestion_resources`). AWS settings come through `dg.EnvVar`, named once in
+`aws_env`, so the definitions load anywhere and a missing variable is reported when a run first
+uses the resource.
 """
 
 from __future__ import annotations
@@ -11,6 +12,21 @@ from typing import Any
 
 import dagster as dg
 
+from firepipe.resources.aws_env import (
+    ATHENA_OUTPUT_LOCATION_VAR,
+    ATHENA_WORKGROUP_VAR,
+    AWS_REGION_VAR,
+    BATCH_CPU_QUEUE_VAR,
+    BATCH_GPU_QUEUE_VAR,
+    BATCH_JOB_DEFINITION_VAR,
+    EMR_APPLICATION_ID_VAR,
+    EMR_ENTRY_POINT_VAR,
+    EMR_EXECUTION_ROLE_ARN_VAR,
+    EMR_PYTHON_VAR,
+    GENERATION_HISTORY_TABLE_VAR,
+    LAKE_WAREHOUSE_VAR,
+    PIPES_BUCKET_VAR,
+)
 from firepipe.resources.compute import BatchCompute, GeneratorCompute, LocalCompute
 from firepipe.resources.dbt_project import dbt_resource_for
 from firepipe.resources.history import (
@@ -24,21 +40,6 @@ from firepipe.resources.lakehouse.io_manager import IcebergIOManager
 from firepipe.resources.query import AthenaQueryEngine, DuckDBQueryEngine, QueryEngine
 from firepipe.resources.spark import EmrServerlessSparkCompute, LocalSparkCompute, SparkCompute
 from firepipe.settings import Environment, LocalPaths
-
-# Environment variables the AWS deployment sets (the CDK app passes them to the ECS tasks).
-AWS_REGION_VAR = "AWS_REGION"
-LAKE_WAREHOUSE_VAR = "FIREPIPE_LAKE_WAREHOUSE"
-BATCH_JOB_DEFINITION_VAR = "FIREPIPE_BATCH_JOB_DEFINITION"
-BATCH_CPU_QUEUE_VAR = "FIREPIPE_BATCH_CPU_QUEUE"
-BATCH_GPU_QUEUE_VAR = "FIREPIPE_BATCH_GPU_QUEUE"
-PIPES_BUCKET_VAR = "FIREPIPE_PIPES_BUCKET"
-GENERATION_HISTORY_TABLE_VAR = "FIREPIPE_GENERATION_HISTORY_TABLE"
-ATHENA_WORKGROUP_VAR = "FIREPIPE_ATHENA_WORKGROUP"
-ATHENA_OUTPUT_LOCATION_VAR = "FIREPIPE_ATHENA_OUTPUT_LOCATION"  # s3://bucket/prefix/ for results
-EMR_APPLICATION_ID_VAR = "FIREPIPE_EMR_APPLICATION_ID"
-EMR_EXECUTION_ROLE_ARN_VAR = "FIREPIPE_EMR_EXECUTION_ROLE_ARN"
-EMR_ENTRY_POINT_VAR = "FIREPIPE_EMR_ENTRY_POINT"  # s3:// URI of services/spark_features.py
-EMR_PYTHON_VAR = "FIREPIPE_EMR_PYTHON"  # Python 3.11 with firepipe in the application's image
 
 
 def lakehouse_for(env: Environment, paths: LocalPaths) -> Lakehouse:

@@ -10,8 +10,7 @@ import copy
 import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from firepipe.core.simulation.simulator import GenerationSpec
+from firepipe.resources.pipes_s3 import s3_pipes_channels
 from firepipe.services import generate as entry
 
 GENERATOR_COMMAND = ("python", "-m", "firepipe.services.generate")
@@ -217,13 +217,12 @@ class PipesBatchClient(dg.PipesClient):
         message_interval_s: float = 10.0,
         stop: threading.Event | None = None,
     ) -> None:
-        from dagster_aws.pipes import PipesS3ContextInjector
-
         self._batch = batch
         self._stop = stop or threading.Event()
         self._poll_interval_s = poll_interval_s
-        self._injector = PipesS3ContextInjector(bucket=bucket, client=s3, key_prefix=prefix)
-        self._reader = _prefixed_message_reader(s3, bucket, prefix, message_interval_s)
+        self._injector, self._reader = s3_pipes_channels(
+            s3, bucket=bucket, prefix=prefix, message_interval_s=message_interval_s
+        )
 
     def run(  # type: ignore[override]
         self,
@@ -275,18 +274,3 @@ class PipesBatchClient(dg.PipesClient):
             if jobs[0]["status"] in BATCH_DONE:
                 return dict(jobs[0])
             _wait(self._stop, self._poll_interval_s)
-
-
-def _prefixed_message_reader(
-    s3: Any, bucket: str, prefix: str, interval_s: float
-) -> dg.PipesMessageReader:
-    """dagster-aws's S3 message reader, with its random key prefix under `prefix`."""
-    from dagster_aws.pipes import PipesS3MessageReader
-
-    class PrefixedS3MessageReader(PipesS3MessageReader):
-        @contextmanager
-        def get_params(self) -> Iterator[dict[str, Any]]:
-            with super().get_params() as params:
-                yield {**params, "key_prefix": f"{prefix}{params['key_prefix']}"}
-
-    return PrefixedS3MessageReader(bucket=bucket, client=s3, interval=interval_s)

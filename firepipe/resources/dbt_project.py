@@ -6,8 +6,6 @@ offline). The target is the environment: `local` (DuckDB over the local Iceberg 
 (Snowflake).
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 

@@ -21,7 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from firepipe.core.history import GenerationRecord
-from firepipe.resources import dynamo
+from firepipe.resources import dynamo, sqlite_state
 
 _COLUMNS = (
     "run_id",
@@ -73,28 +73,20 @@ class SqliteGenerationHistory(GenerationHistory):
     path: str = Field(description="the SQLite database file; created on first record")
 
     def _connect(self) -> sqlite3.Connection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # Steps of one run write from several processes: wait for the lock instead of failing.
-        connection = sqlite3.connect(self.path, timeout=30.0)
         columns = ", ".join(
             f'"{c}" {"REAL" if c == "duration_s" else "INTEGER" if c == "rows" else "TEXT"}'
             + (" NOT NULL" if c not in ("dagster_job", "dagster_run_id") else "")
             for c in _COLUMNS
         )
-        with connection:
-            connection.execute(
-                f"CREATE TABLE IF NOT EXISTS generation_history ({columns}, "
-                'PRIMARY KEY ("run_id", "partition_key"))'
-            )
-            connection.execute(
-                "CREATE INDEX IF NOT EXISTS generation_history_by_asset "
-                'ON generation_history ("asset_key", "started_at")'
-            )
-            connection.execute(
-                "CREATE INDEX IF NOT EXISTS generation_history_by_time "
-                'ON generation_history ("started_at")'
-            )
-        return connection
+        return sqlite_state.connect(
+            self.path,
+            f"CREATE TABLE IF NOT EXISTS generation_history ({columns}, "
+            'PRIMARY KEY ("run_id", "partition_key"))',
+            "CREATE INDEX IF NOT EXISTS generation_history_by_asset "
+            'ON generation_history ("asset_key", "started_at")',
+            "CREATE INDEX IF NOT EXISTS generation_history_by_time "
+            'ON generation_history ("started_at")',
+        )
 
     def record(self, entry: GenerationRecord) -> None:
         row = entry.to_flat()

@@ -5,6 +5,21 @@ from typing import Any
 
 import dagster as dg
 
+from firepipe.resources.aws_env import (
+    AWS_REGION_VAR,
+    FIELD_TABLE_VAR,
+    LANDING_BUCKET_VAR,
+    LANDING_PREFIX_VAR,
+    SNOWFLAKE_ACCOUNT_VAR,
+    SNOWFLAKE_DATABASE_VAR,
+    SNOWFLAKE_PASSWORD_VAR,
+    SNOWFLAKE_PRIVATE_KEY_PASSPHRASE_VAR,
+    SNOWFLAKE_PRIVATE_KEY_VAR,
+    SNOWFLAKE_ROLE_VAR,
+    SNOWFLAKE_USER_VAR,
+    SNOWFLAKE_WAREHOUSE_VAR,
+    WATERMARKS_TABLE_VAR,
+)
 from firepipe.resources.landing import LandingZone, LocalLandingZone, S3LandingZone
 from firepipe.resources.warehouse import DuckDBWarehouseSource, WarehouseSource
 from firepipe.resources.watermarks import (
@@ -14,21 +29,6 @@ from firepipe.resources.watermarks import (
 )
 from firepipe.settings import Environment, LocalPaths, SnowflakeAuth, snowflake_auth
 
-# Environment variables the AWS deployment sets. The Snowflake names are the ones the dbt
-# project's aws target reads (dbt/profiles.yml), so one set of secrets serves both.
-AWS_REGION_VAR = "AWS_REGION"
-SNOWFLAKE_ACCOUNT_VAR = "SNOWFLAKE_ACCOUNT"
-SNOWFLAKE_USER_VAR = "SNOWFLAKE_USER"
-SNOWFLAKE_PASSWORD_VAR = "SNOWFLAKE_PASSWORD"
-SNOWFLAKE_PRIVATE_KEY_VAR = "SNOWFLAKE_PRIVATE_KEY"
-SNOWFLAKE_PRIVATE_KEY_PASSPHRASE_VAR = "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"
-SNOWFLAKE_ROLE_VAR = "SNOWFLAKE_ROLE"
-SNOWFLAKE_WAREHOUSE_VAR = "SNOWFLAKE_WAREHOUSE"
-SNOWFLAKE_DATABASE_VAR = "SNOWFLAKE_DATABASE"
-FIELD_TABLE_VAR = "FIREPIPE_FIELD_TABLE"  # [schema.]table of field readings in Snowflake
-WATERMARKS_TABLE_VAR = "FIREPIPE_WATERMARKS_TABLE"
-LANDING_BUCKET_VAR = "FIREPIPE_LANDING_BUCKET"
-LANDING_PREFIX_VAR = "FIREPIPE_LANDING_PREFIX"
 # The local field table, which `firepipe seed` fills.
 LOCAL_FIELD_TABLE = "field_readings"
 

@@ -5,8 +5,6 @@ databases the Glue catalog registers (no crawler), DuckDB views over the tables 
 PyIceberg catalog. `query(sql)` returns a polars frame either way.
 """
 
-from __future__ import annotations
-
 import re
 import time
 from abc import ABC, abstractmethod
@@ -95,7 +93,7 @@ def _quoted(part: str) -> str:
     return rf'(?:{re.escape(part)}|"{re.escape(part)}")'
 
 
-def expose_table(con: duckdb.DuckDBPyConnection, table: Table, identifier: str) -> None:
+def expose_table(con: duckdb.DuckDBPyConnection, table: "Table", identifier: str) -> None:
     """Create the view `namespace.table` over the table's current snapshot."""
     namespace, name = split_identifier(identifier)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(namespace)}")

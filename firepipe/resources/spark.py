@@ -16,7 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from firepipe.core.features import FeatureSpec
-from firepipe.resources.compute import _prefixed_message_reader
+from firepipe.resources.pipes_s3 import s3_pipes_channels
 from firepipe.services import spark_features as entry
 
 ENTRY_MODULE = "firepipe.services.spark_features"
@@ -61,7 +61,6 @@ def _extras(
 class SparkCompute(dg.ConfigurableResource, ABC):
     """Runs the Spark features entry point over silver files through Dagster Pipes."""
 
-    @abstractmethod
     def compute_features(
         self,
         context: dg.AssetExecutionContext,
@@ -78,6 +77,16 @@ class SparkCompute(dg.ConfigurableResource, ABC):
         `partitioning` lists the target table's Iceberg partition fields ("day(ts)", "hour(ts)",
         a column; not bucket): the files are split so that none spans two partitions, which
         is what adding them to a partitioned table needs."""
+        extras = _extras(input_files, spec, output_dir, partitioning)
+        invocation, where = self._run(context, extras)
+        return {**spark_report(invocation.get_custom_messages(), spec), **where}
+
+    @abstractmethod
+    def _run(
+        self, context: dg.AssetExecutionContext, extras: dict[str, Any]
+    ) -> tuple[dg.PipesClientCompletedInvocation, dict[str, Any]]:
+        """Run the entry point with these Pipes extras; returns the finished invocation and
+        where it ran (the report's `engine` and any ids of the remote run)."""
 
 
 class LocalSparkCompute(SparkCompute):
@@ -92,29 +101,21 @@ class LocalSparkCompute(SparkCompute):
         "firepipe's local defaults",
     )
 
-    def compute_features(
-        self,
-        context: dg.AssetExecutionContext,
-        *,
-        input_files: list[str],
-        spec: FeatureSpec,
-        output_dir: str,
-        partitioning: Sequence[str] = (),
-    ) -> dict[str, Any]:
-        extras = {
-            **_extras(input_files, spec, output_dir, partitioning),
-            entry.EXTRA_MASTER: self.master,
-            entry.EXTRA_SPARK_CONF: dict(self.spark_conf),
-        }
+    def _run(
+        self, context: dg.AssetExecutionContext, extras: dict[str, Any]
+    ) -> tuple[dg.PipesClientCompletedInvocation, dict[str, Any]]:
+        local = {entry.EXTRA_MASTER: self.master, entry.EXTRA_SPARK_CONF: dict(self.spark_conf)}
         # Spark starts Python workers with PYSPARK_PYTHON (default `python3`, which lacks this
         # environment's packages): point them at this interpreter too.
         client = dg.PipesSubprocessClient(
             env={"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
         )
         invocation = client.run(
-            command=[sys.executable, "-m", ENTRY_MODULE], context=context, extras=extras
+            command=[sys.executable, "-m", ENTRY_MODULE],
+            context=context,
+            extras={**extras, **local},
         )
-        return {**spark_report(invocation.get_custom_messages(), spec), "engine": "spark-local"}
+        return invocation, {"engine": "spark-local"}
 
 
 class EmrServerlessSparkCompute(SparkCompute):
@@ -202,16 +203,9 @@ class EmrServerlessSparkCompute(SparkCompute):
             params["executionTimeoutMinutes"] = self.execution_timeout_minutes
         return params
 
-    def compute_features(
-        self,
-        context: dg.AssetExecutionContext,
-        *,
-        input_files: list[str],
-        spec: FeatureSpec,
-        output_dir: str,
-        partitioning: Sequence[str] = (),
-    ) -> dict[str, Any]:
-        extras = _extras(input_files, spec, output_dir, partitioning)
+    def _run(
+        self, context: dg.AssetExecutionContext, extras: dict[str, Any]
+    ) -> tuple[dg.PipesClientCompletedInvocation, dict[str, Any]]:
         emr, s3 = self._clients()
         client = _emr_serverless_client(
             emr,
@@ -227,8 +221,7 @@ class EmrServerlessSparkCompute(SparkCompute):
             extras=extras,
         )
         ran = invocation.metadata
-        return {
-            **spark_report(invocation.get_custom_messages(), spec),
+        return invocation, {
             "engine": "spark-emr-serverless",
             "emr_application_id": _text(ran.get("AWS EMR Serverless Application ID")),
             "emr_job_run_id": _text(ran.get("AWS EMR Serverless Job Run ID")),
@@ -255,7 +248,7 @@ def _emr_serverless_client(
     other reader); the S3 reader polls during the session, so there is nothing to add after it.
     Its failure is a bare "EMR Serverless job failed": this one names the run and EMR's reason.
     """
-    from dagster_aws.pipes import PipesEMRServerlessClient, PipesS3ContextInjector
+    from dagster_aws.pipes import PipesEMRServerlessClient
 
     class PipesEMRServerlessS3Client(PipesEMRServerlessClient):
         def _read_messages(self, context: Any, session: Any, response: Any) -> None:
@@ -273,9 +266,9 @@ def _emr_serverless_client(
                     f"{run.get('stateDetails') or 'no details given'}"
                 ) from failed
 
+    injector, reader = s3_pipes_channels(
+        s3, bucket=bucket, prefix=prefix, message_interval_s=message_interval_s
+    )
     return PipesEMRServerlessS3Client(
-        client=emr,
-        context_injector=PipesS3ContextInjector(bucket=bucket, client=s3, key_prefix=prefix),
-        message_reader=_prefixed_message_reader(s3, bucket, prefix, message_interval_s),
-        poll_interval=poll_interval_s,
+        client=emr, context_injector=injector, message_reader=reader, poll_interval=poll_interval_s
     )

@@ -7,22 +7,28 @@ credentials (password or key pair) the caller passes through `dg.EnvVar`. Both r
 keyset query with bind parameters: rows strictly after (updated_at, id), ordered by it, limited.
 The row-value test is spelled out (`a > x OR (a = x AND b > y)`) so that every engine plans it.
 
+`has_rows_after` (the sensor's probe) asks for the table's MAX(updated_at) and MAX(id) first:
+Snowflake answers those from micro-partition metadata without resuming a warehouse, and they
+settle the question unless the newest rows share the watermark's time; only then does the probe
+run the keyset query.
+
 The field table (FIELD_TABLE_COLUMNS) keeps the device payload as the text that arrived;
 firepipe.core.extraction parses it and dead-letters what does not parse.
 """
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from firepipe.core.extraction import RAW_FIELD_SCHEMA, TransientError, Watermark
+from firepipe.core.extraction import RAW_FIELD_SCHEMA, ChunkSource, TransientError, Watermark
 
 COLUMNS: tuple[str, ...] = tuple(RAW_FIELD_SCHEMA)
 FIELD_TABLE_COLUMNS = ", ".join(
@@ -55,6 +61,26 @@ def keyset_query(table: str, first: bool, marker: str) -> str:
     )
 
 
+def maxima_query(table: str) -> str:
+    return f"SELECT MAX(updated_at), MAX(id) FROM {checked_table(table)}"
+
+
+def rows_after_by_maxima(
+    after: Watermark | None, newest: datetime | None, largest_id: int | None
+) -> bool | None:
+    """Whether the table holds keys past `after`, when its MAX(updated_at) and MAX(id) settle
+    it; None when they do not (the newest time is the watermark's and a larger id exists,
+    which may sit at an older time)."""
+    if newest is None or largest_id is None:
+        return False  # an empty table
+    if after is None:
+        return True
+    newest = newest if newest.tzinfo else newest.replace(tzinfo=UTC)  # naive is UTC
+    if newest != after.updated_at:
+        return newest > after.updated_at
+    return None if largest_id > after.id else False
+
+
 def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
@@ -77,6 +103,12 @@ def _typed(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.cast(RAW_FIELD_SCHEMA)  # type: ignore[arg-type]
 
 
+class WarehouseSession(ChunkSource, Protocol):
+    def maxima(self) -> tuple[datetime | None, int | None]:
+        """The table's MAX(updated_at) and MAX(id); None for an empty table."""
+        ...
+
+
 class WarehouseSource(dg.ConfigurableResource, ABC):
     """A warehouse table of field readings (firepipe.core.extraction.ChunkSource)."""
 
@@ -87,8 +119,24 @@ class WarehouseSource(dg.ConfigurableResource, ABC):
         """At most `limit` rows after `after` by (updated_at, id), in RAW_FIELD_SCHEMA."""
 
     @abstractmethod
+    def maxima(self) -> tuple[datetime | None, int | None]:
+        """The table's MAX(updated_at) and MAX(id); None for an empty table."""
+
+    @abstractmethod
     def describe(self) -> str:
         """Where the rows come from, for people."""
+
+    @contextmanager
+    def session(self) -> Iterator[WarehouseSession]:
+        """The source for one extraction: an adapter whose connection is costly (a Snowflake
+        login) holds one across the chunks; the default reads through `next_chunk`."""
+        yield self
+
+    def has_rows_after(self, after: Watermark | None) -> bool:
+        """Whether rows past `after` exist, as cheaply as the warehouse allows (module doc)."""
+        with self.session() as source:
+            settled = rows_after_by_maxima(after, *source.maxima())
+            return settled if settled is not None else not source.next_chunk(after, 1).is_empty()
 
 
 def _check_limit(limit: int) -> None:
@@ -101,22 +149,28 @@ class DuckDBWarehouseSource(WarehouseSource):
 
     path: str = Field(description="the DuckDB database file")
 
-    def next_chunk(self, after: Watermark | None, limit: int) -> pl.DataFrame:
+    def _query(self, query: str, params: dict[str, Any]) -> Any:
         import duckdb
 
-        _check_limit(limit)
         if not Path(self.path).exists():
             raise FileNotFoundError(f"no DuckDB warehouse at {self.path}: seed it first")
+        try:
+            with duckdb.connect(self.path, read_only=True) as connection:
+                return connection.sql(query, params=params).to_arrow_table()
+        except duckdb.IOException as error:  # the file is locked by a writer (seeding)
+            raise TransientError(f"DuckDB {self.path}: {error}") from error
+
+    def next_chunk(self, after: Watermark | None, limit: int) -> pl.DataFrame:
+        _check_limit(limit)
         params: dict[str, Any] = {"n": limit}
         if after is not None:
             params |= {"u": _naive_utc(after.updated_at), "i": after.id}
         query = keyset_query(self.table, after is None, "${}")
-        try:
-            with duckdb.connect(self.path, read_only=True) as connection:
-                arrow = connection.sql(query, params=params).to_arrow_table()
-        except duckdb.IOException as error:  # the file is locked by a writer (seeding)
-            raise TransientError(f"DuckDB {self.path}: {error}") from error
-        return _typed(pl.DataFrame(arrow))
+        return _typed(pl.DataFrame(self._query(query, params)))
+
+    def maxima(self) -> tuple[datetime | None, int | None]:
+        newest, largest_id = self._query(maxima_query(self.table), {}).to_pylist()[0].values()
+        return newest, largest_id
 
     def describe(self) -> str:
         return f"DuckDB {self.path} table {self.table}"

@@ -10,7 +10,6 @@ text order is time order) and `row_id` (N).
 import sqlite3
 from abc import ABC, abstractmethod
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -18,7 +17,7 @@ from pydantic import Field
 
 from firepipe.core.extraction import StaleWatermarkError, Watermark, check_forward
 from firepipe.core.history import parse_timestamp, timestamp_text
-from firepipe.resources import dynamo
+from firepipe.resources import dynamo, sqlite_state
 
 
 class WatermarkStore(dg.ConfigurableResource, ABC):
@@ -43,14 +42,11 @@ class SqliteWatermarkStore(WatermarkStore):
     path: str = Field(description="the SQLite database file; created on first use")
 
     def _connect(self) -> sqlite3.Connection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30.0)
-        with connection:
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, "
-                "updated_at TEXT NOT NULL, row_id INTEGER NOT NULL)"
-            )
-        return connection
+        return sqlite_state.connect(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS watermarks (name TEXT PRIMARY KEY, "
+            "updated_at TEXT NOT NULL, row_id INTEGER NOT NULL)",
+        )
 
     def get(self, name: str) -> Watermark | None:
         with closing(self._connect()) as connection:

@@ -16,14 +16,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from dagster_pipes import (
-    PipesContext,
-    PipesEnvVarParamsLoader,
-    open_dagster_pipes,
-)
+from dagster_pipes import PipesContext
 
 from firepipe.core.simulation.simulator import GenerationSpec, write_parquet
-from firepipe.services.pipes_io import pipes_io
+from firepipe.services.pipes_io import run_under_pipes
 
 # The Pipes extras the entry point reads; GeneratorCompute writes them.
 EXTRA_SPEC = "spec"
@@ -107,17 +103,13 @@ def run(pipes: PipesContext) -> dict[str, Any]:
 
 
 def main() -> None:
-    params_loader = PipesEnvVarParamsLoader()
-    if not params_loader.is_dagster_pipes_process():
-        raise SystemExit(
+    run_under_pipes(
+        run,
+        outside_dagster=(
             "firepipe.services.generate runs under Dagster Pipes (the GeneratorCompute resource "
             "starts it); to generate by hand use `firepipe generate`"
-        )
-    context_loader, message_writer = pipes_io(params_loader)
-    with open_dagster_pipes(
-        context_loader=context_loader, message_writer=message_writer, params_loader=params_loader
-    ) as pipes:
-        run(pipes)
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,17 @@ subprocess uses (a temp file for the context, a file for the messages)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from dagster_pipes import PipesContextLoader, PipesMessageWriter, PipesParamsLoader
+from dagster_pipes import (
+    PipesContext,
+    PipesContextLoader,
+    PipesEnvVarParamsLoader,
+    PipesMessageWriter,
+    PipesParamsLoader,
+    open_dagster_pipes,
+)
 
 # How often the S3 message writer uploads buffered messages; its default is 10 s. Chosen so a
 # log line shows up in Dagster within seconds without an S3 PUT per message.
@@ -30,3 +38,17 @@ def pipes_io(
         PipesS3ContextLoader(client=s3) if on_s3 else None,
         PipesS3MessageWriter(client=s3, interval=S3_MESSAGE_INTERVAL_S) if messages_on_s3 else None,
     )
+
+
+def run_under_pipes(run: Callable[[PipesContext], object], *, outside_dagster: str) -> None:
+    """The `main` of an entry point: `run` in the Pipes session Dagster opened for this process,
+    over the channels its bootstrap parameters name; exits with `outside_dagster` (what to run
+    instead) when no Dagster process started it."""
+    params_loader = PipesEnvVarParamsLoader()
+    if not params_loader.is_dagster_pipes_process():
+        raise SystemExit(outside_dagster)
+    context_loader, message_writer = pipes_io(params_loader)
+    with open_dagster_pipes(
+        context_loader=context_loader, message_writer=message_writer, params_loader=params_loader
+    ) as pipes:
+        run(pipes)

@@ -18,14 +18,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dagster_pipes import (
-    PipesContext,
-    PipesEnvVarParamsLoader,
-    open_dagster_pipes,
-)
+from dagster_pipes import PipesContext
 
 from firepipe.core.features import ID_COLUMNS, FeatureSpec
-from firepipe.services.pipes_io import pipes_io
+from firepipe.services.pipes_io import run_under_pipes
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -198,17 +194,13 @@ def run(pipes: PipesContext) -> dict[str, Any]:
 
 
 def main() -> None:
-    params_loader = PipesEnvVarParamsLoader()
-    if not params_loader.is_dagster_pipes_process():
-        raise SystemExit(
+    run_under_pipes(
+        run,
+        outside_dagster=(
             "firepipe.services.spark_features runs under Dagster Pipes (the SparkCompute resource "
             "starts it); materialise gold/sensor_features with engine 'spark' instead"
-        )
-    context_loader, message_writer = pipes_io(params_loader)
-    with open_dagster_pipes(
-        context_loader=context_loader, message_writer=message_writer, params_loader=params_loader
-    ) as pipes:
-        run(pipes)
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from firepipe.bench.lake import (
     bronze_frame,
     duckdb_features,
     run,
+    size,
 )
 from firepipe.core.features import benchmark_spec, reference_features
 from firepipe_tests.core.feature_sample import silver_sample
@@ -35,6 +36,14 @@ def test_bronze_frame_has_the_asked_size_less_the_dropped_share():
     bronze = bronze_frame(10, 500)
     assert 4_950 <= bronze.height < 5_000  # 0.1 % dropped
     assert bronze.select(pl.col("device_id").n_unique()).item() == 10
+
+
+def test_size_takes_rows_over_the_asked_seconds():
+    assert size(BenchOptions()) == (2_000, 5_000)
+    assert size(BenchOptions(rows=1_000_000)) == (200, 5_000)
+    assert size(BenchOptions(rows=1_000_000, seconds=1_000)) == (1_000, 1_000)
+    assert size(BenchOptions(rows=10, seconds=1_000)) == (1, 1_000)
+    assert size(BenchOptions(rows=1_000_000, devices=3, seconds=7)) == (3, 7)
 
 
 @pytest.mark.slow

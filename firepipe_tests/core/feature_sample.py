@@ -1,12 +1,15 @@
 """A small silver-shaped sample for feature tests: several devices, filled gaps (gap rows with
 null channels), a gap too long to fill (no rows), null channels on real readings, zero CO2, and
-fire devices whose smoke and heat rise at different times (so the smoke-heat lag is defined)."""
+fire devices whose smoke and heat rise at different times (so the smoke-heat lag is defined);
+and the comparison every engine is held to."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
 
+from firepipe.core.features import ID_COLUMNS
 from firepipe.core.readings import CHANNEL_NAMES
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -67,3 +70,16 @@ def silver_sample(devices: int = 5, seconds: int = 1_200, seed: int = 0) -> pl.D
         .with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
         .sort("device_id", "ts")
     )
+
+
+def assert_same_features(
+    actual: pl.DataFrame, expected: pl.DataFrame, names: Sequence[str]
+) -> None:
+    """The same rows in the same order, nulls in the same places, values to 1e-6 (relative,
+    with a 1e-6 absolute floor for values that are zero up to rounding, a flat signal's std)."""
+    assert actual.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
+    for name in names:
+        a = actual[name].cast(pl.Float64).to_numpy()
+        e = expected[name].cast(pl.Float64).to_numpy()
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=f"{name}: nulls differ")
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)

@@ -277,3 +277,22 @@ def test_bad_arguments_are_refused(
         Watermark(datetime(2026, 1, 1), 1)
     with pytest.raises(StaleWatermarkError, match="forward"):
         store.commit(NAME, Watermark(T0, 5), Watermark(T0, 5))
+
+
+class RepeatingSource:
+    """A source whose clock is finer than the watermark's: it hands back the watermark's row."""
+
+    def next_chunk(self, after: Watermark | None, limit: int) -> pl.DataFrame:
+        return raw_rows(1).head(limit)
+
+
+def test_a_source_that_returns_the_watermarks_row_again_is_refused_with_the_likely_cause(
+    tmp_path: Path, store: SqliteWatermarkStore
+) -> None:
+    sink = SqliteSink(tmp_path / "bronze.db")
+    first = extract(NAME, RepeatingSource(), sink, sink, store, chunk_rows=1, max_chunks=1)
+    assert first.watermark == Watermark(T0, 1)
+    with pytest.raises(ExtractionError, match=r"not after .*TIMESTAMP_NTZ\(6\)"):
+        extract(NAME, RepeatingSource(), sink, sink, store, chunk_rows=1)
+    assert store.get(NAME) == first.watermark
+    assert sink.ids() == [1]

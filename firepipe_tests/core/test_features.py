@@ -25,7 +25,7 @@ from firepipe.core.features import (
     reference_features,
 )
 from firepipe.core.readings import CHANNEL_NAMES
-from firepipe_tests.core.feature_sample import silver_sample
+from firepipe_tests.core.feature_sample import assert_same_features, silver_sample
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CH = "co_ppm"
@@ -242,12 +242,7 @@ def test_fast_path_equals_the_reference_on_silver_with_gaps():
         compute_features(sample, spec, group_rows=3_000, threads=1),
         compute_features(sample, spec),
     ):
-        assert got.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
-        for name in spec.names:
-            a = got[name].cast(pl.Float64).to_numpy()
-            e = expected[name].cast(pl.Float64).to_numpy()
-            np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=name)
-            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+        assert_same_features(got, expected, spec.names)
     # One row per real reading: gap rows and the 700 s unfilled gap leave no feature rows.
     assert expected.height == sample.filter(~pl.col("is_gap")).height
 
@@ -319,18 +314,13 @@ def test_fast_path_equals_the_reference_across_groups_and_threads(group_rows):
     expected = reference_features(sample, spec)
     for threads in (1, 2):
         got = compute_features(sample, spec, group_rows=group_rows, threads=threads)
-        assert got.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
-        for name in spec.names:
-            a = got[name].cast(pl.Float64).to_numpy()
-            e = expected[name].cast(pl.Float64).to_numpy()
-            np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=name)
-            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+        assert_same_features(got, expected, spec.names)
 
 
 def test_a_quiet_device_after_a_loud_one_keeps_its_std():
-    # Device b's tiny spread sits in the same tile as device a's large values: its std must
-    # not be the difference of sums that a's values made huge (the prefix sums restart before
-    # each segment, and windows still ill-conditioned are recomputed two-pass).
+    # Device b's tiny spread follows device a's large values in the same row group: its std
+    # must not be the difference of sums that a's values made huge (the running sums restart
+    # at each device, and windows still ill-conditioned are recomputed two-pass).
     rng = np.random.default_rng(7)
     frame = readings({"a": list(range(600)), "b": list(range(600))}).with_columns(
         pl.Series(
@@ -374,12 +364,7 @@ def test_window_statistics_on_ragged_readings_match_the_reference(seed):
         tuple(Rolling(CH, s, w) for w in (1, 2, 3, 7, 30) for s in ("mean", "std", "min", "max"))
     )
     got, expected = compute_features(frame, spec), reference_features(frame, spec)
-    assert got.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
-    for name in spec.names:
-        a = got[name].cast(pl.Float64).to_numpy()
-        e = expected[name].cast(pl.Float64).to_numpy()
-        np.testing.assert_array_equal(np.isnan(a), np.isnan(e), err_msg=name)
-        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6, equal_nan=True, err_msg=name)
+    assert_same_features(got, expected, spec.names)
 
 
 def test_a_repeated_reading_goes_through_the_reference(gappy):
@@ -409,3 +394,12 @@ def test_device_batches_keep_devices_whole_and_in_order() -> None:
     assert device_batches(per_device.head(0), 800) == []
     with pytest.raises(ValueError, match="max_rows"):
         device_batches(per_device, 0)
+
+
+def test_readings_without_a_column_the_spec_needs_are_refused(gappy):
+    spec = FeatureSpec((Rolling(CH, "mean", 5), Ratio(CH, "co2_ppm")))
+    for engine in (compute_features, reference_features):
+        with pytest.raises(ValueError, match=r"lack column\(s\) \['co2_ppm'\]"):
+            engine(gappy, spec)
+    with pytest.raises(ValueError, match=r"\['scenario'\]"):
+        compute_features(gappy.drop("scenario"), FeatureSpec((Rolling(CH, "mean", 5),)))

@@ -1,6 +1,5 @@
 """Parity: the feature spec compiled to PySpark agrees with both polars paths to 1e-6."""
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -12,13 +11,11 @@ from firepipe.core.features import (
     default_spec,
     reference_features,
 )
-from firepipe_tests.core.feature_sample import silver_sample
+from firepipe_tests.core.feature_sample import assert_same_features, silver_sample
 
 pytestmark = pytest.mark.slow
-# Float32 outputs round to about 6e-8 relative; 1e-6 relative leaves room for summation order,
-# and the absolute floor covers values that are zero up to rounding (a std of a flat signal).
-RTOL = 1e-6
-ATOL = 1e-6
+# Float32 outputs round to about 6e-8 relative; assert_same_features' 1e-6 leaves room for
+# summation order.
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +42,6 @@ def from_spark(df) -> pl.DataFrame:
     return pl.from_arrow(df.toArrow())
 
 
-def assert_same(actual: pl.DataFrame, expected: pl.DataFrame, names) -> None:
-    assert actual.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
-    for name in names:
-        a = actual[name].cast(pl.Float64).to_numpy()
-        e = expected[name].cast(pl.Float64).to_numpy()
-        assert np.array_equal(np.isnan(a), np.isnan(e)), f"{name}: nulls differ"
-        np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=name)
-
-
 def test_spark_matches_polars_on_silver_with_gaps(spark):
     sample = silver_sample()
     spec = default_spec()
@@ -61,8 +49,10 @@ def test_spark_matches_polars_on_silver_with_gaps(spark):
     assert got.columns == [*ID_COLUMNS, *spec.names]
     assert got.height == sample.filter(~pl.col("is_gap")).height
     expected = reference_features(sample, spec)
-    assert_same(got.with_columns(pl.col(spec.names).cast(pl.Float32)), expected, spec.names)
-    assert_same(compute_features(sample, spec), expected, spec.names)
+    assert_same_features(
+        got.with_columns(pl.col(spec.names).cast(pl.Float32)), expected, spec.names
+    )
+    assert_same_features(compute_features(sample, spec), expected, spec.names)
     # The sample exercises every kind: no feature is all null.
     assert not [n for n in spec.names if expected[n].null_count() == expected.height]
 
@@ -71,7 +61,7 @@ def test_spark_min_and_a_window_longer_than_a_gap(spark):
     spec = FeatureSpec((Rolling("co_ppm", "min", 900), Rolling("h2_ppm", "std", 2)))
     sample = silver_sample(devices=3, seconds=1_500, seed=4)
     got = from_spark(spark_features_of(spark, sample, spec))
-    assert_same(
+    assert_same_features(
         got.with_columns(pl.col(spec.names).cast(pl.Float32)),
         reference_features(sample, spec),
         spec.names,

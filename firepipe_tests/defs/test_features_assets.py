@@ -2,17 +2,25 @@
 the same features, with the spec, its hash and the silver snapshot they read."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 import pytest
 
-from firepipe.core.features import FeatureSpec, default_spec, reference_features
+from firepipe.core.features import (
+    Difference,
+    FeatureSpec,
+    Rolling,
+    compute_features,
+    default_spec,
+    reference_features,
+)
+from firepipe.defs.features import assets
 from firepipe.defs.features.assets import SILVER_TABLE, TABLE, sensor_features
 from firepipe.resources.lakehouse import tables
 from firepipe.resources.spark import LocalSparkCompute
-from firepipe_tests.core.feature_sample import silver_sample
+from firepipe_tests.core.feature_sample import assert_same_features, silver_sample
 
 
 def materialise(lakehouse, engine: str, **config) -> dict:
@@ -46,10 +54,7 @@ def test_polars_engine_commits_features_of_the_silver_snapshot(lakehouse, silver
     gold = lakehouse.read(TABLE).sort("device_id", "ts")
     expected = reference_features(silver, spec)
     assert gold.height == expected.height == silver.filter(~pl.col("is_gap")).height
-    for name in spec.names:
-        np.testing.assert_allclose(
-            gold[name].to_numpy(), expected[name].to_numpy(), rtol=1e-6, atol=1e-6
-        )
+    assert_same_features(gold, expected, spec.names)
     partition_fields = lakehouse.catalog().load_table(TABLE).spec().fields
     assert [(f.name, str(f.transform)) for f in partition_fields] == [("ts_day", "day")]
 
@@ -62,11 +67,7 @@ def test_spark_engine_commits_the_same_features(lakehouse, silver):
     assert metadata["engine"] == "spark"
     spark_gold = lakehouse.read(TABLE).sort("device_id", "ts")
     assert spark_gold.schema == polars_gold.schema
-    assert spark_gold.select("device_id", "ts").equals(polars_gold.select("device_id", "ts"))
-    for name in default_spec().names:
-        np.testing.assert_allclose(
-            spark_gold[name].to_numpy(), polars_gold[name].to_numpy(), rtol=1e-6, atol=1e-6
-        )
+    assert_same_features(spark_gold, polars_gold, default_spec().names)
 
 
 def test_polars_engine_commits_silver_that_crosses_midnight(lakehouse):
@@ -91,8 +92,54 @@ def test_polars_engine_reads_silver_in_batches_of_whole_devices(lakehouse, silve
     spec = default_spec()
     gold = lakehouse.read(TABLE).sort("device_id", "ts")
     expected = reference_features(silver, spec)
-    assert gold.select("device_id", "ts").equals(expected.select("device_id", "ts"))
-    for name in spec.names:
-        np.testing.assert_allclose(
-            gold[name].to_numpy(), expected[name].to_numpy(), rtol=1e-6, atol=1e-6
-        )
+    assert_same_features(gold, expected, spec.names)
+
+
+def test_non_finite_features_fail_the_check_and_commit_nothing(lakehouse, silver, monkeypatch):
+    # An infinity in the second of three batches: the check counts it on the batch in memory,
+    # the run fails, no snapshot of gold exists and the staged files are gone.
+    calls = []
+
+    def with_an_infinity(readings, spec):
+        features = compute_features(readings, spec)
+        calls.append(features.height)
+        if len(calls) == 2:
+            name = spec.names[0]
+            features = features.with_columns(
+                pl.when(pl.int_range(pl.len()) < 2)
+                .then(float("inf"))
+                .otherwise(pl.col(name))
+                .cast(pl.Float32)
+                .alias(name)
+            )
+        return features
+
+    monkeypatch.setattr(assets, "compute_features", with_an_infinity)
+    result = dg.materialize(
+        [sensor_features],
+        resources={"lakehouse": lakehouse, "spark_compute": LocalSparkCompute(master="local[1]")},
+        run_config={"ops": {"gold__sensor_features": {"config": {"batch_rows": 800}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert len(calls) == 3
+    [check] = result.get_asset_check_evaluations()
+    assert (check.check_name, check.passed) == ("finite_features", False)
+    assert check.metadata["non_finite_values"].value == 2
+    assert tables.load_table(lakehouse.catalog(), TABLE) is None
+    staging = lakehouse.staging_directory(TABLE, result.run_id).removeprefix("file://")
+    assert not Path(staging).exists()
+
+
+def test_staged_non_finite_reads_the_feature_columns_of_each_file(lakehouse, tmp_path):
+    spec = FeatureSpec((Rolling("co_ppm", "mean", 30), Difference("co_ppm", 60)))
+    files = []
+    for i, values in enumerate(([1.0, float("inf")], [float("nan"), None])):
+        path = tmp_path / f"part-{i}.parquet"
+        pl.DataFrame(
+            {"device_id": ["d", "d"], **dict.fromkeys(spec.names, values)},
+            schema_overrides=dict.fromkeys(spec.names, pl.Float32),
+        ).write_parquet(path)
+        files.append(f"file://{path}")
+    # Per file: inf in both features, then NaN in both; nulls (no history) are allowed.
+    assert assets.staged_non_finite(lakehouse, files, spec) == 4

@@ -12,7 +12,7 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from firepipe.core.extraction import Watermark
-from firepipe.core.landing import LANDED_SCHEMA, LandingCursor
+from firepipe.core.landing import LANDED_SCHEMA
 from firepipe.defs.ingestion.assets import (
     EXTRACTION_NAME,
     FIELD_DEAD_LETTERS,
@@ -24,6 +24,7 @@ from firepipe.defs.ingestion.assets import (
 )
 from firepipe.defs.ingestion.sensors import (
     EXTRACTION_AFTER_TAG,
+    LANDING_AFTER_TAG,
     field_warehouse_sensor,
     landing_sensor,
 )
@@ -209,34 +210,41 @@ def test_warehouse_sensor_asks_once_per_watermark_and_again_after_a_failed_run(
     assert tick().run_key == f"field_readings after {watermark} attempt 1"
 
 
-def test_landing_sensor_asks_once_per_new_file_across_restarts(
+def test_landing_sensor_asks_once_per_cursor_and_again_after_a_failed_run(
     zone: LocalLandingZone, lakehouse: LocalLakehouse
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    first = landing_sensor(sensor_context(instance, landing_zone=zone))
-    assert isinstance(first, dg.SkipReason)
 
+    def tick() -> dg.RunRequest | dg.SkipReason:
+        return landing_sensor(sensor_context(instance, landing_zone=zone))
+
+    assert isinstance(tick(), dg.SkipReason)
     zone.drop("a.csv", b"device_id,ts\nd1,2026-11-01T08:00:00Z\n")
     zone.drop("b.jsonl", b'{"device_id": "d2", "ts": "2026-11-01T08:00:00Z"}\n')
-    result = landing_sensor(sensor_context(instance, landing_zone=zone))
-    assert isinstance(result, dg.SensorResult)
-    [request] = result.run_requests
-    newest = max(zone.list_objects(), key=lambda o: o.position).position
-    assert LandingCursor.from_json(result.cursor) == newest
-    assert request.run_key == f"landing {newest.last_modified.isoformat()} {newest.key}"
+    request = tick()
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == "landing after start attempt 1"
+    assert request.tags[LANDING_AFTER_TAG] == "start"
+    assert tick().run_key == request.run_key  # a restarted daemon asks for the same run
 
-    # The daemon restarts with the stored cursor: nothing is asked for twice.
-    again = landing_sensor(sensor_context(instance, result.cursor, landing_zone=zone))
-    assert isinstance(again, dg.SkipReason)
-    zone.drop("c.csv", b"device_id,ts\nd3,2026-11-01T08:00:00Z\n")
-    later = landing_sensor(sensor_context(instance, result.cursor, landing_zone=zone))
-    assert isinstance(later, dg.SensorResult)
-    assert later.run_requests[0].run_key.endswith("incoming/c.csv")
+    # That run fails before ingesting anything: the zone's cursor stays, so ask again.
+    instance.add_run(
+        DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.FAILURE, tags=request.tags)
+    )
+    assert tick().run_key == "landing after start attempt 2"
+    # One in flight: wait for it.
+    instance.add_run(
+        DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=request.tags)
+    )
+    assert "already running" in tick().skip_message
 
-    # Turned on after ingestion ran: it starts from the zone's own cursor, not from scratch.
+    # Ingested: nothing is asked for until another file lands, then after the new cursor.
     landing_run(zone, lakehouse)
-    fresh = landing_sensor(sensor_context(dg.DagsterInstance.ephemeral(), landing_zone=zone))
-    assert isinstance(fresh, dg.SkipReason)
+    assert isinstance(tick(), dg.SkipReason)
+    cursor = zone.load_cursor()
+    zone.drop("c.csv", b"device_id,ts\nd3,2026-11-01T08:00:00Z\n")
+    after = f"{cursor.last_modified.isoformat()} {cursor.key}"
+    assert tick().run_key == f"landing after {after} attempt 1"
 
 
 def test_landing_sensor_waits_for_files_to_settle(tmp_path: Path) -> None:
@@ -261,12 +269,9 @@ def test_s3_landing_through_the_sensor_and_the_asset(
         settle_s=0.0,
     )
     assert len(seed_landing(zone)) == 3
-    result = landing_sensor(sensor_context(dg.DagsterInstance.ephemeral(), landing_zone=zone))
-    assert isinstance(result, dg.SensorResult)
-    assert (
-        LandingCursor.from_json(result.cursor).key
-        == max(zone.list_objects(), key=lambda o: o.position).key
-    )
+    request = landing_sensor(sensor_context(dg.DagsterInstance.ephemeral(), landing_zone=zone))
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == "landing after start attempt 1"
     metadata = landing_run(zone, lakehouse)
     assert (metadata["files_ingested"], metadata["files_quarantined"]) == (2, 1)
     assert zone.load_cursor() is not None

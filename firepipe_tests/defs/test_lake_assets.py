@@ -200,6 +200,8 @@ def test_a_failed_blocking_check_stops_downstream(case: str, failing: str) -> No
     assert not result.success
     evaluations = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert evaluations[failing] is False
+    # Audited before the write: neither silver table is materialised, nor anything below.
+    assert materialised(result) & {"silver/sensor_readings", "silver/quarantine"} == set()
     assert "gold/downstream" not in materialised(result)
 
 
@@ -212,3 +214,14 @@ def test_silver_tables_in_the_lakehouse(lakehouse: LocalLakehouse) -> None:
     assert lakehouse.table_rows("silver.quarantine") == 0
     spec = lakehouse.catalog().load_table("silver.sensor_readings").spec()
     assert [f.name for f in spec.fields] == ["ts_day"]
+
+
+def test_a_failed_check_leaves_the_silver_tables_as_they_were(lakehouse: LocalLakehouse) -> None:
+    resources = {"io_manager": IcebergIOManager(lakehouse=lakehouse)}
+    assert run(bronze_synthetic(), resources=resources).success
+    before = lakehouse.catalog().load_table("silver.sensor_readings").current_snapshot()
+    replayed = pl.concat([bronze_synthetic(), bronze_synthetic().head(300)])
+    assert not run(replayed, resources=resources).success
+    after = lakehouse.catalog().load_table("silver.sensor_readings").current_snapshot()
+    assert after.snapshot_id == before.snapshot_id
+    assert lakehouse.table_rows("silver.sensor_readings") == 1_000

@@ -29,6 +29,7 @@ from firepipe.resources.compute import (
     GeneratorCompute,
     LocalCompute,
 )
+from firepipe_tests.resources.one_off_asset import call_in_asset
 
 REGION = "eu-west-1"
 SPEC = GenerationSpec(devices=3, duration_s=40, seed=5, families=("flaming",))
@@ -36,18 +37,7 @@ JOB_ID = "0b2c7a1e-job"
 
 
 def run_generation(resource: GeneratorCompute, request: GenerationRequest) -> GenerationReport:
-    """Materialise a one-off asset whose body is the resource call; return what it got."""
-    reports: list[GenerationReport] = []
-
-    @dg.asset
-    def generated(
-        context: dg.AssetExecutionContext, generator: GeneratorCompute
-    ) -> dg.MaterializeResult:
-        reports.append(generator.generate(context, request))
-        return dg.MaterializeResult()
-
-    dg.materialize([generated], resources={"generator": resource})
-    return reports[0]
+    return call_in_asset(resource, lambda context, generator: generator.generate(context, request))
 
 
 def parquet_rows(files: tuple[str, ...]) -> pl.DataFrame:

@@ -5,7 +5,6 @@ Spark start in this module; the EMR Serverless path is in test_spark_emr.py)."""
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -25,6 +24,7 @@ from firepipe.resources.spark import (
     spark_report,
 )
 from firepipe_tests.core.feature_sample import silver_sample
+from firepipe_tests.resources.one_off_asset import call_in_asset
 
 GOLD = "gold.sensor_features"
 PARTITIONING = ["day(ts)"]  # as the gold asset declares it
@@ -35,16 +35,9 @@ ATOL = 1e-6
 
 
 def compute(resource: SparkCompute, **request: Any) -> dict[str, Any]:
-    """Materialise a one-off asset whose body is the resource call; return what it got."""
-    reports: list[dict[str, Any]] = []
-
-    @dg.asset
-    def features(context: dg.AssetExecutionContext, spark: SparkCompute) -> dg.MaterializeResult:
-        reports.append(spark.compute_features(context, **request))
-        return dg.MaterializeResult()
-
-    dg.materialize([features], resources={"spark": resource})
-    return reports[0]
+    return call_in_asset(
+        resource, lambda context, spark: spark.compute_features(context, **request)
+    )
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import dagster as dg
 import polars as pl
 import pytest
 from botocore.stub import Stubber
@@ -23,6 +22,7 @@ from firepipe.core.features import Difference, FeatureSpec, Rolling
 from firepipe.resources.spark import EmrServerlessSparkCompute, SparkCompute, SparkComputeError
 from firepipe_tests.conftest import REPO_ROOT
 from firepipe_tests.core.feature_sample import silver_sample
+from firepipe_tests.resources.one_off_asset import call_in_asset
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -37,15 +37,9 @@ SPEC = FeatureSpec(
 
 
 def compute(resource: SparkCompute, **request: Any) -> dict[str, Any]:
-    reports: list[dict[str, Any]] = []
-
-    @dg.asset
-    def features(context: dg.AssetExecutionContext, spark: SparkCompute) -> dg.MaterializeResult:
-        reports.append(spark.compute_features(context, **request))
-        return dg.MaterializeResult()
-
-    dg.materialize([features], resources={"spark": resource})
-    return reports[0]
+    return call_in_asset(
+        resource, lambda context, spark: spark.compute_features(context, **request)
+    )
 
 
 @pytest.fixture

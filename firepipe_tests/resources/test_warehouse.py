@@ -37,6 +37,7 @@ from firepipe.resources.warehouse import (
     FIELD_TABLE_COLUMNS,
     DuckDBWarehouseSource,
     WarehouseSource,
+    rows_after_by_maxima,
 )
 from firepipe.resources.watermarks import SqliteWatermarkStore
 from firepipe_tests.conftest import nist_data_dir
@@ -117,6 +118,31 @@ def test_paging_through_the_source_yields_every_row_once(source: WarehouseSource
         seen += chunk["id"].to_list()
         after = Watermark(chunk["updated_at"][-1], chunk["id"][-1])
     assert seen == ORDER
+
+
+def test_the_probe_finds_rows_past_the_watermark_and_none_at_the_end(
+    source: WarehouseSource,
+) -> None:
+    newest = T0 + timedelta(seconds=9)
+    assert source.maxima() == (newest.replace(tzinfo=None), 12)
+    assert source.has_rows_after(None)
+    assert source.has_rows_after(Watermark(T0 + timedelta(seconds=8), 3))  # by the maxima
+    assert not source.has_rows_after(Watermark(newest, 12))  # settled by MAX(id)
+    # The newest time is the watermark's and a larger id exists: only the keyset query can
+    # tell whether it sits at that time (11 does) or an older one (12, at the end).
+    assert source.has_rows_after(Watermark(newest, 5))
+    assert not source.has_rows_after(Watermark(newest, 11))
+
+
+def test_the_table_maxima_settle_the_probe_except_at_a_shared_newest_time() -> None:
+    at = Watermark(T0, 7)
+    naive = T0.replace(tzinfo=None)
+    assert rows_after_by_maxima(None, None, None) is False  # an empty table
+    assert rows_after_by_maxima(None, naive, 1) is True
+    assert rows_after_by_maxima(at, naive + timedelta(microseconds=1), 1) is True
+    assert rows_after_by_maxima(at, naive - timedelta(seconds=1), 99) is False
+    assert rows_after_by_maxima(at, naive, 7) is False
+    assert rows_after_by_maxima(at, T0, 8) is None  # zoned maxima mean the same instant
 
 
 def test_bad_tables_and_limits_are_refused(source: WarehouseSource) -> None:
@@ -256,3 +282,31 @@ def test_seeding_replays_nist_once_and_appends_a_stream_batch_each_time(tmp_path
         (nist_rows + 61, "co_ppm is not a number: 'ERR'"),
         (nist_rows + 121, "co_ppm is not a number: 'ERR'"),
     ]
+
+
+def test_a_snowflake_session_logs_in_once_per_extraction_and_again_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteWatermarkStore(path=str(tmp_path / "watermarks.db"))
+    sqlite = SqliteSink(tmp_path / "bronze.db")
+    with fakesnow.patch():
+        source = SnowflakeWarehouseSource(
+            snowflake=fake_snowflake(table_rows()), table="field_readings"
+        )
+        real_connect, logins = snowflake.connector.connect, []
+
+        def connect(*args, **kwargs):
+            logins.append(1)
+            if len(logins) == 1:  # the first login fails: the retry must log in again
+                raise OperationalError(msg="250001: Could not connect to Snowflake backend")
+            return real_connect(*args, **kwargs)
+
+        monkeypatch.setattr(snowflake.connector, "connect", connect)
+        with source.session() as session:
+            summary = extract(
+                "sf", session, sqlite, sqlite, store, chunk_rows=4, sleep=lambda s: None
+            )
+        monkeypatch.undo()  # fakesnow's connect back before fakesnow unpatches
+    assert summary.chunks == 3
+    assert len(logins) == 2  # 4 reads (3 chunks and the empty one after): one failed login, one
+    assert sorted(sqlite.ids() + sqlite.ids("dead")) == sorted(ORDER)

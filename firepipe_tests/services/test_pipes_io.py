@@ -1,3 +1,10 @@
+"""The Pipes side of firepipe's entry points: which channels they open, and their `main`."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from dagster_pipes import (
     DAGSTER_PIPES_CONTEXT_ENV_VAR,
     DAGSTER_PIPES_MESSAGES_ENV_VAR,
@@ -30,3 +37,26 @@ def test_batch_or_emr_bootstrap_parameters_select_the_s3_channels(aws_credential
     assert isinstance(context_loader, PipesS3ContextLoader)
     assert isinstance(message_writer, PipesS3MessageWriter)
     assert message_writer.interval == S3_MESSAGE_INTERVAL_S
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "instead"),
+    [
+        ("firepipe.services.generate", "firepipe generate"),
+        ("firepipe.services.spark_features", "engine 'spark'"),
+    ],
+)
+def test_outside_dagster_an_entry_point_says_what_to_run_instead(
+    module: str, instead: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 1
+    assert instead in done.stderr
+    assert "runs under Dagster Pipes" in done.stderr

@@ -2,8 +2,10 @@
 
 Both engines write, audit, then publish: the features are staged as Parquet under the gold
 table, the blocking `finite_features` check judges the staged rows, and only then are they
-committed as the table's new snapshot (the whole table is replaced). Silver is read at one
-snapshot, recorded with the result, so a feature version names the exact data it came from.
+committed as the table's new snapshot (the whole table is replaced). The polars engine counts
+non-finite values on each batch before writing it; Spark's files are read back one at a time,
+feature columns only, so neither holds the whole table. Silver is read at one snapshot,
+recorded with the result, so a feature version names the exact data it came from.
 """
 
 import json
@@ -65,17 +67,19 @@ def silver_snapshot(lakehouse: Lakehouse) -> tuple[int, list[str]]:
 
 def _polars_features(
     lakehouse: Lakehouse, snapshot_id: int, spec: FeatureSpec, staging: str, batch_rows: int
-) -> tuple[list[str], int]:
+) -> tuple[list[str], int, int]:
     """Features of silver written as staged files, one batch of whole devices at a time (the
     scan's device filter skips the Parquet row groups of other devices: silver is sorted by
-    device), one file per batch and day(ts). Returns the files and the number of batches."""
+    device), one file per batch and day(ts). Returns the files, the number of batches and the
+    non-finite feature values written (counted on each batch in memory)."""
     silver = lakehouse.scan(SILVER_TABLE, snapshot_id=snapshot_id)
     per_device = silver.group_by("device_id").len().sort("device_id").collect()
     batches = device_batches(per_device, batch_rows) or [[]]
-    paths = []
+    paths, non_finite = [], 0
     for devices in batches:
         readings = silver.filter(pl.col("device_id").is_in(devices)).collect()
         features = compute_features(readings, spec)
+        non_finite += quality.non_finite_count(features, list(spec.names))
         # An Iceberg data file may not span two day(ts) partitions.
         days = features.with_columns(pl.col("ts").dt.date().alias("_day"))
         parts = days.partition_by("_day", include_key=False, maintain_order=True) or [features]
@@ -87,7 +91,21 @@ def _polars_features(
                 mkdir=True,
             )
             paths.append(path)
-    return paths, len(batches)
+    return paths, len(batches), non_finite
+
+
+def staged_non_finite(lakehouse: Lakehouse, files: list[str], spec: FeatureSpec) -> int:
+    """Non-finite feature values in staged files, read one file and the feature columns at a
+    time (Spark's files: the polars engine counts its batches before writing them)."""
+    names = list(spec.names)
+    options = lakehouse.storage_options() or None
+    return sum(
+        quality.non_finite_count(
+            pl.read_parquet(f.removeprefix("file://"), columns=names, storage_options=options),
+            names,
+        )
+        for f in files
+    )
 
 
 @dg.asset(
@@ -121,16 +139,13 @@ def sensor_features(
                 partitioning=PARTITIONING,
             )
             files, batches = [str(f) for f in report["files"]], 1
+            seconds = time.monotonic() - started
+            bad = staged_non_finite(lakehouse, files, spec)
         else:
-            files, batches = _polars_features(
+            files, batches, bad = _polars_features(
                 lakehouse, snapshot_id, spec, staging, config.batch_rows
             )
-        seconds = time.monotonic() - started
-        staged = pl.read_parquet(
-            [f.removeprefix("file://") for f in files],
-            storage_options=lakehouse.storage_options() or None,
-        )
-        bad = quality.non_finite_count(staged, list(spec.names))
+            seconds = time.monotonic() - started
         check = dg.AssetCheckResult(
             check_name="finite_features", passed=bad == 0, metadata={"non_finite_values": bad}
         )

@@ -77,15 +77,16 @@ def field_readings(
     dead_letters.ensure_table()
     before = extraction_watermarks.get(EXTRACTION_NAME)
     try:
-        summary = extract(
-            EXTRACTION_NAME,
-            warehouse_source,
-            readings,
-            dead_letters,
-            extraction_watermarks,
-            chunk_rows=config.chunk_rows,
-            max_chunks=config.max_chunks,
-        )
+        with warehouse_source.session() as source:
+            summary = extract(
+                EXTRACTION_NAME,
+                source,
+                readings,
+                dead_letters,
+                extraction_watermarks,
+                chunk_rows=config.chunk_rows,
+                max_chunks=config.max_chunks,
+            )
     except ExtractionError as error:
         raise dg.Failure(
             description=str(error),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from firepipe.core.extraction import TransientError
-from firepipe.core.landing import LandingCursor, pending
+from firepipe.core.landing import pending
 from firepipe.defs.ingestion.assets import (
     EXTRACTION_NAME,
     FIELD_DEAD_LETTERS,
@@ -20,10 +20,10 @@ from firepipe.resources.landing import LandingZone
 from firepipe.resources.warehouse import WarehouseSource
 from firepipe.resources.watermarks import WatermarkStore
 
-# The watermark a sensor-started extraction run began after: runs with the same tag are
-# attempts at the same rows.
+# Where a sensor-started run began (the extraction watermark, the landing zone's cursor): runs
+# with the same tag are attempts at the same work.
 EXTRACTION_AFTER_TAG = "firepipe/extraction_after"
-LANDING_FILES_TAG = "firepipe/landing_files"
+LANDING_AFTER_TAG = "firepipe/landing_after"
 _ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -31,8 +31,9 @@ _ACTIVE = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-# A probe is one indexed query for one row; every 5 minutes keeps a Snowflake warehouse from
-# resuming more than the extraction needs. A choice, not a measurement.
+# A probe reads the table's MAX(updated_at) and MAX(id), which Snowflake answers from metadata
+# without resuming a warehouse; only when the newest rows share the watermark's time does it
+# run the one-row keyset query. Every 5 minutes: a choice, not a measurement.
 WAREHOUSE_INTERVAL_S = 300
 # S3 listing of a landing prefix: once a minute, the settle time's order of magnitude.
 LANDING_INTERVAL_S = 60
@@ -57,19 +58,27 @@ def field_warehouse_sensor(
     """
     watermark = extraction_watermarks.get(EXTRACTION_NAME)
     try:
-        probe = warehouse_source.next_chunk(watermark, 1)
+        new_rows = warehouse_source.has_rows_after(watermark)
     except TransientError as error:
         return dg.SkipReason(f"{warehouse_source.describe()} unreachable, next tick: {error}")
-    if probe.is_empty():
+    if not new_rows:
         return dg.SkipReason(f"nothing after {watermark} in {warehouse_source.describe()}")
     after = str(watermark) if watermark is not None else "start"
-    earlier = context.instance.get_runs(dg.RunsFilter(tags={EXTRACTION_AFTER_TAG: after}))
+    return _attempt(context, "field_readings", EXTRACTION_AFTER_TAG, after)
+
+
+def _attempt(
+    context: dg.SensorEvaluationContext, what: str, tag: str, after: str
+) -> dg.RunRequest | dg.SkipReason:
+    """A run for the work past `after`, unless one is in flight: its run key names `after` and
+    the attempt, so a restarted daemon asks for the same run (Dagster runs a key once) and a
+    failed run, which leaves the durable cursor or watermark at `after`, is tried again."""
+    earlier = context.instance.get_runs(dg.RunsFilter(tags={tag: after}))
     active = [run.run_id for run in earlier if run.status in _ACTIVE]
     if active:
-        return dg.SkipReason(f"extraction after {after} already running: {active[0]}")
+        return dg.SkipReason(f"{what} after {after} already running: {active[0]}")
     return dg.RunRequest(
-        run_key=f"field_readings after {after} attempt {len(earlier) + 1}",
-        tags={EXTRACTION_AFTER_TAG: after},
+        run_key=f"{what} after {after} attempt {len(earlier) + 1}", tags={tag: after}
     )
 
 
@@ -81,27 +90,13 @@ def field_warehouse_sensor(
 )
 def landing_sensor(
     context: dg.SensorEvaluationContext, landing_zone: LandingZone
-) -> dg.SensorResult | dg.SkipReason:
-    """Ingest when settled files landed past the cursor; each file asks for one run.
-
-    The cursor is the (last_modified, key) of the newest file asked for, kept by Dagster; it
-    starts from the landing zone's own ingestion cursor, so files ingested before the sensor
-    was turned on are not asked for again. The run key is the newest file's position, so a
-    restart that repeats a tick cannot ask twice.
-    """
-    known = [
-        c
-        for c in (LandingCursor.from_json(context.cursor), landing_zone.load_cursor())
-        if c is not None
-    ]
-    cursor = max(known) if known else None
+) -> dg.RunRequest | dg.SkipReason:
+    """Ingest when settled files landed past the landing zone's own cursor (what ingestion has
+    handled, kept in the zone), one run at a time; a failed run is asked for again."""
+    cursor = landing_zone.load_cursor()
     settled_before = datetime.now(UTC) - timedelta(seconds=landing_zone.settle_s)
     new = pending(landing_zone.list_objects(), cursor, settled_before)
     if not new:
         return dg.SkipReason(f"no new settled files in {landing_zone.describe()} after {cursor}")
-    last = new[-1].position
-    request = dg.RunRequest(
-        run_key=f"landing {last.last_modified.isoformat()} {last.key}",
-        tags={LANDING_FILES_TAG: str(len(new))},
-    )
-    return dg.SensorResult(run_requests=[request], cursor=last.to_json())
+    after = f"{cursor.last_modified.isoformat()} {cursor.key}" if cursor else "start"
+    return _attempt(context, "landing", LANDING_AFTER_TAG, after)

@@ -2,7 +2,9 @@
 silver/quarantine with the rule it broke (firepipe.core.standardise.to_silver).
 
 Silver is rebuilt from the whole of bronze on each run: last write wins across every source, so
-a correction that lands later replaces what was there, whichever partition it came in.
+a correction that lands later replaces what was there, whichever partition it came in. Its
+blocking checks run before the write: when one fails, the step fails and the silver tables keep
+their previous snapshot.
 """
 
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import polars as pl
 from firepipe.core.standardise import RULES, SOURCES, to_silver
 from firepipe.defs.lake import checks
 from firepipe.defs.lake.checks import CHECK_NAMES, DEFAULT_FIELD_MAX_AGE_H, DESCRIPTIONS
+from firepipe.resources.lakehouse.io_manager import ICEBERG_PARTITIONING
 
 READINGS_KEY = checks.ASSET_KEY
 QUARANTINE_KEY = dg.AssetKey(["silver", "quarantine"])
@@ -44,7 +47,7 @@ class SilverConfig(dg.Config):
                 "device and second (last write wins by arrival), aligned to 1 Hz with gap rows "
                 "for gaps up to 10 minutes. Sorted by (device_id, ts)."
             ),
-            metadata={"iceberg_partitioning": READINGS_PARTITIONING},
+            metadata={ICEBERG_PARTITIONING: READINGS_PARTITIONING},
         ),
         "quarantine": dg.AssetOut(
             key=QUARANTINE_KEY,
@@ -71,6 +74,18 @@ def silver(
     now = datetime.now(UTC)
     bronze = {"synthetic": synthetic, "field": field, "landed": landed}
     result = to_silver(bronze, now=now)
+    # Audit, then publish: the checks judge the rows in memory and a failed one stops the step
+    # before anything is written, so the silver table never holds rows its checks refused.
+    judged = [
+        checks.null_rate(result.readings),
+        checks.ranges(result.readings),
+        checks.duplicate_rate(result),
+        checks.freshness(field, now, config.field_max_age_h),
+    ]
+    yield from judged
+    failed = [c.check_name for c in judged if not c.passed]
+    if failed:
+        raise dg.Failure(f"silver checks failed ({', '.join(failed)}): nothing written")
     quarantined = result.quarantined_by_rule()
     yield dg.Output(
         result.readings,
@@ -88,7 +103,3 @@ def silver(
         output_name="quarantine",
         metadata={f"rows_{rule}": quarantined[rule] for rule in RULES},
     )
-    yield checks.null_rate(result.readings)
-    yield checks.ranges(result.readings)
-    yield checks.duplicate_rate(result)
-    yield checks.freshness(field, now, config.field_max_age_h)

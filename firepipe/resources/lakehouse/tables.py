@@ -370,14 +370,13 @@ def write_table(
     arrow = to_iceberg_arrow(frame)
     catalog.create_namespace_if_not_exists(namespace)
 
-    def commit(existing: Table | None) -> tuple[str, ...]:
+    def commit(existing: Table | None) -> tuple[Table, tuple[str, ...]]:
         if existing is not None:
-            return _replace(identifier, existing, arrow, partitioning, scope)
-        _create(catalog, identifier, arrow, partitioning)
-        return ()
+            return existing, _replace(identifier, existing, arrow, partitioning, scope)
+        return _create(catalog, identifier, arrow, partitioning), ()
 
-    evolved = commit_retrying(catalog, identifier, commit)
-    return _written(catalog, identifier, arrow.num_rows, scope, evolved)
+    table, evolved = commit_retrying(catalog, identifier, commit)
+    return _written(table, identifier, arrow.num_rows, scope, evolved)
 
 
 def commit_retrying(catalog: Catalog, identifier: str, commit: Callable[[Table | None], T]) -> T:
@@ -395,9 +394,10 @@ def commit_retrying(catalog: Catalog, identifier: str, commit: Callable[[Table |
 
 
 def _written(
-    catalog: Catalog, identifier: str, rows: int, scope: Scope, evolved: tuple[str, ...]
+    table: Table, identifier: str, rows: int, scope: Scope, evolved: tuple[str, ...]
 ) -> WriteResult:
-    table = catalog.load_table(identifier)
+    """What a write did, from the table as its commit left it (PyIceberg updates the committed
+    table's metadata in place, so no second catalog round trip is needed)."""
     snapshot = table.current_snapshot()
     return WriteResult(
         table=identifier,
@@ -413,12 +413,12 @@ def _written(
 
 def _create(
     catalog: Catalog, identifier: str, arrow: pa.Table, partitioning: Sequence[PartitionColumn]
-) -> None:
+) -> Table:
     tx = catalog.create_table_transaction(identifier, schema=arrow.schema)
     _evolve_spec(tx, identifier, partitioning)
     if arrow.num_rows:
         tx.append(arrow)
-    tx.commit_transaction()
+    return tx.commit_transaction()
 
 
 def _replace(
@@ -596,13 +596,12 @@ def commit_files(
     schema = metadata[files[0]].schema.to_arrow_schema()
     rows = sum(md.num_rows for md in metadata.values())
 
-    def commit(existing: Table | None) -> set[str]:
+    def commit(existing: Table | None) -> tuple[Table, set[str]]:
         if existing is None:
             create = catalog.create_table_transaction(identifier, schema, location=location)
             _evolve(create, identifier, schema, partitioning)
             create.add_files(list(files))
-            create.commit_transaction()
-            return set(schema.names)
+            return create.commit_transaction(), set(schema.names)
         before = {f.name for f in existing.schema().fields}
         with existing.transaction() as tx:
             _evolve(tx, identifier, schema, partitioning)
@@ -610,11 +609,11 @@ def commit_files(
                 warnings.filterwarnings("ignore", "Delete operation did not match")
                 tx.delete(scope.iceberg_filter())
             tx.add_files(list(files))
-        return before
+        return existing, before
 
-    before = commit_retrying(catalog, identifier, commit)
+    table, before = commit_retrying(catalog, identifier, commit)
     evolved = tuple(sorted(set(schema.names) - before))
-    return _written(catalog, identifier, rows, scope, evolved)
+    return _written(table, identifier, rows, scope, evolved)
 
 
 def _check_file_in_scope(md: pq.FileMetaData, scope: Scope, table: str, path: str) -> None:

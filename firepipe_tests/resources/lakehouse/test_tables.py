@@ -243,3 +243,30 @@ def test_a_commit_lost_to_a_concurrent_writer_is_retried_on_a_fresh_table(
     with pytest.raises(CommitFailedException):
         tables.commit_retrying(catalog, "bronze.nothing_yet", commit)
     assert len(seen) == 2
+
+
+def test_a_write_loads_the_table_once_and_reports_what_it_committed(
+    lakehouse: LocalLakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = lakehouse.catalog()
+    loads: list[str] = []
+    real_load = type(catalog).load_table
+
+    def counting_load(self, identifier):
+        loads.append(identifier)
+        return real_load(self, identifier)
+
+    monkeypatch.setattr(type(catalog), "load_table", counting_load)
+    created = tables.write_table(catalog, "bronze.once", frame("a", [1, 2]), FAMILY)
+    replaced = tables.write_table(
+        catalog, "bronze.once", frame("b", [3]), FAMILY, family_scope("b")
+    )
+    # One load per write, before its commit: the result comes from the committed table.
+    # Per write: ours before the commit and the SQL catalog's own check inside its commit
+    # (by tuple); none after it, the result comes from the committed table.
+    assert loads == ["bronze.once", ("bronze", "once")] * 2
+    monkeypatch.undo()
+    table = catalog.load_table("bronze.once")
+    assert replaced.snapshot_id == table.current_snapshot().snapshot_id != created.snapshot_id
+    assert (created.total_rows, replaced.total_rows) == (2, 3)
+    assert replaced.location == table.location()
