@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -335,6 +335,19 @@ def device_batches(rows_per_device: pl.DataFrame, max_rows: int) -> list[list[st
         batches[-1].append(device)
         rows += count
     return batches
+
+
+def features_by_device_batch(
+    readings: pl.LazyFrame, spec: FeatureSpec, max_rows: int = GROUP_ROWS
+) -> Iterator[pl.DataFrame]:
+    """`compute_features` of a lazy scan of silver, one batch of whole devices
+    (`device_batches`) at a time: only one batch's readings and features are in memory, and a
+    scan of device-sorted Parquet skips the row groups of other devices. A scan with no rows
+    yields one empty frame, so the features' schema is still known."""
+    per_device = readings.group_by("device_id").len().sort("device_id").collect()
+    for devices in device_batches(per_device, max_rows) or [[]]:
+        batch = readings.filter(pl.col("device_id").is_in(devices)).collect()
+        yield compute_features(batch, spec)
 
 
 def compute_features(

@@ -55,11 +55,18 @@ def test_bench_lake_reports_rates_differences_and_memory():
     for name in ("silver_rows_per_s", "feature_rows_per_s", "naive_polars_rows_per_s"):
         assert figures[name].value > 0
     assert figures["feature_rows_per_s"].baseline == figures["naive_polars_rows_per_s"].value
-    for engine in ("naive_polars", "duckdb"):
+    for engine in ("naive_polars", "duckdb", "streamed"):
         assert figures[f"max_rel_diff_vs_{engine}"].value < 1.0  # ppm
         # Absolute: one float32 rounding step of CO2 near 450 ppm is 3e-5.
         assert figures[f"max_abs_diff_vs_{engine}"].value < 100.0  # millionths
+    for engine in ("naive_polars", "duckdb", "firepipe_streamed"):
         assert figures[f"peak_memory_mib_{engine}"].value > 50
+    # Gold's step over the lake's silver table: one batch at this size, all of its rows.
+    assert figures["streamed_device_batches"].value == 1
+    assert figures["streamed_feature_rows_per_s"].value > 0
+    assert figures["peak_memory_mib_firepipe_streamed"].baseline == (
+        figures["peak_memory_mib_firepipe"].value
+    )
 
 
 def _environment(names: tuple[str, ...]) -> dict[str, str | None]:

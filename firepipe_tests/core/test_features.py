@@ -22,6 +22,7 @@ from firepipe.core.features import (
     default_spec,
     device_batches,
     diff_features,
+    features_by_device_batch,
     reference_features,
 )
 from firepipe.core.readings import CHANNEL_NAMES
@@ -394,6 +395,26 @@ def test_device_batches_keep_devices_whole_and_in_order() -> None:
     assert device_batches(per_device.head(0), 800) == []
     with pytest.raises(ValueError, match="max_rows"):
         device_batches(per_device, 0)
+
+
+def test_features_by_device_batch_equal_the_whole_frame_at_a_time(gappy):
+    # gappy's devices, shuffled, in a Parquet-like lazy scan: each batch holds whole devices
+    # and the batches together are the features of the whole frame.
+    spec = FeatureSpec((Rolling(CH, "mean", 5), Rolling(CH, "max", 3), Difference(CH, 2)))
+    whole = compute_features(gappy, spec)
+    per_device = whole.group_by("device_id").len()
+    largest = int(per_device["len"].max())
+    batches = list(
+        features_by_device_batch(
+            gappy.sample(fraction=1.0, shuffle=True, seed=1).lazy(), spec, largest
+        )
+    )
+    assert len(batches) == per_device.height  # one device per batch at this size
+    assert all(b["device_id"].n_unique() == 1 for b in batches)
+    assert_same_features(pl.concat(batches), whole, spec.names)
+    [empty] = features_by_device_batch(gappy.head(0).lazy(), spec)
+    assert empty.height == 0
+    assert empty.columns == whole.columns
 
 
 def test_readings_without_a_column_the_spec_needs_are_refused(gappy):

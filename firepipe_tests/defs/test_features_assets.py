@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from firepipe.core import features as features_module
 from firepipe.core.features import (
     Difference,
     FeatureSpec,
@@ -114,7 +115,7 @@ def test_non_finite_features_fail_the_check_and_commit_nothing(lakehouse, silver
             )
         return features
 
-    monkeypatch.setattr(assets, "compute_features", with_an_infinity)
+    monkeypatch.setattr(features_module, "compute_features", with_an_infinity)
     result = dg.materialize(
         [sensor_features],
         resources={"lakehouse": lakehouse, "spark_compute": LocalSparkCompute(master="local[1]")},

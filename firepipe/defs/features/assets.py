@@ -22,9 +22,8 @@ from firepipe.core import quality
 from firepipe.core.features import (
     GROUP_ROWS,
     FeatureSpec,
-    compute_features,
     default_spec,
-    device_batches,
+    features_by_device_batch,
 )
 from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import Lakehouse
@@ -65,20 +64,16 @@ def silver_snapshot(lakehouse: Lakehouse) -> tuple[int, list[str]]:
     return snapshot.snapshot_id, [task.file.file_path for task in tasks]
 
 
-def _polars_features(
+def stage_polars_features(
     lakehouse: Lakehouse, snapshot_id: int, spec: FeatureSpec, staging: str, batch_rows: int
 ) -> tuple[list[str], int, int]:
-    """Features of silver written as staged files, one batch of whole devices at a time (the
-    scan's device filter skips the Parquet row groups of other devices: silver is sorted by
-    device), one file per batch and day(ts). Returns the files, the number of batches and the
-    non-finite feature values written (counted on each batch in memory)."""
+    """Features of silver written as staged files, one batch of whole devices at a time
+    (`features_by_device_batch`), one file per batch and day(ts). Returns the files, the number
+    of batches and the non-finite feature values written (counted on each batch in memory)."""
     silver = lakehouse.scan(SILVER_TABLE, snapshot_id=snapshot_id)
-    per_device = silver.group_by("device_id").len().sort("device_id").collect()
-    batches = device_batches(per_device, batch_rows) or [[]]
-    paths, non_finite = [], 0
-    for devices in batches:
-        readings = silver.filter(pl.col("device_id").is_in(devices)).collect()
-        features = compute_features(readings, spec)
+    paths, batches, non_finite = [], 0, 0
+    for features in features_by_device_batch(silver, spec, batch_rows):
+        batches += 1
         non_finite += quality.non_finite_count(features, list(spec.names))
         # An Iceberg data file may not span two day(ts) partitions.
         days = features.with_columns(pl.col("ts").dt.date().alias("_day"))
@@ -91,7 +86,7 @@ def _polars_features(
                 mkdir=True,
             )
             paths.append(path)
-    return paths, len(batches), non_finite
+    return paths, batches, non_finite
 
 
 def staged_non_finite(lakehouse: Lakehouse, files: list[str], spec: FeatureSpec) -> int:
@@ -142,7 +137,7 @@ def sensor_features(
             seconds = time.monotonic() - started
             bad = staged_non_finite(lakehouse, files, spec)
         else:
-            files, batches, bad = _polars_features(
+            files, batches, bad = stage_polars_features(
                 lakehouse, snapshot_id, spec, staging, config.batch_rows
             )
             seconds = time.monotonic() - started
