@@ -346,8 +346,8 @@ def features_by_device_batch(
     yields one empty frame, so the features' schema is still known."""
     per_device = readings.group_by("device_id").len().sort("device_id").collect()
     for devices in device_batches(per_device, max_rows) or [[]]:
-        batch = readings.filter(pl.col("device_id").is_in(devices)).collect()
-        yield compute_features(batch, spec)
+        # No name holds the batch's readings while its features are out with the caller.
+        yield compute_features(readings.filter(pl.col("device_id").is_in(devices)).collect(), spec)
 
 
 def compute_features(

@@ -69,24 +69,33 @@ def stage_polars_features(
 ) -> tuple[list[str], int, int]:
     """Features of silver written as staged files, one batch of whole devices at a time
     (`features_by_device_batch`), one file per batch and day(ts). Returns the files, the number
-    of batches and the non-finite feature values written (counted on each batch in memory)."""
+    of batches and the non-finite feature values written (counted on each batch in memory).
+    A batch's features are dropped before the next batch is read, so memory holds one batch."""
     silver = lakehouse.scan(SILVER_TABLE, snapshot_id=snapshot_id)
     paths, batches, non_finite = [], 0, 0
     for features in features_by_device_batch(silver, spec, batch_rows):
         batches += 1
         non_finite += quality.non_finite_count(features, list(spec.names))
-        # An Iceberg data file may not span two day(ts) partitions.
-        days = features.with_columns(pl.col("ts").dt.date().alias("_day"))
-        parts = days.partition_by("_day", include_key=False, maintain_order=True) or [features]
-        for part in parts:
-            path = f"{staging}/features-{uuid.uuid4().hex}.parquet"
-            part.write_parquet(
-                path.removeprefix("file://"),
-                storage_options=lakehouse.storage_options() or None,
-                mkdir=True,
-            )
-            paths.append(path)
+        paths += _write_by_day(features, staging, lakehouse.storage_options() or None)
+        del features
     return paths, batches, non_finite
+
+
+def _write_by_day(
+    features: pl.DataFrame, staging: str, storage_options: dict[str, str] | None
+) -> list[str]:
+    """One staged file per day(ts) (an Iceberg data file may not span two partitions); a batch
+    within one day is written as it is, without a copy."""
+    days = features.select(pl.col("ts").dt.date().unique().sort()).to_series().to_list()
+    paths = []
+    for day in days or [None]:
+        part = features if len(days) <= 1 else features.filter(pl.col("ts").dt.date() == day)
+        path = f"{staging}/features-{uuid.uuid4().hex}.parquet"
+        part.write_parquet(
+            path.removeprefix("file://"), storage_options=storage_options, mkdir=True
+        )
+        paths.append(path)
+    return paths
 
 
 def staged_non_finite(lakehouse: Lakehouse, files: list[str], spec: FeatureSpec) -> int:
