@@ -1,0 +1,2 @@
+"""Detector training: training sets, models and tuning, evaluation on synthetic and real
+fires, and the decision to promote a candidate."""
