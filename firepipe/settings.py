@@ -88,6 +88,16 @@ class LocalPaths:
         """The landing folder standing in for the S3 landing prefix (LocalLandingZone)."""
         return self.home / "landing"
 
+    @property
+    def training(self) -> Path:
+        """Where LocalTrainingBackend writes each job's data channels and model."""
+        return self.home / "training"
+
+    @property
+    def mlflow(self) -> Path:
+        """MLflow's SQLite store (mlflow.db) and artifact folder (artifacts/)."""
+        return self.home / "mlflow"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()

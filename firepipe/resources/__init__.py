@@ -25,7 +25,11 @@ from firepipe.resources.aws_env import (
     EMR_PYTHON_VAR,
     GENERATION_HISTORY_TABLE_VAR,
     LAKE_WAREHOUSE_VAR,
+    MLFLOW_TRACKING_SERVER_ARN_VAR,
     PIPES_BUCKET_VAR,
+    SAGEMAKER_ROLE_ARN_VAR,
+    TRAINING_BUCKET_VAR,
+    TRAINING_IMAGE_URI_VAR,
 )
 from firepipe.resources.compute import BatchCompute, GeneratorCompute, LocalCompute
 from firepipe.resources.dbt_project import dbt_resource_for
@@ -38,7 +42,17 @@ from firepipe.resources.ingestion import ingestion_resources
 from firepipe.resources.lakehouse.catalogs import GlueLakehouse, Lakehouse, LocalLakehouse
 from firepipe.resources.lakehouse.io_manager import IcebergIOManager
 from firepipe.resources.query import AthenaQueryEngine, DuckDBQueryEngine, QueryEngine
+from firepipe.resources.registry import (
+    LocalModelRegistry,
+    ModelRegistry,
+    SageMakerModelRegistry,
+)
 from firepipe.resources.spark import EmrServerlessSparkCompute, LocalSparkCompute, SparkCompute
+from firepipe.resources.training import (
+    LocalTrainingBackend,
+    SageMakerTrainingBackend,
+    TrainingBackend,
+)
 from firepipe.settings import Environment, LocalPaths
 
 
@@ -95,6 +109,26 @@ def query_engine_for(env: Environment, lakehouse: Lakehouse) -> QueryEngine:
     return DuckDBQueryEngine(lakehouse=lakehouse)
 
 
+def training_backend_for(env: Environment, paths: LocalPaths) -> TrainingBackend:
+    if env is Environment.AWS:
+        return SageMakerTrainingBackend(
+            region=dg.EnvVar(AWS_REGION_VAR),
+            role_arn=dg.EnvVar(SAGEMAKER_ROLE_ARN_VAR),
+            image_uri=dg.EnvVar(TRAINING_IMAGE_URI_VAR),
+            bucket=dg.EnvVar(TRAINING_BUCKET_VAR),
+        )
+    return LocalTrainingBackend(work_dir=str(paths.training))
+
+
+def model_registry_for(env: Environment, paths: LocalPaths) -> ModelRegistry:
+    if env is Environment.AWS:
+        return SageMakerModelRegistry(
+            tracking_server_arn=dg.EnvVar(MLFLOW_TRACKING_SERVER_ARN_VAR),
+            region=dg.EnvVar(AWS_REGION_VAR),
+        )
+    return LocalModelRegistry(root=str(paths.mlflow))
+
+
 def resources_for(env: Environment, paths: LocalPaths) -> dict[str, Any]:
     lakehouse = lakehouse_for(env, paths)
     return {
@@ -107,4 +141,6 @@ def resources_for(env: Environment, paths: LocalPaths) -> dict[str, Any]:
         # warehouse_source, extraction_watermarks, landing_zone
         **ingestion_resources(env, paths),
         "spark_compute": spark_compute_for(env),
+        "training_backend": training_backend_for(env, paths),
+        "model_registry": model_registry_for(env, paths),
     }

@@ -1,0 +1,177 @@
+"""The detector's figures as PNG bytes, drawn on matplotlib's Agg canvas (no pyplot state), for
+asset metadata and the MLflow run: ROC per split, time to detection per fire scenario, and the
+NIST timelines (station scores beside the real alarms)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import polars as pl
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn import metrics  # type: ignore[import-untyped]
+
+from firepipe.core.training.evaluation import SPLIT_COLUMN, SPLIT_ORDER, require_columns
+from firepipe.core.training.real_fires import RealFireReport
+
+DPI = 72
+PANEL_SIZE_IN = (4.0, 3.0)
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _splits(frame: pl.DataFrame) -> list[str]:
+    present = set(frame[SPLIT_COLUMN].drop_nulls().unique().to_list())
+    return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
+
+
+def roc_png(frame: pl.DataFrame) -> bytes:
+    """ROC curve of each split (columns split, label, score), with its AUC in the legend."""
+    require_columns(frame, (SPLIT_COLUMN, "label", "score"), "ROC plot")
+    fig = _figure(*PANEL_SIZE_IN)
+    ax = fig.subplots()
+    drawn = 0
+    for split in _splits(frame):
+        part = frame.filter(pl.col(SPLIT_COLUMN) == split)
+        label = part["label"].cast(pl.Boolean).fill_null(False).to_numpy()
+        if not 0 < int(label.sum()) < label.size:
+            continue  # a split with one class has no ROC curve
+        fpr, tpr, _ = metrics.roc_curve(label, part["score"].cast(pl.Float64).to_numpy())
+        auc = metrics.auc(fpr, tpr)
+        ax.plot(fpr, tpr, lw=1.4, label=f"{split} (AUC {auc:.3f})")
+        drawn += 1
+    if not drawn:
+        raise ValueError("ROC plot: no split has both fire and non-fire readings")
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("false positive rate (per reading)", fontsize=8)
+    ax.set_ylabel("true positive rate", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def time_to_detection_png(detections: pl.DataFrame) -> bytes:
+    """Time to detection per fire scenario, one box per scenario and split.
+
+    `detections`: scenario, time_to_detection_s (null when undetected) and optionally split
+    (`evaluation.detection_times` of each split, with the split added); the count of missed
+    fires is written beside each box."""
+    require_columns(detections, ("scenario", "time_to_detection_s"), "time-to-detection plot")
+    if detections.is_empty():
+        raise ValueError("time-to-detection plot: no fire devices")
+    if SPLIT_COLUMN not in detections.columns:
+        detections = detections.with_columns(pl.lit("all").alias(SPLIT_COLUMN))
+    scenarios = sorted(detections["scenario"].unique().to_list())
+    splits = _splits(detections)
+    fig = _figure(PANEL_SIZE_IN[0] * 1.5, 0.5 + 0.35 * len(scenarios) * len(splits))
+    ax = fig.subplots()
+    height = 0.8 / len(splits)
+    for j, split in enumerate(splits):
+        for i, scenario in enumerate(scenarios):
+            part = detections.filter(
+                (pl.col(SPLIT_COLUMN) == split) & (pl.col("scenario") == scenario)
+            )
+            times = part["time_to_detection_s"].drop_nulls().cast(pl.Float64).to_numpy()
+            y = i + (j - (len(splits) - 1) / 2) * height
+            if times.size:
+                box = ax.boxplot(
+                    times,
+                    positions=[y],
+                    widths=height * 0.9,
+                    orientation="horizontal",
+                    patch_artist=True,
+                    manage_ticks=False,
+                )
+                for patch in box["boxes"]:
+                    patch.set_facecolor(f"C{j % 10}")
+            missed = part.height - times.size
+            if missed:
+                ax.annotate(
+                    f"{missed} missed",
+                    (0, y),
+                    xytext=(2, 0),
+                    fontsize=6,
+                    textcoords="offset points",
+                    xycoords=("axes fraction", "data"),
+                )
+    ax.set_yticks(np.arange(len(scenarios)), scenarios, fontsize=7)
+    ax.set_xlabel("time to detection after ignition (s)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    handles = [ax.plot([], [], color=f"C{j % 10}", lw=6)[0] for j in range(len(splits))]
+    ax.legend(handles, splits, fontsize=7)
+    return _png(fig)
+
+
+def nist_timelines_png(report: RealFireReport) -> bytes:
+    """One panel per NIST test: each station's score over time (one colour per station), the
+    threshold, the model's alarm (dashed vertical) and the commercial alarms (ticks under the
+    axis in the station's colour)."""
+    scores = report.scores
+    if scores.is_empty():
+        raise ValueError("timelines plot: the report has no station scores")
+    tests = sorted(scores["test"].unique().to_list())
+    stations = sorted(scores["station"].unique().to_list())
+    colours = {st: f"C{i % 10}" for i, st in enumerate(stations)}
+    columns = min(3, len(tests))
+    rows = -(-len(tests) // columns)
+    fig = _figure(PANEL_SIZE_IN[0] * columns, PANEL_SIZE_IN[1] * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, test in zip(axes, tests, strict=False):
+        part = scores.filter(pl.col("test") == test)
+        for (station,), s in part.group_by(["station"], maintain_order=True):
+            colour = colours[str(station)]
+            ax.plot(
+                s["seconds"].to_numpy(),
+                s["score"].to_numpy(),
+                color=colour,
+                lw=1.1,
+                label=str(station),
+            )
+        ax.axhline(report.threshold, color="0.3", lw=0.8, ls=":")
+        ax.set_ylim(*_score_limits(part["score"].to_numpy(), report.threshold))
+        for row in report.stations.filter(pl.col("test") == test).iter_rows(named=True):
+            colour = colours[row["station"]]
+            if row["model_alarm_s"] is not None:
+                ax.axvline(row["model_alarm_s"], color=colour, lw=0.9, ls="--")
+            for t in row["real_alarm_s"]:
+                ax.plot(
+                    [t],
+                    [0],
+                    marker="|",
+                    markersize=10,
+                    color=colour,
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=False,
+                )
+        ax.set_title(f"{test}: score (dashed model alarm, ticks real alarms)", fontsize=8)
+        ax.set_xlabel("s after ignition", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, ncols=2)
+    for ax in axes[len(tests) :]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
+# Unbounded scores (the fixed-threshold reference) are cut at this multiple of the threshold,
+# so the crossing stays readable; probabilities never reach it at thresholds above 0.25.
+SCORE_AXIS_THRESHOLDS = 4.0
+
+
+def _score_limits(scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    finite = scores[np.isfinite(scores)]
+    top = float(finite.max()) if finite.size else 1.0
+    if threshold > 0:
+        top = min(top, SCORE_AXIS_THRESHOLDS * threshold)
+    top = max(top, threshold * 1.1, 1e-9)
+    return -0.05 * top, top * 1.05

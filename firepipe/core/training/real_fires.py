@@ -1,0 +1,280 @@
+"""Real fires: replay the NIST home smoke alarm tests through a detector, station by station,
+and compare its alarm with the commercial alarms that hung there (`firepipe evaluate-real`).
+
+Causality: a station's features come from `compute_features` over that station's own readings
+only, and every gold feature looks back (trailing windows, exact-lag differences), so the
+score at t depends on nothing after t. The detector scores rows one at a time. (Screening
+which of a station's instruments to trust reads the whole trace: that is a verdict on the
+instrument, made once, not a look at the fire's future.)
+
+Alarms: the model's alarm at a station is its first alarm that starts at or after ignition;
+one that starts before ignition is a false alarm, counted in `pre_ignition_alarms` and never
+as a detection. A station where the model never alarms counts as late. Real alarms that never
+went off count as later than any time when the median is taken. Stations with no commercial
+alarm (F in the NIST home) are replayed and shown, but not compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from firepipe.core.features import FeatureSpec, compute_features
+from firepipe.core.nist import NistTest
+from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.training.evaluation import alarm_onsets, check_operating_point
+
+ScoreFn = Callable[[pl.DataFrame], np.ndarray]
+
+SCORE_SCHEMA: dict[str, pl.DataType] = {
+    "test": pl.String(),
+    "station": pl.String(),
+    "seconds": pl.Float64(),
+    "score": pl.Float64(),
+}
+STATION_SCHEMA: dict[str, pl.DataType] = {
+    "test": pl.String(),
+    "station": pl.String(),
+    "model_alarm_s": pl.Float64(),
+    "first_alarm_s": pl.Float64(),
+    "median_alarm_s": pl.Float64(),
+    "real_alarms": pl.Int64(),
+    "lead_over_median_s": pl.Float64(),
+    "no_later_than_median": pl.Boolean(),
+    "no_later_than_first": pl.Boolean(),
+    "pre_ignition_alarm": pl.Boolean(),
+    "real_alarm_s": pl.List(pl.Float64()),
+}
+
+# The issue's reference detector: a rise of the ceiling smoke optical density by 0.02 /m, or of
+# the ceiling temperature by 5 degC, over the station's first reading. Its score is the larger
+# rise as a fraction of its limit, so it alarms at a threshold of 1 with no persistence.
+FIXED_SMOKE_RISE_OD_PER_M = 0.02
+FIXED_HEAT_RISE_C = 5.0
+FIXED_THRESHOLD = 1.0
+FIXED_PERSISTENCE_S = 0
+
+
+def station_scores(test: NistTest, spec: FeatureSpec, score_fn: ScoreFn) -> pl.DataFrame:
+    """test, station, seconds (after ignition), score: one row per station and time step.
+
+    `score_fn` gets one station's frame (ID columns, seconds_since_ignition, the channels and
+    the spec's features, sorted by ts) and returns one score per row."""
+    readings = test.readings()
+    frames = []
+    for station in test.stations:
+        device = f"nist-{test.name}-{station}"
+        own = readings.filter(pl.col("device_id") == device).sort("ts")
+        features = compute_features(own, spec)
+        rows = features.join(
+            own.select("device_id", "ts", "seconds_since_ignition", *CHANNEL_NAMES),
+            on=["device_id", "ts"],
+            how="left",
+        ).sort("ts")
+        scores = np.asarray(score_fn(rows), dtype=np.float64)
+        if scores.shape != (rows.height,):
+            raise ValueError(
+                f"score function returned shape {scores.shape} for {rows.height} readings "
+                f"of {test.name} station {station}"
+            )
+        frames.append(
+            pl.DataFrame(
+                {
+                    "test": test.name,
+                    "station": station,
+                    "seconds": rows["seconds_since_ignition"].cast(pl.Float64),
+                    "score": scores,
+                }
+            )
+        )
+    return pl.concat(frames) if frames else pl.DataFrame(schema=SCORE_SCHEMA)
+
+
+@dataclass(frozen=True)
+class RealFireReport:
+    stations: pl.DataFrame  # STATION_SCHEMA, one row per replayed station
+    summary: dict[str, Any]
+    scores: pl.DataFrame  # SCORE_SCHEMA, for the timelines plot
+    threshold: float
+    persistence_s: float
+
+    def as_json(self) -> dict[str, Any]:
+        tests = []
+        for (test,), part in self.stations.group_by(["test"], maintain_order=True):
+            tests.append(
+                {"test": test, "stations": part.drop("test").to_dicts()},
+            )
+        return {"tests": tests, "summary": self.summary}
+
+    def table(self) -> str:
+        """A plain text table for the terminal: one line per station, then the summary."""
+        header = (
+            f"{'test':<7}{'station':<8}{'model_s':>8}{'first_s':>8}{'median_s':>9}"
+            f"{'alarms':>7}{'lead_s':>8}  {'<=median':<9}{'<=first':<8}{'pre-ign':<7}"
+        )
+        lines = [header, "-" * len(header)]
+        for row in self.stations.iter_rows(named=True):
+            lines.append(
+                f"{row['test']:<7}{row['station']:<8}{_cell(row['model_alarm_s']):>8}"
+                f"{_cell(row['first_alarm_s']):>8}{_cell(row['median_alarm_s']):>9}"
+                f"{row['real_alarms']:>7}{_cell(row['lead_over_median_s']):>8}  "
+                f"{_cell(row['no_later_than_median']):<9}{_cell(row['no_later_than_first']):<8}"
+                f"{_cell(row['pre_ignition_alarm']):<7}"
+            )
+        lines.append("")
+        lines.extend(f"{key}: {_cell(value)}" for key, value in self.summary.items())
+        return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 and value != 0 else f"{value:.0f}"
+    return str(value)
+
+
+def evaluate_real(
+    tests: Sequence[NistTest],
+    activations: pl.DataFrame,
+    spec: FeatureSpec,
+    score_fn: ScoreFn,
+    threshold: float,
+    persistence_s: float,
+) -> RealFireReport:
+    """Replay every test and compare the model's alarm at each station with the real ones
+    (`activations` as `firepipe.core.nist.read_activation_times` returns them)."""
+    check_operating_point(threshold, persistence_s)
+    if not tests:
+        raise ValueError("no NIST tests to replay")
+    if missing := {"test", "station", "activation_s"} - set(activations.columns):
+        raise ValueError(f"activation times lack column(s) {', '.join(sorted(missing))}")
+    scores = pl.concat([station_scores(t, spec, score_fn) for t in tests])
+    model = model_alarms(scores, threshold, persistence_s)
+    stations = real_fire_stations(model, activations)
+    return RealFireReport(
+        stations, summarise(stations, threshold, persistence_s), scores, threshold, persistence_s
+    )
+
+
+def model_alarms(scores: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
+    """test, station, model_alarm_s (first onset at or after ignition), pre_ignition_alarm."""
+    keyed = scores.select(
+        pl.concat_str("test", "station", separator="\x1f").alias("device_id"),
+        "test",
+        "station",
+        pl.col("seconds").alias("ts"),
+        "score",
+    )
+    onsets = alarm_onsets(keyed.select("device_id", "ts", "score"), threshold, persistence_s)
+    per_station = onsets.group_by("device_id").agg(
+        pl.col("alarm_ts").filter(pl.col("alarm_ts") >= 0).min().alias("model_alarm_s"),
+        (pl.col("alarm_ts") < 0).any().alias("pre_ignition_alarm"),
+    )
+    return (
+        keyed.select("device_id", "test", "station")
+        .unique(maintain_order=True)
+        .join(per_station, on="device_id", how="left")
+        .with_columns(pl.col("pre_ignition_alarm").fill_null(False))
+        .drop("device_id")
+    )
+
+
+def real_fire_stations(model: pl.DataFrame, activations: pl.DataFrame) -> pl.DataFrame:
+    """The model's alarm beside the commercial alarms' first and median times."""
+    real = activations.group_by("test", "station").agg(
+        pl.col("activation_s").drop_nulls().sort().alias("real_alarm_s"),
+        pl.col("activation_s").drop_nulls().min().alias("first_alarm_s"),
+        # never-activated alarms are later than any time (+inf), then the median
+        pl.col("activation_s").fill_null(float("inf")).median().alias("median_all"),
+    )
+    joined = model.join(real, on=["test", "station"], how="left").with_columns(
+        pl.when(pl.col("median_all").is_finite()).then("median_all").alias("median_alarm_s"),
+        pl.col("real_alarm_s").list.len().fill_null(0).cast(pl.Int64).alias("real_alarms"),
+        pl.col("real_alarm_s").fill_null(pl.lit([], dtype=pl.List(pl.Float64))),
+    )
+    compared = pl.col("median_all").is_not_null()
+    alarmed = pl.col("model_alarm_s").is_not_null()
+
+    def no_later_than(reference: str) -> pl.Expr:
+        # a model that never alarmed is late; any alarm beats a real one that never came
+        beaten = alarmed & (pl.col("model_alarm_s") <= pl.col(reference)).fill_null(False)
+        return pl.when(pl.col(reference).is_null()).then(alarmed).otherwise(beaten)
+
+    return (
+        joined.with_columns(
+            (pl.col("median_alarm_s") - pl.col("model_alarm_s")).alias("lead_over_median_s"),
+            pl.when(compared).then(no_later_than("median_alarm_s")).alias("no_later_than_median"),
+            pl.when(compared).then(no_later_than("first_alarm_s")).alias("no_later_than_first"),
+        )
+        .select(list(STATION_SCHEMA))
+        .cast(STATION_SCHEMA)  # type: ignore[arg-type]
+        .sort("test", "station")
+    )
+
+
+def summarise(stations: pl.DataFrame, threshold: float, persistence_s: float) -> dict[str, Any]:
+    """The issue's summary over the stations that had commercial alarms."""
+    compared = stations.filter(pl.col("no_later_than_median").is_not_null())
+    n = compared.height
+    # a station where the model never alarmed has lost by more than any lead: -inf
+    leads = (
+        compared.filter(pl.col("median_alarm_s").is_not_null())["lead_over_median_s"]
+        .fill_null(float("-inf"))
+        .to_numpy()
+        .astype(np.float64)
+    )
+    median_lead = float(np.median(leads)) if leads.size else None
+    return {
+        "stations": n,
+        "stations_replayed": stations.height,
+        "share_no_later_than_median_alarm": _share(compared["no_later_than_median"]),
+        "share_no_later_than_first_alarm": _share(compared["no_later_than_first"]),
+        "median_lead_s": median_lead
+        if median_lead is not None and np.isfinite(median_lead)
+        else None,
+        "pre_ignition_alarms": int(stations["pre_ignition_alarm"].sum()),
+        "stations_without_model_alarm": int(compared["model_alarm_s"].null_count()),
+        "threshold": threshold,
+        "persistence_s": persistence_s,
+    }
+
+
+def _share(flags: pl.Series) -> float | None:
+    return float(flags.cast(pl.Float64).mean()) if flags.len() else None  # type: ignore[arg-type]
+
+
+def fixed_threshold_scores(rows: pl.DataFrame) -> np.ndarray:
+    """The reference detector's score for one station's rows (sorted by ts): the larger of the
+    smoke optical density rise / 0.02 /m and the temperature rise / 5 degC since the station's
+    first reading (0 where the station lacks both channels)."""
+    smoke_pct = rows["smoke_obscuration_pct_per_m"].cast(pl.Float64).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density = -np.log10(1.0 - smoke_pct / 100.0)  # %/m -> 1/m (firepipe.core.units)
+    rises = [
+        _rise(density) / FIXED_SMOKE_RISE_OD_PER_M,
+        _rise(rows["temperature_c"].cast(pl.Float64).to_numpy()) / FIXED_HEAT_RISE_C,
+    ]
+    return np.asarray(np.nan_to_num(np.fmax(*rises), nan=0.0, posinf=np.inf), dtype=np.float64)
+
+
+def _rise(values: np.ndarray) -> np.ndarray:
+    present = np.flatnonzero(np.isfinite(values))
+    if present.size == 0:
+        return np.full(values.shape, np.nan)
+    return np.asarray(values - values[present[0]], dtype=np.float64)
+
+
+def fixed_threshold_baseline(
+    tests: Sequence[NistTest], activations: pl.DataFrame, spec: FeatureSpec
+) -> RealFireReport:
+    """The issue's reference, reported like the model: a fixed threshold on the measured rises."""
+    return evaluate_real(
+        tests, activations, spec, fixed_threshold_scores, FIXED_THRESHOLD, FIXED_PERSISTENCE_S
+    )

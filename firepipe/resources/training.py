@@ -1,0 +1,328 @@
+"""TrainingBackend: where a detector is trained and tuned.
+
+Both backends run the same training entry point (`firepipe.core.training.entry`) on the same
+data channels (`train`, `validation`: Parquet) with the same string hyperparameters, and tune
+over the same search space (`firepipe.core.training.tuning`):
+
+- LocalTrainingBackend calls the entry point in-process on channel folders under the firepipe
+  home, and tunes with optuna;
+- SageMakerTrainingBackend uploads the channels to S3 and starts a SageMaker training job (the
+  firepipe training image runs the entry point; sagemaker-core drives the API), or a SageMaker
+  automatic model tuning job over the search space's ranges, then downloads the model.
+"""
+
+import json
+import tarfile
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from firepipe.core.training import entry, tuning
+
+CHANNELS = ("train", "validation")
+TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+
+
+class TrainingError(RuntimeError):
+    """A training or tuning job failed, stopped or ran out of time."""
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    best_hyperparameters: dict[str, str]
+    trials: pl.DataFrame  # one row per trial: its hyperparameters and objective
+    objective: float
+
+
+class TrainingBackend(dg.ConfigurableResource, ABC):
+    @abstractmethod
+    def train(
+        self,
+        job_name: str,
+        channels: Mapping[str, pl.DataFrame],
+        hyperparameters: Mapping[str, str],
+        model_dir: Path,
+    ) -> dict[str, float]:
+        """Run the training entry point on `channels`; the model lands in `model_dir`. Returns
+        the metrics the entry point wrote beside it (entry.METRICS_FILE)."""
+
+    @abstractmethod
+    def tune(
+        self,
+        job_name: str,
+        channels: Mapping[str, pl.DataFrame],
+        static_hyperparameters: Mapping[str, str],
+        max_trials: int,
+        seed: int,
+    ) -> TuningResult:
+        """Search the algorithm's space (`tuning.SPACES`) for the best validation objective;
+        the best hyperparameters are ready for `train`."""
+
+
+def _check_channels(channels: Mapping[str, pl.DataFrame]) -> None:
+    unknown = sorted(set(channels) - set(CHANNELS))
+    if unknown or "train" not in channels:
+        raise ValueError(f"channels must be train (and validation), got {sorted(channels)}")
+
+
+class LocalTrainingBackend(TrainingBackend):
+    """In-process training and optuna tuning; each job's channels under `work_dir`/<job>."""
+
+    work_dir: str
+
+    def _write_channels(self, job_name: str, channels: Mapping[str, pl.DataFrame]) -> Path:
+        _check_channels(channels)
+        job_dir = Path(self.work_dir) / job_name
+        for name, frame in channels.items():
+            (job_dir / name).mkdir(parents=True, exist_ok=True)
+            frame.write_parquet(job_dir / name / "part-0.parquet")
+        return job_dir
+
+    def train(
+        self,
+        job_name: str,
+        channels: Mapping[str, pl.DataFrame],
+        hyperparameters: Mapping[str, str],
+        model_dir: Path,
+    ) -> dict[str, float]:
+        job_dir = self._write_channels(job_name, channels)
+        validation = job_dir / "validation" if "validation" in channels else None
+        entry.run_training(job_dir / "train", validation, model_dir, hyperparameters)
+        return _written_metrics(model_dir)
+
+    def tune(
+        self,
+        job_name: str,
+        channels: Mapping[str, pl.DataFrame],
+        static_hyperparameters: Mapping[str, str],
+        max_trials: int,
+        seed: int,
+    ) -> TuningResult:
+        _check_channels(channels)
+        if "validation" not in channels:
+            raise ValueError("tuning needs a validation channel")
+        request = entry.parse_hyperparameters(static_hyperparameters)
+        best, trials = tuning.tune(
+            channels["train"],
+            channels["validation"],
+            request.feature_names,
+            request.feature_spec_hash,
+            tuning.SPACES[request.algorithm],
+            max_trials,
+            seed,
+            request.algorithm,
+            dict(request.params or {}),
+        )
+        # The trials trained with the tuning seed: the best one is retrained with it too.
+        tuned = entry.encode_hyperparameters(replace(request, params=best, seed=seed))
+        objective = float(trials["average_precision"].max())
+        return TuningResult(tuned, trials, objective)
+
+
+def _written_metrics(model_dir: Path) -> dict[str, float]:
+    """The metrics the entry point wrote beside the model: the same on both backends."""
+    path = model_dir / entry.METRICS_FILE
+    if not path.is_file():
+        raise TrainingError(f"the training job wrote no {entry.METRICS_FILE} into its model")
+    return {name: float(value) for name, value in json.loads(path.read_text()).items()}
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(key))
+
+
+def snake_keys(value: Any) -> Any:
+    """An API request dict (PascalCase keys) as sagemaker-core's shape arguments (snake_case)."""
+    if isinstance(value, dict):
+        return {_snake(k): snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake_keys(v) for v in value]
+    return value
+
+
+class SageMakerTrainingBackend(TrainingBackend):
+    """SageMaker training and automatic model tuning jobs running the firepipe training image."""
+
+    region: str
+    role_arn: str = Field(description="the execution role the training jobs assume")
+    image_uri: str = Field(description="the firepipe training image (runs the entry point)")
+    bucket: str = Field(description="S3 bucket for the data channels and model artifacts")
+    prefix: str = "training"
+    instance_type: str = "ml.m5.xlarge"
+    volume_size_gb: int = 30
+    max_runtime_s: int = 3_600
+    max_parallel_jobs: int = 2
+    poll_interval_s: float = 30.0
+    wait_timeout_s: float = 4 * 3_600.0
+
+    def _session(self) -> Any:
+        import boto3
+
+        return boto3.Session(region_name=self.region)
+
+    def _upload_channels(self, job_name: str, channels: Mapping[str, pl.DataFrame]) -> list[Any]:
+        from sagemaker.core.shapes import Channel, DataSource, S3DataSource
+
+        _check_channels(channels)
+        s3 = self._session().client("s3")
+        out = []
+        for name, frame in channels.items():
+            key = f"{self.prefix}/{job_name}/input/{name}/part-0.parquet"
+            with tempfile.TemporaryFile() as buffer:
+                frame.write_parquet(buffer)
+                buffer.seek(0)
+                s3.upload_fileobj(buffer, self.bucket, key)
+            prefix = f"s3://{self.bucket}/{self.prefix}/{job_name}/input/{name}/"
+            source = S3DataSource(
+                s3_data_type="S3Prefix", s3_uri=prefix, s3_data_distribution_type="FullyReplicated"
+            )
+            out.append(
+                Channel(
+                    channel_name=name,
+                    data_source=DataSource(s3_data_source=source),
+                    content_type="application/x-parquet",
+                )
+            )
+        return out
+
+    def _job_parts(self, job_name: str, algorithm_shape: Any = None) -> dict[str, Any]:
+        """What a training job and a tuning job's training definition share; the algorithm
+        is an AlgorithmSpecification in one, a HyperParameterAlgorithmSpecification in the
+        other."""
+        from sagemaker.core.shapes import (
+            AlgorithmSpecification,
+            MetricDefinition,
+            OutputDataConfig,
+            ResourceConfig,
+            StoppingCondition,
+        )
+
+        return {
+            "algorithm_specification": (algorithm_shape or AlgorithmSpecification)(
+                training_image=self.image_uri,
+                training_input_mode="File",
+                # SageMaker reads the entry point's "name=value" lines from the job's log.
+                metric_definitions=[
+                    MetricDefinition(name=d["Name"], regex=d["Regex"])
+                    for d in entry.METRIC_DEFINITIONS
+                ],
+            ),
+            "role_arn": self.role_arn,
+            "output_data_config": OutputDataConfig(
+                s3_output_path=f"s3://{self.bucket}/{self.prefix}/{job_name}/output"
+            ),
+            "resource_config": ResourceConfig(
+                instance_type=self.instance_type,
+                instance_count=1,
+                volume_size_in_gb=self.volume_size_gb,
+            ),
+            "stopping_condition": StoppingCondition(max_runtime_in_seconds=self.max_runtime_s),
+        }
+
+    def _wait(self, resource: Any, status_of: str, what: str) -> None:
+        deadline = time.monotonic() + self.wait_timeout_s
+        while True:
+            resource.refresh()
+            status = getattr(resource, status_of)
+            if status in TERMINAL_STATUSES:
+                break
+            if time.monotonic() > deadline:
+                raise TrainingError(f"{what} still {status} after {self.wait_timeout_s:.0f} s")
+            time.sleep(self.poll_interval_s)
+        if status != "Completed":
+            reason = getattr(resource, "failure_reason", None)
+            raise TrainingError(f"{what} ended {status}: {reason or 'no reason given'}")
+
+    def _download_model(self, artifact_uri: str, model_dir: Path) -> None:
+        bucket, _, key = artifact_uri.removeprefix("s3://").partition("/")
+        s3 = self._session().client("s3")
+        model_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile() as buffer:
+            s3.download_fileobj(bucket, key, buffer)
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer, mode="r:gz") as archive:
+                archive.extractall(model_dir, filter="data")  # no links, no paths outside
+
+    def train(
+        self,
+        job_name: str,
+        channels: Mapping[str, pl.DataFrame],
+        hyperparameters: Mapping[str, str],
+        model_dir: Path,
+    ) -> dict[str, float]:
+        from sagemaker.core.resources import TrainingJob
+
+        job = TrainingJob.create(
+            training_job_name=job_name,
+            hyper_parameters=dict(hyperparameters),
+            input_data_config=self._upload_channels(job_name, channels),
+            session=self._session(),
+            region=self.region,
+            **self._job_parts(job_name),
+        )
+        self._wait(job, "training_job_status", f"training job {job_name}")
+        self._download_model(job.model_artifacts.s3_model_artifacts, model_dir)
+        return _written_metrics(model_dir)
+
+    def tune(
+        self,
+        job_name: str,
+        channels: Mapping[str, pl.DataFrame],
+        static_hyperparameters: Mapping[str, str],
+        max_trials: int,
+        seed: int,
+    ) -> TuningResult:
+        from sagemaker.core.resources import HyperParameterTuningJob
+        from sagemaker.core.shapes import (
+            HyperParameterAlgorithmSpecification,
+            HyperParameterTrainingJobDefinition,
+            HyperParameterTuningJobConfig,
+            HyperParameterTuningJobObjective,
+            ParameterRanges,
+            ResourceLimits,
+        )
+
+        if "validation" not in channels:
+            raise ValueError("tuning needs a validation channel")
+        algorithm = entry.parse_hyperparameters(static_hyperparameters).algorithm
+        ranges = snake_keys(tuning.sagemaker_parameter_ranges(tuning.SPACES[algorithm]))
+        definition = HyperParameterTrainingJobDefinition(
+            static_hyper_parameters=dict(static_hyperparameters),
+            input_data_config=self._upload_channels(job_name, channels),
+            **self._job_parts(job_name, HyperParameterAlgorithmSpecification),
+        )
+        config = HyperParameterTuningJobConfig(
+            strategy="Bayesian",
+            hyper_parameter_tuning_job_objective=HyperParameterTuningJobObjective(
+                type="Maximize", metric_name=entry.OBJECTIVE_METRIC
+            ),
+            resource_limits=ResourceLimits(
+                max_number_of_training_jobs=max_trials,
+                max_parallel_training_jobs=min(self.max_parallel_jobs, max_trials),
+            ),
+            parameter_ranges=ParameterRanges(**ranges),
+            random_seed=seed,
+        )
+        job = HyperParameterTuningJob.create(
+            hyper_parameter_tuning_job_name=job_name,
+            hyper_parameter_tuning_job_config=config,
+            training_job_definition=definition,
+            session=self._session(),
+            region=self.region,
+        )
+        self._wait(job, "hyper_parameter_tuning_job_status", f"tuning job {job_name}")
+        best = job.best_training_job
+        tuned = {k: str(v) for k, v in dict(best.tuned_hyper_parameters).items()}
+        objective = float(best.final_hyper_parameter_tuning_job_objective_metric.value)
+        trials = pl.DataFrame(
+            [{"training_job": best.training_job_name, "objective": objective, **tuned}]
+        )
+        return TuningResult({**dict(static_hyperparameters), **tuned}, trials, objective)

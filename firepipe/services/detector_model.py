@@ -1,0 +1,123 @@
+"""The exported detector: an MLflow pyfunc around a saved `Detector` directory.
+
+The pyfunc carries the directory as an artifact (`detector.json`, plus `model.txt` for LightGBM;
+no pickle of the model itself) and loads it with `Detector.load`, so the registry, the inference
+service and batch scoring all compute scores with the same code as training.
+
+`predict(features)` returns one row per input row, in input order: `score` (P(fire), float64)
+and `alarm` (bool). An alarm needs the score to have stayed at or above the detector's threshold
+for `persistence_s` seconds; with persistence the input must carry `ts` (and `device_id` when it
+holds several devices), which the signature lists as optional columns beside the features.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types.schema import ColSpec, Schema
+
+from firepipe.core.training.models import Detector
+
+DETECTOR_ARTIFACT = "detector"  # the pyfunc artifact name of the saved Detector directory
+DEVICE_COLUMN = "device_id"
+TS_COLUMN = "ts"
+SCORE_COLUMN = "score"
+ALARM_COLUMN = "alarm"
+
+
+def alarm_flags(
+    scores: np.ndarray,
+    threshold: float,
+    persistence_s: int,
+    ts: pl.Series | None = None,
+    device_id: pl.Series | None = None,
+) -> np.ndarray:
+    """Per row: the score has been >= threshold, without a break, for at least persistence_s
+    seconds of that device's readings up to this one (rows in any order)."""
+    above = np.asarray(scores, dtype=np.float64) >= threshold
+    if persistence_s == 0:
+        return above
+    if persistence_s < 0:
+        raise ValueError(f"persistence_s must be >= 0, got {persistence_s}")
+    if ts is None:
+        raise ValueError(
+            f"this detector alarms after {persistence_s} s of high scores: the input needs a "
+            f"'{TS_COLUMN}' column (and '{DEVICE_COLUMN}' for several devices)"
+        )
+    if not isinstance(ts.dtype, pl.Datetime):
+        raise ValueError(f"'{TS_COLUMN}' must be a datetime column, got {ts.dtype}")
+    devices = device_id if device_id is not None else pl.Series([""] * len(above))
+    frame = (
+        pl.DataFrame({"row": np.arange(len(above)), "device": devices, "ts": ts, "above": above})
+        .sort("device", "ts")
+        .with_columns(
+            run=(pl.col("above") != pl.col("above").shift(1))
+            .fill_null(True)
+            .cum_sum()
+            .over("device")
+        )
+        .with_columns(since=pl.col("ts") - pl.col("ts").first().over("device", "run"))
+        .with_columns(
+            alarm=pl.col("above") & (pl.col("since").dt.total_microseconds() >= persistence_s * 1e6)
+        )
+        .sort("row")
+    )
+    return frame["alarm"].to_numpy()
+
+
+def predict_frame(detector: Detector, features: pl.DataFrame) -> pl.DataFrame:
+    """`score` and `alarm` per row of `features` (a frame with the detector's feature columns)."""
+    missing = [name for name in detector.feature_names if name not in features.columns]
+    if missing:
+        raise ValueError(f"the input lacks {len(missing)} feature columns: {', '.join(missing)}")
+    scores = np.asarray(detector.scores(features), dtype=np.float64)
+    alarms = alarm_flags(
+        scores,
+        detector.threshold,
+        detector.persistence_s,
+        features.get_column(TS_COLUMN) if TS_COLUMN in features.columns else None,
+        features.get_column(DEVICE_COLUMN) if DEVICE_COLUMN in features.columns else None,
+    )
+    return pl.DataFrame({SCORE_COLUMN: scores, ALARM_COLUMN: alarms})
+
+
+class DetectorModel(PythonModel):  # type: ignore[misc]
+    """The pyfunc: load a saved Detector from the model's artifacts, predict score and alarm."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self.detector = Detector.load(Path(context.artifacts[DETECTOR_ARTIFACT]))
+
+    # The pd.DataFrame hint tells MLflow to hand over the frame as is (after the signature's
+    # schema enforcement) rather than infer a schema from the hint.
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: Any = None
+    ) -> pd.DataFrame:
+        return predict_frame(self.detector, pl.from_pandas(model_input)).to_pandas()
+
+
+def detector_signature(detector: Detector, input_example: pl.DataFrame) -> ModelSignature:
+    """The features as required inputs (types from the example), `device_id` and `ts` as
+    optional ones, and the score/alarm outputs."""
+    if input_example.height == 0:
+        raise ValueError("the input example needs at least one row of the detector's features")
+    output = predict_frame(detector, input_example).to_pandas()
+    features = input_example.select(detector.feature_names).to_pandas()
+    inferred = infer_signature(features, output)
+    # Every feature column must be sent, though its values may be null (a channel the device
+    # lacks); MLflow would call a column with nulls in the example optional.
+    required = [ColSpec(spec.type, spec.name, required=True) for spec in inferred.inputs.inputs]
+    optional = [
+        ColSpec("string", DEVICE_COLUMN, required=False),
+        ColSpec("datetime", TS_COLUMN, required=False),
+    ]
+    return ModelSignature(inputs=Schema([*required, *optional]), outputs=inferred.outputs)
+
+
+def input_example_pandas(detector: Detector, input_example: pl.DataFrame) -> pd.DataFrame:
+    """The example MLflow stores beside the model: the columns the signature names."""
+    names = [*detector.feature_names, DEVICE_COLUMN, TS_COLUMN]
+    return input_example.select([n for n in names if n in input_example.columns]).to_pandas()

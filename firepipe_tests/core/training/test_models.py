@@ -1,0 +1,225 @@
+"""Detectors: training, scoring with missing channels, bit-identical save/load, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import average_precision_score
+
+from firepipe.core.training.dataset import LABEL
+from firepipe.core.training.models import (
+    ALGORITHMS,
+    DETECTOR_FILE,
+    LIGHTGBM_MODEL_FILE,
+    Detector,
+    _Linear,
+    channel_groups,
+    default_params,
+    feature_matrix,
+    train_detector,
+)
+
+FEATURES = (
+    "temperature_c__mean_30s",
+    "temperature_c__diff_60s",
+    "smoke_obscuration_pct_per_m__max_30s",
+    "co_ppm__mean_30s",
+    "co_ppm__diff_60s",
+    "humidity_pct__mean_30s",
+    "smoke_heat_lag_300s",
+)
+CO = ("co_ppm__mean_30s", "co_ppm__diff_60s")
+# Small and single-threaded so each test trains in well under a second.
+FAST = {"num_boost_round": 40, "num_threads": 1, "early_stopping_rounds": 0, "min_data_in_leaf": 20}
+
+
+def synthetic_frame(n_rows: int = 3000, seed: int = 0, co_absent_every: int = 3) -> pl.DataFrame:
+    """Readings of 60 devices: fire rows (30 %) run hotter, smokier and with more CO; humidity is
+    noise. Every `co_absent_every`-th device has no CO sensor (its CO features are null), every
+    second one no humidity sensor, and a few smoke values are missing here and there."""
+    rng = np.random.default_rng(seed)
+    device = rng.integers(0, 60, n_rows)
+    fire = rng.random(n_rows) < 0.3
+    frame = pl.DataFrame(
+        {
+            "device_id": [f"dev-{d}" for d in device],
+            LABEL: fire,
+            "temperature_c__mean_30s": 21 + rng.normal(0, 2, n_rows) + 2.5 * fire,
+            "temperature_c__diff_60s": rng.normal(0, 1, n_rows) + 1.0 * fire,
+            "smoke_obscuration_pct_per_m__max_30s": np.abs(rng.normal(0, 0.6, n_rows)) + 0.8 * fire,
+            "co_ppm__mean_30s": rng.normal(3, 3, n_rows) + 5 * fire,
+            "co_ppm__diff_60s": rng.normal(0, 2, n_rows) + 3 * fire,
+            "humidity_pct__mean_30s": rng.normal(50, 10, n_rows),
+            "smoke_heat_lag_300s": rng.normal(0, 30, n_rows),
+        },
+        schema_overrides={n: pl.Float32 for n in FEATURES},
+    )
+    no_co = (pl.Series(device) % co_absent_every == 0) if co_absent_every else pl.lit(False)
+    sporadic = pl.Series(rng.random(n_rows) < 0.02)
+    return frame.with_columns(
+        *(pl.when(no_co).then(None).otherwise(pl.col(c)).alias(c) for c in CO),
+        pl.when(pl.Series(device) % 2 == 0)
+        .then(None)
+        .otherwise(pl.col("humidity_pct__mean_30s"))
+        .alias("humidity_pct__mean_30s"),
+        pl.when(sporadic)
+        .then(None)
+        .otherwise(pl.col("smoke_obscuration_pct_per_m__max_30s"))
+        .alias("smoke_obscuration_pct_per_m__max_30s"),
+    )
+
+
+def fast_params(algorithm: str) -> dict[str, float | int]:
+    return dict(FAST) if algorithm == "lightgbm" else {}
+
+
+def train(algorithm: str, frame: pl.DataFrame | None = None, seed: int = 0, **extra) -> Detector:
+    params = {**fast_params(algorithm), **extra}
+    data = synthetic_frame() if frame is None else frame
+    return train_detector(data, None, FEATURES, "spec123", algorithm, params, seed)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_scores_separate_fires_on_unseen_rows(algorithm: str) -> None:
+    detector = train(algorithm)
+    unseen = synthetic_frame(seed=7)
+    scores = detector.scores(unseen)
+    assert scores.dtype == np.float64
+    assert scores.shape == (unseen.height,)
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert average_precision_score(unseen[LABEL].to_numpy(), scores) > 0.9
+    assert detector.feature_spec_hash == "spec123"
+    assert detector.params["seed"] == 0
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_save_load_gives_bit_identical_scores(algorithm: str, tmp_path: Path) -> None:
+    detector = train(algorithm).with_operating_point(0.73, 4)
+    written = detector.save(tmp_path / "model")
+    expected = {DETECTOR_FILE} | ({LIGHTGBM_MODEL_FILE} if algorithm == "lightgbm" else set())
+    assert {p.name for p in written} == expected
+    assert {p.name for p in (tmp_path / "model").iterdir()} == expected
+    loaded = Detector.load(tmp_path / "model")
+    assert loaded == detector
+    assert (loaded.threshold, loaded.persistence_s) == (0.73, 4)
+    unseen = synthetic_frame(seed=11)
+    assert np.array_equal(loaded.scores(unseen), detector.scores(unseen))
+    assert loaded.scores(unseen).tobytes() == detector.scores(unseen).tobytes()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_model_trained_with_missing_channel_scores_devices_without_it(algorithm: str) -> None:
+    detector = train(algorithm)  # a third of the training devices lack CO
+    unseen = synthetic_frame(seed=3, co_absent_every=0)
+    without_co = unseen.with_columns(pl.lit(None, dtype=pl.Float32).alias(c) for c in CO)
+    with_co = detector.scores(unseen)
+    scores = detector.scores(without_co)
+    assert np.all(np.isfinite(scores))
+    y = unseen[LABEL].to_numpy()
+    # still a detector on temperature and smoke alone, though CO made it better
+    assert average_precision_score(y, scores) > 0.85
+    assert average_precision_score(y, with_co) > average_precision_score(y, scores)
+    assert not np.array_equal(scores, with_co)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_same_seed_same_model(algorithm: str) -> None:
+    first, second = train(algorithm, seed=5), train(algorithm, seed=5)
+    assert first.payload == second.payload
+    unseen = synthetic_frame(seed=2)
+    assert np.array_equal(first.scores(unseen), second.scores(unseen))
+
+
+def test_lightgbm_seed_changes_the_bagged_model() -> None:
+    assert train("lightgbm", seed=1).payload != train("lightgbm", seed=2).payload
+
+
+def test_lightgbm_stops_early_on_validation() -> None:
+    params = {**FAST, "num_boost_round": 300, "early_stopping_rounds": 5, "learning_rate": 0.3}
+    detector = train_detector(
+        synthetic_frame(), synthetic_frame(seed=9), FEATURES, "h", "lightgbm", params
+    )
+    trees = lgb.Booster(model_str=detector.payload).num_trees()
+    assert 5 < trees < 300
+    assert detector.params["num_boost_round"] == 300
+
+
+def test_logistic_imputes_the_mean_and_flags_an_absent_channel() -> None:
+    groups = channel_groups(FEATURES)
+    assert groups == [[0, 1], [2], [3, 4], [5], [6]]
+    linear = _Linear.from_json(train("logistic").payload)
+    row = synthetic_frame(n_rows=1, seed=4, co_absent_every=0)
+    absent = row.with_columns(pl.lit(None, dtype=pl.Float32).alias(c) for c in CO)
+    half = row.with_columns(pl.lit(None, dtype=pl.Float32).alias("co_ppm__diff_60s"))
+    design = {
+        name: linear.design(feature_matrix(frame, FEATURES))[0]
+        for name, frame in {"row": row, "absent": absent, "half": half}.items()
+    }
+    n = len(FEATURES)
+    co_indicator = n + 2  # the third group
+    assert design["row"][co_indicator] == 0.0
+    assert design["half"][co_indicator] == 0.0  # one CO feature missing: the sensor is there
+    assert design["absent"][co_indicator] == 1.0
+    assert design["absent"][3] == design["absent"][4] == design["half"][4] == 0.0  # the mean
+    assert design["half"][3] == design["row"][3] != 0.0
+
+
+def test_default_params_are_copies() -> None:
+    params = default_params("lightgbm")
+    params["num_leaves"] = 2
+    assert default_params("lightgbm")["num_leaves"] == 31
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"algorithm": "xgboost"}, "algorithm must be one of"),
+        ({"params": {"num_leafs": 3}}, "no parameter"),
+        ({"params": {"num_leaves": 3.5}}, "num_leaves must be int"),
+        (
+            {"feature_names": ("temperature_c__mean_30s", "nope")},
+            r"lacks feature column\(s\) \['nope'\]",
+        ),
+        ({"feature_names": ()}, "non-empty"),
+    ],
+)
+def test_bad_training_input_is_refused(change: dict, message: str) -> None:
+    arguments = {
+        "train": synthetic_frame(n_rows=200),
+        "validation": None,
+        "feature_names": FEATURES,
+        "feature_spec_hash": "h",
+        "algorithm": "lightgbm",
+        "params": dict(FAST),
+    } | change
+    with pytest.raises(ValueError, match=message):
+        train_detector(**arguments)
+
+
+def test_single_class_or_null_labels_are_refused() -> None:
+    frame = synthetic_frame(n_rows=200)
+    with pytest.raises(ValueError, match="both fire and non-fire"):
+        train_detector(
+            frame.with_columns(pl.lit(False).alias(LABEL)), None, FEATURES, "h", "logistic"
+        )
+    nulls = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col(LABEL)).alias(LABEL)
+    )
+    with pytest.raises(ValueError, match="null"):
+        train_detector(nulls, None, FEATURES, "h", "logistic")
+
+
+def test_operating_point_is_checked(tmp_path: Path) -> None:
+    detector = train("logistic")
+    with pytest.raises(ValueError, match="threshold"):
+        detector.with_operating_point(1.5, 0)
+    with pytest.raises(ValueError, match="persistence_s"):
+        detector.with_operating_point(0.5, -1)
+    with pytest.raises(ValueError, match="not a saved detector"):
+        Detector.load(tmp_path)
+    with pytest.raises(ValueError, match="not numeric"):
+        detector.scores(synthetic_frame(n_rows=5).with_columns(pl.lit("x").alias(FEATURES[0])))
