@@ -134,6 +134,72 @@ def calibrate(data_dir: Path | None, out: Path | None) -> None:
     click.echo(f"wrote {target}")
 
 
+@main.command("evaluate-real")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of NIST tests and Activation_Times.csv [default: $FIREPIPE_NIST_DATA_DIR].",
+)
+@click.option(
+    "--model",
+    "model_uri",
+    default=None,
+    help="models:/NAME@ALIAS, models:/NAME/VERSION or a saved detector folder "
+    "[default: the current champion].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--baseline", is_flag=True, help="Also replay the fixed-threshold reference (smoke, heat)."
+)
+def evaluate_real(
+    data_dir: Path | None, model_uri: str | None, as_json: bool, baseline: bool
+) -> None:
+    """Replay every NIST test station by station through the model, causally, and compare its
+    alarm with the real smoke alarms' (Activation_Times.csv)."""
+    from firepipe.core import nist
+    from firepipe.core.features import default_spec
+    from firepipe.core.training import real_fires
+    from firepipe.defs.training.assets import MODEL_NAME
+    from firepipe.resources import model_registry_for
+    from firepipe.resources.registry import CHAMPION_ALIAS
+
+    try:
+        folder = data_dir or settings.nist_data_dir()
+        tests = nist.read_tests(folder)
+        activations = nist.read_activation_times(folder)
+    except (settings.SettingsError, nist.NistDataError) as e:
+        raise click.ClickException(str(e)) from e
+    registry = model_registry_for(settings.environment(), settings.local_paths())
+    uri = model_uri or f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
+    try:
+        detector = registry.load_detector(uri)
+    except Exception as e:
+        hint = "" if model_uri else " (no champion yet? `make run` trains and promotes one)"
+        raise click.ClickException(f"cannot load the model {uri}{hint}: {e}") from e
+    spec = default_spec()
+    if spec.hash() != detector.feature_spec_hash:
+        raise click.ClickException(
+            f"the model was trained on feature spec {detector.feature_spec_hash}, this code "
+            f"computes {spec.hash()}: evaluate it with the firepipe version that trained it"
+        )
+    report = real_fires.evaluate_real(
+        tests, activations, spec, detector.scores, detector.threshold, detector.persistence_s
+    )
+    reference = real_fires.fixed_threshold_baseline(tests, activations, spec) if baseline else None
+    if as_json:
+        out = {"model": uri, **report.as_json()}
+        if reference is not None:
+            out["fixed_threshold_baseline"] = reference.summary
+        click.echo(json.dumps(out, default=str))
+        return
+    click.echo(f"model: {uri}")
+    click.echo(report.table())
+    if reference is not None:
+        click.echo("\nfixed-threshold reference (smoke OD +0.02 /m or temperature +5 degC):")
+        click.echo("\n".join(f"{k}: {v}" for k, v in reference.summary.items()))
+
+
 @main.command()
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record and line.")

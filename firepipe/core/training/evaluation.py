@@ -321,13 +321,15 @@ def choose_operating_point(
             float(np.percentile(never, TAIL_PERCENTILE, method="higher")),
             float(persistence_s),
         )
-        if math.isfinite(key[0]) and (best is None or key < best[0]):
+        # A point that detects under half the fires (an infinite median) still counts, last:
+        # a silent detector that catches few fires is a candidate that evaluation and the
+        # champion rules judge, not a failed run.
+        if best is None or key < best[0]:
             best = (key, threshold, float(persistence_s))
     if best is None:
         raise ValueError(
-            "no operating point both stays silent on every non-fire validation device (and "
-            "before ignition) and detects half the validation fires; persistences tried: "
-            f"{options}"
+            "no threshold stays silent on every non-fire validation device (and before "
+            f"ignition) and still detects a fire; persistences tried: {options}"
         )
     return best[1], best[2]
 

@@ -278,11 +278,29 @@ def test_operating_point_outlasts_a_spike_rather_than_raising_the_threshold() ->
     assert ev.evaluate_split(frame, threshold0, 0)["time_to_detection"]["median_s"] == 36.0
 
 
+def test_a_silent_point_that_misses_most_fires_is_still_chosen() -> None:
+    # Two more fires that never rise above the spike (0.8): only one fire of three can be
+    # detected silently, so no point reaches a finite median; the silent one is chosen.
+    base = validation_frame(nuisance_high_s=60)
+    weak = np.full(300, 0.1)
+    frame = pl.concat(
+        [
+            base,
+            device("w1", "flaming_slow", "flaming", weak, ignition_s=60),
+            device("w2", "smouldering_cotton", "smouldering", weak, ignition_s=60),
+        ]
+    )
+    threshold, persistence_s = ev.choose_operating_point(frame, (0, 2))
+    report = ev.evaluate_split(frame, threshold, persistence_s)
+    assert report["false_alarms"] == 0
+    assert report["time_to_detection"]["detected_share"] == pytest.approx(1 / 3)
+
+
 def test_no_silent_operating_point_is_a_clear_error() -> None:
     # the nuisance sits at 0.8 for 60 s: beyond every persistence, and the fire's score rises
     # above 0.8 only at 36 s; cap the fire at 0.8 so no threshold separates them
     frame = validation_frame(nuisance_high_s=60).with_columns(pl.col("score").clip(upper_bound=0.8))
-    with pytest.raises(ValueError, match="no operating point"):
+    with pytest.raises(ValueError, match="no threshold stays silent"):
         ev.choose_operating_point(frame, (0, 2, 30))
     with pytest.raises(ValueError, match="no non-fire devices"):
         ev.choose_operating_point(frame.filter(pl.col("is_fire")))

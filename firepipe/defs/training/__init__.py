@@ -1,0 +1,1 @@
+"""Detector training, evaluation and the champion."""

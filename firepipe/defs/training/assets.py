@@ -1,0 +1,363 @@
+"""The detector: training set, candidate, evaluation and the champion.
+
+ml/training_set (an Iceberg table) joins gold with silver's labels, synthetic readings only,
+split by device. ml/detector trains a candidate through the training_backend (tuning first when
+asked), picks its operating point on the validation split and registers it, pending approval.
+ml/evaluation scores the held-out splits and replays the real NIST fires, and records both on
+the candidate. ml/champion promotes the candidate only when it beats the champion (core
+`promotion.decide`) and records why, approving or rejecting it.
+"""
+
+import base64
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from firepipe import settings
+from firepipe.core import nist
+from firepipe.core.features import FeatureSpec
+from firepipe.core.training import dataset, evaluation, plots, promotion, real_fires
+from firepipe.core.training.entry import (
+    TrainingRequest,
+    encode_hyperparameters,
+    parse_hyperparameters,
+)
+from firepipe.core.training.models import Detector
+from firepipe.defs.features.assets import ASSET_KEY as GOLD_KEY
+from firepipe.defs.features.assets import SILVER_TABLE
+from firepipe.defs.features.assets import TABLE as GOLD_TABLE
+from firepipe.defs.metadata import markdown_table
+from firepipe.resources.lakehouse import tables
+from firepipe.resources.lakehouse.catalogs import Lakehouse
+from firepipe.resources.registry import ModelRegistry
+from firepipe.resources.training import TrainingBackend
+
+TRAINING_SET_KEY = dg.AssetKey(["ml", "training_set"])
+DETECTOR_KEY = dg.AssetKey(["ml", "detector"])
+EVALUATION_KEY = dg.AssetKey(["ml", "evaluation"])
+CHAMPION_KEY = dg.AssetKey(["ml", "champion"])
+MODEL_NAME = "firepipe-fire-detector"
+
+
+def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} has not been materialised yet")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+class TrainingSetConfig(dg.Config):
+    split: Literal["device", "time_blocked", "family_holdout"] = Field(
+        default="device",
+        description="device: whole devices at random; time_blocked: the earliest devices train, "
+        "the latest test; family_holdout: holdout_scenarios only in test",
+    )
+    holdout_scenarios: list[str] = Field(default_factory=list)
+    validation_share: float = 0.15
+    test_share: float = 0.15
+    seed: int = 0
+    mask_channels: bool = Field(
+        default=True,
+        description="give each train/validation device a channel profile (firepipe.core."
+        "training.dataset.CHANNEL_PROFILES), so the detector learns to work without a sensor",
+    )
+
+
+@dg.asset(
+    key=TRAINING_SET_KEY,
+    group_name="training",
+    kinds={"polars", "iceberg"},
+    deps=[GOLD_KEY],
+)
+def training_set(
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, lakehouse: Lakehouse
+) -> dg.Output[pl.DataFrame]:
+    """Gold features of synthetic readings with their label (a fire burns), scenario family and
+    split; whole devices in one split only. Field readings never enter it."""
+    gold = _latest_metadata(context, GOLD_KEY)
+    spec = FeatureSpec.from_json(json.dumps(gold["feature_spec"]))
+    table = tables.load_table(lakehouse.catalog(), GOLD_TABLE)
+    snapshot = table.current_snapshot() if table is not None else None
+    if snapshot is None:
+        raise dg.Failure(f"{GOLD_TABLE} has no snapshot: materialise gold first")
+    features = lakehouse.scan(GOLD_TABLE, snapshot_id=snapshot.snapshot_id).collect()
+    silver_snapshot = int(gold["silver_snapshot_id"])
+    silver = (
+        lakehouse.scan(SILVER_TABLE, snapshot_id=silver_snapshot)
+        .select(dataset.SILVER_COLUMNS)
+        .collect()
+    )
+    frame = dataset.training_frame(features, silver, spec)
+    split_config = dataset.SplitConfig(
+        kind=config.split,
+        validation_share=config.validation_share,
+        test_share=config.test_share,
+        holdout_scenarios=tuple(config.holdout_scenarios),
+        seed=config.seed,
+    )
+    frame = dataset.assign_splits(frame, split_config)
+    if config.mask_channels:
+        frame = dataset.mask_channels(
+            frame, spec, seed=config.seed, only_splits=("train", "validation")
+        )
+    balance = dataset.class_balance(frame)
+    context.log.info(f"training set: {frame.height} rows, split {config.split}")
+    return dg.Output(
+        frame,
+        metadata={
+            "class_balance": markdown_table(balance),
+            "field_rows_excluded": features.height - frame.height,
+            "feature_spec_hash": spec.hash(),
+            "feature_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
+            "gold_snapshot_id": str(snapshot.snapshot_id),
+            "silver_snapshot_id": str(silver_snapshot),
+            "split": config.split,
+            **{
+                f"rows_{split}": frame.filter(pl.col(dataset.SPLIT) == split).height
+                for split in dataset.SPLITS
+            },
+        },
+    )
+
+
+class DetectorConfig(dg.Config):
+    algorithm: Literal["lightgbm", "logistic"] = "lightgbm"
+    tune: bool = Field(default=False, description="search the algorithm's space first")
+    max_trials: int = Field(default=20, gt=0)
+    seed: int = 0
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="model parameters over the algorithm's defaults, as strings (the way "
+        "SageMaker passes hyperparameters), e.g. {num_boost_round: '200'}",
+    )
+
+
+def git_sha() -> str:
+    """The commit the code runs from, or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _learning_columns(frame: pl.DataFrame, feature_names: list[str]) -> list[str]:
+    return [c for c in frame.columns if c in {*evaluation.SPLIT_COLUMNS, *feature_names}]
+
+
+@dg.asset(
+    key=DETECTOR_KEY,
+    group_name="training",
+    kinds={"lightgbm", "mlflow"},
+    ins={"frame": dg.AssetIn(TRAINING_SET_KEY)},
+)
+def detector(
+    context: dg.AssetExecutionContext,
+    config: DetectorConfig,
+    frame: pl.DataFrame,
+    training_backend: TrainingBackend,
+    model_registry: ModelRegistry,
+) -> dg.MaterializeResult:
+    """A candidate detector trained on the train split (tuned on validation when asked), its
+    operating point chosen on validation: no false alarm there, fires detected soonest."""
+    upstream = _latest_metadata(context, TRAINING_SET_KEY)
+    spec = FeatureSpec.from_json(json.dumps(upstream["feature_spec"]))
+    names = list(spec.names)
+    keep = _learning_columns(frame, names)
+    channels = {
+        split: frame.filter(pl.col(dataset.SPLIT) == split).select(keep)
+        for split in ("train", "validation")
+    }
+    for split, part in channels.items():
+        if part.is_empty():
+            raise dg.Failure(f"the training set has no {split} rows: generate more devices")
+    request = TrainingRequest(config.algorithm, tuple(names), spec.hash(), config.seed)
+    # The config's params parsed as the entry point will parse them: a bad one fails here.
+    hyperparameters = encode_hyperparameters(
+        parse_hyperparameters({**encode_hyperparameters(request), **config.params})
+    )
+    job = f"firepipe-{context.run.run_id[:8]}-{config.algorithm}"
+    if config.tune:
+        tuned = training_backend.tune(
+            f"{job}-tune", channels, hyperparameters, config.max_trials, config.seed
+        )
+        hyperparameters = tuned.best_hyperparameters
+        context.log.info(f"tuning: best validation average precision {tuned.objective:.4f}")
+    with tempfile.TemporaryDirectory(prefix="firepipe-detector-") as tmp:
+        model_dir = Path(tmp) / "model"
+        metrics = training_backend.train(job, channels, hyperparameters, model_dir)
+        candidate = Detector.load(model_dir)
+        validation = channels["validation"].with_columns(
+            pl.Series("score", candidate.scores(channels["validation"]))
+        )
+        threshold, persistence_s = evaluation.choose_operating_point(validation)
+        candidate = candidate.with_operating_point(threshold, int(persistence_s))
+        candidate.save(model_dir)
+        version = model_registry.log_candidate(
+            model_dir,
+            name=MODEL_NAME,
+            metrics=metrics,
+            params=hyperparameters,
+            tags={
+                "feature_spec_hash": spec.hash(),
+                "training_snapshot_id": str(upstream.get("gold_snapshot_id", "")),
+                "git_sha": git_sha(),
+                "dagster_run_id": context.run.run_id,
+            },
+            artifacts={},
+            input_example=channels["validation"].select(names).head(5),
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "model_name": MODEL_NAME,
+            "model_version": version.version,
+            "model_uri": version.uri,
+            "algorithm": config.algorithm,
+            "threshold": threshold,
+            "persistence_s": persistence_s,
+            "hyperparameters": dg.MetadataValue.json(dict(hyperparameters)),
+            **{name: dg.MetadataValue.float(value) for name, value in metrics.items()},
+        }
+    )
+
+
+class EvaluationConfig(dg.Config):
+    nist_data_dir: str = Field(default="", description="empty: FIREPIPE_NIST_DATA_DIR")
+
+
+def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    encoded = base64.b64encode(png).decode("ascii")
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
+@dg.asset(
+    key=EVALUATION_KEY,
+    group_name="training",
+    kinds={"polars", "mlflow"},
+    ins={"frame": dg.AssetIn(TRAINING_SET_KEY)},
+    deps=[DETECTOR_KEY],
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    frame: pl.DataFrame,
+    model_registry: ModelRegistry,
+) -> dg.MaterializeResult:
+    """The candidate on every split (ROC-AUC, PR-AUC, F1, false alarms per 1,000 device-hours,
+    time to detection by fire scenario) and on the real NIST fires, station by station against
+    the commercial alarms; recorded on the candidate's MLflow run with the plots."""
+    candidate = _latest_metadata(context, DETECTOR_KEY)
+    version = int(candidate["model_version"])
+    model = model_registry.load_detector(str(candidate["model_uri"]))
+    spec = FeatureSpec.from_json(
+        json.dumps(_latest_metadata(context, TRAINING_SET_KEY)["feature_spec"])
+    )
+    scored = frame.with_columns(pl.Series("score", model.scores(frame)))
+    report = evaluation.evaluate(scored, model.threshold, model.persistence_s)
+    folder = Path(config.nist_data_dir) if config.nist_data_dir else settings.nist_data_dir()
+    tests = nist.read_tests(folder)
+    activations = nist.read_activation_times(folder)
+    real = real_fires.evaluate_real(
+        tests, activations, spec, model.scores, model.threshold, model.persistence_s
+    )
+    baseline = real_fires.fixed_threshold_baseline(tests, activations, spec)
+    detections = pl.concat(
+        [
+            evaluation.detection_times(
+                scored.filter(pl.col(dataset.SPLIT) == split),
+                model.threshold,
+                model.persistence_s,
+            ).with_columns(pl.lit(split).alias("split"))
+            for split in report
+        ],
+        how="diagonal_relaxed",
+    )
+    pngs = {
+        "roc.png": plots.roc_png(scored),
+        "time_to_detection.png": plots.time_to_detection_png(detections),
+        "nist_timelines.png": plots.nist_timelines_png(real),
+    }
+    metrics = {
+        **evaluation.flat_metrics(report),
+        **evaluation.flat_metrics(
+            {k: v for k, v in real.summary.items() if k not in ("threshold", "persistence_s")},
+            "real_",
+        ),
+    }
+    model_registry.record_evaluation(MODEL_NAME, version, metrics, pngs)
+    context.log.info(real.table())
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "real_fires": markdown_table(real.stations),
+            "real_summary": dg.MetadataValue.json(real.summary),
+            "fixed_threshold_baseline": dg.MetadataValue.json(baseline.summary),
+            **{name: _png_markdown(png, name) for name, png in pngs.items()},
+            **{name: dg.MetadataValue.float(value) for name, value in sorted(metrics.items())},
+        }
+    )
+
+
+class ChampionConfig(dg.Config):
+    min_lead_gain_s: float = 0.0
+    max_share_decrease: float = 0.0
+    max_false_alarm_increase_per_1000h: float = 0.0
+    max_pre_ignition_alarms: int = 0
+    max_false_alarms_per_1000h: float = 0.0
+    min_share_no_later_than_median: float = 0.0
+
+
+@dg.asset(key=CHAMPION_KEY, group_name="training", kinds={"mlflow"}, deps=[EVALUATION_KEY])
+def champion(
+    context: dg.AssetExecutionContext, config: ChampionConfig, model_registry: ModelRegistry
+) -> dg.MaterializeResult:
+    """Champion/challenger: the evaluated candidate becomes the champion (Approved) only when
+    it beats the champion on real-fire lead time and does no worse on false alarms, within the
+    config's thresholds; otherwise it is Rejected. Every reason is recorded."""
+    version = int(_latest_metadata(context, EVALUATION_KEY)["model_version"])
+    policy = promotion.PromotionPolicy(**config.model_dump())
+    current = model_registry.champion(MODEL_NAME)
+    if current is not None and current.version == version:
+        return dg.MaterializeResult(
+            metadata={"champion_version": version, "decision": "already the champion"}
+        )
+    candidate_metrics = model_registry.version_metrics(MODEL_NAME, version)
+    champion_metrics = (
+        model_registry.version_metrics(MODEL_NAME, current.version) if current else None
+    )
+    try:
+        decision = promotion.decide(candidate_metrics, champion_metrics, policy)
+    except ValueError as e:  # a metric not measurable on this data (e.g. no fire detected)
+        decision = promotion.Decision(promote=False, reasons=(f"fail: {e}",))
+    reason = "; ".join(decision.reasons)
+    if decision.promote:
+        model_registry.set_approval(MODEL_NAME, version, promotion.APPROVED, reason)
+        model_registry.promote(MODEL_NAME, version, reason)
+    else:
+        model_registry.set_approval(MODEL_NAME, version, promotion.REJECTED, reason)
+    for line in decision.reasons:
+        context.log.info(line)
+    return dg.MaterializeResult(
+        metadata={
+            "candidate_version": version,
+            "previous_champion_version": current.version if current else None,
+            "promoted": decision.promote,
+            "champion_version": version
+            if decision.promote
+            else (current.version if current else None),
+            "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons)),
+        }
+    )

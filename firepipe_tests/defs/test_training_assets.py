@@ -1,0 +1,111 @@
+"""The detector's assets on a small simulated lake: training set, candidate, evaluation on the
+held-out splits and the real NIST fires, and champion/challenger, with MLflow on SQLite."""
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from firepipe.core.simulation.simulator import GenerationSpec, simulate
+from firepipe.core.standardise import to_silver
+from firepipe.core.training import dataset, promotion
+from firepipe.defs.features.assets import SILVER_TABLE, sensor_features
+from firepipe.defs.lake.assets import READINGS_PARTITIONING
+from firepipe.defs.training.assets import (
+    MODEL_NAME,
+    champion,
+    detector,
+    model_evaluation,
+    training_set,
+)
+from firepipe.resources.lakehouse import tables
+from firepipe.resources.lakehouse.io_manager import IcebergIOManager
+from firepipe.resources.registry import CHAMPION_ALIAS, LocalModelRegistry
+from firepipe.resources.spark import LocalSparkCompute
+from firepipe.resources.training import LocalTrainingBackend
+
+ASSETS = [sensor_features, training_set, detector, model_evaluation, champion]
+FAST = {"params": {"num_boost_round": "30", "num_threads": "1"}}
+# The goal floors (no false alarm, no alarm before ignition) are not what this test is about.
+LENIENT = {"max_false_alarms_per_1000h": 1e9, "max_pre_ignition_alarms": 1000}
+
+
+@pytest.fixture
+def lake(lakehouse, tmp_path, firepipe_home):
+    bronze = simulate(GenerationSpec(devices=80, duration_s=600, seed=11), workers=1)
+    silver = to_silver({"synthetic": bronze}).readings
+    tables.write_table(
+        lakehouse.catalog(), SILVER_TABLE, silver, tables.parse_partitioning(READINGS_PARTITIONING)
+    )
+    return {
+        "lakehouse": lakehouse,
+        "io_manager": IcebergIOManager(lakehouse=lakehouse),
+        "spark_compute": LocalSparkCompute(master="local[1]"),
+        "training_backend": LocalTrainingBackend(work_dir=str(tmp_path / "training")),
+        "model_registry": LocalModelRegistry(root=str(tmp_path / "mlflow")),
+    }
+
+
+def run(resources, instance, detector_config=None, champion_config=None):
+    config = {"ml__detector": {"config": {**FAST, **(detector_config or {})}}}
+    if champion_config:
+        config["ml__champion"] = {"config": champion_config}
+    result = dg.materialize(
+        ASSETS, resources=resources, instance=instance, run_config={"ops": config}
+    )
+    assert result.success
+    return {
+        key.to_user_string(): {k: v.value for k, v in m.metadata.items()}
+        for key, m in (
+            (e.asset_key, e.materialization) for e in result.get_asset_materialization_events()
+        )
+    }
+
+
+@pytest.mark.slow
+def test_training_evaluation_and_champion_on_a_simulated_lake(lake):
+    registry = lake["model_registry"]
+    with dg.instance_for_test() as instance:
+        first = run(lake, instance, champion_config=LENIENT)
+        ts = first["ml/training_set"]
+        assert ts["rows_train"] > 0
+        assert ts["rows_validation"] > 0
+        assert ts["rows_test"] > 0
+        frame = lake["lakehouse"].read("ml.training_set")
+        # Whole devices in one split; only synthetic readings.
+        assert (
+            frame.group_by("device_id").agg(pl.col(dataset.SPLIT).n_unique())[dataset.SPLIT].max()
+            == 1
+        )
+        assert frame["device_id"].str.starts_with("syn-").all()
+
+        candidate = first["ml/detector"]
+        assert candidate["model_version"] == 1
+        assert 0.0 <= candidate["threshold"] <= 1.0
+        version = registry.version(MODEL_NAME, 1)
+        assert version.tags["feature_spec_hash"] == ts["feature_spec_hash"]
+        assert version.tags["training_snapshot_id"] == ts["gold_snapshot_id"]
+
+        evaluation = first["ml/evaluation"]
+        summary = evaluation["real_summary"]
+        assert summary["stations"] == 29  # NIST stations with commercial alarms
+        assert 0.0 <= summary["share_no_later_than_median_alarm"] <= 1.0
+        metrics = registry.version_metrics(MODEL_NAME, 1)
+        for name in promotion.PROMOTION_METRICS:
+            assert name in metrics, name
+        assert metrics["real_stations"] == 29
+
+        # Floors opened wide: the first candidate becomes the champion, Approved.
+        decision = first["ml/champion"]
+        assert decision["promoted"] is True
+        assert registry.version(MODEL_NAME, 1).approval_status == promotion.APPROVED
+        assert registry.champion(MODEL_NAME).version == 1
+
+        # A second candidate must beat the champion by 1,000 s of lead: refused, with reasons.
+        second = run(lake, instance, champion_config={**LENIENT, "min_lead_gain_s": 1000.0})
+        assert second["ml/detector"]["model_version"] == 2
+        assert second["ml/champion"]["promoted"] is False
+        assert "fail: " in second["ml/champion"]["reasons"]
+        assert registry.version(MODEL_NAME, 2).approval_status == promotion.REJECTED
+        assert registry.champion(MODEL_NAME).version == 1
+        champion_model = registry.load_detector(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
+        assert champion_model.threshold == first["ml/detector"]["threshold"]
