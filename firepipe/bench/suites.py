@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from firepipe.bench import BenchOptions, Figure, generate, iceberg, lake
+from firepipe.bench import BenchOptions, Figure, generate, iceberg, lake, train
 
 SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "generate": generate.run,
     "iceberg": iceberg.run,
     "lake": lake.run,
+    "train": train.run,
 }

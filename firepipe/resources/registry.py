@@ -317,6 +317,11 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
             if artifacts:
                 client.log_artifacts(info.run_id, plots, PLOTS_DIR)
 
+    def load_pyfunc(self, uri: str) -> Any:
+        """The registered model at `uri` as MLflow loads it for serving (the pyfunc)."""
+        with self._mlflow() as mlflow:
+            return mlflow.pyfunc.load_model(uri)
+
     def version_metrics(self, name: str, version: int) -> dict[str, float]:
         info = self.version(name, version)
         if not info.run_id:

@@ -15,9 +15,12 @@ from click.testing import CliRunner
 from firepipe import settings
 from firepipe.cli import main
 from firepipe.core.features import default_spec
+from firepipe.core.training import promotion
 from firepipe.definitions import defs
+from firepipe.defs.training.assets import MODEL_NAME
 from firepipe.resources.ingestion import LOCAL_FIELD_TABLE
 from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.resources.registry import LocalModelRegistry
 from firepipe.resources.warehouse import DuckDBWarehouseSource
 from firepipe.settings import NIST_DATA_VAR
 from firepipe_tests.conftest import nist_data_dir
@@ -41,6 +44,7 @@ TABLES = [
     "bronze.synthetic_readings",
     "gold.generator_validation",
     "gold.sensor_features",
+    "ml.training_set",
     "silver.quarantine",
     "silver.sensor_readings",
 ]
@@ -50,7 +54,8 @@ DBT_MODELS = {
     "analytics/device_alarm_events",
     "analytics/site_daily_alarm_rates",
 }
-ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS
+ML_ASSETS = {"ml/detector", "ml/evaluation", "ml/champion"}  # ml/training_set is a table
+ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS | ML_ASSETS
 # bronze: schema, physical_ranges, label_consistency, scenario_mix, distribution_vs_reference;
 # silver: null_rate, ranges, duplicate_rate, freshness; gold: finite_features. dbt's tests come
 # on top, one check each.
@@ -136,6 +141,17 @@ def test_end_to_end_materialises_every_asset_into_the_home(
         assert set(default_spec().names) <= set(gold.columns)
         assert gold.height == readings.height
         assert gold.select("device_id").n_unique() == readings.select("device_id").n_unique()
+        # The detector: trained on synthetic devices only, registered in the home's MLflow,
+        # evaluated on every NIST station with commercial alarms, and judged.
+        training = lake.read("ml.training_set")
+        assert training.height == by_source["synthetic"]
+        registry = LocalModelRegistry(root=str(firepipe_home / "mlflow"))
+        candidate = registry.version(MODEL_NAME, 1)
+        assert candidate.approval_status in (promotion.APPROVED, promotion.REJECTED)
+        assert registry.version_metrics(MODEL_NAME, 1)["real_stations"] == 29
+        assert (registry.champion(MODEL_NAME) is not None) == (
+            candidate.approval_status == promotion.APPROVED
+        )
 
         # Again, after the field stream delivered its next batch: bronze synthetic and silver
         # are replaced, the field extraction adds only the new rows, nothing is duplicated.
@@ -151,6 +167,7 @@ def test_end_to_end_materialises_every_asset_into_the_home(
         assert all(first[t] != second[t] for t in replaced)
         silver = lake.read("silver.sensor_readings")
         assert silver.height == silver.select("device_id", "ts").n_unique()
+        assert registry.version(MODEL_NAME, 2).tags["feature_spec_hash"] == default_spec().hash()
 
 
 @pytest.mark.slow
