@@ -95,6 +95,10 @@ def summary(job: str, as_json: bool) -> None:
     result = last_run(instance, job, _lakehouse())
     if result is None:
         raise click.ClickException(f"no run of {job} in the Dagster instance at {home}")
+    from firepipe.resources import model_registry_for
+
+    registry = model_registry_for(settings.environment(), settings.local_paths())
+    result.where["models"] = registry.describe()
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), default=str))
     else:

@@ -39,6 +39,8 @@ class RunSummary:
     # Rows of gold.generator_validation (test, station, channel, nrmse, time_to_4_3_error_s).
     validation: list[dict[str, object]] = field(default_factory=list)
     where: dict[str, str] = field(default_factory=dict)
+    # The ml/* assets' metadata of this run (plain values), by asset key.
+    detector: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -76,6 +78,12 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
             ),
             None,
         )
+        if mat.asset_key.path[0] == "ml":
+            summary.detector[mat.asset_key.to_user_string()] = {
+                k: _metadata_value(mat.metadata, k)
+                for k in mat.metadata
+                if k in DETECTOR_FIELDS or k.startswith("test/")
+            }
         snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
         summary.materialisations.append(
             Materialisation(
@@ -106,6 +114,20 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
 
 
 VALIDATION_TABLE = "gold.generator_validation"
+# What the summary shows of the ml/* assets (their metadata keys).
+DETECTOR_FIELDS = {
+    "model_name",
+    "model_version",
+    "model_uri",
+    "algorithm",
+    "threshold",
+    "persistence_s",
+    "real_summary",
+    "fixed_threshold_baseline",
+    "promoted",
+    "champion_version",
+    "reasons",
+}
 VALIDATION_CHANNELS = {
     "temperature_c": "temp",
     "smoke_obscuration_pct_per_m": "smoke",
@@ -178,5 +200,66 @@ def render(summary: RunSummary, dagster_home: str) -> str:
     lines += [f"  {k:<17}{v}" for k, v in summary.where.items()]
     lines.append(f"  {'dagster instance':<17}{dagster_home}")
     lines += render_validation(summary.validation)
+    lines += render_detector(summary.detector)
     lines += ["", "Browse the asset lineage with `make dev` (http://127.0.0.1:3000)."]
     return "\n".join(lines)
+
+
+def _pct(value: object) -> str:
+    return f"{float(value):.0%}" if isinstance(value, int | float) else "-"
+
+
+def _num(value: object, fmt: str = ".3f") -> str:
+    return format(float(value), fmt) if isinstance(value, int | float) else "-"
+
+
+def _seconds(value: object) -> str:
+    return f"{float(value):.0f} s" if isinstance(value, int | float) else "-"
+
+
+def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
+    """The candidate this run trained, how it did on synthetic and real fires, and whether it
+    became the champion."""
+    candidate = detector.get("ml/detector")
+    if not candidate:
+        return []
+    uri = candidate.get("model_uri")
+    persistence = _seconds(candidate.get("persistence_s"))
+    lines = [
+        "",
+        f"Detector: {uri} ({candidate.get('algorithm')}), threshold "
+        f"{_num(candidate.get('threshold'))}, persistence {persistence}",
+    ]
+    evaluation = detector.get("ml/evaluation", {})
+    if evaluation:
+        lines.append(
+            f"  synthetic test split: ROC-AUC {_num(evaluation.get('test/roc_auc'))}, PR-AUC "
+            f"{_num(evaluation.get('test/pr_auc'))}, false alarms per 1,000 device-hours "
+            f"{_num(evaluation.get('test/false_alarms_per_1000_device_hours'), '.1f')}, fires "
+            f"detected {_pct(evaluation.get('test/time_to_detection/detected_share'))} "
+            f"(median {_seconds(evaluation.get('test/time_to_detection/median_s'))})"
+        )
+        for label, key in (
+            ("model", "real_summary"),
+            ("fixed threshold", "fixed_threshold_baseline"),
+        ):
+            real = evaluation.get(key)
+            if isinstance(real, Mapping):
+                lines.append(
+                    f"  NIST real fires, {label}: {real.get('stations')} stations, no later than "
+                    f"the median alarm {_pct(real.get('share_no_later_than_median_alarm'))}, "
+                    f"than the first {_pct(real.get('share_no_later_than_first_alarm'))}, median "
+                    f"lead {_seconds(real.get('median_lead_s'))}, alarms before ignition "
+                    f"{real.get('pre_ignition_alarms')}"
+                )
+    decision = detector.get("ml/champion", {})
+    if decision:
+        verdict = "promoted to champion" if decision.get("promoted") else "not promoted"
+        lines.append(f"  champion: {verdict}; champion now {decision.get('champion_version')}")
+        reasons = str(decision.get("reasons") or "")
+        lines += [
+            f"    {line.lstrip('- ')}" for line in reasons.splitlines() if line.startswith("- fail")
+        ]
+    if uri:
+        lines.append(f"  replay the NIST fires: firepipe evaluate-real --model {uri}")
+    return lines

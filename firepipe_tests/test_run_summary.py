@@ -26,3 +26,42 @@ def test_a_failed_blocking_check_fails_the_summary() -> None:
     failed = summary(CheckOutcome("silver/sensor_readings", "duplicate_rate", False))
     assert not failed.succeeded
     assert "FAILED silver/sensor_readings duplicate_rate" in render(failed, "/home")
+
+
+def test_the_detector_section_shows_the_candidate_its_figures_and_the_decision() -> None:
+    run = summary()
+    run.detector = {
+        "ml/detector": {
+            "model_uri": "models:/d/3",
+            "algorithm": "lightgbm",
+            "threshold": 0.75,
+            "persistence_s": 4.0,
+        },
+        "ml/evaluation": {
+            "test/roc_auc": 0.9,
+            "test/time_to_detection/detected_share": 0.5,
+            "real_summary": {
+                "stations": 29,
+                "share_no_later_than_median_alarm": 0.25,
+                "share_no_later_than_first_alarm": 0.125,
+                "median_lead_s": None,
+                "pre_ignition_alarms": 0,
+            },
+        },
+        "ml/champion": {
+            "promoted": False,
+            "champion_version": 2,
+            "reasons": "- pass: floors\n- fail: lead 3 s vs champion 9 s",
+        },
+    }
+    text = render(run, "/home")
+    assert "Detector: models:/d/3 (lightgbm), threshold 0.750, persistence 4 s" in text
+    assert "ROC-AUC 0.900" in text
+    assert "PR-AUC -" in text  # not measured: shown as unknown, not as zero
+    assert "fires detected 50%" in text
+    assert "no later than the median alarm 25%, than the first 12%, median lead -," in text
+    assert "champion: not promoted; champion now 2" in text
+    assert "fail: lead 3 s vs champion 9 s" in text
+    assert "pass: floors" not in text  # only the reasons that decided it
+    assert "firepipe evaluate-real --model models:/d/3" in text
+    assert "Detector:" not in render(summary(), "/home")

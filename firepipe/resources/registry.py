@@ -141,6 +141,8 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         import mlflow.artifacts
         import mlflow.pyfunc
 
+        # Downloads draw progress bars on stderr: noise in Dagster logs and CLI output.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
         uri = self._tracking_uri()
         mlflow.set_tracking_uri(uri)

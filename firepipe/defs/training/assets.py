@@ -340,8 +340,11 @@ def champion(
     )
     try:
         decision = promotion.decide(candidate_metrics, champion_metrics, policy)
-    except ValueError as e:  # a metric not measurable on this data (e.g. no fire detected)
-        decision = promotion.Decision(promote=False, reasons=(f"fail: {e}",))
+    except ValueError as e:  # a metric not measurable on this data
+        why = str(e)
+        if promotion.MEDIAN_LEAD_S in why:
+            why += " (the model did not alarm at half the NIST stations: no median lead)"
+        decision = promotion.Decision(promote=False, reasons=(f"fail: {why}",))
     reason = "; ".join(decision.reasons)
     if decision.promote:
         model_registry.set_approval(MODEL_NAME, version, promotion.APPROVED, reason)

@@ -1,0 +1,102 @@
+"""`firepipe evaluate-real`: the champion (or a given model) replayed over the NIST tests."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from firepipe import settings
+from firepipe.cli import main
+from firepipe.core import nist
+from firepipe.core.features import default_spec
+from firepipe.core.training.dataset import LABEL
+from firepipe.core.training.models import train_detector
+from firepipe.defs.training.assets import MODEL_NAME
+from firepipe.resources.registry import LocalModelRegistry
+from firepipe_tests.conftest import nist_data_dir
+
+# Rises of smoke and heat: features every NIST station with those sensors has.
+FEATURES = ("smoke_obscuration_pct_per_m__rise_per_min_30s", "temperature_c__rise_per_min_30s")
+
+
+def rise_detector(directory):  # type: ignore[no-untyped-def]
+    """A logistic detector that alarms on fast smoke or heat rises, on the default spec."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 2.0, (2_000, 2))
+    label = (x[:, 0] > 1.0) | (x[:, 1] > 3.0)
+    frame = pl.DataFrame({FEATURES[0]: x[:, 0], FEATURES[1]: x[:, 1], LABEL: label})
+    detector = train_detector(frame, None, FEATURES, default_spec().hash(), "logistic")
+    detector = detector.with_operating_point(0.5, 0)
+    detector.save(directory)
+    return detector
+
+
+@pytest.fixture
+def champion(firepipe_home, tmp_path):  # type: ignore[no-untyped-def]
+    registry = LocalModelRegistry(root=str(settings.local_paths().mlflow))
+    model_dir = tmp_path / "model"
+    rise_detector(model_dir)
+    example = pl.DataFrame({name: [0.0] for name in FEATURES})
+    tags = {"feature_spec_hash": default_spec().hash(), "training_snapshot_id": "1", "git_sha": "x"}
+    version = registry.log_candidate(
+        model_dir,
+        name=MODEL_NAME,
+        metrics={},
+        params={},
+        tags=tags,
+        artifacts={},
+        input_example=example,
+    )
+    registry.promote(MODEL_NAME, version.version, "test")
+    return version
+
+
+def test_evaluate_real_replays_the_champion_and_prints_json(champion):
+    result = CliRunner().invoke(main, ["evaluate-real", "--json", "--baseline"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["model"] == f"models:/{MODEL_NAME}@champion"
+    folder = Path(nist_data_dir())
+    assert [t["test"] for t in report["tests"]] == [t.name for t in nist.read_tests(folder)]
+    summary = report["summary"]
+    for key in (
+        "stations",
+        "share_no_later_than_median_alarm",
+        "share_no_later_than_first_alarm",
+        "median_lead_s",
+        "pre_ignition_alarms",
+    ):
+        assert key in summary, key
+    compared = [
+        s for t in report["tests"] for s in t["stations"] if s["no_later_than_median"] is not None
+    ]
+    assert summary["stations"] == len(compared) == 29
+    share = sum(s["no_later_than_median"] for s in compared) / len(compared)
+    assert summary["share_no_later_than_median_alarm"] == pytest.approx(share)
+    assert report["fixed_threshold_baseline"]["stations"] == 29
+
+
+def test_evaluate_real_prints_a_table_for_a_given_model(champion):
+    result = CliRunner().invoke(main, ["evaluate-real", "--model", champion.uri])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"model: {champion.uri}")
+    assert "share_no_later_than_median_alarm:" in result.output
+    assert "SDC02" in result.output
+
+
+def test_evaluate_real_without_a_champion_says_how_to_get_one(firepipe_home):
+    result = CliRunner().invoke(main, ["evaluate-real"])
+    assert result.exit_code == 1
+    assert "no champion yet?" in result.output
+
+
+def test_evaluate_real_refuses_a_model_of_another_feature_spec(firepipe_home, tmp_path):
+    detector = rise_detector(tmp_path / "m")
+    other = detector.__class__(**{**detector.__dict__, "feature_spec_hash": "other"})
+    other.save(tmp_path / "other")
+    result = CliRunner().invoke(main, ["evaluate-real", "--model", str(tmp_path / "other")])
+    assert result.exit_code == 1
+    assert "feature spec other" in result.output
