@@ -3,7 +3,6 @@ tuning jobs on moto, where a stand-in for the training container runs the real e
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 
@@ -106,34 +105,23 @@ def test_snake_keys_turns_api_dicts_into_shape_arguments():
 # --- SageMaker on moto -----------------------------------------------------------------------
 
 
-def _run_container(s3, job: dict, work: Path) -> None:
-    """What the firepipe training image does inside SageMaker: the channels under
-    /opt/ml/input/data, SM_* variables, the entry point, then model.tar.gz to the output path."""
-    data = work / "input"
+def _run_container(s3, job: dict, root: Path) -> None:
+    """What the firepipe training image does inside SageMaker, with `root` as /opt/ml: the
+    job's hyperparameters in input/config, its channels under input/data, the entry point,
+    then model/ as model.tar.gz at the job's artifact path."""
+    (root / "input/config").mkdir(parents=True)
+    (root / "input/config/hyperparameters.json").write_text(json.dumps(job["HyperParameters"]))
     for spec in job["InputDataConfig"]:
         uri = spec["DataSource"]["S3DataSource"]["S3Uri"]
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
-            target = data / spec["ChannelName"] / Path(obj["Key"]).name
+            target = root / "input/data" / spec["ChannelName"] / Path(obj["Key"]).name
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, obj["Key"], str(target))
-    model = work / "model"
-    env = {
-        "SM_CHANNEL_TRAIN": str(data / "train"),
-        "SM_CHANNEL_VALIDATION": str(data / "validation"),
-        "SM_MODEL_DIR": str(model),
-        "SM_HPS": json.dumps(job["HyperParameters"]),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        assert entry.main([]) == 0
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    assert entry.main([], root=root) == 0
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        for path in sorted(model.iterdir()):
+        for path in sorted((root / "model").iterdir()):
             tar.add(path, arcname=path.name)
     artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
     bucket, _, key = artifact.removeprefix("s3://").partition("/")

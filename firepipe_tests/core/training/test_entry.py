@@ -191,3 +191,30 @@ def test_main_reports_bad_setups(
     assert "SM_MODEL_DIR" in capsys.readouterr().err
     assert main(["--algorithm"]) == 2
     assert "--name value pairs" in capsys.readouterr().err
+
+
+def test_main_reads_the_container_layout_without_sm_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A training job with firepipe's own image: /opt/ml/input/config/hyperparameters.json (all
+    # values strings), /opt/ml/input/data/<channel>, /opt/ml/model, /opt/ml/output/failure.
+    for name in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_MODEL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "opt_ml"
+    (root / "output").mkdir(parents=True)
+    assert main([], root=root) == 2
+    assert "not inside a SageMaker training job" in capsys.readouterr().err
+    assert "not inside" in (root / "output/failure").read_text()
+    hps = encode_hyperparameters(
+        TrainingRequest("lightgbm", FEATURES, "spec-h", 3, {"num_boost_round": 5})
+    )
+    (root / "input/config").mkdir(parents=True)
+    (root / "input/config/hyperparameters.json").write_text(json.dumps(hps))
+    for split, seed in (("train", 1), ("validation", 2)):
+        (root / "input/data" / split).mkdir(parents=True)
+        synthetic_frame(600, seed).write_parquet(root / "input/data" / split / "part-0.parquet")
+    assert main([], root=root) == 0
+    detector = Detector.load(root / "model")
+    assert detector.feature_spec_hash == "spec-h"
+    assert detector.params["num_boost_round"] == 5
+    assert json.loads((root / "model" / METRICS_FILE).read_text())[OBJECTIVE_METRIC] > 0
