@@ -107,13 +107,18 @@ def summary(job: str, as_json: bool) -> None:
         sys.exit(1)
 
 
-@main.command()
-@click.option(
+# The folder of the NIST tests (../shared/data/nist_smoke_alarms): calibrate, evaluate-real.
+NIST_DATA_DIR = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder of NIST_Smoke_Alarms_*.csv tests [default: $FIREPIPE_NIST_DATA_DIR].",
+    help="Folder of NIST_Smoke_Alarms_*.csv tests and Activation_Times.csv "
+    "[default: $FIREPIPE_NIST_DATA_DIR].",
 )
+
+
+@main.command()
+@NIST_DATA_DIR
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -139,12 +144,7 @@ def calibrate(data_dir: Path | None, out: Path | None) -> None:
 
 
 @main.command("evaluate-real")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder of NIST tests and Activation_Times.csv [default: $FIREPIPE_NIST_DATA_DIR].",
-)
+@NIST_DATA_DIR
 @click.option(
     "--model",
     "model_uri",

@@ -1,5 +1,7 @@
 """Metadata helpers shared by the asset definitions."""
 
+import base64
+
 import dagster as dg
 import polars as pl
 
@@ -15,3 +17,9 @@ def markdown_table(frame: pl.DataFrame) -> dg.MetadataValue:
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    """A PNG shown inline in the UI (markdown with a data URI)."""
+    encoded = base64.b64encode(png).decode("ascii")
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")

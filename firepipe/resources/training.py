@@ -67,10 +67,12 @@ class TrainingBackend(dg.ConfigurableResource, ABC):
         the best hyperparameters are ready for `train`."""
 
 
-def _check_channels(channels: Mapping[str, pl.DataFrame]) -> None:
+def _check_channels(channels: Mapping[str, pl.DataFrame], tuning: bool = False) -> None:
     unknown = sorted(set(channels) - set(CHANNELS))
     if unknown or "train" not in channels:
         raise ValueError(f"channels must be train (and validation), got {sorted(channels)}")
+    if tuning and "validation" not in channels:
+        raise ValueError("tuning needs a validation channel")
 
 
 class LocalTrainingBackend(TrainingBackend):
@@ -106,9 +108,7 @@ class LocalTrainingBackend(TrainingBackend):
         max_trials: int,
         seed: int,
     ) -> TuningResult:
-        _check_channels(channels)
-        if "validation" not in channels:
-            raise ValueError("tuning needs a validation channel")
+        _check_channels(channels, tuning=True)
         request = entry.parse_hyperparameters(static_hyperparameters)
         best, trials = tuning.tune(
             channels["train"],
@@ -290,8 +290,7 @@ class SageMakerTrainingBackend(TrainingBackend):
             ResourceLimits,
         )
 
-        if "validation" not in channels:
-            raise ValueError("tuning needs a validation channel")
+        _check_channels(channels, tuning=True)
         algorithm = entry.parse_hyperparameters(static_hyperparameters).algorithm
         ranges = snake_keys(tuning.sagemaker_parameter_ranges(tuning.SPACES[algorithm]))
         definition = HyperParameterTrainingJobDefinition(

@@ -8,7 +8,6 @@ the candidate. ml/champion promotes the candidate only when it beats the champio
 `promotion.decide`) and records why, approving or rejecting it.
 """
 
-import base64
 import json
 import subprocess
 import tempfile
@@ -32,7 +31,7 @@ from firepipe.core.training.models import Detector
 from firepipe.defs.features.assets import ASSET_KEY as GOLD_KEY
 from firepipe.defs.features.assets import SILVER_TABLE
 from firepipe.defs.features.assets import TABLE as GOLD_TABLE
-from firepipe.defs.metadata import markdown_table
+from firepipe.defs.metadata import markdown_table, png_markdown
 from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import Lakehouse
 from firepipe.resources.registry import ModelRegistry
@@ -238,11 +237,6 @@ class EvaluationConfig(dg.Config):
     nist_data_dir: str = Field(default="", description="empty: FIREPIPE_NIST_DATA_DIR")
 
 
-def _png_markdown(png: bytes, title: str) -> dg.MetadataValue:
-    encoded = base64.b64encode(png).decode("ascii")
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
-
-
 @dg.asset(
     key=EVALUATION_KEY,
     group_name="training",
@@ -305,7 +299,7 @@ def model_evaluation(
             "real_fires": markdown_table(real.stations),
             "real_summary": dg.MetadataValue.json(real.summary),
             "fixed_threshold_baseline": dg.MetadataValue.json(baseline.summary),
-            **{name: _png_markdown(png, name) for name, png in pngs.items()},
+            **{name: png_markdown(png, name) for name, png in pngs.items()},
             **{name: dg.MetadataValue.float(value) for name, value in sorted(metrics.items())},
         }
     )

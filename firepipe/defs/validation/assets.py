@@ -1,6 +1,5 @@
 """Gold: how far the calibrated flaming-fire physics is from the real NIST fires."""
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from firepipe import settings
 from firepipe.core import plots
 from firepipe.core.simulation import calibration
 from firepipe.core.simulation.calibration import Calibration
-from firepipe.defs.metadata import markdown_table
+from firepipe.defs.metadata import markdown_table, png_markdown
 
 ASSET_KEY = dg.AssetKey(["gold", "generator_validation"])
 
@@ -24,13 +23,10 @@ class GeneratorValidationConfig(dg.Config):
 
 def _metadata(result: Calibration, png: bytes) -> dict[str, Any]:
     columns = ["test", "station", "channel", "nrmse", "time_to_4_3_error_s"]
-    encoded = base64.b64encode(png).decode("ascii")
     metadata: dict[str, Any] = {
         "errors": markdown_table(result.errors.select(columns)),
         "fitted_parameters": markdown_table(calibration.parameter_frame(result.fits)),
-        "plot": dg.MetadataValue.md(
-            f"![simulated (dashed) vs measured (solid)](data:image/png;base64,{encoded})"
-        ),
+        "plot": png_markdown(png, "simulated (dashed) vs measured (solid)"),
         "tests": ", ".join(result.ranges.tests),
         "channels_left_out": markdown_table(
             result.screening.filter(~pl.col("usable")).drop("usable")
