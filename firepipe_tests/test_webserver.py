@@ -110,6 +110,10 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         "analytics/site_daily_summary",
         "analytics/device_alarm_events",
         "analytics/site_daily_alarm_rates",
+        "ml/training_set",
+        "ml/detector",
+        "ml/evaluation",
+        "ml/champion",
     }
     edges = {
         ("/".join(d["path"]), "/".join(n["assetKey"]["path"]))
@@ -127,6 +131,12 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         ("analytics/stg_sensor_readings", "analytics/device_alarm_events"),
         ("analytics/stg_sensor_readings", "analytics/site_daily_alarm_rates"),
         ("analytics/device_alarm_events", "analytics/site_daily_alarm_rates"),
+        # the detector's lineage: gold -> training set -> candidate -> evaluation -> champion
+        ("gold/sensor_features", "ml/training_set"),
+        ("ml/training_set", "ml/detector"),
+        ("ml/training_set", "ml/evaluation"),
+        ("ml/detector", "ml/evaluation"),
+        ("ml/evaluation", "ml/champion"),
     }
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     assert groups["silver/sensor_readings"] == "lake"
