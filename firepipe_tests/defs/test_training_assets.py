@@ -109,3 +109,13 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake):
         assert registry.champion(MODEL_NAME).version == 1
         champion_model = registry.load_detector(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
         assert champion_model.threshold == first["ml/detector"]["threshold"]
+
+
+def test_git_sha_prefers_the_image_variable(monkeypatch):
+    from firepipe.defs.training.assets import GIT_SHA_VAR, git_sha
+
+    monkeypatch.setenv(GIT_SHA_VAR, "abc123")
+    assert git_sha() == "abc123"
+    monkeypatch.delenv(GIT_SHA_VAR)
+    sha = git_sha()
+    assert sha == "unknown" or len(sha) == 40

@@ -9,6 +9,7 @@ the candidate. ml/champion promotes the candidate only when it beats the champio
 """
 
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -42,6 +43,7 @@ DETECTOR_KEY = dg.AssetKey(["ml", "detector"])
 EVALUATION_KEY = dg.AssetKey(["ml", "evaluation"])
 CHAMPION_KEY = dg.AssetKey(["ml", "champion"])
 MODEL_NAME = "firepipe-fire-detector"
+GIT_SHA_VAR = "FIREPIPE_GIT_SHA"
 
 
 def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
@@ -138,7 +140,10 @@ class DetectorConfig(dg.Config):
 
 
 def git_sha() -> str:
-    """The commit the code runs from, or 'unknown' outside a git checkout."""
+    """The commit the code runs from: FIREPIPE_GIT_SHA (set when an image is built, which has
+    no .git), else the checkout's HEAD, else 'unknown'."""
+    if sha := os.environ.get(GIT_SHA_VAR):
+        return sha
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
