@@ -18,6 +18,19 @@ PANEL_SIZE_IN = (3.6, 2.4)
 DPI = 72
 
 
+def figure(width_in: float, height_in: float) -> Figure:
+    """A figure on its own Agg canvas (no pyplot state, safe in worker threads)."""
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def simulated_vs_measured_png(curves: pl.DataFrame) -> bytes:
     """One row of panels per test, one column per channel; stations overlaid in colours,
     measured solid, simulated dashed.
@@ -33,12 +46,7 @@ def simulated_vs_measured_png(curves: pl.DataFrame) -> bytes:
     channels = [c for c in CHANNEL_LABELS if c in set(curves["channel"].to_list())]
     stations = sorted(curves["station"].unique().to_list())
     colours = {st: f"C{i % 10}" for i, st in enumerate(stations)}
-    fig = Figure(
-        figsize=(PANEL_SIZE_IN[0] * len(channels), PANEL_SIZE_IN[1] * len(tests)),
-        dpi=DPI,
-        layout="constrained",
-    )
-    FigureCanvasAgg(fig)
+    fig = figure(PANEL_SIZE_IN[0] * len(channels), PANEL_SIZE_IN[1] * len(tests))
     axes = fig.subplots(len(tests), len(channels), squeeze=False)
     for i, test in enumerate(tests):
         for j, channel in enumerate(channels):
@@ -55,6 +63,4 @@ def simulated_vs_measured_png(curves: pl.DataFrame) -> bytes:
                 ax.set_xlabel("s after ignition", fontsize=8)
             if part.height:
                 ax.legend(fontsize=6, ncols=2, title="solid measured, dashed sim", title_fontsize=6)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png(fig)

@@ -44,6 +44,15 @@ def obscuration_pct_per_m(optical_density_per_m: Values) -> Values:
     return 100.0 * (1.0 - 10.0 ** (-optical_density_per_m))
 
 
+def optical_density_per_m(
+    obscuration_pct_per_m: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """The inverse of `obscuration_pct_per_m`: -log10(1 - O/100) for O %/m (100 % and above:
+    infinite or NaN, as for %/ft)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(-np.log10(1.0 - obscuration_pct_per_m / 100.0), dtype=np.float64)
+
+
 def optical_density_per_m_from_pct_per_ft(obscuration_pct_per_ft: Values) -> Values:
     """Optical density (1/m, base 10) of smoke that obscures O %/ft: -log10(1 - O/100) / 0.3048.
     100 %/ft is infinite density; above 100 % it is NaN (no such smoke), which silver's range

@@ -76,3 +76,13 @@ def test_ambiguous_aliases() -> None:
     assert units.ambiguous_aliases(["temperature_f", "temperature_k"]) == {
         "temperature_c": ["temperature_f", "temperature_k"]
     }
+
+
+def test_optical_density_inverts_obscuration():
+    import numpy as np
+
+    from firepipe.core.units import obscuration_pct_per_m, optical_density_per_m
+
+    density = np.array([0.0, 0.02, 0.5, 2.0])
+    np.testing.assert_allclose(optical_density_per_m(obscuration_pct_per_m(density)), density)
+    assert np.isinf(optical_density_per_m(np.array([100.0])))[0]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -89,7 +89,7 @@ class SplitConfig:
         names: list[str] = []
         for name in self.holdout_scenarios:
             if name in sc.FAMILIES:
-                names.extend(s.name for s in sc.CATALOG if s.family == name)
+                names.extend(s.name for s in sc.in_families((name,)))
             else:
                 try:
                     names.append(sc.scenario(name).name)
@@ -98,7 +98,8 @@ class SplitConfig:
         return tuple(dict.fromkeys(names))
 
 
-def _require(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
+def require_columns(frame: pl.DataFrame, columns: Iterable[str], what: str) -> None:
+    """Raise a ValueError naming the columns of `columns` that `frame` lacks."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {missing}")
@@ -107,8 +108,8 @@ def _require(frame: pl.DataFrame, columns: Sequence[str], what: str) -> None:
 def training_frame(features: pl.DataFrame, silver: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     """Gold features of TRAINING_SOURCES readings with their label: ID_COLUMNS, scenario_family,
     seconds_since_ignition, LABEL, then the spec's features, in the order of `features`."""
-    _require(features, [*ID_COLUMNS, *spec.names], "features")
-    _require(silver, SILVER_COLUMNS, "silver")
+    require_columns(features, [*ID_COLUMNS, *spec.names], "features")
+    require_columns(silver, SILVER_COLUMNS, "silver")
     keys = ["device_id", "ts"]
     facts = silver.lazy().select(SILVER_COLUMNS)
     orphans = features.lazy().select(keys).join(facts, on=keys, how="anti").collect()
@@ -212,7 +213,7 @@ def assign_splits(frame: pl.DataFrame, config: SplitConfig) -> pl.DataFrame:
     family_holdout: devices of the held-out scenarios go to test; the others as in `device`, so
     test still holds nuisances and baselines to count false alarms on.
     """
-    _require(frame, ["device_id", "ts", "scenario", FAMILY], "frame")
+    require_columns(frame, ["device_id", "ts", "scenario", FAMILY], "frame")
     devices = (
         frame.group_by("device_id")
         .agg(
@@ -311,7 +312,7 @@ def _by_rank(
 def class_balance(frame: pl.DataFrame) -> pl.DataFrame:
     """Per split x scenario family (every pair, zeros included): devices, rows, positives and
     positive_share (null without rows)."""
-    _require(frame, ["device_id", SPLIT, FAMILY, LABEL], "frame")
+    require_columns(frame, ["device_id", SPLIT, FAMILY, LABEL], "frame")
     counts = frame.group_by(SPLIT, FAMILY).agg(
         pl.col("device_id").n_unique().cast(pl.Int64).alias("devices"),
         pl.len().cast(pl.Int64).alias("rows"),
@@ -359,7 +360,7 @@ def mask_channels(
     names = [profile_name(p) for p in profiles]
     if len(set(names)) != len(names) or any(len(set(p)) != len(p) for p in profiles):
         raise ValueError("profiles must differ and name each channel once")
-    _require(frame, ["device_id", *spec.names], "frame")
+    require_columns(frame, ["device_id", *spec.names], "frame")
     devices = frame["device_id"].unique().sort()
     drawn = (unit_hash(devices, "channels", seed) * len(profiles)).floor().cast(pl.Int32)
     chosen = pl.DataFrame({"device_id": devices, "_profile": drawn})
@@ -369,7 +370,7 @@ def mask_channels(
         names.append(profile_name(CHANNEL_NAMES))
     profile = pl.col("_profile")
     if only_splits is not None:
-        _require(frame, [SPLIT], "frame")
+        require_columns(frame, [SPLIT], "frame")
         unmasked = names.index(profile_name(CHANNEL_NAMES))
         profile = pl.when(pl.col(SPLIT).is_in(list(only_splits))).then(profile).otherwise(unmasked)
     masked = []

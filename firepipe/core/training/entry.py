@@ -25,12 +25,12 @@ from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
 from firepipe.core.training.dataset import SPLIT
 from firepipe.core.training.models import (
     ALGORITHMS,
+    average_precision,
     default_params,
     labels,
     resolve_params,
     train_detector,
 )
-from firepipe.core.training.tuning import average_precision
 
 OBJECTIVE_METRIC = (
     "validation:average_precision"  # printed as "validation:average_precision=0.9312"

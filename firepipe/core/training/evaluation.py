@@ -2,11 +2,13 @@
 person at home, per device: false alarms per 1,000 device-hours on non-fires, and time to
 detection after ignition on fires.
 
-Alarms follow the device's operating point: an alarm starts once the score has stayed at or
-above the threshold for `persistence_s` seconds (at once for 0) and ends when it falls below
-(`alarm_onsets`). Sampling may be irregular (1 Hz synthetic, 2 s or 5 s NIST): time is taken
-from `ts`, never from row counts. Consecutive readings are taken to be continuous, so a run
-of high scores spans a gap between them.
+Alarms follow the device's operating point: an alarm sounds once the score has stayed at or
+above the threshold for `persistence_s` seconds (at once for 0) and stops when it falls below
+(`alarm_sounding`, per reading; `alarm_onsets`, per episode). It is the alarm rule of the
+evaluation, the operating point and the real-fire replay, and the served model's alarm must
+follow it too. Sampling may be irregular (1 Hz synthetic, 2 s or 5 s NIST): time is taken from
+`ts`, never from row counts. Consecutive readings are taken to be continuous, so a run of high
+scores spans a gap between them.
 
 Frames carry one row per device and reading: device_id, ts (a timestamp, or seconds as a
 number) and score (float, P(fire)); the split evaluation also reads scenario, scenario_family,
@@ -23,10 +25,8 @@ import numpy as np
 import polars as pl
 from sklearn import metrics  # type: ignore[import-untyped]
 
-from firepipe.core.training.dataset import SPLIT, SPLITS
+from firepipe.core.training.dataset import SPLIT, SPLITS, require_columns
 
-SPLIT_COLUMN = SPLIT
-SPLIT_ORDER = SPLITS
 ALARM_COLUMNS = ("device_id", "ts", "score")
 SPLIT_COLUMNS = (
     *ALARM_COLUMNS,
@@ -47,11 +47,6 @@ PERSISTENCE_OPTIONS_S = (0, 2, 4, 6, 10, 20, 30)
 # Percentile of the time-to-detection tail reported beside the median (the issue's p90).
 TAIL_PERCENTILE = 90.0
 _TIME_TOLERANCE_S = 1e-6  # float seconds from microsecond timestamps
-
-
-def require_columns(frame: pl.DataFrame, columns: Iterable[str], what: str) -> None:
-    if missing := [c for c in columns if c not in frame.columns]:
-        raise ValueError(f"{what}: the frame lacks column(s) {', '.join(missing)}")
 
 
 def check_operating_point(threshold: float, persistence_s: float) -> None:
@@ -85,19 +80,34 @@ def scored_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return rows
 
 
-def alarm_onsets(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
-    """device_id, alarm_ts: one row per alarm episode, at the first reading where the score has
-    been >= threshold for persistence_s seconds (a run of high readings shorter than that
-    raises no alarm)."""
+def _sounding_rows(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
+    """`scored_rows` with `run` (one id per device's stretch of scores on one side of the
+    threshold) and `sounding`: the score has been >= threshold for persistence_s seconds."""
     check_operating_point(threshold, persistence_s)
-    rows = scored_rows(frame)
     above = pl.col("score") >= threshold
     new_run = (above != above.shift(1)) | (pl.col("device_id") != pl.col("device_id").shift(1))
+    held_s = pl.col("t") - pl.col("t").min().over("run")
     return (
-        rows.with_columns(new_run.fill_null(True).cum_sum().alias("run"), above.alias("above"))
-        .filter("above")
-        .with_columns(pl.col("t").min().over("run").alias("run_start"))
-        .filter(pl.col("t") - pl.col("run_start") >= persistence_s - _TIME_TOLERANCE_S)
+        scored_rows(frame)
+        .with_columns(new_run.fill_null(True).cum_sum().alias("run"))
+        .with_columns((above & (held_s >= persistence_s - _TIME_TOLERANCE_S)).alias("sounding"))
+    )
+
+
+def alarm_sounding(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.Series:
+    """Per row of `frame` (device_id, ts, score), in the frame's own order: whether the alarm
+    sounds at that reading, i.e. the device's score has stayed >= threshold for persistence_s
+    seconds up to it."""
+    rows = _sounding_rows(frame.with_row_index("_row"), threshold, persistence_s)
+    return rows.sort("_row")["sounding"].alias("alarm")
+
+
+def alarm_onsets(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
+    """device_id, alarm_ts: one row per alarm episode, at its first sounding reading (a run of
+    high readings shorter than persistence_s raises no alarm)."""
+    return (
+        _sounding_rows(frame, threshold, persistence_s)
+        .filter("sounding")
         .group_by("run", maintain_order=True)
         .agg(pl.col("device_id").first(), pl.col("ts").first().alias("alarm_ts"))
         .select("device_id", "alarm_ts")
@@ -112,14 +122,14 @@ def sustained_scores(frame: pl.DataFrame, persistence_s: float) -> pl.DataFrame:
     column answers every threshold at once."""
     check_operating_point(0.0, persistence_s)
     rows = scored_rows(frame)
+    if persistence_s == 0:
+        return rows.select("device_id", "ts", pl.col("score").alias("sustained"))
     window_us = max(1, round(persistence_s * 1e6))
     # the rolling window needs a time axis: numeric seconds become microseconds since 0
     axis = (pl.col("t") * 1e6).round().cast(pl.Int64).cast(pl.Datetime("us")).alias("axis")
     rows = rows.with_columns(axis)
     recent = pl.col("score").rolling_min_by("axis", f"{window_us}us", closed="both")
     rows = rows.with_columns(recent.over("device_id").alias("recent"))
-    if persistence_s == 0:
-        return rows.select("device_id", "ts", pl.col("score").alias("sustained"))
     looked_up = rows.with_columns(
         (pl.col("axis") - pl.duration(microseconds=window_us)).alias("back")
     ).join_asof(
@@ -155,7 +165,11 @@ def detection_times(frame: pl.DataFrame, threshold: float, persistence_s: float)
     time_to_detection_s (seconds after ignition of its first alarm at or after ignition; null
     when it never alarmed after ignition) and pre_ignition_alarms (alarms that began before)."""
     require_columns(frame, SPLIT_COLUMNS, "detection times")
-    onsets = alarm_onset_times(frame, threshold, persistence_s)
+    return _detections(frame, alarm_onset_times(frame, threshold, persistence_s))
+
+
+def _detections(frame: pl.DataFrame, onsets: pl.DataFrame) -> pl.DataFrame:
+    """`detection_times` from the split's `alarm_onset_times`."""
     fires = (
         frame.filter(pl.col("is_fire"))
         .group_by("device_id", maintain_order=True)
@@ -228,7 +242,7 @@ def evaluate_split(frame: pl.DataFrame, threshold: float, persistence_s: float) 
         family: _false_alarm_rate(devices.filter(pl.col("scenario_family") == family))
         for family in NON_FIRE_FAMILIES
     }
-    detections = detection_times(rows, threshold, persistence_s)
+    detections = _detections(rows, onsets)
     return {
         "readings": rows.height,
         "devices": devices.height,
@@ -263,13 +277,17 @@ def evaluate(
     frame: pl.DataFrame, threshold: float, persistence_s: float
 ) -> dict[str, dict[str, Any]]:
     """`evaluate_split` of every split in the frame's `split` column, train first."""
-    require_columns(frame, (SPLIT_COLUMN,), "evaluation")
-    present = set(frame[SPLIT_COLUMN].drop_nulls().unique().to_list())
-    order = [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
     return {
-        split: evaluate_split(frame.filter(pl.col(SPLIT_COLUMN) == split), threshold, persistence_s)
-        for split in order
+        split: evaluate_split(frame.filter(pl.col(SPLIT) == split), threshold, persistence_s)
+        for split in splits_in(frame)
     }
+
+
+def splits_in(frame: pl.DataFrame) -> list[str]:
+    """The values of the frame's split column: SPLITS' order first, then any other sorted."""
+    require_columns(frame, (SPLIT,), "splits")
+    present = set(frame[SPLIT].drop_nulls().unique().to_list())
+    return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
 
 
 def flat_metrics(report: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

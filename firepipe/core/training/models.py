@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+from sklearn.metrics import average_precision_score  # type: ignore[import-untyped]
 
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.training.dataset import LABEL
@@ -199,6 +200,14 @@ def labels(frame: pl.DataFrame) -> npt.NDArray[np.int8]:
     if label.null_count():
         raise ValueError(f"label column {LABEL!r} has {label.null_count()} null(s)")
     return label.cast(pl.Int8).to_numpy()
+
+
+def average_precision(frame: pl.DataFrame, scores: npt.ArrayLike) -> float:
+    """PR-AUC of `scores` against the frame's labels: the tuning objective and a logged metric."""
+    y = labels(frame)
+    if y.min() == y.max():
+        raise ValueError("average precision needs both fire and non-fire rows")
+    return float(average_precision_score(y, scores))
 
 
 def balanced_weights(y: npt.NDArray[np.int8]) -> Matrix:

@@ -4,46 +4,26 @@ NIST timelines (station scores beside the real alarms)."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import polars as pl
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from sklearn import metrics  # type: ignore[import-untyped]
 
-from firepipe.core.training.evaluation import SPLIT_COLUMN, SPLIT_ORDER, require_columns
+from firepipe.core.plots import figure, png
+from firepipe.core.training.dataset import SPLIT, require_columns
+from firepipe.core.training.evaluation import splits_in
 from firepipe.core.training.real_fires import RealFireReport
 
-DPI = 72
 PANEL_SIZE_IN = (4.0, 3.0)
-
-
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def _figure(width_in: float, height_in: float) -> Figure:
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _splits(frame: pl.DataFrame) -> list[str]:
-    present = set(frame[SPLIT_COLUMN].drop_nulls().unique().to_list())
-    return [s for s in SPLIT_ORDER if s in present] + sorted(present - set(SPLIT_ORDER))
 
 
 def roc_png(frame: pl.DataFrame) -> bytes:
     """ROC curve of each split (columns split, label, score), with its AUC in the legend."""
-    require_columns(frame, (SPLIT_COLUMN, "label", "score"), "ROC plot")
-    fig = _figure(*PANEL_SIZE_IN)
+    require_columns(frame, (SPLIT, "label", "score"), "ROC plot")
+    fig = figure(*PANEL_SIZE_IN)
     ax = fig.subplots()
     drawn = 0
-    for split in _splits(frame):
-        part = frame.filter(pl.col(SPLIT_COLUMN) == split)
+    for split in splits_in(frame):
+        part = frame.filter(pl.col(SPLIT) == split)
         label = part["label"].cast(pl.Boolean).fill_null(False).to_numpy()
         if not 0 < int(label.sum()) < label.size:
             continue  # a split with one class has no ROC curve
@@ -58,7 +38,7 @@ def roc_png(frame: pl.DataFrame) -> bytes:
     ax.set_ylabel("true positive rate", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def time_to_detection_png(detections: pl.DataFrame) -> bytes:
@@ -70,18 +50,16 @@ def time_to_detection_png(detections: pl.DataFrame) -> bytes:
     require_columns(detections, ("scenario", "time_to_detection_s"), "time-to-detection plot")
     if detections.is_empty():
         raise ValueError("time-to-detection plot: no fire devices")
-    if SPLIT_COLUMN not in detections.columns:
-        detections = detections.with_columns(pl.lit("all").alias(SPLIT_COLUMN))
+    if SPLIT not in detections.columns:
+        detections = detections.with_columns(pl.lit("all").alias(SPLIT))
     scenarios = sorted(detections["scenario"].unique().to_list())
-    splits = _splits(detections)
-    fig = _figure(PANEL_SIZE_IN[0] * 1.5, 0.5 + 0.35 * len(scenarios) * len(splits))
+    splits = splits_in(detections)
+    fig = figure(PANEL_SIZE_IN[0] * 1.5, 0.5 + 0.35 * len(scenarios) * len(splits))
     ax = fig.subplots()
     height = 0.8 / len(splits)
     for j, split in enumerate(splits):
         for i, scenario in enumerate(scenarios):
-            part = detections.filter(
-                (pl.col(SPLIT_COLUMN) == split) & (pl.col("scenario") == scenario)
-            )
+            part = detections.filter((pl.col(SPLIT) == split) & (pl.col("scenario") == scenario))
             times = part["time_to_detection_s"].drop_nulls().cast(pl.Float64).to_numpy()
             y = i + (j - (len(splits) - 1) / 2) * height
             if times.size:
@@ -110,7 +88,7 @@ def time_to_detection_png(detections: pl.DataFrame) -> bytes:
     ax.tick_params(labelsize=7)
     handles = [ax.plot([], [], color=f"C{j % 10}", lw=6)[0] for j in range(len(splits))]
     ax.legend(handles, splits, fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def nist_timelines_png(report: RealFireReport) -> bytes:
@@ -125,7 +103,7 @@ def nist_timelines_png(report: RealFireReport) -> bytes:
     colours = {st: f"C{i % 10}" for i, st in enumerate(stations)}
     columns = min(3, len(tests))
     rows = -(-len(tests) // columns)
-    fig = _figure(PANEL_SIZE_IN[0] * columns, PANEL_SIZE_IN[1] * rows)
+    fig = figure(PANEL_SIZE_IN[0] * columns, PANEL_SIZE_IN[1] * rows)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, test in zip(axes, tests, strict=False):
         part = scores.filter(pl.col("test") == test)
@@ -160,7 +138,7 @@ def nist_timelines_png(report: RealFireReport) -> bytes:
         ax.legend(fontsize=6, ncols=2)
     for ax in axes[len(tests) :]:
         ax.set_visible(False)
-    return _png(fig)
+    return png(fig)
 
 
 # Unbounded scores (the fixed-threshold reference) are cut at this multiple of the threshold,

@@ -97,10 +97,14 @@ class Decision:
 
 
 def _metrics(metrics: Mapping[str, float], who: str) -> dict[str, float]:
-    missing = [name for name in PROMOTION_METRICS if name not in metrics]
+    # The median lead is left out of the logged metrics when it is not a number: the model
+    # missed at least half the stations (real_fires.summarise). That is a failed floor, not an
+    # error; any other missing metric means the version was never evaluated.
+    present = {MEDIAN_LEAD_S: math.nan, **metrics}
+    missing = [name for name in PROMOTION_METRICS if name not in present]
     if missing:
         raise ValueError(f"{who} metrics lack {', '.join(missing)}")
-    return {name: float(metrics[name]) for name in PROMOTION_METRICS}
+    return {name: float(present[name]) for name in PROMOTION_METRICS}
 
 
 def _floors(candidate: dict[str, float], policy: PromotionPolicy) -> list[tuple[bool, str]]:
@@ -123,8 +127,11 @@ def _floors(candidate: dict[str, float], policy: PromotionPolicy) -> list[tuple[
             f"share no later than the median real alarm {share:.3f} "
             f"(at least {policy.min_share_no_later_than_median:.3f})",
         ),
-        # NaN when the model never alarmed at any station: nothing to compare or serve.
-        (not math.isnan(lead), f"median lead {lead:g} s is a number"),
+        # NaN (or not logged) when the model alarmed at under half the stations.
+        (
+            not math.isnan(lead),
+            f"median lead {lead:g} s is a number (the model alarmed at half the stations or more)",
+        ),
     ]
 
 

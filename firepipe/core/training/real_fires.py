@@ -3,15 +3,17 @@ and compare its alarm with the commercial alarms that hung there (`firepipe eval
 
 Causality: a station's features come from `compute_features` over that station's own readings
 only, and every gold feature looks back (trailing windows, exact-lag differences), so the
-score at t depends on nothing after t. The detector scores rows one at a time. (Screening
-which of a station's instruments to trust reads the whole trace: that is a verdict on the
-instrument, made once, not a look at the fire's future.)
+score at t depends on nothing after t. A detector's score of a row depends on that row alone,
+so a station's rows are scored in one batch. (Screening which of a station's instruments to
+trust reads the whole trace: that is a verdict on the instrument, made once, not a look at the
+fire's future.)
 
 Alarms: the model's alarm at a station is its first alarm that starts at or after ignition;
-one that starts before ignition is a false alarm, counted in `pre_ignition_alarms` and never
-as a detection. A station where the model never alarms counts as late. Real alarms that never
-went off count as later than any time when the median is taken. Stations with no commercial
-alarm (F in the NIST home) are replayed and shown, but not compared.
+one that starts before ignition is a false alarm, never a detection: the summary's
+`pre_ignition_alarms` counts the stations with one. A station where the model never alarms
+counts as late. Real alarms that never went off count as later than any time when the median
+is taken. Stations with no commercial alarm (F in the NIST home) are replayed and shown, but
+not compared.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from firepipe.core import units
 from firepipe.core.features import FeatureSpec, compute_features
 from firepipe.core.nist import NistTest
 from firepipe.core.readings import CHANNEL_NAMES
@@ -255,8 +258,7 @@ def fixed_threshold_scores(rows: pl.DataFrame) -> np.ndarray:
     smoke optical density rise / 0.02 /m and the temperature rise / 5 degC since the station's
     first reading (0 where the station lacks both channels)."""
     smoke_pct = rows["smoke_obscuration_pct_per_m"].cast(pl.Float64).to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        density = -np.log10(1.0 - smoke_pct / 100.0)  # %/m -> 1/m (firepipe.core.units)
+    density = units.optical_density_per_m(smoke_pct)
     rises = [
         _rise(density) / FIXED_SMOKE_RISE_OD_PER_M,
         _rise(rows["temperature_c"].cast(pl.Float64).to_numpy()) / FIXED_HEAT_RISE_C,

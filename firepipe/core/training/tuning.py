@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 import optuna
 import polars as pl
-from sklearn.metrics import average_precision_score  # type: ignore[import-untyped]
 
-from firepipe.core.training.models import default_params, labels, train_detector
+from firepipe.core.training.models import average_precision, default_params, train_detector
 
 
 def _check_range(name: str, low: float, high: float, log: bool) -> None:
@@ -104,13 +103,6 @@ def sagemaker_parameter_ranges(space: SearchSpace) -> dict[str, list[dict[str, s
             {"Name": p.name, "MinValue": low, "MaxValue": high, "ScalingType": scaling}
         )
     return ranges
-
-
-def average_precision(validation: pl.DataFrame, scores: np.ndarray[Any, Any]) -> float:
-    y = labels(validation)
-    if y.min() == y.max():
-        raise ValueError("average precision needs both fire and non-fire rows")
-    return float(average_precision_score(y, scores))
 
 
 def tune(

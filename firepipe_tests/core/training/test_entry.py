@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,13 @@ def channels(root: Path) -> tuple[Path, Path]:
         pl.lit("validation").alias(SPLIT)
     ).write_parquet(validation / "v.parquet")
     return train, validation
+
+
+def test_the_entry_point_does_not_import_the_tuner() -> None:
+    """A training job runs this module: optuna (tuning's local backend) is not needed there."""
+    code = "import sys, firepipe.core.training.entry; print('optuna' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_hyperparameters_round_trip_as_strings() -> None:

@@ -118,9 +118,23 @@ def test_sustained_scores_agree_with_alarm_onsets(
     frame = scores([("d", float(s), values[i]) for i, s in enumerate(t)])
     sustained = ev.sustained_scores(frame, persistence_s)
     sounding = (sustained["sustained"] >= threshold).to_list()
+    assert ev.alarm_sounding(frame, threshold, persistence_s).to_list() == sounding
     starts = [i for i, on in enumerate(sounding) if on and (i == 0 or not sounding[i - 1])]
     expected = [("d", float(t[i])) for i in starts]
     assert onset_seconds(ev.alarm_onsets(frame, threshold, persistence_s)) == expected
+
+
+def test_alarm_sounding_per_reading_in_the_frame_order() -> None:
+    """The readings where the alarm sounds, answered in the caller's row order (as serving
+    needs): with 3 s persistence, a from 3 s until the low reading at 7 s, again from 12 s;
+    b from 4 s."""
+    frame = scores(IRREGULAR).with_row_index("i").sample(fraction=1.0, shuffle=True, seed=5)
+    flags = ev.alarm_sounding(frame.drop("i"), threshold=0.5, persistence_s=3)
+    sounding = frame.filter(flags.to_numpy()).sort("i")
+    expected = [("a", 3.0), ("a", 12.0), ("a", 13.0), ("a", 20.0), ("b", 4.0)]
+    assert onset_seconds(sounding.rename({"ts": "alarm_ts"})) == expected
+    assert flags.dtype == pl.Boolean
+    assert flags.len() == frame.height
 
 
 def test_bad_scores_are_refused_with_a_clear_error() -> None:

@@ -39,7 +39,10 @@ def test_first_candidate_passing_the_floors_is_promoted() -> None:
     [
         (metrics(pre=1), "fail: pre-ignition alarms 1 (at most 0)"),
         (metrics(alarms=2.5), "fail: false alarms 2.5 per 1000 device-hours (at most 0)"),
-        (metrics(lead=math.nan), "fail: median lead nan s is a number"),
+        (
+            metrics(lead=math.nan),
+            "fail: median lead nan s is a number (the model alarmed at half the stations or more)",
+        ),
     ],
 )
 def test_first_candidate_below_a_floor_is_refused(candidate, reason: str) -> None:
@@ -93,6 +96,18 @@ def test_lead_gain_threshold_and_share_drop() -> None:
     ]
     # a better share alone is a gain when the median lead holds
     assert decide(metrics(share=1.0), metrics(share=0.9)).promote
+
+
+def test_a_median_lead_left_out_of_the_metrics_fails_its_floor() -> None:
+    """flat_metrics leaves out a None median lead (the model missed half the NIST stations or
+    more): the candidate is refused with that reason, and a champion cannot be beaten by it."""
+    unmeasured = {k: v for k, v in metrics().items() if k != MEDIAN_LEAD_S}
+    decision = decide(unmeasured, None)
+    assert not decision.promote
+    assert failed(decision) == [
+        "fail: median lead nan s is a number (the model alarmed at half the stations or more)"
+    ]
+    assert not decide(unmeasured, metrics()).promote
 
 
 def test_missing_metrics_and_bad_policy_are_clear_errors() -> None:
