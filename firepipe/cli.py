@@ -14,6 +14,7 @@ from firepipe import settings
 
 if TYPE_CHECKING:
     from firepipe.resources.lakehouse.catalogs import Lakehouse
+    from firepipe.resources.registry import ModelRegistry
 
 
 def _lakehouse() -> Lakehouse:
@@ -22,6 +23,14 @@ def _lakehouse() -> Lakehouse:
 
     resource = lakehouse_for(settings.environment(), settings.local_paths())
     # Resolves dg.EnvVar fields the way a Dagster run would.
+    return resource.process_config_and_initialize()
+
+
+def _model_registry() -> ModelRegistry:
+    from firepipe.resources import model_registry_for
+
+    resource = model_registry_for(settings.environment(), settings.local_paths())
+    # In AWS its fields are dg.EnvVar: resolved here as a run would, or they read as names.
     return resource.process_config_and_initialize()
 
 
@@ -95,10 +104,7 @@ def summary(job: str, as_json: bool) -> None:
     result = last_run(instance, job, _lakehouse())
     if result is None:
         raise click.ClickException(f"no run of {job} in the Dagster instance at {home}")
-    from firepipe.resources import model_registry_for
-
-    registry = model_registry_for(settings.environment(), settings.local_paths())
-    result.where["models"] = registry.describe()
+    result.where["models"] = _model_registry().describe()
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), default=str))
     else:
@@ -165,7 +171,6 @@ def evaluate_real(
     from firepipe.core.features import default_spec
     from firepipe.core.training import real_fires
     from firepipe.defs.training.assets import MODEL_NAME
-    from firepipe.resources import model_registry_for
     from firepipe.resources.registry import CHAMPION_ALIAS
 
     try:
@@ -174,7 +179,7 @@ def evaluate_real(
         activations = nist.read_activation_times(folder)
     except (settings.SettingsError, nist.NistDataError) as e:
         raise click.ClickException(str(e)) from e
-    registry = model_registry_for(settings.environment(), settings.local_paths())
+    registry = _model_registry()
     uri = model_uri or f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
     try:
         detector = registry.load_detector(uri)

@@ -125,6 +125,7 @@ DETECTOR_FIELDS = {
     "real_summary",
     "fixed_threshold_baseline",
     "promoted",
+    "decision",
     "champion_version",
     "reasons",
 }
@@ -254,7 +255,10 @@ def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
                 )
     decision = detector.get("ml/champion", {})
     if decision:
-        verdict = "promoted to champion" if decision.get("promoted") else "not promoted"
+        # `decision` stands alone when the candidate already was the champion: nothing decided.
+        verdict = decision.get("decision") or (
+            "promoted to champion" if decision.get("promoted") else "not promoted"
+        )
         lines.append(f"  champion: {verdict}; champion now {decision.get('champion_version')}")
         reasons = str(decision.get("reasons") or "")
         lines += [

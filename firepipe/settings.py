@@ -90,7 +90,7 @@ class LocalPaths:
 
     @property
     def training(self) -> Path:
-        """Where LocalTrainingBackend writes each job's data channels and model."""
+        """Where LocalTrainingBackend writes a job's data channels while the job runs."""
         return self.home / "training"
 
     @property

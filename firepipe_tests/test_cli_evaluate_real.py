@@ -100,3 +100,17 @@ def test_evaluate_real_refuses_a_model_of_another_feature_spec(firepipe_home, tm
     result = CliRunner().invoke(main, ["evaluate-real", "--model", str(tmp_path / "other")])
     assert result.exit_code == 1
     assert "feature spec other" in result.output
+
+
+def test_the_cli_registry_resolves_its_aws_variables(monkeypatch):
+    from firepipe.cli import _model_registry
+    from firepipe.resources.aws_env import AWS_REGION_VAR, MLFLOW_TRACKING_SERVER_ARN_VAR
+
+    arn = "arn:aws:sagemaker:eu-west-1:123456789012:mlflow-tracking-server/firepipe"
+    monkeypatch.setenv(settings.ENV_VAR, "aws")
+    monkeypatch.setenv(MLFLOW_TRACKING_SERVER_ARN_VAR, arn)
+    monkeypatch.setenv(AWS_REGION_VAR, "eu-west-1")
+    registry = _model_registry()
+    # Unresolved, the fields are dg.EnvVar: the ARN would read as the variable's name.
+    assert registry.describe() == f"SageMaker managed MLflow {arn}"
+    assert registry._tracking_uri() == arn

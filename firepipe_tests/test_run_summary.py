@@ -65,3 +65,14 @@ def test_the_detector_section_shows_the_candidate_its_figures_and_the_decision()
     assert "pass: floors" not in text  # only the reasons that decided it
     assert "firepipe evaluate-real --model models:/d/3" in text
     assert "Detector:" not in render(summary(), "/home")
+
+
+def test_a_candidate_that_already_is_the_champion_is_not_called_rejected() -> None:
+    run = summary()
+    run.detector = {
+        "ml/detector": {"model_uri": "models:/d/3", "algorithm": "lightgbm"},
+        "ml/champion": {"champion_version": 3, "decision": "already the champion"},
+    }
+    text = render(run, "/home")
+    assert "champion: already the champion; champion now 3" in text
+    assert "not promoted" not in text

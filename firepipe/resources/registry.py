@@ -21,6 +21,7 @@ import importlib.metadata
 import os
 import re
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -54,6 +55,8 @@ PLOTS_DIR = "plots"
 MAX_TAG_VALUE_CHARS = 8000
 # SageMaker ApprovalDescription is at most 1,024 characters (API reference, UpdateModelPackage).
 MAX_APPROVAL_DESCRIPTION_CHARS = 1024
+# MLflow's log_batch takes at most 1,000 metrics a call (mlflow/utils/validation.py).
+MAX_METRICS_PER_BATCH = 1000
 # What the pyfunc needs at serving time; firepipe itself is in the serving image.
 _SERVING_PACKAGES = ("mlflow-skinny", "lightgbm", "numpy", "pandas", "polars", "pyarrow")
 _DETECTOR_FILE = "detector.json"  # Detector.save writes it (firepipe/core/training/models.py)
@@ -96,6 +99,18 @@ def _check_plot_names(artifacts: Mapping[str, bytes]) -> None:
     for file_name in artifacts:
         if Path(file_name).name != file_name or not file_name.endswith(".png"):
             raise ValueError(f"plot artifact {file_name!r} must be a plain *.png file name")
+
+
+@contextmanager
+def _plots_folder(artifacts: Mapping[str, bytes]) -> Iterator[str | None]:
+    """The PNG plots written into a scratch folder for log_artifacts; None when there are none."""
+    if not artifacts:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        for file_name, data in artifacts.items():
+            (Path(folder) / file_name).write_bytes(data)
+        yield folder
 
 
 def detector_directory(model_dir: Path) -> Path:
@@ -219,10 +234,8 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
             mlflow.set_tags(all_tags)
             mlflow.log_params({key: str(value) for key, value in params.items()})
             mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
-            with tempfile.TemporaryDirectory() as plots:
-                for file_name, data in artifacts.items():
-                    (Path(plots) / file_name).write_bytes(data)
-                if artifacts:
+            with _plots_folder(artifacts) as plots:
+                if plots:
                     mlflow.log_artifacts(plots, PLOTS_DIR)
             logged = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT_NAME,
@@ -310,13 +323,17 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         if not info.run_id:
             raise ValueError(f"{name} version {version} has no MLflow run to record on")
         _check_plot_names(artifacts)
+        from mlflow.entities import Metric
+
         client = self._client()
-        for key, value in metrics.items():
-            client.log_metric(info.run_id, key, float(value))
-        with tempfile.TemporaryDirectory() as plots:
-            for file_name, data in artifacts.items():
-                (Path(plots) / file_name).write_bytes(data)
-            if artifacts:
+        # One request per batch, not per metric: an evaluation records ~150 of them, and the
+        # SageMaker tracking server is a round trip away.
+        now_ms = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now_ms, 0) for key, value in metrics.items()]
+        for start in range(0, len(batch), MAX_METRICS_PER_BATCH):
+            client.log_batch(info.run_id, metrics=batch[start : start + MAX_METRICS_PER_BATCH])
+        with _plots_folder(artifacts) as plots:
+            if plots:
                 client.log_artifacts(info.run_id, plots, PLOTS_DIR)
 
     def load_pyfunc(self, uri: str) -> Any:

@@ -5,13 +5,16 @@ data channels (`train`, `validation`: Parquet) with the same string hyperparamet
 over the same search space (`firepipe.core.training.tuning`):
 
 - LocalTrainingBackend calls the entry point in-process on channel folders under the firepipe
-  home, and tunes with optuna;
+  home (removed once the job ends: the model and metrics are what it returns), and tunes with
+  optuna;
 - SageMakerTrainingBackend uploads the channels to S3 and starts a SageMaker training job (the
   firepipe training image runs the entry point; sagemaker-core drives the API), or a SageMaker
   automatic model tuning job over the search space's ranges, then downloads the model.
 """
 
+import contextlib
 import json
+import shutil
 import tarfile
 import tempfile
 import time
@@ -38,7 +41,9 @@ class TrainingError(RuntimeError):
 @dataclass(frozen=True)
 class TuningResult:
     best_hyperparameters: dict[str, str]
-    trials: pl.DataFrame  # one row per trial: its hyperparameters and objective
+    # Locally one row per trial (its hyperparameters and objective); SageMaker: the best
+    # training job only (the others are listed on the tuning job in the console).
+    trials: pl.DataFrame
     objective: float
 
 
@@ -76,7 +81,8 @@ def _check_channels(channels: Mapping[str, pl.DataFrame], tuning: bool = False) 
 
 
 class LocalTrainingBackend(TrainingBackend):
-    """In-process training and optuna tuning; each job's channels under `work_dir`/<job>."""
+    """In-process training and optuna tuning; a job's channels under `work_dir`/<job> while it
+    runs."""
 
     work_dir: str
 
@@ -96,8 +102,12 @@ class LocalTrainingBackend(TrainingBackend):
         model_dir: Path,
     ) -> dict[str, float]:
         job_dir = self._write_channels(job_name, channels)
-        validation = job_dir / "validation" if "validation" in channels else None
-        entry.run_training(job_dir / "train", validation, model_dir, hyperparameters)
+        try:
+            validation = job_dir / "validation" if "validation" in channels else None
+            entry.run_training(job_dir / "train", validation, model_dir, hyperparameters)
+        finally:
+            # A copy of the training set per run would pile up under the firepipe home.
+            shutil.rmtree(job_dir, ignore_errors=True)
         return _written_metrics(model_dir)
 
     def tune(
@@ -133,6 +143,12 @@ def _written_metrics(model_dir: Path) -> dict[str, float]:
     if not path.is_file():
         raise TrainingError(f"the training job wrote no {entry.METRICS_FILE} into its model")
     return {name: float(value) for name, value in json.loads(path.read_text()).items()}
+
+
+def _stop_quietly(resource: Any) -> None:
+    # The job may be ending already, or the API may refuse: the first error is the one to see.
+    with contextlib.suppress(Exception):
+        resource.stop()
 
 
 def _snake(key: str) -> str:
@@ -228,15 +244,24 @@ class SageMakerTrainingBackend(TrainingBackend):
         }
 
     def _wait(self, resource: Any, status_of: str, what: str) -> None:
+        """Poll until the job ends. A job given up on (the wait timed out, or the run was
+        interrupted) is stopped, so it does not go on running and billing with no one to
+        collect its model."""
         deadline = time.monotonic() + self.wait_timeout_s
-        while True:
-            resource.refresh()
-            status = getattr(resource, status_of)
-            if status in TERMINAL_STATUSES:
-                break
-            if time.monotonic() > deadline:
-                raise TrainingError(f"{what} still {status} after {self.wait_timeout_s:.0f} s")
-            time.sleep(self.poll_interval_s)
+        try:
+            while True:
+                resource.refresh()
+                status = getattr(resource, status_of)
+                if status in TERMINAL_STATUSES:
+                    break
+                if time.monotonic() > deadline:
+                    raise TrainingError(
+                        f"{what} still {status} after {self.wait_timeout_s:.0f} s: stopped"
+                    )
+                time.sleep(self.poll_interval_s)
+        except BaseException:
+            _stop_quietly(resource)
+            raise
         if status != "Completed":
             reason = getattr(resource, "failure_reason", None)
             raise TrainingError(f"{what} ended {status}: {reason or 'no reason given'}")

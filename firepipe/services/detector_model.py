@@ -6,8 +6,10 @@ service and batch scoring all compute scores with the same code as training.
 
 `predict(features)` returns one row per input row, in input order: `score` (P(fire), float64)
 and `alarm` (bool). An alarm needs the score to have stayed at or above the detector's threshold
-for `persistence_s` seconds; with persistence the input must carry `ts` (and `device_id` when it
-holds several devices), which the signature lists as optional columns beside the features.
+for `persistence_s` seconds (the rule evaluation uses, `evaluation.alarm_sounding`); with
+persistence the input must carry `ts` (and `device_id` when it holds several devices), which
+the signature lists as optional columns beside the features; `ts` is sent as naive UTC, since
+MLflow's datetime type refuses a time zone.
 """
 
 from pathlib import Path
@@ -20,6 +22,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import ColSpec, Schema
 
+from firepipe.core.training import evaluation
 from firepipe.core.training.models import Detector
 
 DETECTOR_ARTIFACT = "detector"  # the pyfunc artifact name of the saved Detector directory
@@ -36,13 +39,15 @@ def alarm_flags(
     ts: pl.Series | None = None,
     device_id: pl.Series | None = None,
 ) -> np.ndarray:
-    """Per row: the score has been >= threshold, without a break, for at least persistence_s
-    seconds of that device's readings up to this one (rows in any order)."""
-    above = np.asarray(scores, dtype=np.float64) >= threshold
+    """Per row, in input order: whether the alarm sounds, by the one alarm rule of evaluation
+    and the real-fire replay (`evaluation.alarm_sounding`). Serving's part is the input: `ts`
+    must be a datetime when the detector has a persistence; without `device_id` the rows are
+    one device's."""
+    evaluation.check_operating_point(threshold, persistence_s)
     if persistence_s == 0:
-        return above
-    if persistence_s < 0:
-        raise ValueError(f"persistence_s must be >= 0, got {persistence_s}")
+        # The rule without persistence, answered without a frame: a single-row request is
+        # served in a few ms, and this would add about 2.
+        return np.asarray(scores, dtype=np.float64) >= threshold
     if ts is None:
         raise ValueError(
             f"this detector alarms after {persistence_s} s of high scores: the input needs a "
@@ -50,23 +55,9 @@ def alarm_flags(
         )
     if not isinstance(ts.dtype, pl.Datetime):
         raise ValueError(f"'{TS_COLUMN}' must be a datetime column, got {ts.dtype}")
-    devices = device_id if device_id is not None else pl.Series([""] * len(above))
-    frame = (
-        pl.DataFrame({"row": np.arange(len(above)), "device": devices, "ts": ts, "above": above})
-        .sort("device", "ts")
-        .with_columns(
-            run=(pl.col("above") != pl.col("above").shift(1))
-            .fill_null(True)
-            .cum_sum()
-            .over("device")
-        )
-        .with_columns(since=pl.col("ts") - pl.col("ts").first().over("device", "run"))
-        .with_columns(
-            alarm=pl.col("above") & (pl.col("since").dt.total_microseconds() >= persistence_s * 1e6)
-        )
-        .sort("row")
-    )
-    return frame["alarm"].to_numpy()
+    devices = device_id if device_id is not None else pl.repeat("", len(scores), eager=True)
+    frame = pl.DataFrame({"device_id": devices, "ts": ts, "score": scores})
+    return evaluation.alarm_sounding(frame, threshold, persistence_s).to_numpy()
 
 
 def predict_frame(detector: Detector, features: pl.DataFrame) -> pl.DataFrame:
@@ -104,7 +95,9 @@ def detector_signature(detector: Detector, input_example: pl.DataFrame) -> Model
     optional ones, and the score/alarm outputs."""
     if input_example.height == 0:
         raise ValueError("the input example needs at least one row of the detector's features")
-    output = predict_frame(detector, input_example).to_pandas()
+    # The output's schema does not depend on the persistence, which would need `ts` rows.
+    output = predict_frame(detector.with_operating_point(detector.threshold, 0), input_example)
+    output = output.to_pandas()
     features = input_example.select(detector.feature_names).to_pandas()
     inferred = infer_signature(features, output)
     # Every feature column must be sent, though its values may be null (a channel the device
@@ -120,4 +113,10 @@ def detector_signature(detector: Detector, input_example: pl.DataFrame) -> Model
 def input_example_pandas(detector: Detector, input_example: pl.DataFrame) -> pd.DataFrame:
     """The example MLflow stores beside the model: the columns the signature names."""
     names = [*detector.feature_names, DEVICE_COLUMN, TS_COLUMN]
-    return input_example.select([n for n in names if n in input_example.columns]).to_pandas()
+    example = input_example.select([n for n in names if n in input_example.columns])
+    ts_type = example.schema.get(TS_COLUMN)
+    if isinstance(ts_type, pl.Datetime) and ts_type.time_zone:
+        # MLflow's datetime type is timezone-naive: the lake's UTC timestamps go as naive UTC.
+        utc = pl.col(TS_COLUMN).dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        example = example.with_columns(utc)
+    return example.to_pandas()

@@ -1,6 +1,8 @@
 """The detector's assets on a small simulated lake: training set, candidate, evaluation on the
 held-out splits and the real NIST fires, and champion/challenger, with MLflow on SQLite."""
 
+from dataclasses import replace
+
 import dagster as dg
 import polars as pl
 import pytest
@@ -11,6 +13,8 @@ from firepipe.core.training import dataset, promotion
 from firepipe.defs.features.assets import SILVER_TABLE, sensor_features
 from firepipe.defs.lake.assets import READINGS_PARTITIONING
 from firepipe.defs.training.assets import (
+    DETECTOR_KEY,
+    EVALUATION_KEY,
     MODEL_NAME,
     champion,
     detector,
@@ -62,7 +66,7 @@ def run(resources, instance, detector_config=None, champion_config=None):
 
 
 @pytest.mark.slow
-def test_training_evaluation_and_champion_on_a_simulated_lake(lake):
+def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
     registry = lake["model_registry"]
     with dg.instance_for_test() as instance:
         first = run(lake, instance, champion_config=LENIENT)
@@ -70,6 +74,8 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake):
         assert ts["rows_train"] > 0
         assert ts["rows_validation"] > 0
         assert ts["rows_test"] > 0
+        # The gold snapshot of the materialisation whose spec and silver snapshot it used.
+        assert ts["gold_snapshot_id"] == first["gold/sensor_features"]["iceberg/snapshot_id"]
         frame = lake["lakehouse"].read("ml.training_set")
         # Whole devices in one split; only synthetic readings.
         assert (
@@ -109,6 +115,25 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake):
         assert registry.champion(MODEL_NAME).version == 1
         champion_model = registry.load_detector(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
         assert champion_model.threshold == first["ml/detector"]["threshold"]
+
+        # A candidate of another feature spec is not replayed with this one.
+        other = replace(champion_model, feature_spec_hash="another-spec")
+        other.save(tmp_path / "other")
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                DETECTOR_KEY, metadata={"model_version": 9, "model_uri": str(tmp_path / "other")}
+            )
+        )
+        result = dg.materialize(
+            ASSETS,
+            selection=[EVALUATION_KEY],
+            resources=lake,
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        failure = result.failure_data_for_node("ml__evaluation")
+        assert "trained on feature spec another-spec" in str(failure.error)
 
 
 def test_git_sha_prefers_the_image_variable(monkeypatch):

@@ -5,6 +5,7 @@ from pathlib import Path
 import boto3
 import mlflow.pyfunc
 import numpy as np
+import polars as pl
 import pytest
 from botocore.stub import Stubber
 from mlflow import MlflowClient
@@ -15,6 +16,7 @@ from firepipe.resources.registry import (
     ModelVersionInfo,
     SageMakerModelRegistry,
 )
+from firepipe.services.detector_model import input_example_pandas
 from firepipe_tests.services.detector_sample import FEATURES, feature_frame, saved_detector
 
 NAME = "fire_detector"
@@ -113,6 +115,48 @@ def test_load_detector_refuses_what_is_not_a_model(logged, tmp_path: Path) -> No
         registry.load_detector(str(tmp_path / "absent"))
     with pytest.raises(ValueError, match=r"holds neither detector\.json nor an MLflow model"):
         registry.load_detector(str(tmp_path))
+
+
+def test_a_detector_with_persistence_is_registered_and_served(logged, tmp_path: Path) -> None:
+    from firepipe.core.training import evaluation
+
+    registry, _ = logged
+    detector = saved_detector(tmp_path / "d", threshold=0.5, persistence_s=2)
+    # The lake's timestamps are UTC-aware; MLflow's signature takes them as naive UTC.
+    frame = feature_frame(seed=3).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    version = registry.log_candidate(
+        tmp_path / "d",
+        name="persistent",
+        metrics={},
+        params={},
+        tags=TAGS,
+        artifacts={},
+        input_example=frame.select(*FEATURES, "device_id", "ts").head(5),
+    )
+    request = input_example_pandas(detector, frame)
+    alarms = registry.load_pyfunc(version.uri).predict(request)["alarm"].tolist()
+    scored = frame.select("device_id", "ts").with_columns(score=detector.scores(frame))
+    assert alarms == evaluation.alarm_sounding(scored, 0.5, 2).to_list()
+    assert 0 < sum(alarms) < int((scored["score"] >= 0.5).sum())  # the persistence mattered
+
+
+def test_evaluation_is_recorded_on_the_candidates_run(logged, tmp_path: Path) -> None:
+    registry, detectors = logged
+    name = "evaluated"
+    version = log(registry, detectors[1][1], name).version
+    many = {f"test/metric_{i:04d}": float(i) for i in range(1_005)}  # more than one batch
+    registry.record_evaluation(name, version, {**many, "real_stations": 29.0}, {"nist.png": PNG})
+    metrics = registry.version_metrics(name, version)
+    assert metrics["real_stations"] == 29.0
+    assert metrics["real_median_lead_s"] == 12.0  # the training metrics are kept
+    assert {k: metrics[k] for k in many} == many
+    run_id = registry.version(name, version).run_id
+    client = MlflowClient(tracking_uri=registry._tracking_uri())
+    plots = Path(client.download_artifacts(run_id, "plots", str(tmp_path)))
+    assert (plots / "nist.png").read_bytes() == PNG
+    assert (plots / "roc.png").read_bytes() == PNG  # the candidate's plots stay beside it
+    with pytest.raises(ValueError, match="plain"):
+        registry.record_evaluation(name, version, {}, {"../x.png": PNG})
 
 
 def test_approval_and_champion_only_through_promote(logged) -> None:

@@ -69,7 +69,16 @@ def test_local_backend_trains_through_the_entry_point(tmp_path, channels):
         tuning.average_precision(channels["validation"], detector.scores(channels["validation"]))
     )
     assert metrics[entry.OBJECTIVE_METRIC] > 0.8  # the first feature separates the classes
-    assert (tmp_path / "work/job-1/train/part-0.parquet").is_file()
+    # The channels were written for the entry point and are gone once it ran.
+    assert not (tmp_path / "work/job-1").exists()
+
+
+def test_local_backend_removes_the_channels_when_training_fails(tmp_path, channels):
+    backend = LocalTrainingBackend(work_dir=str(tmp_path / "work"))
+    bad = {"train": channels["train"].drop(FEATURES[0]), "validation": channels["validation"]}
+    with pytest.raises(ValueError, match="lacks feature column"):
+        backend.train("job-x", bad, hyperparameters(), tmp_path / "model")
+    assert not (tmp_path / "work/job-x").exists()
 
 
 def test_local_backend_refuses_unknown_channels(tmp_path, channels):
@@ -204,6 +213,43 @@ def test_a_failed_training_job_is_a_clear_error(sagemaker, channels, tmp_path):
 
     with pytest.raises(TrainingError, match="ended Failed: AlgorithmError: out of memory"):
         SageMakerTrainingBackend._wait(sagemaker, Failed(), "training_job_status", "job x")
+
+
+class Running:
+    """A job that never ends; records whether it was stopped."""
+
+    training_job_status = "InProgress"
+
+    def __init__(self, refreshes_before_interrupt: int | None = None) -> None:
+        self.stopped = False
+        self.refreshes = 0
+        self.interrupt_after = refreshes_before_interrupt
+
+    def refresh(self) -> None:
+        self.refreshes += 1
+        if self.interrupt_after is not None and self.refreshes > self.interrupt_after:
+            raise KeyboardInterrupt  # what a terminated Dagster step sees, a BaseException
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.mark.aws
+def test_a_job_waited_on_too_long_is_stopped(sagemaker):
+    backend = sagemaker.model_copy(update={"wait_timeout_s": 0.0})
+    job = Running()
+    with pytest.raises(TrainingError, match="still InProgress after 0 s: stopped"):
+        SageMakerTrainingBackend._wait(backend, job, "training_job_status", "job x")
+    assert job.stopped
+
+
+@pytest.mark.aws
+def test_a_job_is_stopped_when_the_run_is_interrupted(sagemaker):
+    job = Running(refreshes_before_interrupt=2)
+    with pytest.raises(KeyboardInterrupt):
+        SageMakerTrainingBackend._wait(sagemaker, job, "training_job_status", "job x")
+    assert job.stopped
+    assert job.refreshes == 3
 
 
 @pytest.mark.aws

@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from firepipe.core.training import evaluation
 from firepipe.services.detector_model import (
     DETECTOR_ARTIFACT,
     DetectorModel,
@@ -54,6 +55,17 @@ def test_alarm_is_per_device_and_keeps_the_input_order() -> None:
     assert flags.tolist() == [expected.get((r[0], r[1]), False) for r in shuffled]
 
 
+def test_alarm_flags_are_evaluations_rule_for_every_persistence() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random(60)
+    ts = _ts(sorted(rng.choice(200, 60, replace=False).tolist()))
+    devices = pl.Series(rng.choice(["a", "b"], 60))
+    for persistence_s in (0, 2, 5):
+        frame = pl.DataFrame({"device_id": devices, "ts": ts, "score": scores})
+        expected = evaluation.alarm_sounding(frame, 0.4, persistence_s).to_list()
+        assert alarm_flags(scores, 0.4, persistence_s, ts, devices).tolist() == expected
+
+
 def test_alarm_with_persistence_needs_timestamps() -> None:
     with pytest.raises(ValueError, match="needs a 'ts' column"):
         alarm_flags(np.array([0.9]), 0.5, 4)
@@ -87,8 +99,10 @@ def test_pyfunc_predicts_scores_and_alarms_of_the_saved_detector(
     expected_scores = detector.scores(frame)
     assert list(predicted.columns) == ["score", "alarm"]
     assert np.array_equal(predicted["score"].to_numpy(), expected_scores)
-    expected_alarms = alarm_flags(expected_scores, 0.6, 2, frame["ts"], frame["device_id"])
-    assert predicted["alarm"].tolist() == expected_alarms.tolist()
+    # The alarms follow evaluation's rule, the one the operating point was chosen by.
+    scored = frame.select("device_id", "ts").with_columns(score=pl.Series(expected_scores))
+    expected_alarms = evaluation.alarm_sounding(scored, 0.6, 2)
+    assert predicted["alarm"].tolist() == expected_alarms.to_list()
     assert 0 < expected_alarms.sum() < (expected_scores >= 0.6).sum()  # persistence mattered
 
 
@@ -103,3 +117,11 @@ def test_signature_lists_the_features_and_optional_ids(tmp_path: Path) -> None:
     assert [c.name for c in signature.outputs.inputs] == ["score", "alarm"]
     with pytest.raises(ValueError, match="at least one row"):
         detector_signature(detector, feature_frame().head(0))
+
+
+def test_a_detector_with_persistence_gets_a_signature_from_features_alone(tmp_path: Path) -> None:
+    # ml/detector saves the operating point before registering: 2 s must not need ts rows.
+    detector = saved_detector(tmp_path, persistence_s=2)
+    signature = detector_signature(detector, feature_frame().select(FEATURES))
+    assert [c.name for c in signature.inputs.inputs] == [*FEATURES, "device_id", "ts"]
+    assert [c.name for c in signature.outputs.inputs] == ["score", "alarm"]
