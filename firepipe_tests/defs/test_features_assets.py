@@ -2,6 +2,7 @@
 the same features, with the spec, its hash and the silver snapshot they read."""
 
 import json
+import weakref
 from pathlib import Path
 
 import dagster as dg
@@ -94,6 +95,28 @@ def test_polars_engine_reads_silver_in_batches_of_whole_devices(lakehouse, silve
     gold = lakehouse.read(TABLE).sort("device_id", "ts")
     expected = reference_features(silver, spec)
     assert_same_features(gold, expected, spec.names)
+
+
+def test_polars_engine_holds_one_batch_at_a_time(lakehouse, silver, monkeypatch):
+    # What bounds the step's memory: when a batch is computed, no name still holds the last
+    # batch's readings or features (CPython frees a frame with its last reference).
+    alive: list[weakref.ref] = []
+    batches = []
+
+    def recording(readings, spec):
+        batches.append([ref() is not None for ref in alive])
+        features = compute_features(readings, spec)
+        alive[:] = [weakref.ref(readings), weakref.ref(features)]
+        return features
+
+    monkeypatch.setattr(features_module, "compute_features", recording)
+    snapshot_id, _ = assets.silver_snapshot(lakehouse)
+    staging = lakehouse.staging_directory(TABLE, "one-batch-at-a-time")
+    files, count, bad = assets.stage_polars_features(
+        lakehouse, snapshot_id, default_spec(), staging, batch_rows=800
+    )
+    assert (count, bad, len(files)) == (3, 0, 3)
+    assert batches == [[], [False, False], [False, False]]
 
 
 def test_non_finite_features_fail_the_check_and_commit_nothing(lakehouse, silver, monkeypatch):

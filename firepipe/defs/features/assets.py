@@ -72,12 +72,13 @@ def stage_polars_features(
     of batches and the non-finite feature values written (counted on each batch in memory).
     A batch's features are dropped before the next batch is read, so memory holds one batch."""
     silver = lakehouse.scan(SILVER_TABLE, snapshot_id=snapshot_id)
+    options = lakehouse.storage_options() or None
     paths, batches, non_finite = [], 0, 0
     for features in features_by_device_batch(silver, spec, batch_rows):
         batches += 1
         non_finite += quality.non_finite_count(features, list(spec.names))
-        paths += _write_by_day(features, staging, lakehouse.storage_options() or None)
-        del features
+        paths += _write_by_day(features, staging, options)
+        del features  # now, not when the loop rebinds it after the next batch is computed
     return paths, batches, non_finite
 
 
