@@ -130,7 +130,9 @@ def _floors(candidate: dict[str, float], policy: PromotionPolicy) -> list[tuple[
         # NaN (or not logged) when the model alarmed at under half the stations.
         (
             not math.isnan(lead),
-            f"median lead {lead:g} s is a number (the model alarmed at half the stations or more)",
+            "median lead unknown: the model did not alarm at half the NIST stations"
+            if math.isnan(lead)
+            else f"median lead {lead:g} s (the model alarmed at half the stations or more)",
         ),
     ]
 
