@@ -83,6 +83,13 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
             == 1
         )
         assert frame["device_id"].str.starts_with("syn-").all()
+        # Two noisy copies of every train and validation device, none of a test device.
+        copy = frame["device_id"].str.contains("~noise", literal=True)
+        originals = frame.filter(~copy)
+        learning = originals.filter(pl.col(dataset.SPLIT) != "test").height
+        assert ts["noise_copies"] == 2
+        assert ts["rows_noisy_copies"] == frame.filter(copy).height == 2 * learning > 0
+        assert set(frame.filter(copy)[dataset.SPLIT].unique()) == {"train", "validation"}
 
         candidate = first["ml/detector"]
         assert candidate["model_version"] == 1
@@ -99,6 +106,7 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         for name in promotion.PROMOTION_METRICS:
             assert name in metrics, name
         assert metrics["real_stations"] == 29
+        assert metrics["real_warm_up_s"] == summary["warm_up_s"] == 300.0
 
         # Floors opened wide: the first candidate becomes the champion, Approved.
         decision = first["ml/champion"]

@@ -22,7 +22,7 @@ from pydantic import Field
 from firepipe import settings
 from firepipe.core import nist
 from firepipe.core.features import FeatureSpec
-from firepipe.core.training import dataset, evaluation, plots, promotion, real_fires
+from firepipe.core.training import augment, dataset, evaluation, plots, promotion, real_fires
 from firepipe.core.training.entry import (
     TrainingRequest,
     encode_hyperparameters,
@@ -67,6 +67,12 @@ class TrainingSetConfig(dg.Config):
         description="give each train/validation device a channel profile (firepipe.core."
         "training.dataset.CHANNEL_PROFILES), so the detector learns to work without a sensor",
     )
+    noise_copies: int = Field(
+        default=2,
+        ge=0,
+        description="noisy copies of each train/validation device, its features computed "
+        "again through noisier sensors (firepipe.core.training.augment); 0: none",
+    )
 
 
 @dg.asset(
@@ -79,7 +85,8 @@ def training_set(
     context: dg.AssetExecutionContext, config: TrainingSetConfig, lakehouse: Lakehouse
 ) -> dg.Output[pl.DataFrame]:
     """Gold features of synthetic readings with their label (a fire burns), scenario family and
-    split; whole devices in one split only. Field readings never enter it."""
+    split; whole devices in one split only. Field readings never enter it. Train and validation
+    devices come again as noisy copies (features of their readings through noisier sensors)."""
     # Gold's snapshot, spec and silver snapshot from one materialisation, so they agree even
     # when gold has been written again since.
     gold = _latest_metadata(context, GOLD_KEY)
@@ -101,6 +108,17 @@ def training_set(
         seed=config.seed,
     )
     frame = dataset.assign_splits(frame, split_config)
+    synthetic_rows = frame.height
+    augmentation = augment.NoiseAugmentation(config.noise_copies, config.seed)
+    if augmentation.copies:
+        learning = frame.filter(pl.col(dataset.SPLIT).is_in(augment.AUGMENTED_SPLITS))
+        readings = (
+            lakehouse.scan(SILVER_TABLE, snapshot_id=silver_snapshot)
+            .join(learning.select("device_id").unique().lazy(), on="device_id", how="semi")
+            .collect()
+        )
+        frame = augment.with_noisy_copies(frame, readings, spec, augmentation)
+        del learning, readings
     if config.mask_channels:
         frame = dataset.mask_channels(
             frame, spec, seed=config.seed, only_splits=("train", "validation")
@@ -111,7 +129,9 @@ def training_set(
         frame,
         metadata={
             "class_balance": markdown_table(balance),
-            "field_rows_excluded": features.height - frame.height,
+            "field_rows_excluded": features.height - synthetic_rows,
+            "noise_copies": augmentation.copies,
+            "rows_noisy_copies": frame.height - synthetic_rows,
             "feature_spec_hash": spec.hash(),
             "feature_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
             "gold_snapshot_id": str(gold_snapshot),
@@ -247,6 +267,12 @@ def detector(
 
 class EvaluationConfig(dg.Config):
     nist_data_dir: str = Field(default="", description="empty: FIREPIPE_NIST_DATA_DIR")
+    warm_up_s: float = Field(
+        default=real_fires.WARM_UP_S,
+        ge=0,
+        description="seconds of each NIST station's first reading replayed before ignition "
+        "(the records start at ignition; firepipe.core.training.real_fires)",
+    )
 
 
 @dg.asset(
@@ -285,9 +311,15 @@ def model_evaluation(
     tests = nist.read_tests(folder)
     activations = nist.read_activation_times(folder)
     real = real_fires.evaluate_real(
-        tests, activations, spec, model.scores, model.threshold, model.persistence_s
+        tests,
+        activations,
+        spec,
+        model.scores,
+        model.threshold,
+        model.persistence_s,
+        config.warm_up_s,
     )
-    baseline = real_fires.fixed_threshold_baseline(tests, activations, spec)
+    baseline = real_fires.fixed_threshold_baseline(tests, activations, spec, config.warm_up_s)
     detections = pl.concat(
         [
             evaluation.detection_times(
@@ -307,7 +339,7 @@ def model_evaluation(
     metrics = {
         **evaluation.flat_metrics(report),
         **evaluation.flat_metrics(
-            {k: v for k, v in real.summary.items() if k not in ("threshold", "persistence_s")},
+            {k: v for k, v in real.summary.items() if k not in real_fires.SETTINGS},
             "real_",
         ),
     }
