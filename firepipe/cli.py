@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,21 +17,30 @@ if TYPE_CHECKING:
     from firepipe.resources.registry import ModelRegistry
 
 
+def _initialised(resource: Any) -> Any:
+    """A Dagster resource's value, its dg.EnvVar fields resolved as a run would resolve them
+    (unresolved, they read as the variables' names), for the running command: its init
+    context closes with the command, not in the interpreter's teardown."""
+    return click.get_current_context().with_resource(resource.process_config_and_initialize_cm())
+
+
 def _lakehouse() -> Lakehouse:
     # Imported here so `firepipe --help` answers without loading dagster and pyiceberg.
     from firepipe.resources import lakehouse_for
 
-    resource = lakehouse_for(settings.environment(), settings.local_paths())
-    # Resolves dg.EnvVar fields the way a Dagster run would.
-    return resource.process_config_and_initialize()
+    lakehouse: Lakehouse = _initialised(
+        lakehouse_for(settings.environment(), settings.local_paths())
+    )
+    return lakehouse
 
 
 def _model_registry() -> ModelRegistry:
     from firepipe.resources import model_registry_for
 
-    resource = model_registry_for(settings.environment(), settings.local_paths())
-    # In AWS its fields are dg.EnvVar: resolved here as a run would, or they read as names.
-    return resource.process_config_and_initialize()
+    registry: ModelRegistry = _initialised(
+        model_registry_for(settings.environment(), settings.local_paths())
+    )
+    return registry
 
 
 def _dagster_home() -> Path:
@@ -162,8 +171,19 @@ def calibrate(data_dir: Path | None, out: Path | None) -> None:
 @click.option(
     "--baseline", is_flag=True, help="Also replay the fixed-threshold reference (smoke, heat)."
 )
+@click.option(
+    "--warm-up-s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds of each station's first reading replayed before ignition; 0: the records "
+    "as they are [default: 300].",
+)
 def evaluate_real(
-    data_dir: Path | None, model_uri: str | None, as_json: bool, baseline: bool
+    data_dir: Path | None,
+    model_uri: str | None,
+    as_json: bool,
+    baseline: bool,
+    warm_up_s: float | None,
 ) -> None:
     """Replay every NIST test station by station through the model, causally, and compare its
     alarm with the real smoke alarms' (Activation_Times.csv)."""
@@ -192,10 +212,19 @@ def evaluate_real(
             f"the model was trained on feature spec {detector.feature_spec_hash}, this code "
             f"computes {spec.hash()}: evaluate it with the firepipe version that trained it"
         )
+    warm_up = real_fires.WARM_UP_S if warm_up_s is None else warm_up_s
     report = real_fires.evaluate_real(
-        tests, activations, spec, detector.scores, detector.threshold, detector.persistence_s
+        tests,
+        activations,
+        spec,
+        detector.scores,
+        detector.threshold,
+        detector.persistence_s,
+        warm_up,
     )
-    reference = real_fires.fixed_threshold_baseline(tests, activations, spec) if baseline else None
+    reference = (
+        real_fires.fixed_threshold_baseline(tests, activations, spec, warm_up) if baseline else None
+    )
     if as_json:
         out = {"model": uri, **report.as_json()}
         if reference is not None:
@@ -216,8 +245,7 @@ def history(limit: int, as_json: bool) -> None:
     """The latest generation runs, newest first (SQLite locally, DynamoDB with FIREPIPE_ENV=aws)."""
     from firepipe.resources import generation_history_for
 
-    resource = generation_history_for(settings.environment(), settings.local_paths())
-    store = resource.process_config_and_initialize()
+    store = _initialised(generation_history_for(settings.environment(), settings.local_paths()))
     records = store.recent(limit)
     if as_json:
         for record in records:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import click
 import numpy as np
 import polars as pl
 import pytest
@@ -77,6 +78,16 @@ def test_evaluate_real_replays_the_champion_and_prints_json(champion):
     share = sum(s["no_later_than_median"] for s in compared) / len(compared)
     assert summary["share_no_later_than_median_alarm"] == pytest.approx(share)
     assert report["fixed_threshold_baseline"]["stations"] == 29
+    assert summary["warm_up_s"] == report["fixed_threshold_baseline"]["warm_up_s"] == 300
+
+
+def test_evaluate_real_replays_with_the_warm_up_asked_for(champion):
+    result = CliRunner().invoke(main, ["evaluate-real", "--json", "--warm-up-s", "0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["summary"]["warm_up_s"] == 0
+    refused = CliRunner().invoke(main, ["evaluate-real", "--warm-up-s", "-5"])
+    assert refused.exit_code == 2
+    assert "--warm-up-s" in refused.output
 
 
 def test_evaluate_real_prints_a_table_for_a_given_model(champion):
@@ -110,7 +121,8 @@ def test_the_cli_registry_resolves_its_aws_variables(monkeypatch):
     monkeypatch.setenv(settings.ENV_VAR, "aws")
     monkeypatch.setenv(MLFLOW_TRACKING_SERVER_ARN_VAR, arn)
     monkeypatch.setenv(AWS_REGION_VAR, "eu-west-1")
-    registry = _model_registry()
-    # Unresolved, the fields are dg.EnvVar: the ARN would read as the variable's name.
-    assert registry.describe() == f"SageMaker managed MLflow {arn}"
-    assert registry._tracking_uri() == arn
+    with click.Context(main):  # as inside a command
+        registry = _model_registry()
+        # Unresolved, the fields are dg.EnvVar: the ARN would read as the variable's name.
+        assert registry.describe() == f"SageMaker managed MLflow {arn}"
+        assert registry._tracking_uri() == arn

@@ -27,6 +27,8 @@ _ALLOWED_TRANSITIONS = {
 MEDIAN_LEAD_S = "real_median_lead_s"  # median lead of the model over the median real alarm
 SHARE_NO_LATER_THAN_MEDIAN = "real_share_no_later_than_median_alarm"
 PRE_IGNITION_ALARMS = "real_pre_ignition_alarms"  # model alarms before ignition, all stations
+# The NIST replay's warm-up (real_fires.WARM_UP_S): leads compare only under the same replay.
+WARM_UP_S = "real_warm_up_s"
 # Every non-fire device of the test split (nuisance and baseline): evaluation.flat_metrics name.
 FALSE_ALARMS_PER_1000H = "test/false_alarms_per_1000_device_hours"
 PROMOTION_METRICS = (
@@ -34,6 +36,7 @@ PROMOTION_METRICS = (
     SHARE_NO_LATER_THAN_MEDIAN,
     PRE_IGNITION_ALARMS,
     FALSE_ALARMS_PER_1000H,
+    WARM_UP_S,
 )
 
 
@@ -99,8 +102,9 @@ class Decision:
 def _metrics(metrics: Mapping[str, float], who: str) -> dict[str, float]:
     # The median lead is left out of the logged metrics when it is not a number: the model
     # missed at least half the stations (real_fires.summarise). That is a failed floor, not an
-    # error; any other missing metric means the version was never evaluated.
-    present = {MEDIAN_LEAD_S: math.nan, **metrics}
+    # error; any other missing metric means the version was never evaluated. Versions evaluated
+    # before the replay had a warm-up replayed the records from ignition: a warm-up of 0 s.
+    present = {MEDIAN_LEAD_S: math.nan, WARM_UP_S: 0.0, **metrics}
     missing = [name for name in PROMOTION_METRICS if name not in present]
     if missing:
         raise ValueError(f"{who} metrics lack {', '.join(missing)}")
@@ -145,6 +149,15 @@ def _against_champion(
     alarm_change = candidate[FALSE_ALARMS_PER_1000H] - champion[FALSE_ALARMS_PER_1000H]
     pre_change = candidate[PRE_IGNITION_ALARMS] - champion[PRE_IGNITION_ALARMS]
     return [
+        (
+            candidate[WARM_UP_S] == champion[WARM_UP_S],
+            f"NIST replay warm-up {candidate[WARM_UP_S]:g} s vs champion {champion[WARM_UP_S]:g} s"
+            ": the same replay, so the figures compare"
+            if candidate[WARM_UP_S] == champion[WARM_UP_S]
+            else f"NIST replay warm-up {candidate[WARM_UP_S]:g} s vs champion "
+            f"{champion[WARM_UP_S]:g} s: the figures do not compare (evaluate both the same "
+            "way, or promote by hand)",
+        ),
         (
             lead_gain >= policy.min_lead_gain_s,
             f"median lead {candidate[MEDIAN_LEAD_S]:g} s vs champion "

@@ -7,6 +7,7 @@ from firepipe.core.training.promotion import (
     MEDIAN_LEAD_S,
     PRE_IGNITION_ALARMS,
     SHARE_NO_LATER_THAN_MEDIAN,
+    WARM_UP_S,
     ApprovalError,
     PromotionPolicy,
     check_approval_transition,
@@ -108,6 +109,24 @@ def test_a_median_lead_left_out_of_the_metrics_fails_its_floor() -> None:
         "fail: median lead unknown: the model did not alarm at half the NIST stations"
     ]
     assert not decide(unmeasured, metrics()).promote
+
+
+def test_figures_of_different_nist_replays_do_not_compare() -> None:
+    """A champion replayed from ignition (or evaluated before the replay had a warm-up, so
+    without the metric) cannot be beaten, or defended, by figures from a 300 s warm-up."""
+    warm = {**metrics(lead=40.0), WARM_UP_S: 300.0}
+    for legacy in (metrics(), {**metrics(), WARM_UP_S: 0.0}):
+        decision = decide(warm, legacy)
+        assert not decision.promote
+        assert failed(decision) == [
+            "fail: NIST replay warm-up 300 s vs champion 0 s: the figures do not compare "
+            "(evaluate both the same way, or promote by hand)"
+        ]
+    same = decide(warm, {**metrics(), WARM_UP_S: 300.0})
+    assert same.promote
+    assert same.reasons[4] == (
+        "pass: NIST replay warm-up 300 s vs champion 300 s: the same replay, so the figures compare"
+    )
 
 
 def test_missing_metrics_and_bad_policy_are_clear_errors() -> None:

@@ -152,8 +152,8 @@ def test_station_scores_are_causal(tests: tuple[nist.NistTest, ...]) -> None:
     back only, one station at a time."""
     test = next(t for t in tests if t.name == "SDC02")
     spec = default_spec()
-    full = rf.station_scores(test, spec, feature_sum)
-    assert full.height == len(test.stations) * test.raw.height
+    full = rf.station_scores(test, spec, feature_sum)  # after the default warm-up
+    assert full.filter(pl.col("seconds") >= 0).height == len(test.stations) * test.raw.height
     assert full["score"].n_unique() > 100  # not a constant that would pass trivially
     for cut_s in (40.0, 100.0):
         cut = rf.station_scores(truncated(test, cut_s), spec, feature_sum)
@@ -195,7 +195,9 @@ def test_fixed_threshold_reference_on_the_real_nist_tests(
     assert summary["stations_replayed"] == 36
     assert 0.53 <= summary["share_no_later_than_median_alarm"] <= 0.80
     assert 0.27 <= summary["share_no_later_than_first_alarm"] <= 0.55
-    assert summary["pre_ignition_alarms"] == 0  # the records start at ignition
+    # the warm-up repeats the first reading, over which the reference measures its rises
+    assert summary["pre_ignition_alarms"] == 0
+    assert summary["warm_up_s"] == rf.WARM_UP_S
     document = json.loads(json.dumps(report.as_json()))
     assert [t["test"] for t in document["tests"]] == [t.name for t in tests]
     assert len(document["tests"][0]["stations"]) == 6
@@ -209,6 +211,52 @@ def test_fixed_threshold_reference_on_the_real_nist_tests(
     table = report.table()
     assert table.splitlines()[0].split()[:3] == ["test", "station", "model_s"]
     assert "share_no_later_than_median_alarm" in table
+
+
+def test_the_warm_up_holds_each_stations_first_reading_before_ignition(
+    tests: tuple[nist.NistTest, ...],
+) -> None:
+    test = next(t for t in tests if t.name == "SDC05")  # 5 s steps
+    own = test.readings().filter(pl.col("device_id") == "nist-SDC05-A").sort("ts")
+    warmed = rf.with_warm_up(own, 100.0)
+    assert warmed.tail(own.height).equals(own)
+    held = warmed.head(warmed.height - own.height)
+    assert held.height == 20  # 100 s at 5 s
+    steps = np.diff(warmed["seconds_since_ignition"].to_numpy())
+    np.testing.assert_array_equal(steps, 5.0)  # one record, one step
+    assert warmed["ts"].is_sorted()
+    assert held["seconds_since_ignition"].max() < 0
+    for column in ("temperature_c", "smoke_obscuration_pct_per_m", "co_ppm", "scenario"):
+        assert held[column].to_list() == [own[column][0]] * 20, column
+    assert rf.with_warm_up(own, 0.0) is own
+    with pytest.raises(ValueError, match="warm_up_s must be"):
+        rf.with_warm_up(own, -1.0)
+
+
+def co_above_10_ppm(rows: pl.DataFrame) -> np.ndarray:
+    """A detector that alarms on a CO level alone."""
+    return (rows["co_ppm"].fill_null(0.0) > 10.0).cast(pl.Float64).to_numpy()
+
+
+def test_an_alarm_on_a_level_alone_is_an_alarm_before_ignition_after_the_warm_up(
+    tests: tuple[nist.NistTest, ...],
+) -> None:
+    """SDC35's analyser at B reads 13 ppm CO at ignition. Replayed from its first row, a CO
+    level detector 'detects' the fire at 0 s; a device that had been running would have been
+    in alarm before ignition, and the warm-up says so."""
+    sdc35 = [t for t in tests if t.name == "SDC35"]
+    real = nist.read_activation_times(NIST_DIR)
+    spec = default_spec()
+    cold = rf.evaluate_real(sdc35, real, spec, co_above_10_ppm, 0.5, 0, warm_up_s=0.0)
+    warm = rf.evaluate_real(sdc35, real, spec, co_above_10_ppm, 0.5, 0)
+    cold_b, warm_b = (
+        r.stations.filter(pl.col("station") == "B").row(0, named=True) for r in (cold, warm)
+    )
+    assert cold_b["model_alarm_s"] == 0.0
+    assert not cold_b["pre_ignition_alarm"]
+    assert warm_b["pre_ignition_alarm"]
+    assert cold.summary["warm_up_s"] == 0.0
+    assert warm.summary["pre_ignition_alarms"] > cold.summary["pre_ignition_alarms"] == 0
 
 
 def test_bad_input_is_a_clear_error(tests: tuple[nist.NistTest, ...]) -> None:
