@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,14 @@ from firepipe.resources.lakehouse.catalogs import LocalLakehouse
 from firepipe.settings import NIST_DATA_VAR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A crash (segfault) prints the crashing thread's stack only. With every thread's stack
+    (pytest's faulthandler plugin, turned off in pyproject), idle pool threads came first and
+    CI's excerpt of the log ended before the thread that crashed. Capturing is suspended here,
+    so this is the terminal's stderr, kept open for the whole session."""
+    faulthandler.enable(file=os.dup(sys.stderr.fileno()), all_threads=False)
 
 
 def free_port() -> int:

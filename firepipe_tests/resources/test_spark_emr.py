@@ -138,7 +138,8 @@ def test_an_emr_serverless_job_run_computes_features_with_pipes_through_s3(
     emr: Stubber, s3: Any, pipes_bucket: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
     entry = REPO_ROOT / "firepipe/services/spark_features.py"
-    s3.upload_file(str(entry), pipes_bucket, "code/spark_features.py")
+    # put/get_object rather than upload/download_file: no transfer thread pool in this test.
+    s3.put_object(Bucket=pipes_bucket, Key="code/spark_features.py", Body=entry.read_bytes())
     silver = silver_sample(devices=2, seconds=240)
     silver.write_parquet(tmp_path / "silver.parquet")
     output_dir = (tmp_path / "staged").as_uri()
@@ -152,7 +153,8 @@ def test_an_emr_serverless_job_run_computes_features_with_pipes_through_s3(
         contexts.append({"key": where["key"], **json.loads(body)})
         script = tmp_path / "spark_features.py"
         url = params["jobDriver"]["sparkSubmit"]["entryPoint"].removeprefix("s3://")
-        s3.download_file(*url.split("/", 1), str(script))
+        bucket, key = url.split("/", 1)
+        script.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         local = ["--master", "local[1]", "--conf", "spark.ui.enabled=false"]
         command = [
             str(Path(sys.executable).parent / "spark-submit"),
