@@ -117,6 +117,7 @@ def nist_timelines_png(report: RealFireReport) -> bytes:
                 label=str(station),
             )
         ax.axhline(report.threshold, color="0.3", lw=0.8, ls=":")
+        ax.axvline(0.0, color="0.5", lw=0.8)  # ignition: before it, the replay's warm-up
         ax.set_ylim(*_score_limits(part["score"].to_numpy(), report.threshold))
         for row in report.stations.filter(pl.col("test") == test).iter_rows(named=True):
             colour = colours[row["station"]]
@@ -133,7 +134,7 @@ def nist_timelines_png(report: RealFireReport) -> bytes:
                     clip_on=False,
                 )
         ax.set_title(f"{test}: score (dashed model alarm, ticks real alarms)", fontsize=8)
-        ax.set_xlabel("s after ignition", fontsize=8)
+        ax.set_xlabel("s after ignition (grey line; before it, the warm-up)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, ncols=2)
     for ax in axes[len(tests) :]:
