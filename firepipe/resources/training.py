@@ -7,12 +7,14 @@ over the same search space (`firepipe.core.training.tuning`):
 - LocalTrainingBackend calls the entry point in-process on channel folders under the firepipe
   home (removed once the job ends: the model and metrics are what it returns), and tunes with
   optuna;
-- SageMakerTrainingBackend uploads the channels to S3 and starts a SageMaker training job (the
+- SageMakerTrainingBackend uploads the channels to S3 (once per content: a tuning job and the
+  training job after it share them) and starts a SageMaker training job (the
   firepipe training image runs the entry point; sagemaker-core drives the API), or a SageMaker
   automatic model tuning job over the search space's ranges, then downloads the model.
 """
 
 import contextlib
+import hashlib
 import json
 import shutil
 import tarfile
@@ -184,21 +186,33 @@ class SageMakerTrainingBackend(TrainingBackend):
 
         return boto3.Session(region_name=self.region)
 
-    def _upload_channels(self, job_name: str, channels: Mapping[str, pl.DataFrame]) -> list[Any]:
+    def _upload_channels(self, channels: Mapping[str, pl.DataFrame]) -> list[Any]:
+        """Each channel as Parquet under `<prefix>/channels/<name>/<sha256 of the file>/`,
+        uploaded only when no such object is there: a tuning job and the training job after
+        it, or a run again on the same data, read one upload."""
+        from botocore.exceptions import ClientError
         from sagemaker.core.shapes import Channel, DataSource, S3DataSource
 
         _check_channels(channels)
         s3 = self._session().client("s3")
         out = []
         for name, frame in channels.items():
-            key = f"{self.prefix}/{job_name}/input/{name}/part-0.parquet"
             with tempfile.TemporaryFile() as buffer:
                 frame.write_parquet(buffer)
                 buffer.seek(0)
-                s3.upload_fileobj(buffer, self.bucket, key)
-            prefix = f"s3://{self.bucket}/{self.prefix}/{job_name}/input/{name}/"
+                digest = hashlib.file_digest(buffer, "sha256").hexdigest()
+                folder = f"{self.prefix}/channels/{name}/{digest}/"
+                try:
+                    s3.head_object(Bucket=self.bucket, Key=f"{folder}part-0.parquet")
+                except ClientError as e:
+                    if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                        raise
+                    buffer.seek(0)
+                    s3.upload_fileobj(buffer, self.bucket, f"{folder}part-0.parquet")
             source = S3DataSource(
-                s3_data_type="S3Prefix", s3_uri=prefix, s3_data_distribution_type="FullyReplicated"
+                s3_data_type="S3Prefix",
+                s3_uri=f"s3://{self.bucket}/{folder}",
+                s3_data_distribution_type="FullyReplicated",
             )
             out.append(
                 Channel(
@@ -288,7 +302,7 @@ class SageMakerTrainingBackend(TrainingBackend):
         job = TrainingJob.create(
             training_job_name=job_name,
             hyper_parameters=dict(hyperparameters),
-            input_data_config=self._upload_channels(job_name, channels),
+            input_data_config=self._upload_channels(channels),
             session=self._session(),
             region=self.region,
             **self._job_parts(job_name),
@@ -320,7 +334,7 @@ class SageMakerTrainingBackend(TrainingBackend):
         ranges = snake_keys(tuning.sagemaker_parameter_ranges(tuning.SPACES[algorithm]))
         definition = HyperParameterTrainingJobDefinition(
             static_hyper_parameters=dict(static_hyperparameters),
-            input_data_config=self._upload_channels(job_name, channels),
+            input_data_config=self._upload_channels(channels),
             **self._job_parts(job_name, HyperParameterAlgorithmSpecification),
         )
         config = HyperParameterTuningJobConfig(

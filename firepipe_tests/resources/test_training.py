@@ -150,7 +150,7 @@ class ContainerStandIn(SageMakerTrainingBackend):
                 .client("sagemaker")
                 .describe_training_job(TrainingJobName=resource.training_job_name)
             )
-            _run_container(s3, job, Path(self.container_dir))
+            _run_container(s3, job, Path(self.container_dir) / resource.training_job_name)
         super()._wait(resource, status_of, what)
 
 
@@ -253,6 +253,43 @@ def test_a_job_is_stopped_when_the_run_is_interrupted(sagemaker):
 
 
 @pytest.mark.aws
+@pytest.mark.aws
+def test_channels_are_uploaded_once_per_content(sagemaker, channels, tmp_path):
+    """Tuning then training on the same data reads one upload; other data gets its own."""
+    import boto3
+
+    hps = hyperparameters()
+    sagemaker.tune("firepipe-tune-2", channels, hps, max_trials=2, seed=1)
+    sagemaker.train("firepipe-job-3", channels, hps, tmp_path / "m")
+    client = boto3.client("sagemaker", region_name=REGION)
+    tuned = client.describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName="firepipe-tune-2"
+    )
+    trained = client.describe_training_job(TrainingJobName="firepipe-job-3")
+
+    def uris(config):  # type: ignore[no-untyped-def]
+        return {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in config}
+
+    assert uris(tuned["TrainingJobDefinition"]["InputDataConfig"]) == uris(
+        trained["InputDataConfig"]
+    )
+    s3 = boto3.client("s3", region_name=REGION)
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="training/channels/")["Contents"]
+    ]
+    assert len(keys) == 2  # one file per channel
+    assert all(k.endswith("/part-0.parquet") for k in keys)
+    # The file is the channel: read back, it equals what was sent.
+    train_key = next(k for k in keys if k.startswith("training/channels/train/"))
+    body = s3.get_object(Bucket=BUCKET, Key=train_key)["Body"].read()
+    assert pl.read_parquet(io.BytesIO(body)).equals(channels["train"])
+    # Other data: another folder.
+    other = {**channels, "train": channels["train"].head(100)}
+    sagemaker.train("firepipe-job-4", other, hps, tmp_path / "m2")
+    keys = s3.list_objects_v2(Bucket=BUCKET, Prefix="training/channels/train/")["Contents"]
+    assert len(keys) == 2
+
+
 def test_sagemaker_tuning_job_searches_the_shared_space(sagemaker, channels):
     import boto3
 
