@@ -158,6 +158,9 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
 
         # Downloads draw progress bars on stderr: noise in Dagster logs and CLI output.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Run from the checkout, MLflow copies firepipe's uv.lock and pyproject.toml into every
+        # model (440 KB each): the model states its own serving requirements instead.
+        os.environ.setdefault("MLFLOW_LOG_UV_FILES", "false")
         previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
         uri = self._tracking_uri()
         mlflow.set_tracking_uri(uri)

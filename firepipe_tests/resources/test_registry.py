@@ -17,6 +17,7 @@ from firepipe.resources.registry import (
     SageMakerModelRegistry,
 )
 from firepipe.services.detector_model import input_example_pandas
+from firepipe_tests.conftest import REPO_ROOT
 from firepipe_tests.services.detector_sample import FEATURES, feature_frame, saved_detector
 
 NAME = "fire_detector"
@@ -65,6 +66,16 @@ def test_candidate_is_registered_with_metrics_tags_and_plots(logged, tmp_path: P
     assert (Path(plots) / "roc.png").read_bytes() == PNG
     assert (Path(plots) / "time_to_detection.png").read_bytes() == PNG + b"2"
     assert registry.champion(NAME) is None  # logging never names a champion
+    # The model holds the detector and its own requirements, not firepipe's lock file (MLflow
+    # copies a uv project's files from the working directory, here the checkout, unless told).
+    assert (REPO_ROOT / "uv.lock").exists()
+    with registry._mlflow() as fluent:
+        model = Path(
+            fluent.artifacts.download_artifacts(f"models:/{NAME}/1", dst_path=str(tmp_path / "m"))
+        )
+    files = {p.name for p in model.rglob("*") if p.is_file()}
+    assert {"MLmodel", "requirements.txt"} <= files
+    assert "uv.lock" not in files
 
 
 def test_candidate_needs_its_tags_and_png_names(logged, tmp_path: Path) -> None:
