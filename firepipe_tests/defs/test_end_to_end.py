@@ -144,7 +144,11 @@ def test_end_to_end_materialises_every_asset_into_the_home(
         # The detector: trained on synthetic devices only, registered in the home's MLflow,
         # evaluated on every NIST station with commercial alarms, and judged.
         training = lake.read("ml.training_set")
-        assert training.height == by_source["synthetic"]
+        copies = training["device_id"].str.contains("~noise", literal=True)
+        originals = training.filter(~copies)
+        assert originals.height == by_source["synthetic"]
+        learning = originals.filter(pl.col("split") != "test").height
+        assert training.filter(copies).height == 2 * learning > 0  # two sensor copies each
         registry = LocalModelRegistry(root=str(firepipe_home / "mlflow"))
         candidate = registry.version(MODEL_NAME, 1)
         assert candidate.approval_status in (promotion.APPROVED, promotion.REJECTED)
