@@ -32,6 +32,17 @@ def spark():
     )
     yield session
     session.stop()
+    # stop() keeps the driver's JVM for a next session in this process, and none comes: end it,
+    # rather than carry ~0.5 GB and its py4j gateway through the rest of the suite.
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        gateway.proc.kill()
+        gateway.proc.wait(timeout=30)
+        SparkContext._gateway = None
+        SparkContext._jvm = None
 
 
 def to_spark(spark, frame: pl.DataFrame):
