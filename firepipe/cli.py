@@ -213,15 +213,7 @@ def evaluate_real(
             f"computes {spec.hash()}: evaluate it with the firepipe version that trained it"
         )
     warm_up = real_fires.WARM_UP_S if warm_up_s is None else warm_up_s
-    report = real_fires.evaluate_real(
-        tests,
-        activations,
-        spec,
-        detector.scores,
-        detector.threshold,
-        detector.persistence_s,
-        warm_up,
-    )
+    report = real_fires.replay_detector(tests, activations, detector, spec, warm_up)
     reference = (
         real_fires.fixed_threshold_baseline(tests, activations, spec, warm_up) if baseline else None
     )

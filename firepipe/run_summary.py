@@ -148,9 +148,6 @@ def render_validation(rows: list[dict[str, object]]) -> list[str]:
         if row["channel"] == "smoke_obscuration_pct_per_m":
             cells["dt"] = row["time_to_4_3_error_s"]
 
-    def cell(value: object, fmt: str) -> str:
-        return format(value, fmt) if isinstance(value, int | float) else "-"
-
     header = "".join(f"{n:>8}" for n in VALIDATION_CHANNELS.values())
     lines = [
         "",
@@ -159,8 +156,8 @@ def render_validation(rows: list[dict[str, object]]) -> list[str]:
         f"  {'test':<8}{'station':<9}{header}{'dt_4.3':>9}",
     ]
     for (test, station), cells in sorted(by_station.items()):
-        nrmse = "".join(f"{cell(cells.get(c), '.3f'):>8}" for c in VALIDATION_CHANNELS)
-        lines.append(f"  {test:<8}{station:<9}{nrmse}{cell(cells.get('dt'), '+.0f'):>9}")
+        nrmse = "".join(f"{_num(cells.get(c), '.3f'):>8}" for c in VALIDATION_CHANNELS)
+        lines.append(f"  {test:<8}{station:<9}{nrmse}{_num(cells.get('dt'), '+.0f'):>9}")
 
     def numbers(key: str, absolute: bool = False) -> list[float]:
         values = [v for c in by_station.values() if isinstance(v := c.get(key), int | float)]

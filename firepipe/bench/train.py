@@ -24,7 +24,7 @@ from firepipe.bench import BenchOptions, Figure, best_seconds
 from firepipe.core.features import compute_features, default_spec
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
 from firepipe.core.standardise import to_silver
-from firepipe.core.training import dataset
+from firepipe.core.training import augment, dataset
 from firepipe.core.training.models import Detector, train_detector
 
 DURATION_S = 600
@@ -39,6 +39,8 @@ def training_set(devices: int, seed: int = 0) -> pl.DataFrame:
     silver = to_silver({"synthetic": bronze}).readings
     frame = dataset.training_frame(compute_features(silver, spec), silver, spec)
     frame = dataset.assign_splits(frame, dataset.SplitConfig(seed=seed))
+    # as ml/training_set builds it: the sensor copies, then the channel profiles
+    frame = augment.with_noisy_copies(frame, silver, spec, augment.NoiseAugmentation(seed=seed))
     return dataset.mask_channels(frame, spec, seed=seed, only_splits=("train", "validation"))
 
 

@@ -90,6 +90,10 @@ class NistTest:
     def seconds(self) -> np.ndarray:
         return self.raw[TIME_COLUMN].to_numpy()
 
+    def device_id(self, station: str) -> str:
+        """The device a station's readings go under."""
+        return f"nist-{self.name}-{station}"
+
     def column_for(self, station: str, channel: str) -> str | None:
         """The raw column behind a station's channel, or None when it is absent or screened."""
         for s in self.screening:
@@ -125,7 +129,7 @@ class NistTest:
         frame = pl.DataFrame(
             {
                 "site_id": [f"nist-{self.name}"] * n,
-                "device_id": [f"nist-{self.name}-{station}"] * n,
+                "device_id": [self.device_id(station)] * n,
                 "offset_us": offsets_us,
                 "scenario": [SCENARIO] * n,
                 "is_fire": [True] * n,

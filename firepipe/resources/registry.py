@@ -198,6 +198,8 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         try:
             return self._info(self._client().get_model_version(name, str(version)))
         except MlflowException as error:
+            if not _not_found(error):
+                raise  # the server failed: not an answer about the version
             raise KeyError(f"no version {version} of registered model {name!r}") from error
 
     # -- the interface -----------------------------------------------------------------------
@@ -278,7 +280,11 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         client = self._client()
         try:
             return self._info(client.get_model_version_by_alias(name, CHAMPION_ALIAS))
-        except MlflowException:
+        except MlflowException as error:
+            if not _not_found(error):
+                # A server or auth failure must not read as "no champion": the candidate would
+                # be promoted on the floors alone.
+                raise
             return None  # no such model, or no champion yet
 
     def promote(self, name: str, version: int, reason: str) -> None:
@@ -349,6 +355,15 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         if not info.run_id:
             return {}
         return {k: float(v) for k, v in self._client().get_run(info.run_id).data.metrics.items()}
+
+
+def _not_found(error: Any) -> bool:
+    """An MlflowException that says the model, version or alias does not exist (a missing
+    alias is INVALID_PARAMETER_VALUE in MLflow's stores), not that the server failed."""
+    return getattr(error, "error_code", None) in (
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_PARAMETER_VALUE",
+    )
 
 
 class LocalModelRegistry(ModelRegistry):

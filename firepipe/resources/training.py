@@ -8,9 +8,10 @@ over the same search space (`firepipe.core.training.tuning`):
   home (removed once the job ends: the model and metrics are what it returns), and tunes with
   optuna;
 - SageMakerTrainingBackend uploads the channels to S3 (once per content: a tuning job and the
-  training job after it share them) and starts a SageMaker training job (the
-  firepipe training image runs the entry point; sagemaker-core drives the API), or a SageMaker
+  training job after it share them) and starts a SageMaker training job, or a SageMaker
   automatic model tuning job over the search space's ranges, then downloads the model.
+  sagemaker-core drives the API; the firepipe training image runs the entry point (it is not
+  built yet: docker/README.md).
 """
 
 import contextlib
@@ -167,7 +168,8 @@ def snake_keys(value: Any) -> Any:
 
 
 class SageMakerTrainingBackend(TrainingBackend):
-    """SageMaker training and automatic model tuning jobs running the firepipe training image."""
+    """SageMaker training and automatic model tuning jobs running the firepipe training image
+    (`image_uri`; the image is not built yet: docker/README.md)."""
 
     region: str
     role_arn: str = Field(description="the execution role the training jobs assume")
@@ -331,9 +333,14 @@ class SageMakerTrainingBackend(TrainingBackend):
 
         _check_channels(channels, tuning=True)
         algorithm = entry.parse_hyperparameters(static_hyperparameters).algorithm
-        ranges = snake_keys(tuning.sagemaker_parameter_ranges(tuning.SPACES[algorithm]))
+        space = tuning.SPACES[algorithm]
+        ranges = snake_keys(tuning.sagemaker_parameter_ranges(space))
+        # A tuned name may not also be static: SageMaker refuses the job (its own SDK drops
+        # them the same way). The tuned values come back with the best job.
+        searched = {p.name for p in space}
+        static = {k: v for k, v in static_hyperparameters.items() if k not in searched}
         definition = HyperParameterTrainingJobDefinition(
-            static_hyper_parameters=dict(static_hyperparameters),
+            static_hyper_parameters=static,
             input_data_config=self._upload_channels(channels),
             **self._job_parts(job_name, HyperParameterAlgorithmSpecification),
         )

@@ -6,16 +6,22 @@ import pytest
 
 from firepipe.bench import BenchOptions
 from firepipe.bench.train import run, training_set
+from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.training import dataset
 
 
-def test_training_set_is_split_by_device_and_masked():
-    frame = training_set(devices=12)
-    assert (
-        frame.group_by("device_id").agg(pl.col(dataset.SPLIT).n_unique())[dataset.SPLIT].max() == 1
-    )
-    test_profiles = frame.filter(pl.col(dataset.SPLIT) == "test")[dataset.PROFILE].unique()
-    assert test_profiles.len() <= 1  # test rows keep every channel
+def test_training_set_is_the_pipelines_split_masked_and_with_sensor_copies():
+    frame = training_set(devices=24)
+    splits = frame.group_by("device_id").agg(pl.col(dataset.SPLIT).n_unique())
+    assert splits[dataset.SPLIT].max() == 1  # whole devices
+    test = frame.filter(pl.col(dataset.SPLIT) == "test")
+    learning = frame.filter(pl.col(dataset.SPLIT) != "test")
+    assert test.height > 0
+    assert test[dataset.PROFILE].unique().to_list() == [dataset.profile_name(CHANNEL_NAMES)]
+    assert learning[dataset.PROFILE].n_unique() > 1  # train/validation devices are masked
+    copies = learning["device_id"].str.contains("~noise", literal=True)
+    assert copies.sum() == 2 * (~copies).sum() > 0  # two sensor copies, as ml/training_set
+    assert not test["device_id"].str.contains("~noise", literal=True).any()
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from firepipe.core.training import dataset, promotion
 from firepipe.defs.features.assets import SILVER_TABLE, sensor_features
 from firepipe.defs.lake.assets import READINGS_PARTITIONING
 from firepipe.defs.training.assets import (
+    CHAMPION_KEY,
     DETECTOR_KEY,
     EVALUATION_KEY,
     MODEL_NAME,
@@ -119,6 +120,19 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         assert second["ml/detector"]["model_version"] == 2
         assert second["ml/champion"]["promoted"] is False
         assert "fail: " in second["ml/champion"]["reasons"]
+        assert registry.version(MODEL_NAME, 2).approval_status == promotion.REJECTED
+        assert registry.champion(MODEL_NAME).version == 1
+        # The same decision taken again: the rejected candidate stays rejected, no error.
+        again = dg.materialize(
+            ASSETS,
+            selection=[CHAMPION_KEY],
+            resources=lake,
+            instance=instance,
+            run_config={
+                "ops": {"ml__champion": {"config": {**LENIENT, "min_lead_gain_s": 1000.0}}}
+            },
+        )
+        assert again.success
         assert registry.version(MODEL_NAME, 2).approval_status == promotion.REJECTED
         assert registry.champion(MODEL_NAME).version == 1
         champion_model = registry.load_detector(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")

@@ -310,3 +310,31 @@ def test_sagemaker_approval_updates_the_model_package(logged, monkeypatch) -> No
     with stub, pytest.raises(LookupError, match="automatic model registration"):
         registry.set_approval(name, 1, "Rejected", "on second thought")
     assert local.version(name, 1).approval_status == "Approved"
+
+
+def test_a_failing_server_is_not_read_as_no_champion(logged, monkeypatch) -> None:
+    """Only "not found" means no champion or no version; a server error is raised, or the
+    champion asset would promote a candidate on the floors alone."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+
+    registry, _ = logged
+
+    class Failing:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+        def get_model_version_by_alias(self, name, alias):  # type: ignore[no-untyped-def]
+            raise MlflowException("boom", error_code=self.code)
+
+        get_model_version = get_model_version_by_alias
+
+    monkeypatch.setattr(type(registry), "_client", lambda self: Failing(INTERNAL_ERROR))
+    with pytest.raises(MlflowException, match="boom"):
+        registry.champion(NAME)
+    with pytest.raises(MlflowException, match="boom"):
+        registry.version(NAME, 1)
+    monkeypatch.setattr(type(registry), "_client", lambda self: Failing(RESOURCE_DOES_NOT_EXIST))
+    assert registry.champion(NAME) is None
+    with pytest.raises(KeyError, match="no version 1"):
+        registry.version(NAME, 1)

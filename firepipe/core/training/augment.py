@@ -16,7 +16,9 @@ them. Test devices stay as generated, so the synthetic hold-out measures the det
 generator's own data.
 
 A copy is a device of its own, `<device_id>~noise<k>`, in its original's split, so no split
-shares a fire. What is added is a function of (seed, copy id) alone, as splits are.
+shares a fire. Its sensor (levels, offset, spike share) is a function of (seed, copy id) alone,
+as splits are; the noise added to its readings is a function of those and of the device's own
+readings (how many, which channels), never of other devices.
 """
 
 from __future__ import annotations
@@ -127,11 +129,14 @@ def noisy_readings(readings: pl.DataFrame, copy: int, seed: int) -> pl.DataFrame
     then clipped to the channel's physical range. Null (absent or gap) readings stay null."""
     require_columns(readings, ["device_id", "ts"], "readings")
     channels = [c for c in CHANNELS if c.name in readings.columns]
-    rows = readings.sort("device_id", "ts").with_columns(copy_id(pl.col("device_id"), copy))
+    # Marked, then sorted: the mark changes the ids' order ("a-1~noise1" > "a-10~noise1"), and
+    # compute_features takes rows sorted by (device_id, ts) without sorting them again.
+    rows = readings.with_columns(copy_id(pl.col("device_id"), copy)).sort("device_id", "ts")
     devices = rows["device_id"].unique(maintain_order=True)
     counts = rows["device_id"].unique_counts().to_numpy().astype(np.int64)
     # per row, the draws of its device
-    draws = {s.name: np.repeat(s.to_numpy(), counts) for s in sensor_draws(devices, seed)}
+    drawn = sensor_draws(devices, seed).drop("device_id")
+    draws = {s.name: np.repeat(s.to_numpy(), counts) for s in drawn}
     shape = (rows.height, len(channels))
     gauss, spike_u, spike_size = np.empty(shape), np.empty(shape), np.empty(shape)
     begin = 0

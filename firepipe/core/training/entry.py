@@ -232,10 +232,15 @@ def main(argv: Sequence[str] | None = None, root: Path = SAGEMAKER_ROOT) -> int:
         overrides = _argv_hyperparameters(sys.argv[1:] if argv is None else argv)
         hps, train_dir, validation_dir, model_dir = _container_setup(root)
         run_training(train_dir, validation_dir, model_dir, hps | overrides)
-    except (ValueError, json.JSONDecodeError) as e:
-        print(f"training failed: {e}", file=sys.stderr)
+    except Exception as e:  # any failure: SageMaker shows the job's reason from this file
+        reason = (
+            f"training failed: {e}"
+            if isinstance(e, ValueError)
+            else (f"training failed: {type(e).__name__}: {e}")
+        )
+        print(reason, file=sys.stderr)
         if (root / "output").is_dir():
-            (root / "output/failure").write_text(f"training failed: {e}")
+            (root / "output/failure").write_text(reason)
         return 2
     return 0
 

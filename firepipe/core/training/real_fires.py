@@ -37,10 +37,12 @@ from firepipe.core import units
 from firepipe.core.features import FeatureSpec, compute_features
 from firepipe.core.nist import NistTest
 from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.training.dataset import SECONDS_SINCE_IGNITION as SINCE
+from firepipe.core.training.dataset import require_columns
 from firepipe.core.training.evaluation import alarm_onsets, check_operating_point
+from firepipe.core.training.models import Detector
 
 ScoreFn = Callable[[pl.DataFrame], np.ndarray]
-SINCE = "seconds_since_ignition"
 
 SCORE_SCHEMA: dict[str, pl.DataType] = {
     "test": pl.String(),
@@ -78,19 +80,30 @@ SETTINGS: tuple[str, ...] = ("threshold", "persistence_s")
 
 def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
     """One station's readings (sorted by ts) after `warm_up_s` of its first reading, repeated
-    at the record's first time step: rows at negative seconds_since_ignition."""
+    at the record's first time step and ending one step before ignition (or before the first
+    reading, when the record starts before ignition): rows at negative seconds_since_ignition."""
     if not (math.isfinite(warm_up_s) and warm_up_s >= 0):
         raise ValueError(f"warm_up_s must be a number of seconds >= 0, got {warm_up_s}")
-    if own.height < 2 or warm_up_s == 0:
+    if warm_up_s == 0:
         return own
-    step = own["ts"][1] - own["ts"][0]
-    steps = math.ceil(warm_up_s / step.total_seconds())
-    held = own.head(1).select(pl.all().repeat_by(steps).explode())
-    earlier = pl.col("ts") - step * pl.int_range(steps, 0, -1)
-    held = held.with_columns(earlier.alias("ts")).with_columns(
-        (pl.col(SINCE) - pl.int_range(steps, 0, -1) * step.total_seconds()).cast(pl.Float32)
+    if own.height < 2:
+        raise ValueError(f"a warm-up needs the record's time step: {own.height} reading(s)")
+    step_s = (own["ts"][1] - own["ts"][0]).total_seconds()
+    if not step_s > 0:
+        raise ValueError(f"the record's first two readings are {step_s} s apart: no time step")
+    first_s = float(own[SINCE][0])
+    # k steps before ignition (k = steps..1), or before the first reading if that is earlier
+    back_s = max(first_s, 0.0) + pl.int_range(math.ceil(warm_up_s / step_s), 0, -1) * step_s
+    held = own.head(1).select(pl.all().repeat_by(math.ceil(warm_up_s / step_s)).explode())
+    return pl.concat(
+        [
+            held.with_columns(
+                pl.col("ts") - pl.duration(microseconds=(back_s * 1e6).cast(pl.Int64)),
+                (pl.col(SINCE) - back_s).cast(pl.Float32),
+            ),
+            own,
+        ]
     )
-    return pl.concat([held, own])
 
 
 def station_scores(
@@ -104,7 +117,7 @@ def station_scores(
     readings = test.readings()
     frames = []
     for station in test.stations:
-        device = f"nist-{test.name}-{station}"
+        device = test.device_id(station)
         own = with_warm_up(readings.filter(pl.col("device_id") == device).sort("ts"), warm_up_s)
         features = compute_features(own, spec)
         rows = features.join(
@@ -192,8 +205,7 @@ def evaluate_real(
     check_operating_point(threshold, persistence_s)
     if not tests:
         raise ValueError("no NIST tests to replay")
-    if missing := {"test", "station", "activation_s"} - set(activations.columns):
-        raise ValueError(f"activation times lack column(s) {', '.join(sorted(missing))}")
+    require_columns(activations, ["test", "station", "activation_s"], "the activation table")
     scores = pl.concat([station_scores(t, spec, score_fn, warm_up_s) for t in tests])
     model = model_alarms(scores, threshold, persistence_s)
     stations = real_fire_stations(model, activations)
@@ -306,6 +318,31 @@ def _rise(values: np.ndarray) -> np.ndarray:
     if present.size == 0:
         return np.full(values.shape, np.nan)
     return np.asarray(values - values[present[0]], dtype=np.float64)
+
+
+def replay_detector(
+    tests: Sequence[NistTest],
+    activations: pl.DataFrame,
+    detector: Detector,
+    spec: FeatureSpec,
+    warm_up_s: float = WARM_UP_S,
+) -> RealFireReport:
+    """`detector` replayed at its own operating point. `spec` must be its feature spec: the
+    replay computes the features the detector reads."""
+    if spec.hash() != detector.feature_spec_hash:
+        raise ValueError(
+            f"the detector was trained on feature spec {detector.feature_spec_hash}, the replay "
+            f"computes {spec.hash()}"
+        )
+    return evaluate_real(
+        tests,
+        activations,
+        spec,
+        detector.scores,
+        detector.threshold,
+        detector.persistence_s,
+        warm_up_s,
+    )
 
 
 def fixed_threshold_baseline(

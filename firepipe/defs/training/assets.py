@@ -52,6 +52,11 @@ def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dic
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
+def _feature_spec(metadata: dict[str, Any]) -> FeatureSpec:
+    """The feature spec an asset recorded in its materialisation's metadata."""
+    return FeatureSpec.from_json(json.dumps(metadata["feature_spec"]))
+
+
 class TrainingSetConfig(dg.Config):
     split: Literal["device", "time_blocked", "family_holdout"] = Field(
         default="device",
@@ -90,16 +95,18 @@ def training_set(
     # Gold's snapshot, spec and silver snapshot from one materialisation, so they agree even
     # when gold has been written again since.
     gold = _latest_metadata(context, GOLD_KEY)
-    spec = FeatureSpec.from_json(json.dumps(gold["feature_spec"]))
+    spec = _feature_spec(gold)
     gold_snapshot = int(gold["iceberg/snapshot_id"])
     features = lakehouse.scan(GOLD_TABLE, snapshot_id=gold_snapshot).collect()
     silver_snapshot = int(gold["silver_snapshot_id"])
-    silver = (
-        lakehouse.scan(SILVER_TABLE, snapshot_id=silver_snapshot)
-        .select(dataset.SILVER_COLUMNS)
-        .collect()
-    )
-    frame = dataset.training_frame(features, silver, spec)
+    augmentation = augment.NoiseAugmentation(config.noise_copies, config.seed)
+    # One read of silver: the labels of every reading, and the readings themselves when the
+    # noisy copies need them.
+    silver = lakehouse.scan(SILVER_TABLE, snapshot_id=silver_snapshot)
+    if not augmentation.copies:
+        silver = silver.select(dataset.SILVER_COLUMNS)
+    readings = silver.collect()
+    frame = dataset.training_frame(features, readings, spec)
     split_config = dataset.SplitConfig(
         kind=config.split,
         validation_share=config.validation_share,
@@ -109,16 +116,8 @@ def training_set(
     )
     frame = dataset.assign_splits(frame, split_config)
     synthetic_rows = frame.height
-    augmentation = augment.NoiseAugmentation(config.noise_copies, config.seed)
-    if augmentation.copies:
-        learning = frame.filter(pl.col(dataset.SPLIT).is_in(augment.AUGMENTED_SPLITS))
-        readings = (
-            lakehouse.scan(SILVER_TABLE, snapshot_id=silver_snapshot)
-            .join(learning.select("device_id").unique().lazy(), on="device_id", how="semi")
-            .collect()
-        )
-        frame = augment.with_noisy_copies(frame, readings, spec, augmentation)
-        del learning, readings
+    frame = augment.with_noisy_copies(frame, readings, spec, augmentation)
+    del readings
     if config.mask_channels:
         frame = dataset.mask_channels(
             frame, spec, seed=config.seed, only_splits=("train", "validation")
@@ -197,7 +196,7 @@ def detector(
     """A candidate detector trained on the train split (tuned on validation when asked), its
     operating point chosen on validation: no false alarm there, fires detected soonest."""
     upstream = _latest_metadata(context, TRAINING_SET_KEY)
-    spec = FeatureSpec.from_json(json.dumps(upstream["feature_spec"]))
+    spec = _feature_spec(upstream)
     names = list(spec.names)
     # Read once, and only what training uses: the test split and the other columns stay out.
     splits = ("train", "validation")
@@ -294,9 +293,7 @@ def model_evaluation(
     candidate = _latest_metadata(context, DETECTOR_KEY)
     version = int(candidate["model_version"])
     model = model_registry.load_detector(str(candidate["model_uri"]))
-    spec = FeatureSpec.from_json(
-        json.dumps(_latest_metadata(context, TRAINING_SET_KEY)["feature_spec"])
-    )
+    spec = _feature_spec(_latest_metadata(context, TRAINING_SET_KEY))
     if model.feature_spec_hash != spec.hash():
         # The NIST replay computes features with `spec`: another spec would feed the model
         # columns it was not trained on.
@@ -310,15 +307,7 @@ def model_evaluation(
     folder = Path(config.nist_data_dir) if config.nist_data_dir else settings.nist_data_dir()
     tests = nist.read_tests(folder)
     activations = nist.read_activation_times(folder)
-    real = real_fires.evaluate_real(
-        tests,
-        activations,
-        spec,
-        model.scores,
-        model.threshold,
-        model.persistence_s,
-        config.warm_up_s,
-    )
+    real = real_fires.replay_detector(tests, activations, model, spec, config.warm_up_s)
     baseline = real_fires.fixed_threshold_baseline(tests, activations, spec, config.warm_up_s)
     detections = pl.concat(
         [
@@ -386,11 +375,12 @@ def champion(
     )
     decision = promotion.decide(candidate_metrics, champion_metrics, policy)
     reason = "; ".join(decision.reasons)
+    status = promotion.APPROVED if decision.promote else promotion.REJECTED
+    # Decided again (the step run twice): a version already at its status stays there.
+    if model_registry.version(MODEL_NAME, version).approval_status != status:
+        model_registry.set_approval(MODEL_NAME, version, status, reason)
     if decision.promote:
-        model_registry.set_approval(MODEL_NAME, version, promotion.APPROVED, reason)
         model_registry.promote(MODEL_NAME, version, reason)
-    else:
-        model_registry.set_approval(MODEL_NAME, version, promotion.REJECTED, reason)
     for line in decision.reasons:
         context.log.info(line)
     return dg.MaterializeResult(

@@ -181,6 +181,11 @@ def test_absent_readings_stay_absent_and_values_stay_in_range() -> None:
     assert smoke.min() == 0.0
     assert smoke.max() > 0.0
     assert (noisy["temperature_c"] != readings["temperature_c"]).all()
+    # At the top of its range: clipped there, never above.
+    top = next(c for c in CHANNELS if c.name == "co_ppm").max_value
+    full = augment.noisy_readings(readings.with_columns(pl.lit(top).alias("co_ppm")), 1, seed=0)
+    assert full["co_ppm"].max() == pytest.approx(top)
+    assert full["co_ppm"].min() < top
 
 
 def test_the_noise_range_covers_the_nist_instruments() -> None:

@@ -227,3 +227,23 @@ def test_main_reads_the_container_layout_without_sm_variables(
     assert detector.feature_spec_hash == "spec-h"
     assert detector.params["num_boost_round"] == 5
     assert json.loads((root / "model" / METRICS_FILE).read_text())[OBJECTIVE_METRIC] > 0
+
+
+def test_any_failure_reaches_sagemakers_failure_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only ValueErrors: a channel file polars cannot read fails the job with its reason."""
+    for name in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_MODEL_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "opt_ml"
+    (root / "output").mkdir(parents=True)
+    hps = encode_hyperparameters(TrainingRequest("lightgbm", FEATURES, "spec-h", 3))
+    (root / "input/config").mkdir(parents=True)
+    (root / "input/config/hyperparameters.json").write_text(json.dumps(hps))
+    (root / "input/data/train").mkdir(parents=True)
+    (root / "input/data/train/part-0.parquet").write_bytes(b"PAR1 not a parquet file")
+    assert main([], root=root) == 2
+    reason = (root / "output/failure").read_text()
+    assert reason.startswith("training failed: ")
+    assert "Error" in reason  # the exception's type names what failed
+    assert reason in capsys.readouterr().err

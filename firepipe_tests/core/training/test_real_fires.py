@@ -222,15 +222,23 @@ def test_the_warm_up_holds_each_stations_first_reading_before_ignition(
     assert warmed.tail(own.height).equals(own)
     held = warmed.head(warmed.height - own.height)
     assert held.height == 20  # 100 s at 5 s
-    steps = np.diff(warmed["seconds_since_ignition"].to_numpy())
-    np.testing.assert_array_equal(steps, 5.0)  # one record, one step
+    # at the record's step, ending one step before ignition; ts and seconds agree
+    assert held["seconds_since_ignition"].to_list() == list(range(-100, 0, 5))
+    since = (warmed["ts"] - warmed["ignition_ts"]).dt.total_milliseconds() / 1000
+    np.testing.assert_allclose(since.to_numpy(), warmed["seconds_since_ignition"].to_numpy())
     assert warmed["ts"].is_sorted()
-    assert held["seconds_since_ignition"].max() < 0
     for column in ("temperature_c", "smoke_obscuration_pct_per_m", "co_ppm", "scenario"):
         assert held[column].to_list() == [own[column][0]] * 20, column
+    # a record that starts well after ignition still gets its warm-up before ignition
+    late = rf.with_warm_up(own.filter(pl.col("seconds_since_ignition") >= 30), 100.0)
+    assert late.head(20)["seconds_since_ignition"].max() == -5
     assert rf.with_warm_up(own, 0.0) is own
     with pytest.raises(ValueError, match="warm_up_s must be"):
         rf.with_warm_up(own, -1.0)
+    with pytest.raises(ValueError, match="needs the record's time step: 1 reading"):
+        rf.with_warm_up(own.head(1), 100.0)
+    with pytest.raises(ValueError, match=r"0\.0 s apart"):
+        rf.with_warm_up(pl.concat([own.head(1), own]), 100.0)
 
 
 def co_above_10_ppm(rows: pl.DataFrame) -> np.ndarray:
@@ -269,3 +277,25 @@ def test_bad_input_is_a_clear_error(tests: tuple[nist.NistTest, ...]) -> None:
         )
     with pytest.raises(ValueError, match="shape"):
         rf.station_scores(tests[0], default_spec(), lambda r: np.zeros(3))
+
+
+def test_a_detector_is_replayed_at_its_operating_point_with_its_own_spec(
+    tests: tuple[nist.NistTest, ...],
+) -> None:
+    from firepipe.core.training.models import Detector, train_detector
+
+    spec = default_spec()
+    rng = np.random.default_rng(0)
+    names = ("smoke_obscuration_pct_per_m__rise_per_min_30s", "temperature_c__rise_per_min_30s")
+    x = rng.normal(0.0, 2.0, (500, 2))
+    frame = pl.DataFrame({names[0]: x[:, 0], names[1]: x[:, 1], "label": x[:, 0] > 1.0})
+    detector = train_detector(frame, None, names, spec.hash(), "logistic")
+    detector = detector.with_operating_point(0.6, 2)
+    real = nist.read_activation_times(NIST_DIR)
+    report = rf.replay_detector(tests[:2], real, detector, spec, warm_up_s=60.0)
+    direct = rf.evaluate_real(tests[:2], real, spec, detector.scores, 0.6, 2, 60.0)
+    assert report.stations.equals(direct.stations)
+    assert (report.threshold, report.persistence_s) == (0.6, 2)
+    other = Detector(**{**detector.__dict__, "feature_spec_hash": "other"})
+    with pytest.raises(ValueError, match="trained on feature spec other"):
+        rf.replay_detector(tests[:2], real, other, spec)
