@@ -202,23 +202,30 @@ def test_main_reports_bad_setups(
     assert "--name value pairs" in capsys.readouterr().err
 
 
-def test_main_reads_the_container_layout_without_sm_variables(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # A training job with firepipe's own image: /opt/ml/input/config/hyperparameters.json (all
-    # values strings), /opt/ml/input/data/<channel>, /opt/ml/model, /opt/ml/output/failure.
+def container_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A training job with firepipe's own image, no SM_* variables: /opt/ml as `tmp_path/opt_ml`
+    (input/config/hyperparameters.json, input/data/<channel>, model, output/failure)."""
     for name in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_MODEL_DIR"):
         monkeypatch.delenv(name, raising=False)
     root = tmp_path / "opt_ml"
     (root / "output").mkdir(parents=True)
+    return root
+
+
+def write_hyperparameters(root: Path, params: dict[str, int]) -> None:
+    hps = encode_hyperparameters(TrainingRequest("lightgbm", FEATURES, "spec-h", 3, params))
+    (root / "input/config").mkdir(parents=True)
+    (root / "input/config/hyperparameters.json").write_text(json.dumps(hps))
+
+
+def test_main_reads_the_container_layout_without_sm_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = container_root(tmp_path, monkeypatch)
     assert main([], root=root) == 2
     assert "not inside a SageMaker training job" in capsys.readouterr().err
     assert "not inside" in (root / "output/failure").read_text()
-    hps = encode_hyperparameters(
-        TrainingRequest("lightgbm", FEATURES, "spec-h", 3, {"num_boost_round": 5})
-    )
-    (root / "input/config").mkdir(parents=True)
-    (root / "input/config/hyperparameters.json").write_text(json.dumps(hps))
+    write_hyperparameters(root, {"num_boost_round": 5})
     for split, seed in (("train", 1), ("validation", 2)):
         (root / "input/data" / split).mkdir(parents=True)
         synthetic_frame(600, seed).write_parquet(root / "input/data" / split / "part-0.parquet")
@@ -233,13 +240,8 @@ def test_any_failure_reaches_sagemakers_failure_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Not only ValueErrors: a channel file polars cannot read fails the job with its reason."""
-    for name in ("SM_HPS", "SM_CHANNEL_TRAIN", "SM_CHANNEL_VALIDATION", "SM_MODEL_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    root = tmp_path / "opt_ml"
-    (root / "output").mkdir(parents=True)
-    hps = encode_hyperparameters(TrainingRequest("lightgbm", FEATURES, "spec-h", 3))
-    (root / "input/config").mkdir(parents=True)
-    (root / "input/config/hyperparameters.json").write_text(json.dumps(hps))
+    root = container_root(tmp_path, monkeypatch)
+    write_hyperparameters(root, {})
     (root / "input/data/train").mkdir(parents=True)
     (root / "input/data/train/part-0.parquet").write_bytes(b"PAR1 not a parquet file")
     assert main([], root=root) == 2
