@@ -24,7 +24,7 @@ from firepipe.bench import BenchOptions, Figure, best_seconds
 from firepipe.core.features import compute_features, default_spec
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
 from firepipe.core.standardise import to_silver
-from firepipe.core.training import augment, dataset
+from firepipe.core.training import augment, dataset, inputs
 from firepipe.core.training.models import Detector, train_detector
 
 DURATION_S = 600
@@ -71,13 +71,17 @@ def run(options: BenchOptions) -> list[Figure]:
     devices = max(options.rows // DURATION_S, 10) if options.rows else DEFAULT_DEVICES
     frame = training_set(devices)
     spec = default_spec()
-    names = spec.names
+    # The inputs ml/detector trains with by default (offset-robust, monotone for LightGBM).
+    names = inputs.detector_inputs(spec, "offset_robust")
+    increasing = {"lightgbm": inputs.increasing_inputs(spec, names), "logistic": ()}
     train = frame.filter(pl.col(dataset.SPLIT) == "train")
     validation = frame.filter(pl.col(dataset.SPLIT) == "validation")
     trained: dict[str, Detector] = {}
 
     def fit(algorithm: str) -> None:
-        trained[algorithm] = train_detector(train, validation, names, spec.hash(), algorithm)
+        trained[algorithm] = train_detector(
+            train, validation, names, spec.hash(), algorithm, increasing=increasing[algorithm]
+        )
 
     figures = [Figure("train", "train_rows", float(train.height), "rows", None)]
     for algorithm in ("lightgbm", "logistic"):

@@ -133,6 +133,7 @@ class LocalTrainingBackend(TrainingBackend):
             seed,
             request.algorithm,
             dict(request.params or {}),
+            request.increasing,
         )
         # The trials trained with the tuning seed: the best one is retrained with it too.
         tuned = entry.encode_hyperparameters(replace(request, params=best, seed=seed))

@@ -1,15 +1,18 @@
 """The detector's assets on a small simulated lake: training set, candidate, evaluation on the
 held-out splits and the real NIST fires, and champion/challenger, with MLflow on SQLite."""
 
+import json
 from dataclasses import replace
 
 import dagster as dg
 import polars as pl
 import pytest
 
+from firepipe.core.features import FeatureSpec
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
 from firepipe.core.standardise import to_silver
 from firepipe.core.training import dataset, promotion
+from firepipe.core.training.inputs import detector_inputs, increasing_inputs
 from firepipe.defs.features.assets import SILVER_TABLE, sensor_features
 from firepipe.defs.lake.assets import READINGS_PARTITIONING
 from firepipe.defs.training.assets import (
@@ -95,6 +98,13 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         candidate = first["ml/detector"]
         assert candidate["model_version"] == 1
         assert 0.0 <= candidate["threshold"] <= 1.0
+        # The default inputs: the offset-robust set, monotone in the rises and smoke level.
+        spec = FeatureSpec.from_json(json.dumps(ts["feature_spec"]))
+        assert candidate["feature_set"] == "offset_robust"
+        read = detector_inputs(spec, "offset_robust")
+        assert candidate["features"] == list(read)
+        assert candidate["increasing"] == list(increasing_inputs(spec, read))
+        assert json.loads(candidate["hyperparameters"]["increasing"]) == candidate["increasing"]
         version = registry.version(MODEL_NAME, 1)
         assert version.tags["feature_spec_hash"] == ts["feature_spec_hash"]
         assert version.tags["training_snapshot_id"] == ts["gold_snapshot_id"]
@@ -137,6 +147,7 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         assert registry.champion(MODEL_NAME).version == 1
         champion_model = registry.load_detector(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
         assert champion_model.threshold == first["ml/detector"]["threshold"]
+        assert champion_model.feature_names == tuple(candidate["features"])
 
         # A candidate of another feature spec is not replayed with this one.
         other = replace(champion_model, feature_spec_hash="another-spec")

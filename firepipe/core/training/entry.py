@@ -4,7 +4,8 @@ hyperparameters come in SM_* environment variables).
 
 Hyperparameters travel as strings, as SageMaker passes them (CreateTrainingJob HyperParameters:
 string to string, values at most 2,500 characters): algorithm, feature_names (a JSON list),
-feature_spec_hash, seed and the model's own parameters (models.default_params names them).
+feature_spec_hash, seed, increasing (a JSON list: the features the score may not fall in) and
+the model's own parameters (models.default_params names them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from firepipe.core.training.dataset import SPLIT
 from firepipe.core.training.models import (
     ALGORITHMS,
     average_precision,
+    check_increasing,
     default_params,
     labels,
     resolve_params,
@@ -52,6 +54,7 @@ class TrainingRequest:
     feature_spec_hash: str
     seed: int = 0
     params: Mapping[str, float | int | str] | None = None
+    increasing: tuple[str, ...] = ()
 
 
 def encode_hyperparameters(request: TrainingRequest) -> dict[str, str]:
@@ -59,9 +62,10 @@ def encode_hyperparameters(request: TrainingRequest) -> dict[str, str]:
     params = resolve_params(request.algorithm, dict(request.params or {}))
     encoded = {
         "algorithm": request.algorithm,
-        "feature_names": json.dumps(list(request.feature_names), separators=(",", ":")),
+        "feature_names": _json_names(request.feature_names),
         "feature_spec_hash": request.feature_spec_hash,
         "seed": str(request.seed),
+        "increasing": _json_names(request.increasing),
         **{
             name: repr(value) if isinstance(value, float) else str(value)
             for name, value in params.items()
@@ -74,6 +78,23 @@ def encode_hyperparameters(request: TrainingRequest) -> dict[str, str]:
             f"{HYPERPARAMETER_VALUE_MAX_CHARS} characters"
         )
     return encoded
+
+
+def _json_names(names: Sequence[str]) -> str:
+    return json.dumps(list(names), separators=(",", ":"))
+
+
+def _names(hps: dict[str, str], name: str, default: str | None = None) -> tuple[str, ...]:
+    text = hps.pop(name, default)
+    if text is None:
+        raise ValueError(f"hyperparameters lack {name}")
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"hyperparameter {name} is not a JSON list: {e}") from e
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"hyperparameter {name} must be a JSON list of strings")
+    return tuple(names)
 
 
 def _number(name: str, text: str, integral: bool) -> int | float:
@@ -104,12 +125,9 @@ def parse_hyperparameters(hyperparameters: Mapping[str, str]) -> TrainingRequest
     algorithm = hps.pop("algorithm")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"hyperparameter algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    try:
-        names = json.loads(hps.pop("feature_names"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"hyperparameter feature_names is not a JSON list: {e}") from e
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError("hyperparameter feature_names must be a JSON list of strings")
+    names = _names(hps, "feature_names")
+    increasing = _names(hps, "increasing", "[]")
+    check_increasing(algorithm, names, increasing)
     spec_hash = hps.pop("feature_spec_hash")
     seed = int(_number("seed", hps.pop("seed", "0"), integral=True))
     defaults = default_params(algorithm)
@@ -120,7 +138,7 @@ def parse_hyperparameters(hyperparameters: Mapping[str, str]) -> TrainingRequest
         name: _number(name, text, integral=isinstance(defaults[name], int))
         for name, text in hps.items()
     }
-    return TrainingRequest(algorithm, tuple(names), spec_hash, seed, params)
+    return TrainingRequest(algorithm, names, spec_hash, seed, params, increasing)
 
 
 def read_channel(directory: Path, split: str) -> pl.DataFrame:
@@ -166,6 +184,7 @@ def run_training(
         request.algorithm,
         dict(request.params or {}),
         request.seed,
+        request.increasing,
     )
     detector.save(model_dir)
     metrics = _metrics("train", train, detector.scores(train))

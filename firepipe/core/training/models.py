@@ -227,23 +227,39 @@ def train_detector(
     algorithm: str,
     params: dict[str, Any] | None = None,
     seed: int = 0,
+    increasing: tuple[str, ...] | list[str] = (),
 ) -> Detector:
     """Fit on `train` (label column dataset.LABEL); LightGBM stops early on `validation`'s
-    average precision when given one. The same data, params and seed give the same detector."""
+    average precision when given one. The same data, params and seed give the same detector.
+    The score never falls as a feature named in `increasing` rises, the others held (LightGBM
+    only: its monotone constraints, firepipe.core.training.inputs)."""
     _require_algorithm(algorithm)
     names = tuple(feature_names)
     if not names or len(set(names)) != len(names):
         raise ValueError("feature_names must be non-empty and free of repeats")
+    check_increasing(algorithm, names, increasing)
     resolved = resolve_params(algorithm, params)
     x, y = feature_matrix(train, names), labels(train)
     weights = balanced_weights(y)
     if algorithm == "logistic":
         payload = _Linear.fit(x, y, weights, names, resolved, seed).to_json()
     else:
-        payload = _fit_lightgbm(x, y, weights, names, resolved, validation, seed)
+        monotone = [1 if n in set(increasing) else 0 for n in names]
+        payload = _fit_lightgbm(x, y, weights, names, resolved, validation, seed, monotone)
     return Detector(
         algorithm, names, feature_spec_hash, {**resolved, "seed": seed}, payload=payload
     )
+
+
+def check_increasing(
+    algorithm: str, feature_names: tuple[str, ...], increasing: tuple[str, ...] | list[str]
+) -> None:
+    """Monotone constraints name features the detector reads, and only LightGBM takes them."""
+    stray = sorted(set(increasing) - set(feature_names))
+    if stray:
+        raise ValueError(f"increasing names {stray}, which are not among the feature names")
+    if increasing and algorithm != "lightgbm":
+        raise ValueError(f"{algorithm} takes no monotone constraints: pass no increasing names")
 
 
 def _fit_lightgbm(
@@ -254,8 +270,16 @@ def _fit_lightgbm(
     params: Params,
     validation: pl.DataFrame | None,
     seed: int,
+    monotone: list[int],
 ) -> str:
-    booster_params = {k: v for k, v in params.items() if k not in _ROUNDS}
+    booster_params: dict[str, Any] = {k: v for k, v in params.items() if k not in _ROUNDS}
+    if any(monotone):
+        # "advanced" constrains each split by the leaves it can reach, not by the whole
+        # subtree ("basic"): less over-constrained, the same guarantee (Parameters page).
+        booster_params |= {
+            "monotone_constraints": monotone,
+            "monotone_constraints_method": "advanced",
+        }
     booster_params |= {
         "objective": "binary",
         "metric": "average_precision",

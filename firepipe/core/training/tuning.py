@@ -115,11 +115,13 @@ def tune(
     seed: int = 0,
     algorithm: str = "lightgbm",
     base_params: dict[str, Any] | None = None,
+    increasing: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], pl.DataFrame]:
     """TPE search (seeded: the same seed gives the same trials) over `space`, each trial a
     detector trained on `train` and scored on `validation`. Returns the best trial's full
     parameters (base_params and defaults filled in: ready for train_detector) and one row per
-    trial: trial, average_precision, then the suggested values."""
+    trial: trial, average_precision, then the suggested values. Every trial keeps the
+    `increasing` constraints the detector will be trained with."""
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     unknown = sorted({p.name for p in space} - set(default_params(algorithm)))
@@ -129,7 +131,7 @@ def tune(
     def objective(trial: optuna.Trial) -> float:
         params = {**(base_params or {}), **suggest(trial, space)}
         detector = train_detector(
-            train, validation, feature_names, feature_spec_hash, algorithm, params, seed
+            train, validation, feature_names, feature_spec_hash, algorithm, params, seed, increasing
         )
         return average_precision(validation, detector.scores(validation))
 

@@ -22,12 +22,21 @@ from pydantic import Field
 from firepipe import settings
 from firepipe.core import nist
 from firepipe.core.features import FeatureSpec
-from firepipe.core.training import augment, dataset, evaluation, plots, promotion, real_fires
+from firepipe.core.training import (
+    augment,
+    dataset,
+    evaluation,
+    inputs,
+    plots,
+    promotion,
+    real_fires,
+)
 from firepipe.core.training.entry import (
     TrainingRequest,
     encode_hyperparameters,
     parse_hyperparameters,
 )
+from firepipe.core.training.inputs import FeatureSet
 from firepipe.core.training.models import Detector
 from firepipe.defs.features.assets import ASSET_KEY as GOLD_KEY
 from firepipe.defs.features.assets import SILVER_TABLE
@@ -154,6 +163,16 @@ class DetectorConfig(dg.Config):
         description="model parameters over the algorithm's defaults, as strings (the way "
         "SageMaker passes hyperparameters), e.g. {num_boost_round: '200'}",
     )
+    features: FeatureSet = Field(
+        default="offset_robust",
+        description="offset_robust: the changes and the smoke level, which a sensor's zero "
+        "offset cannot move; all: every gold feature (firepipe/core/training/inputs.py)",
+    )
+    monotone: bool = Field(
+        default=True,
+        description="LightGBM: the score never falls as a fire-raised channel's rise or the "
+        "smoke level grows; the logistic reference takes no constraints",
+    )
 
 
 def git_sha() -> str:
@@ -197,7 +216,9 @@ def detector(
     operating point chosen on validation: no false alarm there, fires detected soonest."""
     upstream = _latest_metadata(context, TRAINING_SET_KEY)
     spec = _feature_spec(upstream)
-    names = list(spec.names)
+    names = list(inputs.detector_inputs(spec, config.features))
+    monotone = config.monotone and config.algorithm == "lightgbm"
+    increasing = inputs.increasing_inputs(spec, tuple(names)) if monotone else ()
     # Read once, and only what training uses: the test split and the other columns stay out.
     splits = ("train", "validation")
     learning = (
@@ -213,7 +234,9 @@ def detector(
     for split, part in channels.items():
         if part.is_empty():
             raise dg.Failure(f"the training set has no {split} rows: generate more devices")
-    request = TrainingRequest(config.algorithm, tuple(names), spec.hash(), config.seed)
+    request = TrainingRequest(
+        config.algorithm, tuple(names), spec.hash(), config.seed, increasing=increasing
+    )
     # The config's params parsed as the entry point will parse them: a bad one fails here.
     hyperparameters = encode_hyperparameters(
         parse_hyperparameters({**encode_hyperparameters(request), **config.params})
@@ -256,6 +279,9 @@ def detector(
             "model_version": version.version,
             "model_uri": version.uri,
             "algorithm": config.algorithm,
+            "feature_set": config.features,
+            "features": dg.MetadataValue.json(names),
+            "increasing": dg.MetadataValue.json(list(increasing)),
             "threshold": threshold,
             "persistence_s": persistence_s,
             "hyperparameters": dg.MetadataValue.json(dict(hyperparameters)),

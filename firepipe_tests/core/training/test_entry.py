@@ -26,7 +26,9 @@ from firepipe.core.training.entry import (
 from firepipe.core.training.models import DETECTOR_FILE, Detector, train_detector
 from firepipe_tests.core.training.test_models import FAST, FEATURES, synthetic_frame
 
-REQUEST = TrainingRequest("lightgbm", FEATURES, "spec-abc", seed=3, params=FAST)
+REQUEST = TrainingRequest(
+    "lightgbm", FEATURES, "spec-abc", seed=3, params=FAST, increasing=FEATURES[1:3]
+)
 
 
 def channels(root: Path) -> tuple[Path, Path]:
@@ -59,6 +61,7 @@ def test_hyperparameters_round_trip_as_strings() -> None:
     parsed = parse_hyperparameters(encoded)
     assert parsed.algorithm == "lightgbm"
     assert parsed.feature_names == FEATURES
+    assert parsed.increasing == FEATURES[1:3]
     assert (parsed.feature_spec_hash, parsed.seed) == ("spec-abc", 3)
     assert parsed.params is not None
     assert parsed.params["num_boost_round"] == FAST["num_boost_round"]
@@ -79,6 +82,7 @@ def test_parse_takes_tuning_job_values_and_skips_sagemaker_entries() -> None:
     parsed = parse_hyperparameters(hps)
     assert parsed.params == {"num_leaves": 17, "learning_rate": 0.0123}
     assert parsed.seed == 0
+    assert parsed.increasing == ()  # a request from before the constraints: none
 
 
 @pytest.mark.parametrize(
@@ -87,6 +91,8 @@ def test_parse_takes_tuning_job_values_and_skips_sagemaker_entries() -> None:
         ({"algorithm": "svm"}, "algorithm must be one of"),
         ({"feature_names": "temperature"}, "not a JSON list"),
         ({"feature_names": '{"a": 1}'}, "JSON list of strings"),
+        ({"increasing": "temperature_c__diff_60s"}, "increasing is not a JSON list"),
+        ({"increasing": '["not_a_feature"]'}, "not among the feature names"),
         ({"num_leaves": "2.5"}, "whole number"),
         ({"learning_rate": "fast"}, "not a number"),
         ({"learning_rate": "nan"}, "not finite"),
@@ -131,6 +137,7 @@ def test_run_training_writes_the_model_dir_and_prints_metrics(
         "lightgbm",
         FAST,
         3,
+        increasing=FEATURES[1:3],  # the request's constraints reach the model
     )
     assert detector == direct
     unseen = synthetic_frame(n_rows=300, seed=8)

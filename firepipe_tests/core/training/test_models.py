@@ -223,3 +223,56 @@ def test_operating_point_is_checked(tmp_path: Path) -> None:
         Detector.load(tmp_path)
     with pytest.raises(ValueError, match="not numeric"):
         detector.scores(synthetic_frame(n_rows=5).with_columns(pl.lit("x").alias(FEATURES[0])))
+
+
+def banded_frame(n_rows: int = 4000, seed: int = 0) -> pl.DataFrame:
+    """Fires only where temperature_c__diff_60s lies in a middle band: a score free to follow
+    the data rises into the band and falls after it."""
+    rng = np.random.default_rng(seed)
+    rise = rng.uniform(0, 10, n_rows)
+    other = rng.normal(0, 1, n_rows)
+    fire = (rise > 3) & (rise < 6)
+    return pl.DataFrame(
+        {"device_id": "d", LABEL: fire, "temperature_c__diff_60s": rise, "noise": other}
+    )
+
+
+def _scores_along_rise(detector: Detector) -> np.ndarray:
+    grid = pl.DataFrame(
+        {
+            "temperature_c__diff_60s": np.tile(np.linspace(0, 10, 101), 5),
+            "noise": np.repeat(np.linspace(-2, 2, 5), 101),
+        }
+    )
+    return detector.scores(grid).reshape(5, 101)
+
+
+def test_monotone_constraint_keeps_the_score_from_falling_as_the_rise_grows() -> None:
+    frame = banded_frame()
+    names = ("temperature_c__diff_60s", "noise")
+    free = train_detector(frame, None, names, "h", "lightgbm", dict(FAST))
+    bound = train_detector(
+        frame, None, names, "h", "lightgbm", dict(FAST), increasing=("temperature_c__diff_60s",)
+    )
+    # The data falls after the band: unconstrained, the score does too.
+    assert float(np.diff(_scores_along_rise(free), axis=1).min()) < -0.1
+    steps = np.diff(_scores_along_rise(bound), axis=1)
+    assert float(steps.min()) >= 0.0
+    assert float(steps.max()) > 0.1  # and it still rises into the band
+    assert "\nmonotone_constraints=1 0\n" in bound.payload
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "increasing", "message"),
+    [
+        ("lightgbm", ("nope",), r"increasing names \['nope'\]"),
+        ("logistic", ("co_ppm__diff_60s",), "logistic takes no monotone constraints"),
+    ],
+)
+def test_bad_monotone_constraints_are_refused(
+    algorithm: str, increasing: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        train_detector(
+            synthetic_frame(n_rows=200), None, FEATURES, "h", algorithm, increasing=increasing
+        )
