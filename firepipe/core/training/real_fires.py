@@ -12,8 +12,11 @@ Warm-up: a deployed detector has read its room for long before a fire starts, bu
 records start at ignition. Replayed from their first row, every trailing window would be empty
 at ignition, and a detector could alarm in the first seconds on a station's level alone (an
 offset CO analyser, say), which would read as a detection. So each station gets `warm_up_s`
-of history (WARM_UP_S by default): its first reading, held at the record's own time step.
-Nothing is invented but the constancy, and an alarm in it is an alarm before ignition.
+of history (WARM_UP_S by default): the median of each channel over the record's first
+WARM_UP_BASIS_S, held at the record's own time step. A median, not the first reading: a
+meter's one-sample spike (SDC33-A's smoke meter reads 2.1 %/m at 0 s and 0.5 two seconds
+later) held for five minutes would be a smoke event that never happened. Nothing is invented
+but the constancy, and an alarm in it is an alarm before ignition.
 
 Alarms: the model's alarm at a station is its first alarm that starts at or after ignition;
 one that starts before ignition is a false alarm, never a detection: the summary's
@@ -74,13 +77,17 @@ FIXED_PERSISTENCE_S = 0
 # History given to each station before ignition (see the module's doc): five minutes fill the
 # longest window of the default features (300 s).
 WARM_UP_S = 300.0
+# The stretch of each record whose median is held: the first 10 s, before smoke reaches any
+# station (the earliest commercial alarm went off 17 s after ignition).
+WARM_UP_BASIS_S = 10.0
 # Summary keys that are the model's settings, not the replay's results.
 SETTINGS: tuple[str, ...] = ("threshold", "persistence_s")
 
 
 def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
-    """One station's readings (sorted by ts) after `warm_up_s` of its first reading, repeated
-    at the record's first time step and ending one step before ignition (or before the first
+    """One station's readings (sorted by ts) after `warm_up_s` of their channels' medians over
+    the record's first WARM_UP_BASIS_S (the other columns as in the first row), repeated at
+    the record's first time step and ending one step before ignition (or before the first
     reading, when the record starts before ignition): rows at negative seconds_since_ignition."""
     if not (math.isfinite(warm_up_s) and warm_up_s >= 0):
         raise ValueError(f"warm_up_s must be a number of seconds >= 0, got {warm_up_s}")
@@ -94,7 +101,12 @@ def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
     first_s = float(own[SINCE][0])
     # k steps before ignition (k = steps..1), or before the first reading if that is earlier
     back_s = max(first_s, 0.0) + pl.int_range(math.ceil(warm_up_s / step_s), 0, -1) * step_s
-    held = own.head(1).select(pl.all().repeat_by(math.ceil(warm_up_s / step_s)).explode())
+    basis = own.filter(pl.col(SINCE) < first_s + WARM_UP_BASIS_S)
+    channels = [c for c in CHANNEL_NAMES if c in own.columns]
+    quiet = own.head(1).with_columns(
+        pl.lit(basis[c].median(), dtype=own.schema[c]).alias(c) for c in channels
+    )
+    held = quiet.select(pl.all().repeat_by(math.ceil(warm_up_s / step_s)).explode())
     return pl.concat(
         [
             held.with_columns(
