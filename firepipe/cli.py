@@ -175,8 +175,8 @@ def calibrate(data_dir: Path | None, out: Path | None) -> None:
     "--warm-up-s",
     type=click.FloatRange(min=0),
     default=None,
-    help="Seconds of each station's first reading replayed before ignition; 0: the records "
-    "as they are [default: 300].",
+    help="Seconds of each station's quiet start (the median of its first 10 s) replayed before "
+    "ignition; 0: the records as they are [default: 300].",
 )
 def evaluate_real(
     data_dir: Path | None,

@@ -249,7 +249,7 @@ def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
                     f"than the first {_pct(real.get('share_no_later_than_first_alarm'))}, median "
                     f"lead {_seconds(real.get('median_lead_s'))}, alarms before ignition "
                     f"{real.get('pre_ignition_alarms')} (after {_seconds(real.get('warm_up_s'))} "
-                    "of each station's first reading)"
+                    "of each station's first 10 s median)"
                 )
     decision = detector.get("ml/champion", {})
     if decision:

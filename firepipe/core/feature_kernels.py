@@ -81,7 +81,7 @@ def rolling_window(
     x: Values,
     starts: I64,
     window: int,
-    mean_out: F32,
+    mean_out: Values,  # float32, or float64 where a rise subtracts two means
     std_out: F32,
     max_out: F32,
     min_out: F32,

@@ -14,6 +14,9 @@ Semantics, the same in every engine (the parity tests hold them to 1e-6):
   is null with fewer than two values.
 - A difference is the value minus the reading exactly lag_s earlier (null when that second has
   no reading or a null one); rate of rise is the same difference per minute.
+- A rise is the mean over the trailing window_s minus the mean over the trailing baseline_s
+  (null when either window holds no value): how far the channel stands above its recent
+  level, whatever that level (a sensor's zero offset cancels out).
 - A ratio is numerator / denominator, null when the denominator is 0 or null.
 - The smoke-vs-heat lag is causal: a channel "rose" at second s when its lag-s difference at s
   reached its threshold; its onset at t is the earliest such s in (t - window_s, t]. The feature
@@ -108,6 +111,29 @@ class RateOfRise:
 
 
 @dataclass(frozen=True)
+class Rise:
+    """The channel's mean over the trailing `window_s` seconds minus its mean over the trailing
+    `baseline_s` seconds (module docstring)."""
+
+    channel: str
+    window_s: int = RISE_LAG_S
+    baseline_s: int = LAG_WINDOW_S
+
+    def __post_init__(self) -> None:
+        _positive(self.window_s, f"{self.channel} rise window_s")
+        _positive(self.baseline_s, f"{self.channel} rise baseline_s")
+        if self.window_s >= self.baseline_s:
+            raise ValueError(
+                f"{self.channel} rise: window_s ({self.window_s}) must be shorter than "
+                f"baseline_s ({self.baseline_s})"
+            )
+
+    @property
+    def name(self) -> str:
+        return f"{self.channel}__rise_{self.window_s}s_over_{self.baseline_s}s"
+
+
+@dataclass(frozen=True)
 class Ratio:
     """numerator / denominator at the same second, null when the denominator is 0 or null."""
 
@@ -141,9 +167,9 @@ class SmokeHeatLag:
         return f"smoke_heat_lag_{self.window_s}s"
 
 
-Feature = Rolling | Difference | RateOfRise | Ratio | SmokeHeatLag
+Feature = Rolling | Difference | RateOfRise | Rise | Ratio | SmokeHeatLag
 KINDS: dict[str, type[Feature]] = {
-    k.__name__: k for k in (Rolling, Difference, RateOfRise, Ratio, SmokeHeatLag)
+    k.__name__: k for k in (Rolling, Difference, RateOfRise, Rise, Ratio, SmokeHeatLag)
 }
 
 
@@ -228,11 +254,12 @@ def default_spec(
     statistics: tuple[Statistic, ...] = ("mean", "std", "max"),
     difference_lag_s: int = 60,
 ) -> FeatureSpec:
-    """The gold set: the benchmark set, plus the 30 s rate of rise of heat, smoke and CO, the
-    CO/CO2 ratio (high in smouldering, low in clean flaming combustion) and the smoke-heat lag."""
+    """The gold set: the benchmark set, plus the 30 s rate of rise of heat, smoke and CO, every
+    channel's 30 s mean over its 300 s mean, the CO/CO2 ratio (high in smouldering, low in clean
+    flaming combustion) and the smoke-heat lag."""
     base = benchmark_spec(channels, windows_s, statistics, difference_lag_s)
-    rises = [RateOfRise(c, RISE_LAG_S) for c in _RISE_CHANNELS if c in channels]
-    extras: list[Feature] = [*rises]
+    rates = [RateOfRise(c, RISE_LAG_S) for c in _RISE_CHANNELS if c in channels]
+    extras: list[Feature] = [*rates, *(Rise(c) for c in channels)]
     if {"co_ppm", "co2_ppm"} <= set(channels):
         extras.append(Ratio("co_ppm", "co2_ppm"))
     if {"smoke_obscuration_pct_per_m", "temperature_c"} <= set(channels):
@@ -278,6 +305,10 @@ def _reference_expr(feature: Feature) -> pl.Expr:
         return _change(feature.channel, feature.lag_s)
     if isinstance(feature, RateOfRise):
         return _change(feature.channel, feature.lag_s) * (60.0 / feature.lag_s)
+    if isinstance(feature, Rise):
+        x = pl.col(feature.channel).cast(pl.Float64)
+        short = x.rolling_mean_by("ts", f"{feature.window_s}s")
+        return (short - x.rolling_mean_by("ts", f"{feature.baseline_s}s")).over("device_id")
     if isinstance(feature, Ratio):
         den = pl.col(feature.denominator).cast(pl.Float64)
         return pl.when(den != 0).then(pl.col(feature.numerator).cast(pl.Float64) / den)
@@ -415,11 +446,14 @@ def compute_features(
     return pl.concat([out.select(ID_COLUMNS), features], how="horizontal")
 
 
-def _by_channel(spec: FeatureSpec) -> dict[str, list[Rolling | Difference | RateOfRise]]:
-    """channel -> its rolling statistics, differences and rates of rise."""
-    by_channel: dict[str, list[Rolling | Difference | RateOfRise]] = {}
+_ChannelFeature = Rolling | Difference | RateOfRise | Rise
+
+
+def _by_channel(spec: FeatureSpec) -> dict[str, list[_ChannelFeature]]:
+    """channel -> its rolling statistics, differences, rates of rise and rises."""
+    by_channel: dict[str, list[_ChannelFeature]] = {}
     for f in spec.features:
-        if isinstance(f, Rolling | Difference | RateOfRise):
+        if isinstance(f, _ChannelFeature):
             by_channel.setdefault(f.channel, []).append(f)
     return by_channel
 
@@ -428,21 +462,37 @@ def _channel_kernels(
     ts: npt.NDArray[np.int64],
     x: npt.NDArray[np.floating],
     starts: npt.NDArray[np.int64],
-    outputs: list[tuple[Rolling | Difference | RateOfRise, npt.NDArray[np.float32]]],
+    outputs: list[tuple[_ChannelFeature, npt.NDArray[np.float32]]],
 ) -> None:
     """Every feature of one channel over one group: the statistics of a window share one
-    pass."""
+    pass. A rise subtracts two means kept in float64 (float32 means of a large level, such as
+    CO2's 450 ppm, would lose the small rise to rounding); a window's float32 mean, when the
+    spec asks for it too, is that float64 mean rounded."""
     windows: dict[int, dict[str, npt.NDArray[np.float32]]] = {}
+    means64: dict[int, npt.NDArray[np.float64]] = {}
+    rises: list[tuple[Rise, npt.NDArray[np.float32]]] = []
     for f, result in outputs:
         if isinstance(f, Rolling):
             windows.setdefault(f.window_s, {})[f.statistic] = result
+        elif isinstance(f, Rise):
+            rises.append((f, result))
+            for window_s in (f.window_s, f.baseline_s):
+                means64.setdefault(window_s, np.empty(result.size, dtype=np.float64))
+                windows.setdefault(window_s, {})
         else:
             per = 1.0 if isinstance(f, Difference) else 60.0 / f.lag_s
             kernels.change(ts, x, starts, f.lag_s, per, result)
     for window_s, wanted in windows.items():
         mean, std, high, low = (wanted.get(s, _UNWANTED) for s in ("mean", "std", "max", "min"))
+        mean64 = means64.get(window_s)
         scratch = kernels.window_scratch(window_s)
-        kernels.rolling_window(ts, x, starts, window_s, mean, std, high, low, scratch)
+        kernels.rolling_window(
+            ts, x, starts, window_s, mean if mean64 is None else mean64, std, high, low, scratch
+        )
+        if mean64 is not None and mean.size:
+            mean[:] = mean64
+    for f, result in rises:
+        np.subtract(means64[f.window_s], means64[f.baseline_s], out=result, casting="same_kind")
 
 
 def _run(tasks: list[Callable[[], None]], workers: int) -> None:

@@ -21,6 +21,7 @@ from firepipe.core.features import (
     FeatureSpec,
     RateOfRise,
     Ratio,
+    Rise,
     Rolling,
     SmokeHeatLag,
     earlier_lags,
@@ -58,6 +59,11 @@ def _column(feature: Feature) -> Column:
         return _change(feature.channel, feature.lag_s)
     if isinstance(feature, RateOfRise):
         return _change(feature.channel, feature.lag_s) * sf.lit(60.0 / feature.lag_s)
+    if isinstance(feature, Rise):
+        x = sf.col(feature.channel).cast("double")
+        return sf.avg(x).over(_trailing(feature.window_s)) - sf.avg(x).over(
+            _trailing(feature.baseline_s)
+        )
     if isinstance(feature, Ratio):
         den = sf.col(feature.denominator).cast("double")
         return sf.when(den != 0, sf.col(feature.numerator).cast("double") / den)

@@ -15,6 +15,7 @@ from firepipe.core.features import (
     FeatureSpec,
     RateOfRise,
     Ratio,
+    Rise,
     Rolling,
     SmokeHeatLag,
     benchmark_spec,
@@ -155,7 +156,7 @@ def test_spec_hash_stable_and_sensitive():
     assert default_spec().hash() != default_spec(windows_s=(30, 600)).hash()
 
 
-def test_default_spec_is_the_benchmark_set_plus_rise_ratio_and_lag():
+def test_default_spec_is_the_benchmark_set_plus_rates_rises_ratio_and_lag():
     names = benchmark_spec().names
     # 8 channels x (2 windows x 3 statistics + 1 difference)
     assert len(names) == len(set(names)) == 8 * (2 * 3 + 1)
@@ -166,6 +167,7 @@ def test_default_spec_is_the_benchmark_set_plus_rise_ratio_and_lag():
         "temperature_c__rise_per_min_30s",
         "smoke_obscuration_pct_per_m__rise_per_min_30s",
         "co_ppm__rise_per_min_30s",
+        *(f"{c}__rise_30s_over_300s" for c in CHANNEL_NAMES),
         "co_ppm__per__co2_ppm",
         "smoke_heat_lag_300s",
     )
@@ -263,22 +265,50 @@ def test_std_keeps_precision_after_a_large_rise():
     )
 
 
-def test_ratio_rate_and_smoke_heat_lag_by_hand():
-    # Smoke rises by 1 %/m a second from t=10, heat by 1 degC a second from t=25.
-    t = np.arange(60)
-    frame = pl.DataFrame(
+def one_fire_device(channels: dict[str, np.ndarray]) -> pl.DataFrame:
+    """One burning device's readings, a second apart from START, of the given channels."""
+    n = len(next(iter(channels.values())))
+    return pl.DataFrame(
         {
             "site_id": "s",
             "device_id": "d",
-            "ts": [START + timedelta(seconds=int(s)) for s in t],
+            "ts": [START + timedelta(seconds=s) for s in range(n)],
             "scenario": "flaming",
             "is_fire": True,
-            "smoke_obscuration_pct_per_m": np.clip(t - 10, 0, None).astype(np.float32),
-            "temperature_c": (20 + np.clip(t - 25, 0, None)).astype(np.float32),
-            "co_ppm": np.full(60, 5.0, dtype=np.float32),
-            "co2_ppm": np.where(t == 3, 0.0, 500.0).astype(np.float32),
+            **{c: v.astype(np.float32) for c, v in channels.items()},
         }
     ).with_columns(pl.col("ts").cast(pl.Datetime("us", "UTC")))
+
+
+def test_rise_by_hand_is_blind_to_an_offset():
+    # Heat rises by 1 degC a second from t=25; CO2 reads 1,000 ppm too high, and steady.
+    t = np.arange(60)
+    frame = one_fire_device(
+        {"temperature_c": 20 + np.clip(t - 25, 0, None), "co2_ppm": np.full(60, 1450.0)}
+    )
+    spec = FeatureSpec((Rise("temperature_c", 5, 20), Rise("co2_ppm", 5, 20)))
+    for engine in (compute_features, reference_features):
+        out = engine(frame, spec)
+        rise = out["temperature_c__rise_5s_over_20s"].to_list()
+        assert rise[0] == rise[25] == 0.0
+        # t=40: the last 5 s read 31..35 (mean 33), the last 20 s five 20s and 21..35 (26)
+        assert rise[40] == pytest.approx(7.0)
+        assert out["co2_ppm__rise_5s_over_20s"].to_list() == [0.0] * 60
+    with pytest.raises(ValueError, match="must be shorter than baseline_s"):
+        Rise("co_ppm", 300, 30)
+
+
+def test_ratio_rate_and_smoke_heat_lag_by_hand():
+    # Smoke rises by 1 %/m a second from t=10, heat by 1 degC a second from t=25.
+    t = np.arange(60)
+    frame = one_fire_device(
+        {
+            "smoke_obscuration_pct_per_m": np.clip(t - 10, 0, None),
+            "temperature_c": 20 + np.clip(t - 25, 0, None),
+            "co_ppm": np.full(60, 5.0),
+            "co2_ppm": np.where(t == 3, 0.0, 500.0),
+        }
+    )
     lag = SmokeHeatLag(window_s=40, rise_lag_s=2, smoke_rise=1.5, heat_rise=1.5)
     spec = FeatureSpec((Ratio("co_ppm", "co2_ppm"), RateOfRise("temperature_c", 5), lag))
     for engine in (compute_features, reference_features):

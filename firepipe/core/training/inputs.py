@@ -8,16 +8,13 @@ than the fire. Trained on every gold feature, `make run`'s detector reached the 
 commercial alarm at 83 % of the NIST stations with one seed and at 14 % with another.
 
 The `offset_robust` set keeps what a constant offset cannot move: a channel's change over a
-lag and its rate of rise, and the smoke-heat lag (onsets are rises). It keeps one kind of
-level: that of the channels whose clean-air reading is zero on every instrument
-(`ZERO_ANCHORED`, smoke obscuration), which is the quantity a photoelectric alarm itself
-thresholds on and which slow smouldering fires are seen by. Rolling standard deviations are
-left out: they read a sensor's noise as much as the air, and the NIST meters are 13-20 times
-noisier than the simulated sensors.
+lag, its rate of rise, its recent mean's rise over its longer mean, and the smoke-heat lag
+(onsets are rises). Rolling standard deviations are left out too: they read a sensor's noise
+as much as the air, and the NIST meters are 13-20 times noisier than the simulated sensors.
 
 `increasing` names the inputs in which the score must not fall (LightGBM's monotone
-constraints): more rise of a channel a fire raises, or more smoke, is never less evidence of a
-fire. Humidity is not among them: steam raises it, and a fire may lower it.
+constraints): more rise of a channel a fire raises is never less evidence of a fire. Humidity
+is not among them: steam raises it, and a fire may lower it.
 """
 
 from __future__ import annotations
@@ -29,14 +26,13 @@ from firepipe.core.features import (
     Feature,
     FeatureSpec,
     RateOfRise,
-    Rolling,
+    Rise,
     SmokeHeatLag,
 )
 
 FeatureSet = Literal["offset_robust", "all"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("offset_robust", "all")
 
-ZERO_ANCHORED: tuple[str, ...] = ("smoke_obscuration_pct_per_m",)
 # Channels a fire raises (firepipe.core.readings.CHANNEL_NAMES less humidity).
 FIRE_RAISES: tuple[str, ...] = (
     "temperature_c",
@@ -47,19 +43,10 @@ FIRE_RAISES: tuple[str, ...] = (
     "voc_ppb",
     "h2_ppm",
 )
-_LEVELS = ("mean", "max")
 
 
 def _is_change(feature: Feature) -> bool:
-    return isinstance(feature, Difference | RateOfRise | SmokeHeatLag)
-
-
-def _is_anchored_level(feature: Feature) -> bool:
-    return (
-        isinstance(feature, Rolling)
-        and feature.channel in ZERO_ANCHORED
-        and feature.statistic in _LEVELS
-    )
+    return isinstance(feature, Difference | RateOfRise | Rise | SmokeHeatLag)
 
 
 def detector_inputs(spec: FeatureSpec, feature_set: FeatureSet) -> tuple[str, ...]:
@@ -68,25 +55,23 @@ def detector_inputs(spec: FeatureSpec, feature_set: FeatureSet) -> tuple[str, ..
         return spec.names
     if feature_set != "offset_robust":
         raise ValueError(f"feature_set must be one of {FEATURE_SETS}, got {feature_set!r}")
-    names = tuple(f.name for f in spec.features if _is_change(f) or _is_anchored_level(f))
+    names = tuple(f.name for f in spec.features if _is_change(f))
     if not names:
         raise ValueError(
-            "the feature spec has no change (difference, rate of rise, smoke-heat lag) nor "
-            "smoke level: an offset_robust detector would read nothing"
+            "the feature spec has no change (difference, rate of rise, rise over a baseline, "
+            "smoke-heat lag): an offset_robust detector would read nothing"
         )
     return names
 
 
 def increasing_inputs(spec: FeatureSpec, names: tuple[str, ...]) -> tuple[str, ...]:
-    """Of `names`, those in which the score must not fall: the difference or rate of rise of a
-    channel a fire raises, and a zero-anchored channel's level."""
+    """Of `names`, those in which the score must not fall: the difference, rate of rise or rise
+    over a baseline of a channel a fire raises."""
     chosen = set(names)
     return tuple(
         f.name
         for f in spec.features
         if f.name in chosen
-        and (
-            (isinstance(f, Difference | RateOfRise) and f.channel in FIRE_RAISES)
-            or _is_anchored_level(f)
-        )
+        and isinstance(f, Difference | RateOfRise | Rise)
+        and f.channel in FIRE_RAISES
     )

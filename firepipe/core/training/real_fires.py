@@ -68,7 +68,7 @@ STATION_SCHEMA: dict[str, pl.DataType] = {
 }
 
 # The issue's reference detector: a rise of the ceiling smoke optical density by 0.02 /m, or of
-# the ceiling temperature by 5 degC, over the station's first reading. Its score is the larger
+# the ceiling temperature by 5 degC, over the station's first row. Its score is the larger
 # rise as a fraction of its limit, so it alarms at a threshold of 1 with no persistence.
 FIXED_SMOKE_RISE_OD_PER_M = 0.02
 FIXED_HEAT_RISE_C = 5.0
@@ -211,7 +211,7 @@ def evaluate_real(
     persistence_s: float,
     warm_up_s: float = WARM_UP_S,
 ) -> RealFireReport:
-    """Replay every test, each station after `warm_up_s` of its first reading, and compare the
+    """Replay every test, each station after `warm_up_s` of its held start, and compare the
     model's alarm at each station with the real ones (`activations` as
     `firepipe.core.nist.read_activation_times` returns them)."""
     check_operating_point(threshold, persistence_s)
@@ -314,8 +314,8 @@ def _share(flags: pl.Series) -> float | None:
 
 def fixed_threshold_scores(rows: pl.DataFrame) -> np.ndarray:
     """The reference detector's score for one station's rows (sorted by ts): the larger of the
-    smoke optical density rise / 0.02 /m and the temperature rise / 5 degC since the station's
-    first reading (0 where the station lacks both channels)."""
+    smoke optical density rise / 0.02 /m and the temperature rise / 5 degC since the rows' first
+    (after a warm-up: the held start) (0 where the station lacks both channels)."""
     smoke_pct = rows["smoke_obscuration_pct_per_m"].cast(pl.Float64).to_numpy()
     density = units.optical_density_per_m(smoke_pct)
     rises = [
@@ -364,7 +364,7 @@ def fixed_threshold_baseline(
     warm_up_s: float = WARM_UP_S,
 ) -> RealFireReport:
     """The issue's reference, reported like the model: a fixed threshold on the measured rises
-    (over the first reading, which the warm-up only repeats)."""
+    (over the warm-up's held start: each channel's median over the record's first 10 s)."""
     return evaluate_real(
         tests,
         activations,

@@ -165,13 +165,14 @@ class DetectorConfig(dg.Config):
     )
     features: FeatureSet = Field(
         default="offset_robust",
-        description="offset_robust: the changes and the smoke level, which a sensor's zero "
-        "offset cannot move; all: every gold feature (firepipe/core/training/inputs.py)",
+        description="offset_robust: the changes (differences, rates of rise, rises over the "
+        "300 s mean, the smoke-heat lag), which a sensor's zero offset cannot move; all: every "
+        "gold feature (firepipe/core/training/inputs.py)",
     )
     monotone: bool = Field(
         default=True,
-        description="LightGBM: the score never falls as a fire-raised channel's rise or the "
-        "smoke level grows; the logistic reference takes no constraints",
+        description="LightGBM: the score never falls as a fire-raised channel's rise grows; "
+        "the logistic reference takes no constraints",
     )
 
 
@@ -295,8 +296,9 @@ class EvaluationConfig(dg.Config):
     warm_up_s: float = Field(
         default=real_fires.WARM_UP_S,
         ge=0,
-        description="seconds of each NIST station's first reading replayed before ignition "
-        "(the records start at ignition; firepipe.core.training.real_fires)",
+        description="seconds of each NIST station's quiet start (the median of its first 10 s) "
+        "replayed before ignition (the records start at ignition; "
+        "firepipe.core.training.real_fires)",
     )
 
 
