@@ -98,7 +98,7 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         candidate = first["ml/detector"]
         assert candidate["model_version"] == 1
         assert 0.0 <= candidate["threshold"] <= 1.0
-        # The default inputs: the offset-robust set, monotone in the rises and smoke level.
+        # The default inputs: the offset-robust set, monotone in the rises.
         spec = FeatureSpec.from_json(json.dumps(ts["feature_spec"]))
         assert candidate["feature_set"] == "offset_robust"
         read = detector_inputs(spec, "offset_robust")
