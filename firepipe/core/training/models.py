@@ -244,7 +244,8 @@ def train_detector(
     if algorithm == "logistic":
         payload = _Linear.fit(x, y, weights, names, resolved, seed).to_json()
     else:
-        monotone = [1 if n in set(increasing) else 0 for n in names]
+        rising = set(increasing)
+        monotone = [1 if n in rising else 0 for n in names]
         payload = _fit_lightgbm(x, y, weights, names, resolved, validation, seed, monotone)
     return Detector(
         algorithm, names, feature_spec_hash, {**resolved, "seed": seed}, payload=payload

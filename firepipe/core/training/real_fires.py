@@ -78,7 +78,7 @@ FIXED_PERSISTENCE_S = 0
 # longest window of the default features (300 s).
 WARM_UP_S = 300.0
 # The stretch of each record whose median is held: the first 10 s, before smoke reaches any
-# station (the earliest commercial alarm went off 17 s after ignition).
+# station (the earliest commercial alarm went off 20 s after ignition).
 WARM_UP_BASIS_S = 10.0
 # Summary keys that are the model's settings, not the replay's results.
 SETTINGS: tuple[str, ...] = ("threshold", "persistence_s")
