@@ -7,6 +7,7 @@ crawler. Configuration is checked when a catalog is first used, not when definit
 
 from __future__ import annotations
 
+import fcntl
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import lru_cache
@@ -85,10 +86,16 @@ class Lakehouse(dg.ConfigurableResource, ABC):
 
 
 @lru_cache(maxsize=8)
-def _sql_catalog(uri: str, warehouse: str) -> Catalog:
+def _sql_catalog(database: Path, warehouse: str) -> Catalog:
+    """The SQL catalog in SQLite at `database`. Opening one creates its tables when they are
+    absent, and two processes doing that at once (the steps of one run, on a new home) would
+    both try: SQLite refuses the second ("table iceberg_tables already exists"). A lock file
+    beside the database lets one process at a time open it."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    return SqlCatalog(CATALOG_NAME, uri=uri, warehouse=warehouse)
+    with database.with_name(database.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{database}", warehouse=warehouse)
 
 
 @lru_cache(maxsize=8)
@@ -121,7 +128,7 @@ class LocalLakehouse(Lakehouse):
 
     def catalog(self) -> Catalog:
         self._warehouse.mkdir(parents=True, exist_ok=True)
-        return _sql_catalog(f"sqlite:///{self._catalog_db}", self._warehouse.as_uri())
+        return _sql_catalog(self._catalog_db, self._warehouse.as_uri())
 
     def describe(self) -> dict[str, str]:
         return {
