@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 
 from firepipe.core import units
-from firepipe.core.features import FeatureSpec, compute_features
+from firepipe.core.features import ID_COLUMNS, FeatureSpec, compute_features
 from firepipe.core.nist import NistTest
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.training.dataset import SECONDS_SINCE_IGNITION as SINCE
@@ -77,6 +77,7 @@ FIXED_PERSISTENCE_S = 0
 # History given to each station before ignition (see the module's doc): five minutes fill the
 # longest window of the default features (300 s).
 WARM_UP_S = 300.0
+MAX_WARM_UP_S = 3600.0  # an hour of history: more only costs replay time
 # The stretch of each record whose median is held: the first 10 s, before smoke reaches any
 # station (the earliest commercial alarm went off 20 s after ignition).
 WARM_UP_BASIS_S = 10.0
@@ -86,11 +87,14 @@ SETTINGS: tuple[str, ...] = ("threshold", "persistence_s")
 
 def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
     """One station's readings (sorted by ts) after `warm_up_s` of their channels' medians over
-    the record's first WARM_UP_BASIS_S (the other columns as in the first row), repeated at
-    the record's first time step and ending one step before ignition (or before the first
-    reading, when the record starts before ignition): rows at negative seconds_since_ignition."""
-    if not (math.isfinite(warm_up_s) and warm_up_s >= 0):
-        raise ValueError(f"warm_up_s must be a number of seconds >= 0, got {warm_up_s}")
+    the record's first WARM_UP_BASIS_S (the other columns as in the first row), on the record's
+    own time grid extended back (so a lag feature finds its reading exactly lag_s earlier) and
+    ending at the last grid point before ignition (or before the first reading, when the
+    record starts before ignition): rows at negative seconds_since_ignition."""
+    if not 0 <= warm_up_s <= MAX_WARM_UP_S:  # NaN fails too
+        raise ValueError(
+            f"warm_up_s must be a number of seconds in [0, {MAX_WARM_UP_S:g}], got {warm_up_s}"
+        )
     if warm_up_s == 0:
         return own
     if own.height < 2:
@@ -99,19 +103,21 @@ def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
     if not step_s > 0:
         raise ValueError(f"the record's first two readings are {step_s} s apart: no time step")
     first_s = float(own[SINCE][0])
-    # k steps before ignition (k = steps..1), or before the first reading if that is earlier
-    back_s = max(first_s, 0.0) + pl.int_range(math.ceil(warm_up_s / step_s), 0, -1) * step_s
+    steps = math.ceil(warm_up_s / step_s)
+    # k steps before the first reading, from the first k that falls before ignition
+    nearest = max(1, math.floor(first_s / step_s) + 1)
+    back_s = pl.int_range(nearest + steps - 1, nearest - 1, -1) * step_s
     basis = own.filter(pl.col(SINCE) < first_s + WARM_UP_BASIS_S)
     channels = [c for c in CHANNEL_NAMES if c in own.columns]
     quiet = own.head(1).with_columns(
         pl.lit(basis[c].median(), dtype=own.schema[c]).alias(c) for c in channels
     )
-    held = quiet.select(pl.all().repeat_by(math.ceil(warm_up_s / step_s)).explode())
+    held = quiet.select(pl.all().repeat_by(steps).explode())
     return pl.concat(
         [
             held.with_columns(
-                pl.col("ts") - pl.duration(microseconds=(back_s * 1e6).cast(pl.Int64)),
-                (pl.col(SINCE) - back_s).cast(pl.Float32),
+                pl.col("ts") - pl.duration(microseconds=(back_s * 1e6).round().cast(pl.Int64)),
+                (pl.col(SINCE) - back_s).cast(own.schema[SINCE]),
             ),
             own,
         ]
@@ -119,24 +125,26 @@ def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
 
 
 def station_scores(
-    test: NistTest, spec: FeatureSpec, score_fn: ScoreFn, warm_up_s: float = WARM_UP_S
+    test: NistTest, spec: FeatureSpec | None, score_fn: ScoreFn, warm_up_s: float = WARM_UP_S
 ) -> pl.DataFrame:
     """test, station, seconds (after ignition), score: one row per station and time step,
     from `warm_up_s` before ignition (`with_warm_up`).
 
     `score_fn` gets one station's frame (ID columns, seconds_since_ignition, the channels and
-    the spec's features, sorted by ts) and returns one score per row."""
+    the spec's features, none without a spec, sorted by ts) and returns one score per row."""
     readings = test.readings()
     frames = []
     for station in test.stations:
         device = test.device_id(station)
         own = with_warm_up(readings.filter(pl.col("device_id") == device).sort("ts"), warm_up_s)
-        features = compute_features(own, spec)
-        rows = features.join(
-            own.select("device_id", "ts", SINCE, *CHANNEL_NAMES),
-            on=["device_id", "ts"],
-            how="left",
-        ).sort("ts")
+        rows = own.select(*ID_COLUMNS, SINCE, *CHANNEL_NAMES)
+        if spec is not None:  # features for the readings they are computed at (not gap rows)
+            rows = compute_features(own, spec).join(
+                rows.drop(set(ID_COLUMNS) - {"device_id", "ts"}),
+                on=["device_id", "ts"],
+                how="left",
+            )
+        rows = rows.sort("ts")
         scores = np.asarray(score_fn(rows), dtype=np.float64)
         if scores.shape != (rows.height,):
             raise ValueError(
@@ -205,7 +213,7 @@ def _cell(value: Any) -> str:
 def evaluate_real(
     tests: Sequence[NistTest],
     activations: pl.DataFrame,
-    spec: FeatureSpec,
+    spec: FeatureSpec | None,
     score_fn: ScoreFn,
     threshold: float,
     persistence_s: float,
@@ -213,7 +221,8 @@ def evaluate_real(
 ) -> RealFireReport:
     """Replay every test, each station after `warm_up_s` of its held start, and compare the
     model's alarm at each station with the real ones (`activations` as
-    `firepipe.core.nist.read_activation_times` returns them)."""
+    `firepipe.core.nist.read_activation_times` returns them). `spec`: the features `score_fn`
+    reads (None: it reads the channels only)."""
     check_operating_point(threshold, persistence_s)
     if not tests:
         raise ValueError("no NIST tests to replay")
@@ -221,7 +230,11 @@ def evaluate_real(
     scores = pl.concat([station_scores(t, spec, score_fn, warm_up_s) for t in tests])
     model = model_alarms(scores, threshold, persistence_s)
     stations = real_fire_stations(model, activations)
-    summary = {**summarise(stations, threshold, persistence_s), "warm_up_s": warm_up_s}
+    summary = {
+        **summarise(stations, threshold, persistence_s),
+        "warm_up_s": warm_up_s,
+        "warm_up_basis_s": WARM_UP_BASIS_S,
+    }
     return RealFireReport(stations, summary, scores, threshold, persistence_s)
 
 
@@ -332,6 +345,16 @@ def _rise(values: np.ndarray) -> np.ndarray:
     return np.asarray(values - values[present[0]], dtype=np.float64)
 
 
+def check_feature_spec(detector: Detector, spec: FeatureSpec) -> None:
+    """Refuse to feed `detector` the features of a spec other than the one it was trained on."""
+    if spec.hash() != detector.feature_spec_hash:
+        raise ValueError(
+            f"the detector was trained on feature spec {detector.feature_spec_hash}, this code "
+            f"computes {spec.hash()}: evaluate it with the firepipe version that trained it, or "
+            "train it again"
+        )
+
+
 def replay_detector(
     tests: Sequence[NistTest],
     activations: pl.DataFrame,
@@ -341,11 +364,7 @@ def replay_detector(
 ) -> RealFireReport:
     """`detector` replayed at its own operating point. `spec` must be its feature spec: the
     replay computes the features the detector reads."""
-    if spec.hash() != detector.feature_spec_hash:
-        raise ValueError(
-            f"the detector was trained on feature spec {detector.feature_spec_hash}, the replay "
-            f"computes {spec.hash()}"
-        )
+    check_feature_spec(detector, spec)
     return evaluate_real(
         tests,
         activations,
@@ -358,17 +377,14 @@ def replay_detector(
 
 
 def fixed_threshold_baseline(
-    tests: Sequence[NistTest],
-    activations: pl.DataFrame,
-    spec: FeatureSpec,
-    warm_up_s: float = WARM_UP_S,
+    tests: Sequence[NistTest], activations: pl.DataFrame, warm_up_s: float = WARM_UP_S
 ) -> RealFireReport:
     """The issue's reference, reported like the model: a fixed threshold on the measured rises
     (over the warm-up's held start: each channel's median over the record's first 10 s)."""
     return evaluate_real(
         tests,
         activations,
-        spec,
+        None,  # it reads the channels, no feature
         fixed_threshold_scores,
         FIXED_THRESHOLD,
         FIXED_PERSISTENCE_S,

@@ -12,7 +12,13 @@ import polars as pl
 import pytest
 
 from firepipe.core import nist
-from firepipe.core.features import default_spec
+from firepipe.core.features import (
+    Difference,
+    FeatureSpec,
+    RateOfRise,
+    compute_features,
+    default_spec,
+)
 from firepipe.core.training import real_fires as rf
 from firepipe_tests.conftest import nist_data_dir
 
@@ -178,9 +184,7 @@ def test_fixed_threshold_reference_on_the_real_nist_tests(
     """The issue: the fixed threshold reaches the median alarm at about two thirds of the
     stations and the earliest at about 40 %. 29 stations had commercial alarms, so one station
     is 3.4 points: the bounds allow about four stations either way of each figure."""
-    report = rf.fixed_threshold_baseline(
-        tests, nist.read_activation_times(NIST_DIR), default_spec()
-    )
+    report = rf.fixed_threshold_baseline(tests, nist.read_activation_times(NIST_DIR))
     summary = report.summary
     print(report.table())
     print(
@@ -222,8 +226,9 @@ def test_the_warm_up_holds_each_stations_first_seconds_before_ignition(
     assert warmed.tail(own.height).equals(own)
     held = warmed.head(warmed.height - own.height)
     assert held.height == 20  # 100 s at 5 s
-    # at the record's step, ending one step before ignition; ts and seconds agree
-    assert held["seconds_since_ignition"].to_list() == list(range(-100, 0, 5))
+    # on the record's own grid (2, 7, 12 s ...) extended back, ending at the last point before
+    # ignition; ts and seconds agree
+    assert held["seconds_since_ignition"].to_list() == list(range(-98, 0, 5))
     since = (warmed["ts"] - warmed["ignition_ts"]).dt.total_milliseconds() / 1000
     np.testing.assert_allclose(since.to_numpy(), warmed["seconds_since_ignition"].to_numpy())
     assert warmed["ts"].is_sorted()
@@ -240,7 +245,7 @@ def test_the_warm_up_holds_each_stations_first_seconds_before_ignition(
     assert held_smoke[0] < spiked["smoke_obscuration_pct_per_m"][0] - 1.0
     # a record that starts well after ignition still gets its warm-up before ignition
     late = rf.with_warm_up(own.filter(pl.col("seconds_since_ignition") >= 30), 100.0)
-    assert late.head(20)["seconds_since_ignition"].max() == -5
+    assert late.head(20)["seconds_since_ignition"].to_list() == list(range(-98, 0, 5))
     assert rf.with_warm_up(own, 0.0) is own
     with pytest.raises(ValueError, match="warm_up_s must be"):
         rf.with_warm_up(own, -1.0)
@@ -254,6 +259,20 @@ def sdc33_a(tests: tuple[nist.NistTest, ...]) -> pl.DataFrame:
     """SDC33-A: its smoke meter reads 2.1 %/m at ignition, 0.5 two seconds later (2 s steps)."""
     test = next(t for t in tests if t.name == "SDC33")
     return test.readings().filter(pl.col("device_id") == "nist-SDC33-A").sort("ts")
+
+
+@pytest.mark.parametrize("name", ["SDC02", "SDC05", "SDC07"])  # first rows at 0, 2 and 1 s
+def test_the_warm_up_gives_every_lag_feature_its_earlier_reading_from_the_first_row(
+    tests: tuple[nist.NistTest, ...], name: str
+) -> None:
+    test = next(t for t in tests if t.name == name)
+    own = test.readings().filter(pl.col("device_id") == test.device_id("A")).sort("ts")
+    spec = FeatureSpec((Difference("temperature_c", 60), RateOfRise("temperature_c", 30)))
+    warmed = compute_features(rf.with_warm_up(own, rf.WARM_UP_S), spec)
+    record = warmed.filter(pl.col("ts") >= own["ts"][0])
+    assert record.height == own.height
+    for column in spec.names:
+        assert record[column].null_count() == 0, column
 
 
 def co_above_10_ppm(rows: pl.DataFrame) -> np.ndarray:
