@@ -40,6 +40,7 @@ from firepipe.core.landing import (
 )
 from firepipe.resources.lakehouse import tables
 from firepipe.resources.lakehouse.catalogs import Lakehouse
+from firepipe.resources.s3 import object_exists
 
 INCOMING = "incoming/"
 QUARANTINE = "quarantine/"
@@ -248,15 +249,7 @@ class S3LandingZone(LandingZone):
         self._client().put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
 
     def _exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._client().head_object(Bucket=self.bucket, Key=self._full(key))
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        return object_exists(self._client(), self.bucket, self._full(key))
 
     def _delete(self, key: str) -> None:
         self._client().delete_object(Bucket=self.bucket, Key=self._full(key))

@@ -32,6 +32,7 @@ import polars as pl
 from pydantic import Field
 
 from firepipe.core.training import entry, tuning
+from firepipe.resources.s3 import object_exists
 
 CHANNELS = ("train", "validation")
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
@@ -192,8 +193,8 @@ class SageMakerTrainingBackend(TrainingBackend):
     def _upload_channels(self, channels: Mapping[str, pl.DataFrame]) -> list[Any]:
         """Each channel as Parquet under `<prefix>/channels/<name>/<sha256 of the file>/`,
         uploaded only when no such object is there: a tuning job and the training job after
-        it, or a run again on the same data, read one upload."""
-        from botocore.exceptions import ClientError
+        it, or a run again on the same data, read one upload. The role needs s3:ListBucket:
+        without it S3 answers a missing key with 403, which is raised."""
         from sagemaker.core.shapes import Channel, DataSource, S3DataSource
 
         _check_channels(channels)
@@ -205,11 +206,7 @@ class SageMakerTrainingBackend(TrainingBackend):
                 buffer.seek(0)
                 digest = hashlib.file_digest(buffer, "sha256").hexdigest()
                 folder = f"{self.prefix}/channels/{name}/{digest}/"
-                try:
-                    s3.head_object(Bucket=self.bucket, Key=f"{folder}part-0.parquet")
-                except ClientError as e:
-                    if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
-                        raise
+                if not object_exists(s3, self.bucket, f"{folder}part-0.parquet"):
                     buffer.seek(0)
                     s3.upload_fileobj(buffer, self.bucket, f"{folder}part-0.parquet")
             source = S3DataSource(

@@ -356,6 +356,17 @@ def check_in_scope(frame: pl.DataFrame, scope: Scope, table: str) -> None:
         )
 
 
+def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    """Create `namespace` unless it exists. Two writers creating it at once (steps of one run
+    on a new lake) both find it absent and both insert it: the loser's insert fails (SQLite: a
+    UNIQUE constraint, not NamespaceAlreadyExistsError), yet the namespace is then there."""
+    try:
+        catalog.create_namespace_if_not_exists(namespace)
+    except Exception:
+        if not catalog.namespace_exists(namespace):
+            raise
+
+
 def write_table(
     catalog: Catalog,
     identifier: str,
@@ -368,7 +379,7 @@ def write_table(
     namespace, _ = split_identifier(identifier)
     check_in_scope(frame, scope, identifier)
     arrow = to_iceberg_arrow(frame)
-    catalog.create_namespace_if_not_exists(namespace)
+    ensure_namespace(catalog, namespace)
 
     def commit(existing: Table | None) -> tuple[Table, tuple[str, ...]]:
         if existing is not None:
@@ -578,7 +589,7 @@ def commit_files(
     if len(set(files)) != len(files):
         raise StagedFilesError(f"{identifier}: the same file is listed twice")
     namespace, _ = split_identifier(identifier)
-    catalog.create_namespace_if_not_exists(namespace)
+    ensure_namespace(catalog, namespace)
     location = table_location(catalog, identifier)
     outside = [f for f in files if not f.startswith(f"{location}/")]
     if outside:
