@@ -207,15 +207,18 @@ def evaluate_real(
         hint = "" if model_uri else " (no champion yet? `make run` trains and promotes one)"
         raise click.ClickException(f"cannot load the model {uri}{hint}: {e}") from e
     spec = default_spec()
-    if spec.hash() != detector.feature_spec_hash:
-        raise click.ClickException(
-            f"the model was trained on feature spec {detector.feature_spec_hash}, this code "
-            f"computes {spec.hash()}: evaluate it with the firepipe version that trained it"
-        )
+    try:
+        real_fires.check_feature_spec(detector, spec)
+    except ValueError as e:
+        raise click.ClickException(f"model {uri}: {e}") from e
     warm_up = real_fires.WARM_UP_S if warm_up_s is None else warm_up_s
+    if not 0 <= warm_up <= real_fires.MAX_WARM_UP_S:  # click's FloatRange lets NaN through
+        raise click.BadParameter(
+            f"must be in [0, {real_fires.MAX_WARM_UP_S:g}] seconds", param_hint="--warm-up-s"
+        )
     report = real_fires.replay_detector(tests, activations, detector, spec, warm_up)
     reference = (
-        real_fires.fixed_threshold_baseline(tests, activations, spec, warm_up) if baseline else None
+        real_fires.fixed_threshold_baseline(tests, activations, warm_up) if baseline else None
     )
     if as_json:
         out = {"model": uri, **report.as_json()}
@@ -228,6 +231,23 @@ def evaluate_real(
     if reference is not None:
         click.echo("\nfixed-threshold reference (smoke OD +0.02 /m or temperature +5 degC):")
         click.echo("\n".join(f"{k}: {v}" for k, v in reference.summary.items()))
+
+
+@main.command()
+@click.argument("version", type=int)
+@click.option("--reason", required=True, help="Why, recorded on the version.")
+def promote(version: int, reason: str) -> None:
+    """Make VERSION of the fire detector the champion by hand. For when ml/champion cannot
+    compare a candidate with the champion (their NIST replays or feature specs differ)."""
+    from firepipe.core.training.promotion import ApprovalError
+    from firepipe.defs.training.assets import MODEL_NAME
+
+    registry = _model_registry()
+    try:
+        registry.promote(MODEL_NAME, version, f"by hand: {reason}")
+    except (ApprovalError, KeyError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from e
+    click.echo(f"{MODEL_NAME} version {version} is the champion")
 
 
 @main.command()

@@ -215,6 +215,15 @@ def _seconds(value: object) -> str:
     return f"{float(value):.0f} s" if isinstance(value, int | float) else "-"
 
 
+def _warm_up(real: Mapping[str, object]) -> str:
+    """How the NIST records were replayed (the real_fires summary's warm-up keys)."""
+    warm_up, basis = real.get("warm_up_s"), real.get("warm_up_basis_s")
+    if not isinstance(warm_up, int | float) or warm_up == 0:
+        return "replayed from ignition"
+    held = f"first {basis:g} s median" if isinstance(basis, int | float) else "held start"
+    return f"after {_seconds(warm_up)} of each station's {held}"
+
+
 def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
     """The candidate this run trained, how it did on synthetic and real fires, and whether it
     became the champion."""
@@ -248,8 +257,7 @@ def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
                     f"the median alarm {_pct(real.get('share_no_later_than_median_alarm'))}, "
                     f"than the first {_pct(real.get('share_no_later_than_first_alarm'))}, median "
                     f"lead {_seconds(real.get('median_lead_s'))}, alarms before ignition "
-                    f"{real.get('pre_ignition_alarms')} (after {_seconds(real.get('warm_up_s'))} "
-                    "of each station's first 10 s median)"
+                    f"{real.get('pre_ignition_alarms')} ({_warm_up(real)})"
                 )
     decision = detector.get("ml/champion", {})
     if decision:

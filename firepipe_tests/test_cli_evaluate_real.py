@@ -85,9 +85,10 @@ def test_evaluate_real_replays_with_the_warm_up_asked_for(champion):
     result = CliRunner().invoke(main, ["evaluate-real", "--json", "--warm-up-s", "0"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["summary"]["warm_up_s"] == 0
-    refused = CliRunner().invoke(main, ["evaluate-real", "--warm-up-s", "-5"])
-    assert refused.exit_code == 2
-    assert "--warm-up-s" in refused.output
+    for bad in ("-5", "nan", "inf"):
+        refused = CliRunner().invoke(main, ["evaluate-real", "--warm-up-s", bad])
+        assert refused.exit_code == 2, (bad, refused.output)
+        assert "--warm-up-s" in refused.output
 
 
 def test_evaluate_real_prints_a_table_for_a_given_model(champion):
@@ -126,3 +127,30 @@ def test_the_cli_registry_resolves_its_aws_variables(monkeypatch):
         # Unresolved, the fields are dg.EnvVar: the ARN would read as the variable's name.
         assert registry.describe() == f"SageMaker managed MLflow {arn}"
         assert registry._tracking_uri() == arn
+
+
+def test_promote_by_hand_moves_the_champion_and_refuses_what_cannot_be(champion, tmp_path):
+    registry = LocalModelRegistry(root=str(settings.local_paths().mlflow))
+    rise_detector(tmp_path / "second")
+    second = registry.log_candidate(
+        tmp_path / "second",
+        name=MODEL_NAME,
+        metrics={},
+        params={},
+        tags={
+            "feature_spec_hash": default_spec().hash(),
+            "training_snapshot_id": "2",
+            "git_sha": "y",
+        },
+        artifacts={},
+        input_example=pl.DataFrame({name: [0.0] for name in FEATURES}),
+    )
+    result = CliRunner().invoke(main, ["promote", str(second.version), "--reason", "new replay"])
+    assert result.exit_code == 0, result.output
+    assert registry.champion(MODEL_NAME).version == second.version  # type: ignore[union-attr]
+    moved = registry.version(MODEL_NAME, second.version)
+    assert moved.tags["promotion_reason"] == "by hand: new replay"
+    assert moved.tags["previous_champion"] == str(champion.version)
+    absent = CliRunner().invoke(main, ["promote", "99", "--reason", "x"])
+    assert absent.exit_code == 1
+    assert "no version 99" in absent.output

@@ -47,6 +47,7 @@ def test_the_detector_section_shows_the_candidate_its_figures_and_the_decision()
                 "median_lead_s": None,
                 "pre_ignition_alarms": 0,
                 "warm_up_s": 300.0,
+                "warm_up_basis_s": 10.0,
             },
         },
         "ml/champion": {
@@ -67,6 +68,8 @@ def test_the_detector_section_shows_the_candidate_its_figures_and_the_decision()
     assert "pass: floors" not in text  # only the reasons that decided it
     assert "firepipe evaluate-real --model models:/d/3" in text
     assert "Detector:" not in render(summary(), "/home")
+    run.detector["ml/evaluation"]["real_summary"]["warm_up_s"] = 0.0
+    assert "alarms before ignition 0 (replayed from ignition)" in render(run, "/home")
 
 
 def test_a_candidate_that_already_is_the_champion_is_not_called_rejected() -> None:

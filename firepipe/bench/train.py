@@ -25,7 +25,7 @@ from firepipe.core.features import compute_features, default_spec
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
 from firepipe.core.standardise import to_silver
 from firepipe.core.training import augment, dataset, inputs
-from firepipe.core.training.models import Detector, train_detector
+from firepipe.core.training.models import MONOTONE_ALGORITHMS, Detector, train_detector
 
 DURATION_S = 600
 DEFAULT_DEVICES = 200  # 120,000 readings
@@ -37,11 +37,13 @@ def training_set(devices: int, seed: int = 0) -> pl.DataFrame:
     spec = default_spec()
     bronze = simulate(GenerationSpec(devices=devices, duration_s=DURATION_S, seed=seed))
     silver = to_silver({"synthetic": bronze}).readings
-    frame = dataset.training_frame(compute_features(silver, spec), silver, spec)
-    frame = dataset.assign_splits(frame, dataset.SplitConfig(seed=seed))
-    # as ml/training_set builds it: the sensor copies, then the channel profiles
-    frame = augment.with_noisy_copies(frame, silver, spec, augment.NoiseAugmentation(seed=seed))
-    return dataset.mask_channels(frame, spec, seed=seed, only_splits=("train", "validation"))
+    return augment.build_training_set(  # as ml/training_set builds it
+        compute_features(silver, spec),
+        silver,
+        spec,
+        dataset.SplitConfig(seed=seed),
+        augment.NoiseAugmentation(seed=seed),
+    )
 
 
 def _pyfunc(detector: Detector, example: pl.DataFrame, root: Path):  # type: ignore[no-untyped-def]
@@ -73,14 +75,19 @@ def run(options: BenchOptions) -> list[Figure]:
     spec = default_spec()
     # The inputs ml/detector trains with by default (offset-robust, monotone for LightGBM).
     names = inputs.detector_inputs(spec, "offset_robust")
-    increasing = {"lightgbm": inputs.increasing_inputs(spec, names), "logistic": ()}
+    rising = inputs.increasing_inputs(spec, names)
     train = frame.filter(pl.col(dataset.SPLIT) == "train")
     validation = frame.filter(pl.col(dataset.SPLIT) == "validation")
     trained: dict[str, Detector] = {}
 
     def fit(algorithm: str) -> None:
         trained[algorithm] = train_detector(
-            train, validation, names, spec.hash(), algorithm, increasing=increasing[algorithm]
+            train,
+            validation,
+            names,
+            spec.hash(),
+            algorithm,
+            increasing=rising if algorithm in MONOTONE_ALGORITHMS else (),
         )
 
     figures = [Figure("train", "train_rows", float(train.height), "rows", None)]

@@ -3,8 +3,9 @@
 
 Every kernel takes one device group: `ts` (int64 epoch seconds, strictly increasing within a
 device), a channel's values (float32 or float64, NaN where null), `starts` (the row of every
-device's first reading, then the group's end) and preallocated float32 outputs with one value
-per row from `starts[0]` on. Windows are time windows (t - w, t], kept by pointers that
+device's first reading, then the group's end) and preallocated float32 outputs (rolling_window's
+mean may be float64, where a rise subtracts two means) with one value per row from
+`starts[0]` on. Windows are time windows (t - w, t], kept by pointers that
 restart at each device, so gaps and missing seconds need no grid:
 
 - rolling_window: mean, std, max and min of one window in one pass (running sums for the
@@ -18,7 +19,8 @@ restart at each device, so gaps and missing seconds need no grid:
 The kernels release the GIL (nogil), so firepipe.core.features runs channels and groups on
 threads. Compiled code is cached beside this module (__pycache__) or, where that is read-only,
 in the user's cache folder; with neither writable the kernels compile afresh in each process
-(about 3 s for the default spec's float32 kernels; loading them from the cache, about 1 s).
+(a few seconds for the default spec's kernels, measured at about 3 s before its rises added a
+float64-mean compilation; loading them from the cache, about 1 s).
 """
 
 from __future__ import annotations

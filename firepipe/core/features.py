@@ -255,8 +255,8 @@ def default_spec(
     difference_lag_s: int = 60,
 ) -> FeatureSpec:
     """The gold set: the benchmark set, plus the 30 s rate of rise of heat, smoke and CO, every
-    channel's 30 s mean over its 300 s mean, the CO/CO2 ratio (high in smouldering, low in clean
-    flaming combustion) and the smoke-heat lag."""
+    channel's 30 s mean minus its 300 s mean (`Rise`), the CO/CO2 ratio (high in smouldering,
+    low in clean flaming combustion) and the smoke-heat lag."""
     base = benchmark_spec(channels, windows_s, statistics, difference_lag_s)
     rates = [RateOfRise(c, RISE_LAG_S) for c in _RISE_CHANNELS if c in channels]
     extras: list[Feature] = [*rates, *(Rise(c) for c in channels)]
@@ -306,9 +306,9 @@ def _reference_expr(feature: Feature) -> pl.Expr:
     if isinstance(feature, RateOfRise):
         return _change(feature.channel, feature.lag_s) * (60.0 / feature.lag_s)
     if isinstance(feature, Rise):
-        x = pl.col(feature.channel).cast(pl.Float64)
-        short = x.rolling_mean_by("ts", f"{feature.window_s}s")
-        return (short - x.rolling_mean_by("ts", f"{feature.baseline_s}s")).over("device_id")
+        return _reference_expr(Rolling(feature.channel, "mean", feature.window_s)) - (
+            _reference_expr(Rolling(feature.channel, "mean", feature.baseline_s))
+        )
     if isinstance(feature, Ratio):
         den = pl.col(feature.denominator).cast(pl.Float64)
         return pl.when(den != 0).then(pl.col(feature.numerator).cast(pl.Float64) / den)
@@ -477,7 +477,8 @@ def _channel_kernels(
         elif isinstance(f, Rise):
             rises.append((f, result))
             for window_s in (f.window_s, f.baseline_s):
-                means64.setdefault(window_s, np.empty(result.size, dtype=np.float64))
+                if window_s not in means64:
+                    means64[window_s] = np.empty(result.size, dtype=np.float64)
                 windows.setdefault(window_s, {})
         else:
             per = 1.0 if isinstance(f, Difference) else 60.0 / f.lag_s

@@ -60,9 +60,8 @@ def _column(feature: Feature) -> Column:
     if isinstance(feature, RateOfRise):
         return _change(feature.channel, feature.lag_s) * sf.lit(60.0 / feature.lag_s)
     if isinstance(feature, Rise):
-        x = sf.col(feature.channel).cast("double")
-        return sf.avg(x).over(_trailing(feature.window_s)) - sf.avg(x).over(
-            _trailing(feature.baseline_s)
+        return _column(Rolling(feature.channel, "mean", feature.window_s)) - _column(
+            Rolling(feature.channel, "mean", feature.baseline_s)
         )
     if isinstance(feature, Ratio):
         den = sf.col(feature.denominator).cast("double")

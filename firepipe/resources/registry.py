@@ -258,14 +258,16 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
         return ModelVersionInfo(name=name, version=version, run_id=run_id, tags=all_tags)
 
     def set_approval(self, name: str, version: int, status: str, reason: str) -> None:
-        """Move a version to `status` (one of APPROVAL_STATUSES), recording why."""
+        """Move a version to `status` (one of APPROVAL_STATUSES), recording why. A version
+        already at `status` stays there with the new reason (a decision taken again)."""
         current = self.version(name, version)
-        check_approval_transition(current.approval_status, status)
-        if status == REJECTED and CHAMPION_ALIAS in current.aliases:
-            raise ApprovalError(
-                f"{name} version {version} is the champion: promote another version first"
-            )
-        self._sync_approval(name, version, status, reason)
+        if current.approval_status != status:
+            check_approval_transition(current.approval_status, status)
+            if status == REJECTED and CHAMPION_ALIAS in current.aliases:
+                raise ApprovalError(
+                    f"{name} version {version} is the champion: promote another version first"
+                )
+            self._sync_approval(name, version, status, reason)
         client = self._client()
         for key, value in {
             APPROVAL_TAG: status,

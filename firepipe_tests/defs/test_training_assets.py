@@ -118,6 +118,7 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
             assert name in metrics, name
         assert metrics["real_stations"] == 29
         assert metrics["real_warm_up_s"] == summary["warm_up_s"] == 300.0
+        assert metrics["real_warm_up_basis_s"] == summary["warm_up_basis_s"] == 10.0
 
         # Floors opened wide: the first candidate becomes the champion, Approved.
         decision = first["ml/champion"]

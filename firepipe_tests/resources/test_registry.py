@@ -44,10 +44,13 @@ def logged(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("registry")
     registry = LocalModelRegistry(root=str(root / "mlflow"))
     detectors = {}
-    for algorithm in ("lightgbm", "logistic"):
-        directory = root / algorithm
-        detector = saved_detector(directory, algorithm, threshold=0.6)
-        detectors[log(registry, directory).version] = (detector, directory)
+    # Logged from the checkout, whose uv.lock MLflow would copy from the working directory.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO_ROOT)
+        for algorithm in ("lightgbm", "logistic"):
+            directory = root / algorithm
+            detector = saved_detector(directory, algorithm, threshold=0.6)
+            detectors[log(registry, directory).version] = (detector, directory)
     return registry, detectors
 
 
@@ -67,7 +70,7 @@ def test_candidate_is_registered_with_metrics_tags_and_plots(logged, tmp_path: P
     assert (Path(plots) / "time_to_detection.png").read_bytes() == PNG + b"2"
     assert registry.champion(NAME) is None  # logging never names a champion
     # The model holds the detector and its own requirements, not firepipe's lock file (MLflow
-    # copies a uv project's files from the working directory, here the checkout, unless told).
+    # copies a uv project's files from the working directory, the checkout above, unless told).
     assert (REPO_ROOT / "uv.lock").exists()
     with registry._mlflow() as fluent:
         model = Path(
@@ -208,6 +211,10 @@ def test_approval_and_champion_only_through_promote(logged) -> None:
         registry.promote(name, 1, "rollback")
     with pytest.raises(ApprovalError, match="cannot go from Rejected to PendingManualApproval"):
         registry.set_approval(name, 1, "PendingManualApproval", "again")
+    # The same decision taken again: the status stays, the latest reason is recorded.
+    registry.set_approval(name, 1, "Rejected", "rejected again")
+    again = registry.version(name, 1)
+    assert (again.approval_status, again.tags["approval_reason"]) == ("Rejected", "rejected again")
     assert registry.champion(name).version == 2  # type: ignore[union-attr]
     with pytest.raises(KeyError, match="no version 9"):
         registry.promote(name, 9, "absent")

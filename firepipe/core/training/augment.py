@@ -23,7 +23,6 @@ readings (how many, which channels), never of other devices.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +31,16 @@ import polars as pl
 from firepipe.core.features import FeatureSpec, compute_features
 from firepipe.core.readings import CHANNELS
 from firepipe.core.simulation.simulator import NOISE
-from firepipe.core.training.dataset import SPLIT, require_columns, unit_hash
+from firepipe.core.training.dataset import (
+    SPLIT,
+    SplitConfig,
+    assign_splits,
+    mask_channels,
+    require_columns,
+    stable_u64,
+    training_frame,
+    unit_hash,
+)
 
 AUGMENTED_SPLITS: tuple[str, ...] = ("train", "validation")
 COPY_MARK = "~noise"
@@ -119,8 +127,7 @@ def sensor_draws(device_ids: pl.Series, seed: int) -> pl.DataFrame:
 
 
 def _stream(device_id: str, seed: int) -> np.random.Generator:
-    digest = hashlib.blake2b(f"noise-stream:{seed}:{device_id}".encode()).digest()[:8]
-    return np.random.default_rng(int.from_bytes(digest))
+    return np.random.default_rng(stable_u64("noise-stream", seed, device_id))
 
 
 def noisy_readings(readings: pl.DataFrame, copy: int, seed: int) -> pl.DataFrame:
@@ -192,3 +199,21 @@ def with_noisy_copies(
             )
         parts.append(part.select(frame.columns))
     return pl.concat(parts)
+
+
+def build_training_set(
+    features: pl.DataFrame,
+    readings: pl.DataFrame,
+    spec: FeatureSpec,
+    splits: SplitConfig,
+    augmentation: NoiseAugmentation,
+    mask: bool = True,
+) -> pl.DataFrame:
+    """The training set as ml/training_set builds it: gold `features` labelled from silver
+    `readings` (synthetic rows only), split, with the noisy copies of the train and validation
+    devices, then (`mask`) their channel profiles."""
+    frame = assign_splits(training_frame(features, readings, spec), splits)
+    frame = with_noisy_copies(frame, readings, spec, augmentation)
+    if mask:
+        frame = mask_channels(frame, spec, seed=splits.seed, only_splits=AUGMENTED_SPLITS)
+    return frame

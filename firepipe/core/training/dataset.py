@@ -171,12 +171,17 @@ def _check_labels(rows: pl.DataFrame) -> None:
             )
 
 
+def stable_u64(purpose: str, seed: int, key: str) -> int:
+    """64 bits that are a function of (purpose, seed, key) alone: stable across runs, machines
+    and polars versions (polars' own hash is not)."""
+    return int.from_bytes(hashlib.blake2b(f"{purpose}:{seed}:{key}".encode()).digest()[:8])
+
+
 def unit_hash(device_ids: pl.Series, purpose: str, seed: int) -> pl.Series:
-    """A uniform number in [0, 1) per id, a function of (purpose, seed, id) alone: stable
-    across runs, machines and polars versions (polars' own hash is not)."""
+    """A uniform number in [0, 1) per id, a function of (purpose, seed, id) alone
+    (`stable_u64`)."""
     values = [  # the top 53 bits: exact in a float64, so never rounded up to 1.0
-        (int.from_bytes(hashlib.blake2b(f"{purpose}:{seed}:{i}".encode()).digest()[:8]) >> 11)
-        / 2.0**53
+        (stable_u64(purpose, seed, i) >> 11) / 2.0**53
         for i in device_ids.to_list()  # one per device, not per row
     ]
     return pl.Series("_u", values, dtype=pl.Float64)

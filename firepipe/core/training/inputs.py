@@ -29,20 +29,13 @@ from firepipe.core.features import (
     Rise,
     SmokeHeatLag,
 )
+from firepipe.core.readings import CHANNEL_NAMES
 
 FeatureSet = Literal["offset_robust", "all"]
 FEATURE_SETS: tuple[FeatureSet, ...] = ("offset_robust", "all")
 
-# Channels a fire raises (firepipe.core.readings.CHANNEL_NAMES less humidity).
-FIRE_RAISES: tuple[str, ...] = (
-    "temperature_c",
-    "smoke_obscuration_pct_per_m",
-    "pm25_ugm3",
-    "co_ppm",
-    "co2_ppm",
-    "voc_ppb",
-    "h2_ppm",
-)
+# Channels a fire raises: every one but humidity.
+FIRE_RAISES: tuple[str, ...] = tuple(c for c in CHANNEL_NAMES if c != "humidity_pct")
 
 
 def _is_change(feature: Feature) -> bool:

@@ -29,6 +29,7 @@ Params = dict[str, float | int | str]
 Matrix = npt.NDArray[np.float64]
 
 ALGORITHMS: tuple[str, ...] = ("lightgbm", "logistic")
+MONOTONE_ALGORITHMS: tuple[str, ...] = ("lightgbm",)  # those that take monotone constraints
 DETECTOR_FILE = "detector.json"
 LIGHTGBM_MODEL_FILE = "model.txt"
 FORMAT_VERSION = 1  # bumped when detector.json's layout changes
@@ -259,7 +260,7 @@ def check_increasing(
     stray = sorted(set(increasing) - set(feature_names))
     if stray:
         raise ValueError(f"increasing names {stray}, which are not among the feature names")
-    if increasing and algorithm != "lightgbm":
+    if increasing and algorithm not in MONOTONE_ALGORITHMS:
         raise ValueError(f"{algorithm} takes no monotone constraints: pass no increasing names")
 
 

@@ -37,7 +37,7 @@ from firepipe.core.training.entry import (
     parse_hyperparameters,
 )
 from firepipe.core.training.inputs import FeatureSet
-from firepipe.core.training.models import Detector
+from firepipe.core.training.models import MONOTONE_ALGORITHMS, Detector
 from firepipe.defs.features.assets import ASSET_KEY as GOLD_KEY
 from firepipe.defs.features.assets import SILVER_TABLE
 from firepipe.defs.features.assets import TABLE as GOLD_TABLE
@@ -82,7 +82,7 @@ class TrainingSetConfig(dg.Config):
         "training.dataset.CHANNEL_PROFILES), so the detector learns to work without a sensor",
     )
     noise_copies: int = Field(
-        default=2,
+        default=augment.NoiseAugmentation.copies,
         ge=0,
         description="noisy copies of each train/validation device, its features computed "
         "again through noisier sensors (firepipe.core.training.augment); 0: none",
@@ -114,8 +114,6 @@ def training_set(
     silver = lakehouse.scan(SILVER_TABLE, snapshot_id=silver_snapshot)
     if not augmentation.copies:
         silver = silver.select(dataset.SILVER_COLUMNS)
-    readings = silver.collect()
-    frame = dataset.training_frame(features, readings, spec)
     split_config = dataset.SplitConfig(
         kind=config.split,
         validation_share=config.validation_share,
@@ -123,14 +121,11 @@ def training_set(
         holdout_scenarios=tuple(config.holdout_scenarios),
         seed=config.seed,
     )
-    frame = dataset.assign_splits(frame, split_config)
-    synthetic_rows = frame.height
-    frame = augment.with_noisy_copies(frame, readings, spec, augmentation)
-    del readings
-    if config.mask_channels:
-        frame = dataset.mask_channels(
-            frame, spec, seed=config.seed, only_splits=("train", "validation")
-        )
+    frame = augment.build_training_set(
+        features, silver.collect(), spec, split_config, augmentation, config.mask_channels
+    )
+    copies = frame["device_id"].str.contains(augment.COPY_MARK, literal=True)
+    synthetic_rows = frame.height - int(copies.sum())
     balance = dataset.class_balance(frame)
     context.log.info(f"training set: {frame.height} rows, split {config.split}")
     return dg.Output(
@@ -218,7 +213,7 @@ def detector(
     upstream = _latest_metadata(context, TRAINING_SET_KEY)
     spec = _feature_spec(upstream)
     names = list(inputs.detector_inputs(spec, config.features))
-    monotone = config.monotone and config.algorithm == "lightgbm"
+    monotone = config.monotone and config.algorithm in MONOTONE_ALGORITHMS
     increasing = inputs.increasing_inputs(spec, tuple(names)) if monotone else ()
     # Read once, and only what training uses: the test split and the other columns stay out.
     splits = ("train", "validation")
@@ -296,6 +291,7 @@ class EvaluationConfig(dg.Config):
     warm_up_s: float = Field(
         default=real_fires.WARM_UP_S,
         ge=0,
+        le=real_fires.MAX_WARM_UP_S,
         description="seconds of each NIST station's quiet start (the median of its first 10 s) "
         "replayed before ignition (the records start at ignition; "
         "firepipe.core.training.real_fires)",
@@ -322,21 +318,20 @@ def model_evaluation(
     version = int(candidate["model_version"])
     model = model_registry.load_detector(str(candidate["model_uri"]))
     spec = _feature_spec(_latest_metadata(context, TRAINING_SET_KEY))
-    if model.feature_spec_hash != spec.hash():
-        # The NIST replay computes features with `spec`: another spec would feed the model
-        # columns it was not trained on.
-        raise dg.Failure(
-            f"model version {version} was trained on feature spec {model.feature_spec_hash}, "
-            f"the training set holds {spec.hash()}: materialise ml/detector again"
-        )
-    rows = frame.select(dataset.SPLIT, *_learning_columns(frame, list(spec.names))).collect()
+    try:  # the NIST replay computes the features of the training set's spec
+        real_fires.check_feature_spec(model, spec)
+    except ValueError as e:
+        raise dg.Failure(f"model version {version}: {e}") from e
+    # Only the columns the model reads (its inputs can be a part of the spec's features).
+    columns = _learning_columns(frame, list(model.feature_names))
+    rows = frame.select(dataset.SPLIT, *columns).collect()
     scored = rows.with_columns(pl.Series("score", model.scores(rows)))
     report = evaluation.evaluate(scored, model.threshold, model.persistence_s)
     folder = Path(config.nist_data_dir) if config.nist_data_dir else settings.nist_data_dir()
     tests = nist.read_tests(folder)
     activations = nist.read_activation_times(folder)
     real = real_fires.replay_detector(tests, activations, model, spec, config.warm_up_s)
-    baseline = real_fires.fixed_threshold_baseline(tests, activations, spec, config.warm_up_s)
+    baseline = real_fires.fixed_threshold_baseline(tests, activations, config.warm_up_s)
     detections = pl.concat(
         [
             evaluation.detection_times(
@@ -404,9 +399,7 @@ def champion(
     decision = promotion.decide(candidate_metrics, champion_metrics, policy)
     reason = "; ".join(decision.reasons)
     status = promotion.APPROVED if decision.promote else promotion.REJECTED
-    # Decided again (the step run twice): a version already at its status stays there.
-    if model_registry.version(MODEL_NAME, version).approval_status != status:
-        model_registry.set_approval(MODEL_NAME, version, status, reason)
+    model_registry.set_approval(MODEL_NAME, version, status, reason)
     if decision.promote:
         model_registry.promote(MODEL_NAME, version, reason)
     for line in decision.reasons:

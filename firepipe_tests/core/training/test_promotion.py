@@ -7,7 +7,8 @@ from firepipe.core.training.promotion import (
     MEDIAN_LEAD_S,
     PRE_IGNITION_ALARMS,
     SHARE_NO_LATER_THAN_MEDIAN,
-    WARM_UP_S,
+    WARM_UP_BASIS_METRIC,
+    WARM_UP_METRIC,
     ApprovalError,
     PromotionPolicy,
     check_approval_transition,
@@ -113,19 +114,27 @@ def test_a_median_lead_left_out_of_the_metrics_fails_its_floor() -> None:
 
 def test_figures_of_different_nist_replays_do_not_compare() -> None:
     """A champion replayed from ignition (or evaluated before the replay had a warm-up, so
-    without the metric) cannot be beaten, or defended, by figures from a 300 s warm-up."""
-    warm = {**metrics(lead=40.0), WARM_UP_S: 300.0}
-    for legacy in (metrics(), {**metrics(), WARM_UP_S: 0.0}):
+    without the metric), or one whose warm-up held the first reading (before the warm-up held
+    a median, so without the basis), cannot be beaten, or defended, by figures from a 300 s
+    warm-up of the first 10 s's median."""
+    replay = {WARM_UP_METRIC: 300.0, WARM_UP_BASIS_METRIC: 10.0}
+    warm = {**metrics(lead=40.0), **replay}
+    for legacy, was in (
+        (metrics(), "0 s of 0 s"),
+        ({**metrics(), WARM_UP_METRIC: 0.0}, "0 s of 0 s"),
+        ({**metrics(), WARM_UP_METRIC: 300.0}, "300 s of 0 s"),
+    ):
         decision = decide(warm, legacy)
         assert not decision.promote
         assert failed(decision) == [
-            "fail: NIST replay warm-up 300 s vs champion 0 s: the figures do not compare "
-            "(evaluate both the same way, or promote by hand)"
+            "fail: NIST replay warm-up 300 s of the first 10 s's median vs champion "
+            f"{was}: the figures do not compare (README, 'When the replay changes')"
         ]
-    same = decide(warm, {**metrics(), WARM_UP_S: 300.0})
+    same = decide(warm, {**metrics(), **replay})
     assert same.promote
     assert same.reasons[4] == (
-        "pass: NIST replay warm-up 300 s vs champion 300 s: the same replay, so the figures compare"
+        "pass: NIST replay warm-up 300 s of the first 10 s's median vs champion 300 s of 10 s: "
+        "the same replay, so the figures compare"
     )
 
 
