@@ -19,8 +19,8 @@ restart at each device, so gaps and missing seconds need no grid:
 The kernels release the GIL (nogil), so firepipe.core.features runs channels and groups on
 threads. Compiled code is cached beside this module (__pycache__) or, where that is read-only,
 in the user's cache folder; with neither writable the kernels compile afresh in each process
-(a few seconds for the default spec's kernels, measured at about 3 s before its rises added a
-float64-mean compilation; loading them from the cache, about 1 s).
+(about 2.5 s for the default spec's kernels on two cores; loading them from the cache, about
+0.6 s).
 """
 
 from __future__ import annotations

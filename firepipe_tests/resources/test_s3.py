@@ -9,8 +9,9 @@ from firepipe.resources.s3 import object_exists
 
 
 def test_object_exists_reads_the_head_and_raises_on_a_refusal() -> None:
-    client = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="x",
-                          aws_secret_access_key="x")  # fmt: skip
+    client = boto3.client(
+        "s3", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
     head = {"Bucket": "b", "Key": "k"}
     with Stubber(client) as stub:
         stub.add_response("head_object", {"ContentLength": 3}, head)

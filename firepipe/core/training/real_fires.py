@@ -327,8 +327,8 @@ def _share(flags: pl.Series) -> float | None:
 
 def fixed_threshold_scores(rows: pl.DataFrame) -> np.ndarray:
     """The reference detector's score for one station's rows (sorted by ts): the larger of the
-    smoke optical density rise / 0.02 /m and the temperature rise / 5 degC since the rows' first
-    (after a warm-up: the held start) (0 where the station lacks both channels)."""
+    smoke optical density rise / 0.02 /m and the temperature rise / 5 degC since the rows'
+    first (after a warm-up, the held start); 0 where the station lacks both channels."""
     smoke_pct = rows["smoke_obscuration_pct_per_m"].cast(pl.Float64).to_numpy()
     density = units.optical_density_per_m(smoke_pct)
     rises = [
