@@ -82,7 +82,7 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
             summary.detector[mat.asset_key.to_user_string()] = {
                 k: _metadata_value(mat.metadata, k)
                 for k in mat.metadata
-                if k in DETECTOR_FIELDS or k.startswith("test/")
+                if k in DETECTOR_FIELDS or k.startswith(("test/", "test_profiles/all/"))
             }
         snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
         summary.materialisations.append(
@@ -122,6 +122,7 @@ DETECTOR_FIELDS = {
     "algorithm",
     "threshold",
     "persistence_s",
+    "profile_points",
     "real_summary",
     "fixed_threshold_baseline",
     "promoted",
@@ -232,20 +233,30 @@ def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
         return []
     uri = candidate.get("model_uri")
     persistence = _seconds(candidate.get("persistence_s"))
+    own_points = candidate.get("profile_points")
     lines = [
         "",
         f"Detector: {uri} ({candidate.get('algorithm')}), threshold "
-        f"{_num(candidate.get('threshold'))}, persistence {persistence}",
+        f"{_num(candidate.get('threshold'))}, persistence {persistence}"
+        + (f"; its own point for {own_points} channel profile(s)" if own_points else ""),
     ]
     evaluation = detector.get("ml/evaluation", {})
     if evaluation:
-        lines.append(
-            f"  synthetic test split: ROC-AUC {_num(evaluation.get('test/roc_auc'))}, PR-AUC "
-            f"{_num(evaluation.get('test/pr_auc'))}, false alarms per 1,000 device-hours "
-            f"{_num(evaluation.get('test/false_alarms_per_1000_device_hours'), '.1f')}, fires "
-            f"detected {_pct(evaluation.get('test/time_to_detection/detected_share'))} "
-            f"(median {_seconds(evaluation.get('test/time_to_detection/median_s'))})"
-        )
+        for label, prefix in (
+            ("synthetic test split", "test/"),
+            ("the same through every channel profile", "test_profiles/all/"),
+        ):
+            if not any(key.startswith(prefix) for key in evaluation):
+                continue
+            auc = f"{prefix}roc_auc"
+            lines.append(
+                f"  {label}: ROC-AUC {_num(evaluation.get(auc))}, PR-AUC "
+                f"{_num(evaluation.get(f'{prefix}pr_auc'))}, false alarms per 1,000 device-hours "
+                f"{_num(evaluation.get(f'{prefix}false_alarms_per_1000_device_hours'), '.1f')}, "
+                "fires detected "
+                f"{_pct(evaluation.get(f'{prefix}time_to_detection/detected_share'))} (median "
+                f"{_seconds(evaluation.get(f'{prefix}time_to_detection/median_s'))})"
+            )
         for label, key in (
             ("model", "real_summary"),
             ("fixed threshold", "fixed_threshold_baseline"),

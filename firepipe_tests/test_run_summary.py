@@ -36,10 +36,13 @@ def test_the_detector_section_shows_the_candidate_its_figures_and_the_decision()
             "algorithm": "lightgbm",
             "threshold": 0.75,
             "persistence_s": 4.0,
+            "profile_points": 3,
         },
         "ml/evaluation": {
             "test/roc_auc": 0.9,
             "test/time_to_detection/detected_share": 0.5,
+            "test_profiles/all/false_alarms_per_1000_device_hours": 2.5,
+            "test_profiles/all/time_to_detection/median_s": 41.0,
             "real_summary": {
                 "stations": 29,
                 "share_no_later_than_median_alarm": 0.25,
@@ -57,8 +60,15 @@ def test_the_detector_section_shows_the_candidate_its_figures_and_the_decision()
         },
     }
     text = render(run, "/home")
-    assert "Detector: models:/d/3 (lightgbm), threshold 0.750, persistence 4 s" in text
-    assert "ROC-AUC 0.900" in text
+    assert (
+        "Detector: models:/d/3 (lightgbm), threshold 0.750, persistence 4 s; its own point for "
+        "3 channel profile(s)"
+    ) in text
+    assert "synthetic test split: ROC-AUC 0.900" in text
+    assert (
+        "the same through every channel profile: ROC-AUC -, PR-AUC -, false alarms per 1,000 "
+        "device-hours 2.5, fires detected - (median 41 s)"
+    ) in text
     assert "PR-AUC -" in text  # not measured: shown as unknown, not as zero
     assert "fires detected 50%" in text
     assert "no later than the median alarm 25%, than the first 12%, median lead -," in text

@@ -5,11 +5,14 @@ no pickle of the model itself) and loads it with `Detector.load`, so the registr
 service and batch scoring all compute scores with the same code as training.
 
 `predict(features)` returns one row per input row, in input order: `score` (P(fire), float64)
-and `alarm` (bool). An alarm needs the score to have stayed at or above the detector's threshold
-for `persistence_s` seconds (the rule evaluation uses, `evaluation.alarm_sounding`); with
-persistence the input must carry `ts` (and `device_id` when it holds several devices), which
-the signature lists as optional columns beside the features; `ts` is sent as naive UTC, since
-MLflow's datetime type refuses a time zone.
+and `alarm` (bool). An alarm needs the score to have stayed at or above the threshold of the
+device's operating point for its `persistence_s` seconds (the rule evaluation uses,
+`evaluation.alarm_sounding`). A device's point is that of its channel profile when the input
+says which channels it has (`channel_profile`, their names joined by "+", as the training set
+spells them) and the detector has one for it; else the detector's one point, which was chosen
+silent on every profile. With persistence the input must carry `ts` (and `device_id` when it
+holds several devices). The signature lists these three as optional columns beside the
+features; `ts` is sent as naive UTC, since MLflow's datetime type refuses a time zone.
 """
 
 from pathlib import Path
@@ -23,11 +26,13 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types.schema import ColSpec, Schema
 
 from firepipe.core.training import evaluation
+from firepipe.core.training.dataset import PROFILE, parse_profile
 from firepipe.core.training.models import Detector
 
 DETECTOR_ARTIFACT = "detector"  # the pyfunc artifact name of the saved Detector directory
 DEVICE_COLUMN = "device_id"
 TS_COLUMN = "ts"
+PROFILE_COLUMN = PROFILE
 SCORE_COLUMN = "score"
 ALARM_COLUMN = "alarm"
 
@@ -66,14 +71,36 @@ def predict_frame(detector: Detector, features: pl.DataFrame) -> pl.DataFrame:
     if missing:
         raise ValueError(f"the input lacks {len(missing)} feature columns: {', '.join(missing)}")
     scores = np.asarray(detector.scores(features), dtype=np.float64)
-    alarms = alarm_flags(
-        scores,
-        detector.threshold,
-        detector.persistence_s,
-        features.get_column(TS_COLUMN) if TS_COLUMN in features.columns else None,
-        features.get_column(DEVICE_COLUMN) if DEVICE_COLUMN in features.columns else None,
-    )
+    ts = features.get_column(TS_COLUMN) if TS_COLUMN in features.columns else None
+    devices = features.get_column(DEVICE_COLUMN) if DEVICE_COLUMN in features.columns else None
+    points = row_points(detector, features)
+    alarms = np.zeros(len(scores), dtype=bool)
+    for (threshold, persistence_s), rows in points.items():
+        part_ts, part_devices = ts, devices
+        if len(points) > 1:  # one point (the common case) needs no copies
+            part_ts = ts.gather(rows) if ts is not None else None
+            part_devices = devices.gather(rows) if devices is not None else None
+        alarms[rows] = alarm_flags(scores[rows], threshold, persistence_s, part_ts, part_devices)
     return pl.DataFrame({SCORE_COLUMN: scores, ALARM_COLUMN: alarms})
+
+
+def row_points(detector: Detector, features: pl.DataFrame) -> dict[tuple[float, int], np.ndarray]:
+    """The input's row indices by the operating point they alarm at: the point of the row's
+    `channel_profile` (`Detector.operating_point`; null or absent: the one point). A profile
+    that names an unknown channel is refused."""
+    if PROFILE_COLUMN not in features.columns or not detector.profile_points:
+        return {detector.operating_point(): np.arange(features.height)}
+    given = features.get_column(PROFILE_COLUMN).cast(pl.String)
+    points: dict[tuple[float, int], list[np.ndarray]] = {}
+    for text in given.unique().to_list():
+        try:
+            profile = parse_profile(text) if text is not None else None
+        except ValueError as e:
+            raise ValueError(f"'{PROFILE_COLUMN}' {text!r}: {e}") from e
+        same = given.is_null() if text is None else (given == text).fill_null(False)
+        rows = np.flatnonzero(same.to_numpy())
+        points.setdefault(detector.operating_point(profile), []).append(rows)
+    return {point: np.sort(np.concatenate(parts)) for point, parts in points.items()}
 
 
 class DetectorModel(PythonModel):  # type: ignore[misc]
@@ -91,8 +118,8 @@ class DetectorModel(PythonModel):  # type: ignore[misc]
 
 
 def detector_signature(detector: Detector, input_example: pl.DataFrame) -> ModelSignature:
-    """The features as required inputs (types from the example), `device_id` and `ts` as
-    optional ones, and the score/alarm outputs."""
+    """The features as required inputs (types from the example), `device_id`, `ts` and
+    `channel_profile` as optional ones, and the score/alarm outputs."""
     if input_example.height == 0:
         raise ValueError("the input example needs at least one row of the detector's features")
     # The output's schema does not depend on the persistence, which would need `ts` rows.
@@ -106,13 +133,14 @@ def detector_signature(detector: Detector, input_example: pl.DataFrame) -> Model
     optional = [
         ColSpec("string", DEVICE_COLUMN, required=False),
         ColSpec("datetime", TS_COLUMN, required=False),
+        ColSpec("string", PROFILE_COLUMN, required=False),
     ]
     return ModelSignature(inputs=Schema([*required, *optional]), outputs=inferred.outputs)
 
 
 def input_example_pandas(detector: Detector, input_example: pl.DataFrame) -> pd.DataFrame:
     """The example MLflow stores beside the model: the columns the signature names."""
-    names = [*detector.feature_names, DEVICE_COLUMN, TS_COLUMN]
+    names = [*detector.feature_names, DEVICE_COLUMN, TS_COLUMN, PROFILE_COLUMN]
     example = input_example.select([n for n in names if n in input_example.columns])
     ts_type = example.schema.get(TS_COLUMN)
     if isinstance(ts_type, pl.Datetime) and ts_type.time_zone:

@@ -73,7 +73,8 @@ def run(resources, instance, detector_config=None, champion_config=None):
 def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
     registry = lake["model_registry"]
     with dg.instance_for_test() as instance:
-        first = run(lake, instance, champion_config=LENIENT)
+        # 80 devices: a profile has a non-fire validation device or two, so the bar is 1.
+        first = run(lake, instance, {"profile_min_devices": 1}, champion_config=LENIENT)
         ts = first["ml/training_set"]
         assert ts["rows_train"] > 0
         assert ts["rows_validation"] > 0
@@ -109,8 +110,28 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         assert version.tags["feature_spec_hash"] == ts["feature_spec_hash"]
         assert version.tags["training_snapshot_id"] == ts["gold_snapshot_id"]
 
+        # A threshold per channel profile, at the one point's persistence, saved with the model.
+        model = registry.load_detector(candidate["model_uri"])
+        assert candidate["profile_points"] == len(model.profile_points) > 0
+        assert set(model.profile_points) <= {
+            dataset.profile_name(p) for p in dataset.CHANNEL_PROFILES
+        }
+        assert {p for _, p in model.profile_points.values()} == {candidate["persistence_s"]}
+        assert len({t for t, _ in model.profile_points.values()}) > 1
+        table = candidate["operating_points"]
+        assert "| channel_profile | fire_devices | non_fire_devices | own_point |" in table
+
         evaluation = first["ml/evaluation"]
+        # The test split seen through each channel profile: every test device in each.
+        test_devices = evaluation["test/devices"]
+        for profile in dataset.CHANNEL_PROFILES:
+            name = dataset.profile_name(profile).replace("+", ".")
+            assert evaluation[f"test_profiles/{name}/devices"] == test_devices, name
+        assert evaluation["test_profiles/all/devices"] == test_devices * len(
+            dataset.CHANNEL_PROFILES
+        )
         summary = evaluation["real_summary"]
+        assert summary["profile_points"] == {k: list(v) for k, v in model.profile_points.items()}
         assert summary["stations"] == 29  # NIST stations with commercial alarms
         assert 0.0 <= summary["share_no_later_than_median_alarm"] <= 1.0
         metrics = registry.version_metrics(MODEL_NAME, 1)

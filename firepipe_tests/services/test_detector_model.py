@@ -112,7 +112,7 @@ def test_signature_lists_the_features_and_optional_ids(tmp_path: Path) -> None:
     required = [c.name for c in signature.inputs.inputs if c.required]
     optional = [c.name for c in signature.inputs.inputs if not c.required]
     assert required == list(FEATURES)
-    assert optional == ["device_id", "ts"]
+    assert optional == ["device_id", "ts", "channel_profile"]
     assert {c.name: c.type.name for c in signature.inputs.inputs}["smoke__max_60s"] == "float"
     assert [c.name for c in signature.outputs.inputs] == ["score", "alarm"]
     with pytest.raises(ValueError, match="at least one row"):
@@ -123,5 +123,84 @@ def test_a_detector_with_persistence_gets_a_signature_from_features_alone(tmp_pa
     # ml/detector saves the operating point before registering: 2 s must not need ts rows.
     detector = saved_detector(tmp_path, persistence_s=2)
     signature = detector_signature(detector, feature_frame().select(FEATURES))
-    assert [c.name for c in signature.inputs.inputs] == [*FEATURES, "device_id", "ts"]
+    assert [c.name for c in signature.inputs.inputs] == [
+        *FEATURES,
+        "device_id",
+        "ts",
+        "channel_profile",
+    ]
     assert [c.name for c in signature.outputs.inputs] == ["score", "alarm"]
+
+
+HEAT_SMOKE = "temperature_c+smoke_obscuration_pct_per_m"
+SMOKE = "smoke_obscuration_pct_per_m"
+
+
+def _with_profiles(frame: pl.DataFrame) -> pl.DataFrame:
+    """dev-0 heat and smoke (spelled in another order), dev-1 smoke alone, dev-2 a profile the
+    detector has no point for, dev-3 says nothing."""
+    given = {
+        "dev-0": "smoke_obscuration_pct_per_m + temperature_c",
+        "dev-1": SMOKE,
+        "dev-2": "temperature_c+co_ppm",
+    }
+    return frame.with_columns(
+        pl.col("device_id").replace_strict(given, default=None).alias("channel_profile")
+    )
+
+
+def test_each_device_alarms_at_its_channel_profiles_point(tmp_path: Path) -> None:
+    # One point 0.55 with 2 s; heat and smoke 0.3 at once; smoke alone 0.45 with 3 s.
+    points = {HEAT_SMOKE: (0.3, 0), SMOKE: (0.45, 3)}
+    detector = saved_detector(tmp_path, threshold=0.55, persistence_s=2)
+    detector = detector.with_operating_point(0.55, 2, points)
+    frame = _with_profiles(feature_frame(seed=2)).sample(fraction=1.0, shuffle=True, seed=1)
+    predicted = predict_frame(detector, frame)
+    scored = frame.select("device_id", "ts").with_columns(score=predicted["score"])
+    at = {"dev-0": (0.3, 0), "dev-1": (0.45, 3), "dev-2": (0.55, 2), "dev-3": (0.55, 2)}
+    expected = np.zeros(frame.height, dtype=bool)
+    for device, (threshold, persistence_s) in at.items():
+        rows = (frame["device_id"] == device).to_numpy()
+        part = scored.filter(pl.Series(rows))
+        expected[rows] = evaluation.alarm_sounding(part, threshold, persistence_s).to_numpy()
+    assert predicted["alarm"].to_numpy().tolist() == expected.tolist()
+    # The points differ where it shows: each device alarms a different number of times.
+    counts = {d: int(expected[(frame["device_id"] == d).to_numpy()].sum()) for d in at}
+    assert counts["dev-0"] > counts["dev-1"] > counts["dev-3"] > 0
+    # Without the column every device alarms at the one point.
+    plain = predict_frame(detector, frame.drop("channel_profile"))
+    expected_plain = evaluation.alarm_sounding(scored, 0.55, 2).to_numpy()
+    assert plain["alarm"].to_numpy().tolist() == expected_plain.tolist()
+
+
+def test_a_channel_profile_naming_an_unknown_channel_is_refused(tmp_path: Path) -> None:
+    detector = saved_detector(tmp_path).with_operating_point(0.5, 0, {SMOKE: (0.4, 0)})
+    frame = feature_frame().with_columns(
+        pl.lit("smoke_obscuration_pct_per_m+lidar").alias("channel_profile")
+    )
+    with pytest.raises(
+        ValueError, match=r"'channel_profile' 'smoke_obscuration_pct_per_m\+lidar'.*'lidar'"
+    ):
+        predict_frame(detector, frame)
+
+
+def test_the_pyfunc_reads_the_channel_profile_column(tmp_path: Path) -> None:
+    detector = saved_detector(tmp_path / "detector", threshold=0.95, persistence_s=0)
+    detector = detector.with_operating_point(0.95, 0, {SMOKE: (0.2, 0)})
+    detector.save(tmp_path / "detector")
+    frame = _with_profiles(feature_frame(seed=1))
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=DetectorModel(),
+        artifacts={DETECTOR_ARTIFACT: str(tmp_path / "detector")},
+        signature=detector_signature(detector, frame),
+        pip_requirements=[],
+    )
+    predicted = mlflow.pyfunc.load_model(str(tmp_path / "model")).predict(
+        input_example_pandas(detector, frame)
+    )
+    score = predicted["score"].to_numpy()
+    smoke_alone = (frame["device_id"] == "dev-1").to_numpy()
+    threshold = np.where(smoke_alone, 0.2, 0.95)
+    assert predicted["alarm"].to_numpy().tolist() == (score >= threshold).tolist()
+    assert ((score >= 0.2) & (score < 0.95) & smoke_alone).any()  # the point made a difference

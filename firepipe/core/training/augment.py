@@ -32,6 +32,7 @@ from firepipe.core.features import FeatureSpec, compute_features
 from firepipe.core.readings import CHANNELS
 from firepipe.core.simulation.simulator import NOISE
 from firepipe.core.training.dataset import (
+    COPY_MARK,
     SPLIT,
     SplitConfig,
     assign_splits,
@@ -43,7 +44,6 @@ from firepipe.core.training.dataset import (
 )
 
 AUGMENTED_SPLITS: tuple[str, ...] = ("train", "validation")
-COPY_MARK = "~noise"
 KINDS: tuple[str, ...] = ("noise", "offset", "spikes")
 # One standard deviation of added noise, at most, per channel. Smoke and CO: twice the NIST
 # instruments' noise above; temperature and CO2: four and three times the simulated sensors'

@@ -32,6 +32,9 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 FAMILY = "scenario_family"
 SECONDS_SINCE_IGNITION = "seconds_since_ignition"
 PROFILE = "channel_profile"
+PROFILE_SEPARATOR = "+"
+COPY_MARK = "~noise"  # a noisy copy's id: <device_id>~noise<k> (firepipe.core.training.augment)
+VIEW_MARK = "@"  # a device seen through one channel profile: <device_id>@<profile>
 TRAINING_SOURCES: tuple[str, ...] = ("synthetic",)  # field/NIST/landed never enter a split
 SplitKind = Literal["device", "time_blocked", "family_holdout"]
 SPLIT_KINDS: tuple[str, ...] = get_args(SplitKind)
@@ -339,8 +342,43 @@ def class_balance(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def profile_name(profile: Sequence[str]) -> str:
-    return "+".join(profile)
+def profile_name(channels: Iterable[str]) -> str:
+    """A channel set's name: its channels in CHANNEL_NAMES' order, joined by "+" (the PROFILE
+    column's values, and the key of a detector's operating point per profile)."""
+    have = set(channels)
+    unknown = sorted(have - set(CHANNEL_NAMES))
+    if unknown:
+        raise ValueError(f"unknown channel(s) {unknown}; known: {', '.join(CHANNEL_NAMES)}")
+    if not have:
+        raise ValueError("a channel profile needs at least one channel")
+    return PROFILE_SEPARATOR.join(c for c in CHANNEL_NAMES if c in have)
+
+
+def parse_profile(text: str) -> str:
+    """`profile_name` of "+"-separated channel names in any order ("co_ppm+temperature_c")."""
+    return profile_name(part.strip() for part in text.split(PROFILE_SEPARATOR) if part.strip())
+
+
+def source_device(device_id: pl.Expr) -> pl.Expr:
+    """The simulated device a training row comes from: its own id, or its original's for a
+    noisy copy (`<device_id>~noise<k>`, firepipe.core.training.augment)."""
+    return device_id.str.split(COPY_MARK).list.first()
+
+
+def profile_views(
+    frame: pl.DataFrame, spec: FeatureSpec, profiles: Sequence[Sequence[str]] = CHANNEL_PROFILES
+) -> pl.DataFrame:
+    """Every device of `frame` seen through each of `profiles` in turn, as its own device
+    `<device_id>@<profile>` with PROFILE set (`mask_channels` with that one profile): a hold-out
+    that measures the detector at every channel profile on all of its devices."""
+    views = [
+        mask_channels(frame, spec, [profile]).with_columns(
+            pl.concat_str("device_id", pl.lit(f"{VIEW_MARK}{profile_name(profile)}")),
+            pl.col(PROFILE).cast(pl.String),
+        )
+        for profile in profiles
+    ]
+    return pl.concat(views)
 
 
 def mask_channels(

@@ -25,7 +25,14 @@ import numpy as np
 import polars as pl
 from sklearn import metrics  # type: ignore[import-untyped]
 
-from firepipe.core.training.dataset import SPLIT, SPLITS, require_columns
+from firepipe.core.training.dataset import (
+    PROFILE,
+    PROFILE_SEPARATOR,
+    SPLIT,
+    SPLITS,
+    require_columns,
+    source_device,
+)
 
 ALARM_COLUMNS = ("device_id", "ts", "score")
 SPLIT_COLUMNS = (
@@ -47,6 +54,14 @@ PERSISTENCE_OPTIONS_S = (0, 2, 4, 6, 10, 20, 30)
 # Percentile of the time-to-detection tail reported beside the median (the issue's p90).
 TAIL_PERCENTILE = 90.0
 _TIME_TOLERANCE_S = 1e-6  # float seconds from microsecond timestamps
+# An operating point per channel profile is chosen only on a profile with at least this many
+# non-fire validation devices (simulated ones: noisy copies of one device count once); the
+# others keep the detector's one point. Its highest non-fire score is the maximum of that many
+# devices', so a new device of the profile scores above it with a chance of about 1 in (n + 1).
+MIN_PROFILE_DEVICES = 10
+
+Point = tuple[float, float]  # (threshold, persistence_s)
+ProfilePoints = Mapping[str, Point]  # channel profile name -> its own operating point
 
 
 def check_operating_point(threshold: float, persistence_s: float) -> None:
@@ -102,9 +117,23 @@ def alarm_sounding(frame: pl.DataFrame, threshold: float, persistence_s: float) 
     return rows.sort("_row")["sounding"].alias("alarm")
 
 
-def alarm_onsets(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
+def alarm_onsets(
+    frame: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
+) -> pl.DataFrame:
     """device_id, alarm_ts: one row per alarm episode, at its first sounding reading (a run of
-    high readings shorter than persistence_s raises no alarm)."""
+    high readings shorter than persistence_s raises no alarm); each device at its operating
+    point (`at_points`)."""
+    parts = at_points(frame, threshold, persistence_s, profile_points)
+    return pl.concat(
+        [_onsets(part, t, p) for part, t, p in parts],
+        how="vertical_relaxed",
+    )
+
+
+def _onsets(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
     return (
         _sounding_rows(frame, threshold, persistence_s)
         .filter("sounding")
@@ -160,12 +189,18 @@ def device_hours(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def detection_times(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
+def detection_times(
+    frame: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
+) -> pl.DataFrame:
     """One row per fire device: device_id, scenario, scenario_family, detected,
     time_to_detection_s (seconds after ignition of its first alarm at or after ignition; null
     when it never alarmed after ignition) and pre_ignition_alarms (alarms that began before)."""
     require_columns(frame, SPLIT_COLUMNS, "detection times")
-    return _detections(frame, alarm_onset_times(frame, threshold, persistence_s))
+    onsets = alarm_onset_times(frame, threshold, persistence_s, profile_points)
+    return _detections(frame, onsets)
 
 
 def _detections(frame: pl.DataFrame, onsets: pl.DataFrame) -> pl.DataFrame:
@@ -198,9 +233,47 @@ def _detections(frame: pl.DataFrame, onsets: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def alarm_onset_times(frame: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
-    """device_id, alarm_ts, onset_s (seconds since ignition at the onset; null on non-fires)."""
-    onsets = alarm_onsets(frame.select(ALARM_COLUMNS), threshold, persistence_s)
+def at_points(
+    frame: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
+) -> list[tuple[pl.DataFrame, float, float]]:
+    """The frame's rows with the operating point that judges them: each device at the point of
+    its channel profile (PROFILE) when `profile_points` has one, else at (threshold,
+    persistence_s). Empty parts are left out (an empty frame is one part at the one point);
+    a device must keep one profile."""
+    check_operating_point(threshold, persistence_s)
+    for point in (profile_points or {}).values():
+        check_operating_point(*point)
+    if not profile_points:
+        return [(frame, threshold, persistence_s)]
+    require_columns(frame, ("device_id", PROFILE), "operating points per channel profile")
+    profile = pl.col(PROFILE).cast(pl.String)
+    mixed = frame.group_by("device_id").agg(profile.n_unique().alias("n")).filter(pl.col("n") > 1)
+    if mixed.height:
+        raise ValueError(
+            f"{mixed.height} device(s) change channel profile between readings, e.g. "
+            f"{mixed['device_id'][0]!r}: a device has one profile"
+        )
+    named = frame.with_columns(profile.fill_null("").alias("_point"))
+    others = named.filter(~pl.col("_point").is_in(list(profile_points)))
+    parts = [(others, threshold, persistence_s)]
+    parts += [(named.filter(pl.col("_point") == name), *p) for name, p in profile_points.items()]
+    return [(part.drop("_point"), t, p) for part, t, p in parts if part.height] or [
+        (frame, threshold, persistence_s)
+    ]
+
+
+def alarm_onset_times(
+    frame: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
+) -> pl.DataFrame:
+    """device_id, alarm_ts, onset_s (seconds since ignition at the onset; null on non-fires);
+    each device at its operating point (`at_points`)."""
+    onsets = alarm_onsets(frame, threshold, persistence_s, profile_points)
     ignition = frame.select(
         "device_id",
         pl.col("ts").alias("alarm_ts"),
@@ -220,8 +293,14 @@ def time_summary(times: pl.Series, devices: int) -> dict[str, float | int | None
     }
 
 
-def evaluate_split(frame: pl.DataFrame, threshold: float, persistence_s: float) -> dict[str, Any]:
-    """Metrics of one split (module docstring for the columns)."""
+def evaluate_split(
+    frame: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
+) -> dict[str, Any]:
+    """Metrics of one split (module docstring for the columns), each device at its operating
+    point (`at_points`)."""
     require_columns(frame, SPLIT_COLUMNS, "evaluation")
     check_operating_point(threshold, persistence_s)
     if frame.is_empty():
@@ -230,7 +309,12 @@ def evaluate_split(frame: pl.DataFrame, threshold: float, persistence_s: float) 
     label = rows["label"].cast(pl.Boolean).fill_null(False).to_numpy()
     score = rows["score"].to_numpy()
     both_classes = 0 < int(label.sum()) < label.size
-    onsets = alarm_onset_times(rows, threshold, persistence_s)
+    onsets = alarm_onset_times(rows, threshold, persistence_s, profile_points)
+    row_threshold = np.full(rows.height, threshold)
+    if profile_points:
+        profile = rows[PROFILE].cast(pl.String)
+        for name, (t, _) in profile_points.items():
+            row_threshold[(profile == name).fill_null(False).to_numpy()] = t
     devices = (
         rows.group_by("device_id")
         .agg(pl.col("is_fire").first(), pl.col("scenario_family").first())
@@ -248,7 +332,7 @@ def evaluate_split(frame: pl.DataFrame, threshold: float, persistence_s: float) 
         "devices": devices.height,
         "roc_auc": float(metrics.roc_auc_score(label, score)) if both_classes else None,
         "pr_auc": float(metrics.average_precision_score(label, score)) if both_classes else None,
-        "f1": float(metrics.f1_score(label, score >= threshold, zero_division=0.0)),
+        "f1": float(metrics.f1_score(label, score >= row_threshold, zero_division=0.0)),
         "false_alarms_per_1000_device_hours": _false_alarm_rate(devices.filter(~pl.col("is_fire"))),
         **{f"{family}_false_alarms_per_1000_device_hours": r for family, r in rates.items()},
         "false_alarms": int(devices.filter(~pl.col("is_fire"))["alarms"].sum()),
@@ -274,13 +358,35 @@ def _by(detections: pl.DataFrame, key: str) -> dict[str, dict[str, float | int |
 
 
 def evaluate(
-    frame: pl.DataFrame, threshold: float, persistence_s: float
+    frame: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`evaluate_split` of every split in the frame's `split` column, train first."""
     return {
-        split: evaluate_split(frame.filter(pl.col(SPLIT) == split), threshold, persistence_s)
+        split: evaluate_split(
+            frame.filter(pl.col(SPLIT) == split), threshold, persistence_s, profile_points
+        )
         for split in splits_in(frame)
     }
+
+
+def evaluate_profiles(
+    views: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`evaluate_split` of each channel profile's devices in `views` (PROFILE), and of them
+    all together under "all"; each device at its profile's operating point."""
+    require_columns(views, (PROFILE,), "evaluation per channel profile")
+    profile = pl.col(PROFILE).cast(pl.String)
+    names = views.select(profile.unique().sort()).to_series().drop_nulls().to_list()
+    point = (threshold, persistence_s, profile_points)
+    report = {name: evaluate_split(views.filter(profile == name), *point) for name in names}
+    report["all"] = evaluate_split(views, *point)
+    return report
 
 
 def splits_in(frame: pl.DataFrame) -> list[str]:
@@ -292,10 +398,11 @@ def splits_in(frame: pl.DataFrame) -> list[str]:
 
 def flat_metrics(report: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Nested metrics as one level of "a/b/c" -> float (MLflow metrics, Dagster metadata);
-    entries that are None (not measurable on this data) are left out."""
+    entries that are None (not measurable on this data) are left out. A channel profile's "+"
+    becomes ".", since MLflow's metric names take letters, digits and _ - . / and space only."""
     flat: dict[str, float] = {}
     for key, value in report.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{key}".replace(PROFILE_SEPARATOR, ".")
         if isinstance(value, Mapping):
             flat.update(flat_metrics(value, f"{name}/"))
         elif isinstance(value, bool | int | float) and value is not None:
@@ -350,6 +457,46 @@ def choose_operating_point(
             f"ignition) and still detects a fire; persistences tried: {options}"
         )
     return best[1], best[2]
+
+
+def profile_devices(validation: pl.DataFrame) -> pl.DataFrame:
+    """channel_profile, fire_devices, non_fire_devices: the simulated devices of each profile
+    (noisy copies of one device count once), sorted by profile."""
+    require_columns(validation, ("device_id", "is_fire", PROFILE), "devices per profile")
+    source = source_device(pl.col("device_id"))
+    fire = pl.col("is_fire").cast(pl.Boolean)
+    return (
+        validation.group_by(pl.col(PROFILE).cast(pl.String))
+        .agg(
+            source.filter(fire).n_unique().alias("fire_devices"),
+            source.filter(~fire).n_unique().alias("non_fire_devices"),
+        )
+        .sort(PROFILE)
+    )
+
+
+def choose_profile_points(
+    validation: pl.DataFrame,
+    min_devices: int = MIN_PROFILE_DEVICES,
+    persistence_options: Iterable[float] = PERSISTENCE_OPTIONS_S,
+) -> dict[str, Point]:
+    """An operating point per channel profile (PROFILE): `choose_operating_point` on the
+    profile's own validation devices. A profile with fewer than `min_devices` non-fire devices
+    (`profile_devices`), no fire device, or no silent threshold that detects a fire gets none:
+    it keeps the detector's one point, which is silent on every profile's devices."""
+    if min_devices < 1:
+        raise ValueError(f"min_devices must be at least 1, got {min_devices}")
+    options = tuple(persistence_options)
+    points: dict[str, Point] = {}
+    for row in profile_devices(validation).iter_rows(named=True):
+        if row["non_fire_devices"] < min_devices or row["fire_devices"] == 0:
+            continue
+        own = validation.filter(pl.col(PROFILE).cast(pl.String) == row[PROFILE])
+        try:
+            points[row[PROFILE]] = choose_operating_point(own, options)
+        except ValueError:  # no threshold is silent on the profile and detects one of its fires
+            continue
+    return points
 
 
 def _silent_threshold(validation: pl.DataFrame, persistence_s: float) -> float | None:

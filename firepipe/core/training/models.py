@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyp
 from sklearn.metrics import average_precision_score  # type: ignore[import-untyped]
 
 from firepipe.core.readings import CHANNEL_NAMES
-from firepipe.core.training.dataset import LABEL
+from firepipe.core.training.dataset import LABEL, parse_profile
 
 Params = dict[str, float | int | str]
 Matrix = npt.NDArray[np.float64]
@@ -32,7 +32,9 @@ ALGORITHMS: tuple[str, ...] = ("lightgbm", "logistic")
 MONOTONE_ALGORITHMS: tuple[str, ...] = ("lightgbm",)  # those that take monotone constraints
 DETECTOR_FILE = "detector.json"
 LIGHTGBM_MODEL_FILE = "model.txt"
-FORMAT_VERSION = 1  # bumped when detector.json's layout changes
+FORMAT_VERSION = 2  # bumped when detector.json's layout changes
+# 1: one operating point; 2 adds one per channel profile (a format-1 file loads with none).
+READABLE_FORMATS = (1, 2)
 # Below this many rows LightGBM predicts on one thread (0.07 ms against 0.38 ms for one row
 # with its default threads, measured here).
 SINGLE_THREAD_ROWS = 1_000
@@ -100,18 +102,27 @@ class Detector:
     threshold: float = 0.5  # on the score; an alarm needs persistence_s of scores >= threshold
     persistence_s: int = 0
     payload: str = ""  # lightgbm: Booster.model_to_string(); logistic: _Linear as JSON
+    # A device whose channels make one of these profiles (dataset.profile_name) alarms at its
+    # profile's (threshold, persistence_s); any other device at the one point above.
+    profile_points: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     _booster: lgb.Booster | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _require_algorithm(self.algorithm)
         if not self.feature_names:
             raise ValueError("a detector needs at least one feature")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if isinstance(self.persistence_s, bool) or not isinstance(self.persistence_s, int):
-            raise ValueError(f"persistence_s must be whole seconds, got {self.persistence_s!r}")
-        if self.persistence_s < 0:
-            raise ValueError(f"persistence_s must be >= 0, got {self.persistence_s}")
+        _check_point(self.threshold, self.persistence_s, "")
+        for name, (threshold, persistence_s) in self.profile_points.items():
+            if parse_profile(name) != name:
+                raise ValueError(f"{name!r} is not a channel profile's name: {parse_profile(name)}")
+            _check_point(threshold, persistence_s, f" of profile {name}")
+
+    def operating_point(self, profile: str | None = None) -> tuple[float, int]:
+        """(threshold, persistence_s) for a device of channel profile `profile` (its name, as
+        `dataset.profile_name` spells it): the profile's own point, else the one point."""
+        if profile is not None and profile in self.profile_points:
+            return self.profile_points[profile]
+        return self.threshold, self.persistence_s
 
     def scores(self, features: pl.DataFrame) -> npt.NDArray[np.float64]:
         """P(fire) per row; a null (or NaN) feature is a missing value, not an error."""
@@ -126,8 +137,19 @@ class Detector:
             return np.asarray(self._booster.predict(x, num_threads=1), dtype=np.float64)
         return np.asarray(self._booster.predict(x), dtype=np.float64)
 
-    def with_operating_point(self, threshold: float, persistence_s: int) -> Detector:
-        return dataclasses.replace(self, threshold=threshold, persistence_s=persistence_s)
+    def with_operating_point(
+        self,
+        threshold: float,
+        persistence_s: int,
+        profile_points: Mapping[str, tuple[float, int]] | None = None,
+    ) -> Detector:
+        """This detector at the one point given and the profiles' points given (none: none)."""
+        return dataclasses.replace(
+            self,
+            threshold=threshold,
+            persistence_s=persistence_s,
+            profile_points=dict(profile_points or {}),
+        )
 
     def save(self, directory: Path) -> list[Path]:
         """detector.json, plus LightGBM's own text model (model.txt) for lightgbm."""
@@ -140,6 +162,10 @@ class Detector:
             "params": self.params,
             "threshold": self.threshold,
             "persistence_s": self.persistence_s,
+            "profile_points": {
+                name: {"threshold": threshold, "persistence_s": persistence_s}
+                for name, (threshold, persistence_s) in sorted(self.profile_points.items())
+            },
         }
         written = [directory / DETECTOR_FILE]
         if self.algorithm == "lightgbm":
@@ -156,10 +182,10 @@ class Detector:
         if not path.is_file():
             raise ValueError(f"{directory} holds no {DETECTOR_FILE}: not a saved detector")
         document = json.loads(path.read_text())
-        if document.get("format_version") != FORMAT_VERSION:
+        if document.get("format_version") not in READABLE_FORMATS:
             raise ValueError(
                 f"{path} has format {document.get('format_version')!r}, "
-                f"this code reads {FORMAT_VERSION}"
+                f"this code reads {', '.join(map(str, READABLE_FORMATS))}"
             )
         if document["algorithm"] == "lightgbm":
             model = directory / LIGHTGBM_MODEL_FILE
@@ -178,7 +204,20 @@ class Detector:
             threshold=float(document["threshold"]),
             persistence_s=int(document["persistence_s"]),
             payload=payload,
+            profile_points={
+                name: (float(point["threshold"]), int(point["persistence_s"]))
+                for name, point in document.get("profile_points", {}).items()
+            },
         )
+
+
+def _check_point(threshold: float, persistence_s: int, what: str) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold{what} must be in [0, 1], got {threshold}")
+    if isinstance(persistence_s, bool) or not isinstance(persistence_s, int):
+        raise ValueError(f"persistence_s{what} must be whole seconds, got {persistence_s!r}")
+    if persistence_s < 0:
+        raise ValueError(f"persistence_s{what} must be >= 0, got {persistence_s}")
 
 
 def feature_matrix(frame: pl.DataFrame, feature_names: tuple[str, ...]) -> Matrix:

@@ -92,9 +92,9 @@ def time_to_detection_png(detections: pl.DataFrame) -> bytes:
 
 
 def nist_timelines_png(report: RealFireReport) -> bytes:
-    """One panel per NIST test: each station's score over time (one colour per station), the
-    threshold, the model's alarm (dashed vertical) and the commercial alarms (ticks under the
-    axis in the station's colour)."""
+    """One panel per NIST test: each station's score over time (one colour per station), its
+    threshold (dotted), the model's alarm (dashed vertical) and the commercial alarms (ticks
+    under the axis in the station's colour)."""
     scores = report.scores
     if scores.is_empty():
         raise ValueError("timelines plot: the report has no station scores")
@@ -116,11 +116,14 @@ def nist_timelines_png(report: RealFireReport) -> bytes:
                 lw=1.1,
                 label=str(station),
             )
-        ax.axhline(report.threshold, color="0.3", lw=0.8, ls=":")
         ax.axvline(0.0, color="0.5", lw=0.8)  # ignition: before it, the replay's warm-up
-        ax.set_ylim(*_score_limits(part["score"].to_numpy(), report.threshold))
-        for row in report.stations.filter(pl.col("test") == test).iter_rows(named=True):
+        own = report.stations.filter(pl.col("test") == test)
+        top_threshold = float(own["threshold"].max() or report.threshold)  # type: ignore[arg-type]
+        ax.set_ylim(*_score_limits(part["score"].to_numpy(), top_threshold))
+        for row in own.iter_rows(named=True):
             colour = colours[row["station"]]
+            # each station's threshold: that of its channel profile's operating point
+            ax.axhline(row["threshold"], color=colour, lw=0.8, ls=":")
             if row["model_alarm_s"] is not None:
                 ax.axvline(row["model_alarm_s"], color=colour, lw=0.9, ls="--")
             for t in row["real_alarm_s"]:

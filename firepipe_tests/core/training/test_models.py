@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightgbm as lgb
@@ -98,7 +99,8 @@ def test_scores_separate_fires_on_unseen_rows(algorithm: str) -> None:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_save_load_gives_bit_identical_scores(algorithm: str, tmp_path: Path) -> None:
-    detector = train(algorithm).with_operating_point(0.73, 4)
+    points = {"temperature_c+smoke_obscuration_pct_per_m": (0.61, 0), "temperature_c": (0.8, 2)}
+    detector = train(algorithm).with_operating_point(0.73, 4, points)
     written = detector.save(tmp_path / "model")
     expected = {DETECTOR_FILE} | ({LIGHTGBM_MODEL_FILE} if algorithm == "lightgbm" else set())
     assert {p.name for p in written} == expected
@@ -106,6 +108,7 @@ def test_save_load_gives_bit_identical_scores(algorithm: str, tmp_path: Path) ->
     loaded = Detector.load(tmp_path / "model")
     assert loaded == detector
     assert (loaded.threshold, loaded.persistence_s) == (0.73, 4)
+    assert loaded.profile_points == points
     unseen = synthetic_frame(seed=11)
     assert np.array_equal(loaded.scores(unseen), detector.scores(unseen))
     assert loaded.scores(unseen).tobytes() == detector.scores(unseen).tobytes()
@@ -213,12 +216,44 @@ def test_single_class_or_null_labels_are_refused() -> None:
         train_detector(nulls, None, FEATURES, "h", "logistic")
 
 
+def test_a_device_alarms_at_its_channel_profiles_point() -> None:
+    heat_smoke = "temperature_c+smoke_obscuration_pct_per_m"
+    detector = train("logistic").with_operating_point(0.9, 6, {heat_smoke: (0.6, 0)})
+    assert detector.operating_point(heat_smoke) == (0.6, 0)
+    # any other profile, or none known, alarms at the one point
+    assert detector.operating_point("temperature_c") == (0.9, 6)
+    assert detector.operating_point(None) == (0.9, 6)
+    # replacing the point drops the profiles' unless they are given again
+    assert detector.with_operating_point(0.8, 0).profile_points == {}
+
+
+def test_a_format_1_detector_loads_with_its_one_point(tmp_path: Path) -> None:
+    detector = train("logistic").with_operating_point(0.7, 2, {"temperature_c": (0.5, 0)})
+    detector.save(tmp_path)
+    document = json.loads((tmp_path / DETECTOR_FILE).read_text())
+    del document["profile_points"]
+    (tmp_path / DETECTOR_FILE).write_text(json.dumps({**document, "format_version": 1}))
+    loaded = Detector.load(tmp_path)
+    assert (loaded.threshold, loaded.persistence_s, loaded.profile_points) == (0.7, 2, {})
+    (tmp_path / DETECTOR_FILE).write_text(json.dumps({**document, "format_version": 3}))
+    with pytest.raises(ValueError, match="has format 3, this code reads 1, 2"):
+        Detector.load(tmp_path)
+
+
 def test_operating_point_is_checked(tmp_path: Path) -> None:
     detector = train("logistic")
     with pytest.raises(ValueError, match="threshold"):
         detector.with_operating_point(1.5, 0)
     with pytest.raises(ValueError, match="persistence_s"):
         detector.with_operating_point(0.5, -1)
+    with pytest.raises(ValueError, match="threshold of profile temperature_c must be in"):
+        detector.with_operating_point(0.5, 0, {"temperature_c": (1.2, 0)})
+    with pytest.raises(ValueError, match="is not a channel profile's name"):  # not in order
+        detector.with_operating_point(
+            0.5, 0, {"smoke_obscuration_pct_per_m+temperature_c": (0.5, 0)}
+        )
+    with pytest.raises(ValueError, match="unknown channel"):
+        detector.with_operating_point(0.5, 0, {"lidar": (0.5, 0)})
     with pytest.raises(ValueError, match="not a saved detector"):
         Detector.load(tmp_path)
     with pytest.raises(ValueError, match="not numeric"):

@@ -3,6 +3,7 @@ import math
 import pytest
 
 from firepipe.core.training.promotion import (
+    AS_SIMULATED_FALSE_ALARMS_PER_1000H,
     FALSE_ALARMS_PER_1000H,
     MEDIAN_LEAD_S,
     PRE_IGNITION_ALARMS,
@@ -84,6 +85,19 @@ def test_more_false_alarms_block_a_faster_candidate() -> None:
         "fail: false alarms 3 vs champion 1 per 1000 device-hours: +2 (may rise by 1)"
     ]
     assert decide(metrics(lead=30.0, alarms=1.5), metrics(alarms=1.0), policy).promote
+
+
+def test_a_champion_evaluated_before_the_profiles_compares_by_its_test_split_as_simulated() -> None:
+    old = {**metrics(alarms=0.0), AS_SIMULATED_FALSE_ALARMS_PER_1000H: 4.0}
+    del old[FALSE_ALARMS_PER_1000H]
+    policy = PromotionPolicy(max_false_alarms_per_1000h=10.0)
+    decision = decide(metrics(lead=30.0, alarms=6.0), old, policy)
+    assert failed(decision) == [
+        "fail: false alarms 6 vs champion 4 per 1000 device-hours: +2 (may rise by 0)"
+    ]
+    # the profiles' rate is the one read when a version has both
+    both = {**metrics(alarms=7.0), AS_SIMULATED_FALSE_ALARMS_PER_1000H: 0.0}
+    assert decide(metrics(lead=30.0, alarms=6.0), both, policy).promote
 
 
 def test_lead_gain_threshold_and_share_drop() -> None:

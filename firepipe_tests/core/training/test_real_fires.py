@@ -19,6 +19,7 @@ from firepipe.core.features import (
     compute_features,
     default_spec,
 )
+from firepipe.core.training import dataset
 from firepipe.core.training import real_fires as rf
 from firepipe_tests.conftest import nist_data_dir
 
@@ -42,11 +43,24 @@ def activations(rows: dict[tuple[str, str], list[float | None]]) -> pl.DataFrame
     )
 
 
-def scores_frame(alarms: dict[str, list[float]]) -> pl.DataFrame:
-    """Station -> the seconds at which its score is 1 (else 0), sampled every 5 s from -20 s."""
+HEAT_SMOKE = "temperature_c+smoke_obscuration_pct_per_m"
+
+
+def scores_frame(
+    alarms: dict[str, list[float]], profiles: dict[str, str] | None = None, high_score: float = 1.0
+) -> pl.DataFrame:
+    """Station -> the seconds at which its score is `high_score` (else 0), sampled every 5 s
+    from -20 s; each station of channel profile `profiles[station]` (heat and smoke by
+    default)."""
     seconds = [float(s) for s in range(-20, 205, 5)]
     rows = [
-        ("T1", station, s, 1.0 if s in high else 0.0)
+        (
+            "T1",
+            station,
+            (profiles or {}).get(station, HEAT_SMOKE),
+            s,
+            high_score if s in high else 0.0,
+        )
         for station, high in alarms.items()
         for s in seconds
     ]
@@ -109,6 +123,34 @@ def test_station_comparison_and_summary_follow_the_stated_rules() -> None:
     assert summary["median_lead_s"] == 0.0
     assert summary["pre_ignition_alarms"] == 1
     assert summary["stations_without_model_alarm"] == 1
+
+
+def test_each_station_alarms_at_the_point_of_the_channels_it_measured() -> None:
+    smoke = "smoke_obscuration_pct_per_m"
+    frame = scores_frame({"S1": [20.0], "S2": [20.0], "S3": [20.0]}, {"S2": smoke}, 0.6)
+    one_point = rf.model_alarms(frame, 0.7, 0)
+    assert one_point["model_alarm_s"].to_list() == [None, None, None]
+    model = rf.model_alarms(frame, 0.7, 0, {smoke: (0.5, 0), "temperature_c": (0.1, 0)})
+    by = {r["station"]: r for r in model.iter_rows(named=True)}
+    assert [by[s]["model_alarm_s"] for s in ("S1", "S2", "S3")] == [None, 20.0, None]
+    assert [by[s]["threshold"] for s in ("S1", "S2", "S3")] == [0.7, 0.5, 0.7]
+    assert by["S2"][dataset.PROFILE] == smoke
+    # a profile's persistence holds too: 5 s of 0.6 is not enough for 10 s
+    held = rf.model_alarms(frame, 0.7, 0, {smoke: (0.5, 10)})
+    assert held["model_alarm_s"].to_list() == [None, None, None]
+
+
+def test_a_station_is_of_the_profile_of_the_channels_it_measured(
+    tests: tuple[nist.NistTest, ...],
+) -> None:
+    sdc10 = next(t for t in tests if t.name == "SDC10")
+    scores = rf.station_scores(sdc10, None, lambda r: np.zeros(r.height), 0.0)
+    profiles = dict(scores.select("station", dataset.PROFILE).unique().iter_rows())
+    # NIST screened out C's smoke meter and every instrument at E but the thermocouple
+    assert profiles["C"] == "temperature_c+co_ppm+co2_ppm"
+    assert profiles["E"] == "temperature_c"
+    assert profiles["A"] == "temperature_c+smoke_obscuration_pct_per_m+co2_ppm"
+    assert rf.measured_profile(pl.DataFrame({"temperature_c": [None], "co_ppm": [None]})) is None
 
 
 def test_median_lead_is_unknown_when_most_stations_never_alarm() -> None:
@@ -213,7 +255,7 @@ def test_fixed_threshold_reference_on_the_real_nist_tests(
         "pre_ignition_alarms",
     }
     table = report.table()
-    assert table.splitlines()[0].split()[:3] == ["test", "station", "model_s"]
+    assert table.splitlines()[0].split()[:4] == ["test", "station", "thresh", "model_s"]
     assert "share_no_later_than_median_alarm" in table
 
 
@@ -330,6 +372,23 @@ def test_a_detector_is_replayed_at_its_operating_point_with_its_own_spec(
     direct = rf.evaluate_real(tests[:2], real, spec, detector.scores, 0.6, 2, 60.0)
     assert report.stations.equals(direct.stations)
     assert (report.threshold, report.persistence_s) == (0.6, 2)
+    # With a point for heat and smoke, those stations are replayed at it, the others at 0.6.
+    heat_smoke = "temperature_c+smoke_obscuration_pct_per_m"
+    at_profiles = rf.replay_detector(
+        tests[:2], real, detector.with_operating_point(0.6, 2, {heat_smoke: (0.3, 0)}), spec, 60.0
+    )
+    direct = rf.evaluate_real(
+        tests[:2], real, spec, detector.scores, 0.6, 2, 60.0, {heat_smoke: (0.3, 0)}
+    )
+    assert at_profiles.stations.equals(direct.stations)
+    assert at_profiles.summary["profile_points"] == {heat_smoke: [0.3, 0]}
+    stations = at_profiles.stations
+    assert stations.filter(pl.col(dataset.PROFILE) == heat_smoke)[
+        "threshold"
+    ].unique().to_list() == [0.3]
+    assert set(stations.filter(pl.col(dataset.PROFILE) != heat_smoke)["threshold"]) == {0.6}
+    assert stations.filter(pl.col(dataset.PROFILE) != heat_smoke).height > 0
+    assert not stations["model_alarm_s"].equals(report.stations["model_alarm_s"])
     other = Detector(**{**detector.__dict__, "feature_spec_hash": "other"})
     with pytest.raises(ValueError, match="trained on feature spec other"):
         rf.replay_detector(tests[:2], real, other, spec)
