@@ -88,7 +88,7 @@ def row_points(detector: Detector, features: pl.DataFrame) -> dict[tuple[float, 
     """The input's row indices by the operating point they alarm at: the point of the row's
     `channel_profile` (`Detector.operating_point`; null or absent: the one point). A profile
     that names an unknown channel is refused."""
-    if PROFILE_COLUMN not in features.columns or not detector.profile_points:
+    if PROFILE_COLUMN not in features.columns:
         return {detector.operating_point(): np.arange(features.height)}
     given = features.get_column(PROFILE_COLUMN).cast(pl.String)
     points: dict[tuple[float, int], list[np.ndarray]] = {}

@@ -173,8 +173,12 @@ def test_each_device_alarms_at_its_channel_profiles_point(tmp_path: Path) -> Non
     assert plain["alarm"].to_numpy().tolist() == expected_plain.tolist()
 
 
-def test_a_channel_profile_naming_an_unknown_channel_is_refused(tmp_path: Path) -> None:
-    detector = saved_detector(tmp_path).with_operating_point(0.5, 0, {SMOKE: (0.4, 0)})
+@pytest.mark.parametrize("points", [{SMOKE: (0.4, 0)}, {}])
+def test_a_channel_profile_naming_an_unknown_channel_is_refused(
+    tmp_path: Path, points: dict
+) -> None:
+    # refused whether or not the detector has a point per profile: the request is wrong
+    detector = saved_detector(tmp_path).with_operating_point(0.5, 0, points)
     frame = feature_frame().with_columns(
         pl.lit("smoke_obscuration_pct_per_m+lidar").alias("channel_profile")
     )
