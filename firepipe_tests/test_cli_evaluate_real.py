@@ -29,7 +29,10 @@ def rise_detector(directory):  # type: ignore[no-untyped-def]
     x = rng.normal(0.0, 2.0, (2_000, 2))
     label = (x[:, 0] > 1.0) | (x[:, 1] > 3.0)
     frame = pl.DataFrame({FEATURES[0]: x[:, 0], FEATURES[1]: x[:, 1], LABEL: label})
-    detector = train_detector(frame, None, FEATURES, default_spec().hash(), "logistic")
+    no_ignition_times = {"early_fire_weight": 1.0}
+    detector = train_detector(
+        frame, None, FEATURES, default_spec().hash(), "logistic", no_ignition_times
+    )
     detector = detector.with_operating_point(0.5, 0)
     detector.save(directory)
     return detector

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from firepipe.core.training import entry, tuning
-from firepipe.core.training.dataset import LABEL, SPLIT
+from firepipe.core.training.dataset import LABEL, SECONDS_SINCE_IGNITION, SPLIT
 from firepipe.core.training.entry import TrainingRequest, encode_hyperparameters
 from firepipe.core.training.models import Detector
 from firepipe.resources.training import (
@@ -33,6 +33,7 @@ def channel(split: str, rows: int, seed: int) -> pl.DataFrame:
     smoke = rng.normal(0.0, 1.0, rows) + 2.5 * fire
     heat = rng.normal(0.0, 1.0, rows) + 1.0 * fire
     co = np.where(rng.random(rows) < 0.33, np.nan, rng.normal(0.0, 1.0, rows))
+    since = np.where(fire, rng.uniform(0, 600, rows), np.nan)  # fire rows: seconds after ignition
     return pl.DataFrame(
         {
             "device_id": [f"d{i % 40}" for i in range(rows)],
@@ -41,6 +42,7 @@ def channel(split: str, rows: int, seed: int) -> pl.DataFrame:
             FEATURES[0]: smoke,
             FEATURES[1]: heat,
             FEATURES[2]: pl.Series(co).fill_nan(None),
+            SECONDS_SINCE_IGNITION: pl.Series(since).fill_nan(None),
         }
     )
 

@@ -32,7 +32,10 @@ def feature_frame(rows: int = 400, seed: int = 0) -> pl.DataFrame:
 def saved_detector(
     directory: Path, algorithm: str = "lightgbm", threshold: float = 0.5, persistence_s: int = 0
 ) -> Detector:
-    params = {"num_boost_round": 20} if algorithm == "lightgbm" else None
+    # random features without ignition times: every fire row weighs the same
+    params = {"early_fire_weight": 1.0}
+    if algorithm == "lightgbm":
+        params["num_boost_round"] = 20
     detector = train_detector(feature_frame(), None, FEATURES, "spec-hash", algorithm, params)
     detector = detector.with_operating_point(threshold, persistence_s)
     detector.save(directory)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score
 
-from firepipe.core.training.dataset import LABEL
+from firepipe.core.training.dataset import LABEL, SECONDS_SINCE_IGNITION
 from firepipe.core.training.models import (
     ALGORITHMS,
     DETECTOR_FILE,
@@ -20,6 +20,7 @@ from firepipe.core.training.models import (
     _Linear,
     channel_groups,
     default_params,
+    early_fire_weights,
     feature_matrix,
     train_detector,
 )
@@ -39,9 +40,10 @@ FAST = {"num_boost_round": 40, "num_threads": 1, "early_stopping_rounds": 0, "mi
 
 
 def synthetic_frame(n_rows: int = 3000, seed: int = 0, co_absent_every: int = 3) -> pl.DataFrame:
-    """Readings of 60 devices: fire rows (30 %) run hotter, smokier and with more CO; humidity is
-    noise. Every `co_absent_every`-th device has no CO sensor (its CO features are null), every
-    second one no humidity sensor, and a few smoke values are missing here and there."""
+    """Readings of 60 devices: fire rows (30 %, 0-600 s after ignition) run hotter, smokier and
+    with more CO; humidity is noise. Every `co_absent_every`-th device has no CO sensor (its CO
+    features are null), every second one no humidity sensor, and a few smoke values are missing
+    here and there."""
     rng = np.random.default_rng(seed)
     device = rng.integers(0, 60, n_rows)
     fire = rng.random(n_rows) < 0.3
@@ -61,7 +63,10 @@ def synthetic_frame(n_rows: int = 3000, seed: int = 0, co_absent_every: int = 3)
     )
     no_co = (pl.Series(device) % co_absent_every == 0) if co_absent_every else pl.lit(False)
     sporadic = pl.Series(rng.random(n_rows) < 0.02)
+    # fire rows 0-600 s after ignition (the early ones weigh more in training); others none
+    since = pl.Series(np.where(fire, rng.uniform(0, 600, n_rows), np.nan), nan_to_null=True)
     return frame.with_columns(
+        since.alias(SECONDS_SINCE_IGNITION),
         *(pl.when(no_co).then(None).otherwise(pl.col(c)).alias(c) for c in CO),
         pl.when(pl.Series(device) % 2 == 0)
         .then(None)
@@ -240,6 +245,30 @@ def test_a_format_1_detector_loads_with_its_one_point(tmp_path: Path) -> None:
         Detector.load(tmp_path)
 
 
+def test_a_fires_first_minutes_weigh_more() -> None:
+    frame = pl.DataFrame(
+        {
+            LABEL: [False, True, True, True, False],
+            SECONDS_SINCE_IGNITION: [None, 0.0, 120.0, 121.0, -5.0],
+        }
+    )
+    params = default_params("lightgbm")
+    assert (params["early_fire_weight"], params["early_fire_s"]) == (3.0, 120.0)
+    assert early_fire_weights(frame, params).tolist() == [1.0, 3.0, 3.0, 1.0, 1.0]
+    assert early_fire_weights(frame, {**params, "early_fire_weight": 1.0}).tolist() == [1.0] * 5
+    with pytest.raises(ValueError, match="needs the frame's 'seconds_since_ignition'"):
+        early_fire_weights(frame.drop(SECONDS_SINCE_IGNITION), params)
+    with pytest.raises(ValueError, match="early_fire_weight must be > 0"):
+        early_fire_weights(frame, {**params, "early_fire_weight": 0.0})
+    # It reaches the model: the same data weighted otherwise trains another detector, and the
+    # weight is not a LightGBM parameter.
+    weighted = train("lightgbm")
+    plain = train("lightgbm", early_fire_weight=1.0)
+    assert weighted.payload != plain.payload
+    assert "early_fire" not in weighted.payload.split("parameters:")[-1]
+    assert weighted.params["early_fire_weight"] == 3.0
+
+
 def test_operating_point_is_checked(tmp_path: Path) -> None:
     detector = train("logistic")
     with pytest.raises(ValueError, match="threshold"):
@@ -285,9 +314,10 @@ def _scores_along_rise(detector: Detector) -> np.ndarray:
 def test_monotone_constraint_keeps_the_score_from_falling_as_the_rise_grows() -> None:
     frame = banded_frame()
     names = ("temperature_c__diff_60s", "noise")
-    free = train_detector(frame, None, names, "h", "lightgbm", dict(FAST))
+    params = {**FAST, "early_fire_weight": 1.0}  # the band has no ignition times
+    free = train_detector(frame, None, names, "h", "lightgbm", params)
     bound = train_detector(
-        frame, None, names, "h", "lightgbm", dict(FAST), increasing=("temperature_c__diff_60s",)
+        frame, None, names, "h", "lightgbm", params, increasing=("temperature_c__diff_60s",)
     )
     # The data falls after the band: unconstrained, the score does too.
     assert float(np.diff(_scores_along_rise(free), axis=1).min()) < -0.1

@@ -365,7 +365,9 @@ def test_a_detector_is_replayed_at_its_operating_point_with_its_own_spec(
     names = ("smoke_obscuration_pct_per_m__rise_per_min_30s", "temperature_c__rise_per_min_30s")
     x = rng.normal(0.0, 2.0, (500, 2))
     frame = pl.DataFrame({names[0]: x[:, 0], names[1]: x[:, 1], "label": x[:, 0] > 1.0})
-    detector = train_detector(frame, None, names, spec.hash(), "logistic")
+    detector = train_detector(
+        frame, None, names, spec.hash(), "logistic", {"early_fire_weight": 1.0}
+    )
     detector = detector.with_operating_point(0.6, 2)
     real = nist.read_activation_times(NIST_DIR)
     report = rf.replay_detector(tests[:2], real, detector, spec, warm_up_s=60.0)
