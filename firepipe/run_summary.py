@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from firepipe.core.training.evaluation import ALL_PROFILES, PROFILES_REPORT
 from firepipe.resources.lakehouse.catalogs import Lakehouse
 
 
@@ -82,7 +83,7 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
             summary.detector[mat.asset_key.to_user_string()] = {
                 k: _metadata_value(mat.metadata, k)
                 for k in mat.metadata
-                if k in DETECTOR_FIELDS or k.startswith(("test/", "test_profiles/all/"))
+                if k in DETECTOR_FIELDS or k.startswith(("test/", ALL_PROFILES_PREFIX))
             }
         snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
         summary.materialisations.append(
@@ -114,6 +115,8 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
 
 
 VALIDATION_TABLE = "gold.generator_validation"
+# ml/evaluation's metrics of the test split through every channel profile, all together.
+ALL_PROFILES_PREFIX = f"{PROFILES_REPORT}/{ALL_PROFILES}/"
 # What the summary shows of the ml/* assets (their metadata keys).
 DETECTOR_FIELDS = {
     "model_name",
@@ -244,7 +247,7 @@ def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
     if evaluation:
         for label, prefix in (
             ("synthetic test split", "test/"),
-            ("the same through every channel profile", "test_profiles/all/"),
+            ("the same through every channel profile", ALL_PROFILES_PREFIX),
         ):
             if not any(key.startswith(prefix) for key in evaluation):
                 continue

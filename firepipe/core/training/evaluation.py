@@ -60,6 +60,11 @@ _TIME_TOLERANCE_S = 1e-6  # float seconds from microsecond timestamps
 # devices', so a new device of the profile scores above it with a chance of about 1 in (n + 1).
 MIN_PROFILE_DEVICES = 10
 
+# ml/evaluation's report of the test split seen through every channel profile, and its entry
+# for all profiles together (promotion's false-alarm rate).
+PROFILES_REPORT = "test_profiles"
+ALL_PROFILES = "all"
+
 Point = tuple[float, float]  # (threshold, persistence_s)
 ProfilePoints = Mapping[str, Point]  # channel profile name -> its own operating point
 
@@ -265,6 +270,14 @@ def at_points(
     ]
 
 
+def row_thresholds(threshold: float, profile_points: ProfilePoints | None) -> pl.Expr:
+    """Each row's threshold: that of its channel profile's (PROFILE) own point, else
+    `threshold` (a profile without a point of its own, or none)."""
+    own = {name: t for name, (t, _) in (profile_points or {}).items()}
+    profile = pl.col(PROFILE).cast(pl.String)
+    return profile.replace_strict(own, default=threshold, return_dtype=pl.Float64)
+
+
 def alarm_onset_times(
     frame: pl.DataFrame,
     threshold: float,
@@ -310,11 +323,8 @@ def evaluate_split(
     score = rows["score"].to_numpy()
     both_classes = 0 < int(label.sum()) < label.size
     onsets = alarm_onset_times(rows, threshold, persistence_s, profile_points)
-    row_threshold = np.full(rows.height, threshold)
-    if profile_points:
-        profile = rows[PROFILE].cast(pl.String)
-        for name, (t, _) in profile_points.items():
-            row_threshold[(profile == name).fill_null(False).to_numpy()] = t
+    own = row_thresholds(threshold, profile_points) if profile_points else pl.lit(threshold)
+    predicted = rows.select(pl.col("score") >= own).to_series().to_numpy()
     devices = (
         rows.group_by("device_id")
         .agg(pl.col("is_fire").first(), pl.col("scenario_family").first())
@@ -332,7 +342,7 @@ def evaluate_split(
         "devices": devices.height,
         "roc_auc": float(metrics.roc_auc_score(label, score)) if both_classes else None,
         "pr_auc": float(metrics.average_precision_score(label, score)) if both_classes else None,
-        "f1": float(metrics.f1_score(label, score >= row_threshold, zero_division=0.0)),
+        "f1": float(metrics.f1_score(label, predicted, zero_division=0.0)),
         "false_alarms_per_1000_device_hours": _false_alarm_rate(devices.filter(~pl.col("is_fire"))),
         **{f"{family}_false_alarms_per_1000_device_hours": r for family, r in rates.items()},
         "false_alarms": int(devices.filter(~pl.col("is_fire"))["alarms"].sum()),
@@ -379,13 +389,13 @@ def evaluate_profiles(
     profile_points: ProfilePoints | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`evaluate_split` of each channel profile's devices in `views` (PROFILE), and of them
-    all together under "all"; each device at its profile's operating point."""
+    all together under ALL_PROFILES; each device at its profile's operating point."""
     require_columns(views, (PROFILE,), "evaluation per channel profile")
     profile = pl.col(PROFILE).cast(pl.String)
     names = views.select(profile.unique().sort()).to_series().drop_nulls().to_list()
     point = (threshold, persistence_s, profile_points)
     report = {name: evaluate_split(views.filter(profile == name), *point) for name in names}
-    report["all"] = evaluate_split(views, *point)
+    report[ALL_PROFILES] = evaluate_split(views, *point)
     return report
 
 

@@ -34,6 +34,8 @@ WARM_UP_METRIC = "real_warm_up_s"
 WARM_UP_BASIS_METRIC = "real_warm_up_basis_s"
 # Every non-fire device of the test split (nuisance and baseline), seen through every channel
 # profile, each at its profile's operating point (ml/evaluation): evaluation.flat_metrics name.
+# (evaluation.PROFILES_REPORT and ALL_PROFILES, spelled out here so that this module stays free
+# of evaluation's imports; firepipe_tests/defs/test_training_assets.py checks it is logged.)
 FALSE_ALARMS_PER_1000H = "test_profiles/all/false_alarms_per_1000_device_hours"
 # Versions evaluated before the profiles were measured the test split as simulated only.
 AS_SIMULATED_FALSE_ALARMS_PER_1000H = "test/false_alarms_per_1000_device_hours"

@@ -46,6 +46,7 @@ from firepipe.core.training.evaluation import (
     ProfilePoints,
     alarm_onsets,
     check_operating_point,
+    row_thresholds,
 )
 from firepipe.core.training.models import Detector
 
@@ -276,13 +277,7 @@ def model_alarms(
         "score",
     )
     onsets = alarm_onsets(keyed, threshold, persistence_s, profile_points)
-    point = {name: t for name, (t, _) in (profile_points or {}).items()}
-    station_threshold = (
-        pl.col(PROFILE)
-        .replace_strict(point, default=threshold, return_dtype=pl.Float64)
-        .fill_null(threshold)
-        .alias("threshold")
-    )
+    station_threshold = row_thresholds(threshold, profile_points).alias("threshold")
     per_station = onsets.group_by("device_id").agg(
         pl.col("alarm_ts").filter(pl.col("alarm_ts") >= 0).min().alias("model_alarm_s"),
         (pl.col("alarm_ts") < 0).any().alias("pre_ignition_alarm"),

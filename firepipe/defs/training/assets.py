@@ -52,9 +52,6 @@ DETECTOR_KEY = dg.AssetKey(["ml", "detector"])
 EVALUATION_KEY = dg.AssetKey(["ml", "evaluation"])
 CHAMPION_KEY = dg.AssetKey(["ml", "champion"])
 MODEL_NAME = "firepipe-fire-detector"
-# ml/evaluation's report of the test split seen through every channel profile
-# (promotion.FALSE_ALARMS_PER_1000H reads its "all").
-PROFILES_REPORT = "test_profiles"
 GIT_SHA_VAR = "FIREPIPE_GIT_SHA"
 
 
@@ -394,7 +391,7 @@ def model_evaluation(
         read = FeatureSpec(tuple(f for f in spec.features if f.name in set(model.feature_names)))
         views = dataset.profile_views(test, read)
         views = views.with_columns(pl.Series("score", model.scores(views)))
-        report[PROFILES_REPORT] = evaluation.evaluate_profiles(views, *points)
+        report[evaluation.PROFILES_REPORT] = evaluation.evaluate_profiles(views, *points)
     folder = Path(config.nist_data_dir) if config.nist_data_dir else settings.nist_data_dir()
     tests = nist.read_tests(folder)
     activations = nist.read_activation_times(folder)
