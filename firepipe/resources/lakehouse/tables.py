@@ -78,11 +78,11 @@ class LakehouseError(Exception):
 
 
 class IncompatibleSchemaError(LakehouseError):
-    pass
+    """New columns the table's schema cannot evolve to (a type narrowed or changed in kind)."""
 
 
 class PartitionScopeError(LakehouseError):
-    pass
+    """Rows or files that do not belong to the partitions a write replaces (nulls included)."""
 
 
 class StagedFilesError(LakehouseError):
