@@ -435,14 +435,31 @@ def choose_operating_point(
     shorter persistence.
     """
     require_columns(validation, SPLIT_COLUMNS, "operating point")
-    options = sorted(set(persistence_options))
-    if not options:
-        raise ValueError("choose_operating_point needs at least one persistence option")
+    options = _persistence_options(persistence_options)
     fire = validation["is_fire"].cast(pl.Boolean)
     if not bool(fire.any()):
         raise ValueError("validation has no fire devices: no detection time to optimise")
     if bool(fire.all()):
         raise ValueError("validation has no non-fire devices: false alarms cannot be checked")
+    point = _best_point(validation, options)
+    if point is None:
+        raise ValueError(
+            "no threshold stays silent on every non-fire validation device (and before "
+            f"ignition) and still detects a fire; persistences tried: {options}"
+        )
+    return point
+
+
+def _persistence_options(persistence_options: Iterable[float]) -> list[float]:
+    options = sorted(set(persistence_options))
+    if not options:
+        raise ValueError("choosing an operating point needs at least one persistence option")
+    return options
+
+
+def _best_point(validation: pl.DataFrame, options: list[float]) -> tuple[float, float] | None:
+    """`choose_operating_point`'s point on validation with fire and non-fire devices, or None
+    when no threshold is silent and detects a fire."""
     best: tuple[tuple[float, float, float, float], float, float] | None = None
     for persistence_s in options:
         threshold = _silent_threshold(validation, persistence_s)
@@ -461,12 +478,7 @@ def choose_operating_point(
         # champion rules judge, not a failed run.
         if best is None or key < best[0]:
             best = (key, threshold, float(persistence_s))
-    if best is None:
-        raise ValueError(
-            "no threshold stays silent on every non-fire validation device (and before "
-            f"ignition) and still detects a fire; persistences tried: {options}"
-        )
-    return best[1], best[2]
+    return None if best is None else (best[1], best[2])
 
 
 def profile_devices(validation: pl.DataFrame) -> pl.DataFrame:
@@ -496,16 +508,16 @@ def choose_profile_points(
     it keeps the detector's one point, which is silent on every profile's devices."""
     if min_devices < 1:
         raise ValueError(f"min_devices must be at least 1, got {min_devices}")
-    options = tuple(persistence_options)
+    require_columns(validation, SPLIT_COLUMNS, "operating points per channel profile")
+    options = _persistence_options(persistence_options)
     points: dict[str, Point] = {}
     for row in profile_devices(validation).iter_rows(named=True):
         if row["non_fire_devices"] < min_devices or row["fire_devices"] == 0:
             continue
         own = validation.filter(pl.col(PROFILE).cast(pl.String) == row[PROFILE])
-        try:
-            points[row[PROFILE]] = choose_operating_point(own, options)
-        except ValueError:  # no threshold is silent on the profile and detects one of its fires
-            continue
+        point = _best_point(own, options)
+        if point is not None:
+            points[row[PROFILE]] = point
     return points
 
 

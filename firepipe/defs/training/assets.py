@@ -388,7 +388,8 @@ def model_evaluation(
     # The test split once more, every device seen through each channel profile in turn.
     test = rows.filter(pl.col(dataset.SPLIT) == "test").drop(dataset.PROFILE, strict=False)
     if test.height:
-        read = FeatureSpec(tuple(f for f in spec.features if f.name in set(model.feature_names)))
+        inputs_read = set(model.feature_names)
+        read = FeatureSpec(tuple(f for f in spec.features if f.name in inputs_read))
         views = dataset.profile_views(test, read)
         views = views.with_columns(pl.Series("score", model.scores(views)))
         report[evaluation.PROFILES_REPORT] = evaluation.evaluate_profiles(views, *points)

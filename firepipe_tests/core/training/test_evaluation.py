@@ -390,6 +390,20 @@ def test_profile_points_are_chosen_on_each_profiles_own_devices() -> None:
     assert ev.choose_profile_points(frame, min_devices=3, persistence_options=(0,)) == {}
     with pytest.raises(ValueError, match="at least 1"):
         ev.choose_profile_points(frame, min_devices=0)
+    # A profile where no threshold is silent and detects a fire keeps the one point.
+    inseparable = validation_frame(nuisance_high_s=60).with_columns(
+        pl.col("score").clip(upper_bound=0.8), pl.concat_str("device_id", pl.lit("-i"))
+    )
+    mixed = pl.concat([frame, with_profile(inseparable, "co2_ppm")])
+    assert set(ev.choose_profile_points(mixed, min_devices=2, persistence_options=(0,))) == {
+        HEAT,
+        SMOKE,
+    }
+    # Bad input is an error, not a detector without points.
+    with pytest.raises(ValueError, match=r"lacks.*score"):
+        ev.choose_profile_points(frame.drop("score"), min_devices=2)
+    with pytest.raises(ValueError, match="at least one persistence option"):
+        ev.choose_profile_points(frame, min_devices=2, persistence_options=())
 
 
 def test_profile_devices_count_a_devices_noisy_copies_once() -> None:
