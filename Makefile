@@ -13,7 +13,6 @@ EXTRAS := --extra aws --extra spark --extra dev
 STAMP := $(VENV)/.synced
 
 export FIREPIPE_HOME ?= $(CURDIR)/.firepipe
-export FIREPIPE_NIST_DATA_DIR ?= $(CURDIR)/../shared/data/nist_smoke_alarms
 export DAGSTER_HOME := $(FIREPIPE_HOME)/dagster
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)

@@ -1,8 +1,9 @@
 """The one place firepipe reads its environment.
 
 `FIREPIPE_ENV` picks the resources (`local`, the default, or `aws`); `FIREPIPE_HOME` moves the
-folder that holds every piece of local state (default `./.firepipe`). Both are read when called,
-never at import time, so tests and tools can point one process at several homes.
+folder that holds every piece of local state (default `./.firepipe`); `FIREPIPE_NIST_DATA_DIR`
+replaces the packaged NIST fire tests with another folder of the same format. They are read
+when called, never at import time, so tests and tools can point one process at several homes.
 """
 
 from __future__ import annotations
@@ -129,15 +130,17 @@ def snowflake_auth() -> SnowflakeAuth:
     return _choice(SNOWFLAKE_AUTH_VAR, SnowflakeAuth, SnowflakeAuth.PASSWORD)
 
 
+# The six NIST smoke-alarm fire tests firepipe ships (with their SOURCE.md: NIST's credit and
+# the terms they are used under), inside the package so an installed wheel and an image have them.
+PACKAGED_NIST_DATA_DIR = Path(__file__).resolve().parent / "data" / "nist_smoke_alarms"
+
+
 def nist_data_dir() -> Path:
-    """The folder of real NIST fire tests (FIREPIPE_NIST_DATA_DIR; `make` sets it to
-    ../shared/data/nist_smoke_alarms beside the repository)."""
+    """The folder of real NIST fire tests: FIREPIPE_NIST_DATA_DIR when set (any folder of
+    NIST_Smoke_Alarms_*.csv files with an Activation_Times.csv), else the packaged copy."""
     raw = os.environ.get(NIST_DATA_VAR, "").strip()
     if not raw:
-        raise SettingsError(
-            f"{NIST_DATA_VAR} is not set: point it at a folder of NIST_Smoke_Alarms_*.csv "
-            "files (make sets it to ../shared/data/nist_smoke_alarms)"
-        )
+        return PACKAGED_NIST_DATA_DIR
     folder = Path(raw).expanduser().resolve()
     if not folder.is_dir():
         raise SettingsError(f"{NIST_DATA_VAR}={raw!r}: {folder} is not a folder")

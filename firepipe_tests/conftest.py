@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
-from firepipe.settings import NIST_DATA_VAR
+from firepipe import settings
+from firepipe.resources.lakehouse import LocalLakehouse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,13 +38,13 @@ def firepipe_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FIREPIPE_HOME", str(home))
     monkeypatch.setenv("FIREPIPE_ENV", "local")
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    monkeypatch.setenv(NIST_DATA_VAR, nist_data_dir())
+    monkeypatch.delenv(settings.NIST_DATA_VAR, raising=False)  # the packaged NIST tests
     return home
 
 
 def nist_data_dir() -> str:
-    """The real NIST tests: as `make` exports them, else shared/ beside the repository."""
-    return os.environ.get(NIST_DATA_VAR) or str(REPO_ROOT.parent / "shared/data/nist_smoke_alarms")
+    """The real NIST tests: the copy packaged with firepipe, or FIREPIPE_NIST_DATA_DIR's."""
+    return str(settings.nist_data_dir())
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import polars as pl
 
 from firepipe.bench import BenchOptions, Figure, best_seconds
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.lib.lakehouse import tables
+from firepipe.resources.lakehouse import LocalLakehouse
 
 DEFAULT_ROWS = 2_000_000
 DURATION_S = 1_000

@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from firepipe.bench import BenchOptions, Figure, best_seconds
-from firepipe.core.features import (
+from firepipe.core.features.spec import (
     GROUP_ROWS,
     ID_COLUMNS,
     Difference,
@@ -168,7 +168,7 @@ def _measure_streamed(lake_root: str, out_path: str, options: BenchOptions) -> t
     local lake at `lake_root`, the rows, the peak resident memory in MiB and the batches; the
     last run's features go to `out_path`, sorted as the in-memory engines' are."""
     from firepipe.defs.features.assets import TABLE, silver_snapshot, stage_polars_features
-    from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+    from firepipe.resources.lakehouse import LocalLakehouse
 
     lakehouse = LocalLakehouse(root=lake_root)
     snapshot_id, _ = silver_snapshot(lakehouse)  # the snapshot the asset would read
@@ -205,11 +205,11 @@ def _silver(
     """In a fresh process: bronze -> silver timed as every figure is (best of the repeats),
     silver written to `silver_path` and, as the silver asset writes it, to the silver table of
     a local lake at `lake_root`; the bronze and silver rows and the best seconds."""
-    from firepipe.core.standardise import to_silver
+    from firepipe.core.lake.standardise import to_silver
     from firepipe.defs.features.assets import SILVER_TABLE
     from firepipe.defs.lake.assets import READINGS_PARTITIONING
-    from firepipe.resources.lakehouse import tables
-    from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+    from firepipe.lib.lakehouse import tables
+    from firepipe.resources.lakehouse import LocalLakehouse
 
     bronze = bronze_frame(devices, seconds)
     result: dict[str, pl.DataFrame] = {}

@@ -21,9 +21,9 @@ from pathlib import Path
 import polars as pl
 
 from firepipe.bench import BenchOptions, Figure, best_seconds
-from firepipe.core.features import compute_features, default_spec
+from firepipe.core.features.spec import compute_features, default_spec
+from firepipe.core.lake.standardise import to_silver
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
-from firepipe.core.standardise import to_silver
 from firepipe.core.training import augment, dataset, inputs
 from firepipe.core.training.models import MONOTONE_ALGORITHMS, Detector, train_detector
 

@@ -19,14 +19,14 @@ from pandera.api.polars.types import PolarsData
 from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
-from firepipe.core.quality import seeded_sample
+from firepipe.core.lake.quality import seeded_sample
+from firepipe.core.lake.standardise import SILVER_SCHEMA, SOURCES
 from firepipe.core.readings import CHANNELS, FAULTS, KEY_COLUMNS, SYNTHETIC_SCHEMA
 from firepipe.core.simulation.scenarios import FAMILIES
-from firepipe.core.standardise import SILVER_SCHEMA, SOURCES
 
 # Rows the value checks look at: 100k rows of ~20 columns is ~10 MB, and a bound violated by
 # one row in 10,000 is then missed with probability e^-10. Ranges and labels are counted exactly
-# over every row by their own checks (firepipe.core.quality).
+# over every row by their own checks (firepipe.core.lake.quality).
 SCHEMA_SAMPLE_ROWS = 100_000
 # Failure cases quoted per failing check: enough to recognise the problem.
 EXAMPLES_PER_FAILURE = 3

@@ -1,146 +1,248 @@
-"""Ports and adapters: one resource per outside system, a local and an AWS implementation each.
+"""Ports: one resource per outside system, each with its local and AWS implementation side by
+side in its own module.
 
-`resources_for` is the only place that maps an environment to implementations (the ingestion
-resources through `ingestion_resources`). AWS settings come through `dg.EnvVar`, named once in
-`aws_env`, so the definitions load anywhere and a missing variable is reported when a run first
-uses the resource.
+`IMPLEMENTATIONS` below is the one table that maps an environment to implementations. Each cell
+is a small factory that imports its module when called, so a command that needs one resource
+(`firepipe history`) loads that module alone. AWS settings come through `dg.EnvVar`, named once
+in `firepipe.lib.aws_env`, so the definitions load anywhere and a missing variable is reported
+when a run first uses the resource.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
-from firepipe.resources.aws_env import (
-    ATHENA_OUTPUT_LOCATION_VAR,
-    ATHENA_WORKGROUP_VAR,
-    AWS_REGION_VAR,
-    BATCH_CPU_QUEUE_VAR,
-    BATCH_GPU_QUEUE_VAR,
-    BATCH_JOB_DEFINITION_VAR,
-    EMR_APPLICATION_ID_VAR,
-    EMR_ENTRY_POINT_VAR,
-    EMR_EXECUTION_ROLE_ARN_VAR,
-    EMR_PYTHON_VAR,
-    GENERATION_HISTORY_TABLE_VAR,
-    LAKE_WAREHOUSE_VAR,
-    MLFLOW_TRACKING_SERVER_ARN_VAR,
-    PIPES_BUCKET_VAR,
-    SAGEMAKER_ROLE_ARN_VAR,
-    TRAINING_BUCKET_VAR,
-    TRAINING_IMAGE_URI_VAR,
-)
-from firepipe.resources.compute import BatchCompute, GeneratorCompute, LocalCompute
-from firepipe.resources.dbt_project import dbt_resource_for
-from firepipe.resources.history import (
-    DynamoGenerationHistory,
-    GenerationHistory,
-    SqliteGenerationHistory,
-)
-from firepipe.resources.ingestion import ingestion_resources
-from firepipe.resources.lakehouse.catalogs import GlueLakehouse, Lakehouse, LocalLakehouse
-from firepipe.resources.lakehouse.io_manager import IcebergIOManager
-from firepipe.resources.query import AthenaQueryEngine, DuckDBQueryEngine, QueryEngine
-from firepipe.resources.registry import (
-    LocalModelRegistry,
-    ModelRegistry,
-    SageMakerModelRegistry,
-)
-from firepipe.resources.spark import EmrServerlessSparkCompute, LocalSparkCompute, SparkCompute
-from firepipe.resources.training import (
-    LocalTrainingBackend,
-    SageMakerTrainingBackend,
-    TrainingBackend,
-)
-from firepipe.settings import Environment, LocalPaths
+from firepipe.lib import aws_env as var
+from firepipe.settings import Environment, LocalPaths, SnowflakeAuth, snowflake_auth
+
+LOCAL, AWS = Environment.LOCAL, Environment.AWS
+# The local field table, which `firepipe seed` fills.
+LOCAL_FIELD_TABLE = "field_readings"
+
+Factory = Callable[[LocalPaths], Any]
 
 
-def lakehouse_for(env: Environment, paths: LocalPaths) -> Lakehouse:
-    if env is Environment.AWS:
-        return GlueLakehouse(
-            warehouse=dg.EnvVar(LAKE_WAREHOUSE_VAR),
-            region=dg.EnvVar(AWS_REGION_VAR),
-        )
+def _local_lakehouse(paths: LocalPaths) -> Any:
+    from firepipe.resources.lakehouse import LocalLakehouse
+
     return LocalLakehouse(root=str(paths.lake))
 
 
-def generator_compute_for(env: Environment) -> GeneratorCompute:
-    if env is Environment.AWS:
-        return BatchCompute(
-            region=dg.EnvVar(AWS_REGION_VAR),
-            job_definition=dg.EnvVar(BATCH_JOB_DEFINITION_VAR),
-            cpu_job_queue=dg.EnvVar(BATCH_CPU_QUEUE_VAR),
-            gpu_job_queue=dg.EnvVar(BATCH_GPU_QUEUE_VAR),
-            pipes_bucket=dg.EnvVar(PIPES_BUCKET_VAR),
-        )
+def _glue_lakehouse(paths: LocalPaths) -> Any:
+    from firepipe.resources.lakehouse import GlueLakehouse
+
+    return GlueLakehouse(warehouse=dg.EnvVar(var.LAKE_WAREHOUSE_VAR), region=_region())
+
+
+def _region() -> Any:
+    return dg.EnvVar(var.AWS_REGION_VAR)
+
+
+def _io_manager(lakehouse: Factory) -> Factory:
+    def build(paths: LocalPaths) -> Any:
+        from firepipe.lib.lakehouse.io_manager import IcebergIOManager
+
+        return IcebergIOManager(lakehouse=lakehouse(paths))
+
+    return build
+
+
+def _duckdb_query(paths: LocalPaths) -> Any:
+    from firepipe.resources.query import DuckDBQueryEngine
+
+    return DuckDBQueryEngine(lakehouse=_local_lakehouse(paths))
+
+
+def _athena_query(paths: LocalPaths) -> Any:
+    from firepipe.resources.query import AthenaQueryEngine
+
+    return AthenaQueryEngine(
+        region=_region(),
+        workgroup=dg.EnvVar(var.ATHENA_WORKGROUP_VAR),
+        output_location=dg.EnvVar(var.ATHENA_OUTPUT_LOCATION_VAR),
+    )
+
+
+def _dbt(env: Environment) -> Factory:
+    def build(paths: LocalPaths) -> Any:
+        from firepipe.resources.dbt import dbt_resource_for
+
+        return dbt_resource_for(env)
+
+    return build
+
+
+def _local_compute(paths: LocalPaths) -> Any:
+    from firepipe.resources.compute import LocalCompute
+
     return LocalCompute()
 
 
-def generation_history_for(env: Environment, paths: LocalPaths) -> GenerationHistory:
-    if env is Environment.AWS:
-        return DynamoGenerationHistory(
-            table_name=dg.EnvVar(GENERATION_HISTORY_TABLE_VAR),
-            region=dg.EnvVar(AWS_REGION_VAR),
-        )
+def _batch_compute(paths: LocalPaths) -> Any:
+    from firepipe.resources.compute import BatchCompute
+
+    return BatchCompute(
+        region=_region(),
+        job_definition=dg.EnvVar(var.BATCH_JOB_DEFINITION_VAR),
+        cpu_job_queue=dg.EnvVar(var.BATCH_CPU_QUEUE_VAR),
+        gpu_job_queue=dg.EnvVar(var.BATCH_GPU_QUEUE_VAR),
+        pipes_bucket=dg.EnvVar(var.PIPES_BUCKET_VAR),
+    )
+
+
+def _sqlite_history(paths: LocalPaths) -> Any:
+    from firepipe.resources.history import SqliteGenerationHistory
+
     return SqliteGenerationHistory(path=str(paths.generation_history))
 
 
-def spark_compute_for(env: Environment) -> SparkCompute:
-    if env is Environment.AWS:
-        return EmrServerlessSparkCompute(
-            region=dg.EnvVar(AWS_REGION_VAR),
-            application_id=dg.EnvVar(EMR_APPLICATION_ID_VAR),
-            execution_role_arn=dg.EnvVar(EMR_EXECUTION_ROLE_ARN_VAR),
-            entry_point=dg.EnvVar(EMR_ENTRY_POINT_VAR),
-            python=dg.EnvVar(EMR_PYTHON_VAR),
-            pipes_bucket=dg.EnvVar(PIPES_BUCKET_VAR),
-        )
+def _dynamo_history(paths: LocalPaths) -> Any:
+    from firepipe.resources.history import DynamoGenerationHistory
+
+    return DynamoGenerationHistory(
+        table_name=dg.EnvVar(var.GENERATION_HISTORY_TABLE_VAR), region=_region()
+    )
+
+
+def _duckdb_warehouse(paths: LocalPaths) -> Any:
+    from firepipe.resources.warehouse import DuckDBWarehouseSource
+
+    return DuckDBWarehouseSource(path=str(paths.field_warehouse), table=LOCAL_FIELD_TABLE)
+
+
+def _snowflake_credentials(auth: SnowflakeAuth) -> dict[str, Any]:
+    if auth is SnowflakeAuth.PASSWORD:
+        return {"password": dg.EnvVar(var.SNOWFLAKE_PASSWORD_VAR)}
+    credentials: dict[str, Any] = {"private_key": dg.EnvVar(var.SNOWFLAKE_PRIVATE_KEY_VAR)}
+    if auth is SnowflakeAuth.ENCRYPTED_KEY_PAIR:
+        credentials["private_key_password"] = dg.EnvVar(var.SNOWFLAKE_PRIVATE_KEY_PASSPHRASE_VAR)
+    return credentials
+
+
+def _snowflake_warehouse(paths: LocalPaths) -> Any:
+    # dagster-snowflake is in the aws extra only.
+    from dagster_snowflake import SnowflakeResource
+
+    from firepipe.resources.warehouse import SnowflakeWarehouseSource
+
+    snowflake = SnowflakeResource(
+        account=dg.EnvVar(var.SNOWFLAKE_ACCOUNT_VAR),
+        user=dg.EnvVar(var.SNOWFLAKE_USER_VAR),
+        role=dg.EnvVar(var.SNOWFLAKE_ROLE_VAR),
+        warehouse=dg.EnvVar(var.SNOWFLAKE_WAREHOUSE_VAR),
+        database=dg.EnvVar(var.SNOWFLAKE_DATABASE_VAR),
+        **_snowflake_credentials(snowflake_auth()),
+    )
+    return SnowflakeWarehouseSource(snowflake=snowflake, table=dg.EnvVar(var.FIELD_TABLE_VAR))
+
+
+def _sqlite_watermarks(paths: LocalPaths) -> Any:
+    from firepipe.resources.watermarks import SqliteWatermarkStore
+
+    return SqliteWatermarkStore(path=str(paths.extraction_watermarks))
+
+
+def _dynamo_watermarks(paths: LocalPaths) -> Any:
+    from firepipe.resources.watermarks import DynamoWatermarkStore
+
+    return DynamoWatermarkStore(table_name=dg.EnvVar(var.WATERMARKS_TABLE_VAR), region=_region())
+
+
+def _local_landing(paths: LocalPaths) -> Any:
+    from firepipe.resources.landing import LocalLandingZone
+
+    return LocalLandingZone(root=str(paths.landing))
+
+
+def _s3_landing(paths: LocalPaths) -> Any:
+    from firepipe.resources.landing import S3LandingZone
+
+    return S3LandingZone(
+        bucket=dg.EnvVar(var.LANDING_BUCKET_VAR),
+        prefix=dg.EnvVar(var.LANDING_PREFIX_VAR),
+        region=_region(),
+    )
+
+
+def _local_spark(paths: LocalPaths) -> Any:
+    from firepipe.resources.spark import LocalSparkCompute
+
     return LocalSparkCompute()
 
 
-def query_engine_for(env: Environment, lakehouse: Lakehouse) -> QueryEngine:
-    if env is Environment.AWS:
-        return AthenaQueryEngine(
-            region=dg.EnvVar(AWS_REGION_VAR),
-            workgroup=dg.EnvVar(ATHENA_WORKGROUP_VAR),
-            output_location=dg.EnvVar(ATHENA_OUTPUT_LOCATION_VAR),
-        )
-    return DuckDBQueryEngine(lakehouse=lakehouse)
+def _emr_spark(paths: LocalPaths) -> Any:
+    from firepipe.resources.spark import EmrServerlessSparkCompute
+
+    return EmrServerlessSparkCompute(
+        region=_region(),
+        application_id=dg.EnvVar(var.EMR_APPLICATION_ID_VAR),
+        execution_role_arn=dg.EnvVar(var.EMR_EXECUTION_ROLE_ARN_VAR),
+        entry_point=dg.EnvVar(var.EMR_ENTRY_POINT_VAR),
+        python=dg.EnvVar(var.EMR_PYTHON_VAR),
+        pipes_bucket=dg.EnvVar(var.PIPES_BUCKET_VAR),
+    )
 
 
-def training_backend_for(env: Environment, paths: LocalPaths) -> TrainingBackend:
-    if env is Environment.AWS:
-        return SageMakerTrainingBackend(
-            region=dg.EnvVar(AWS_REGION_VAR),
-            role_arn=dg.EnvVar(SAGEMAKER_ROLE_ARN_VAR),
-            image_uri=dg.EnvVar(TRAINING_IMAGE_URI_VAR),
-            bucket=dg.EnvVar(TRAINING_BUCKET_VAR),
-        )
+def _local_training(paths: LocalPaths) -> Any:
+    from firepipe.resources.training import LocalTrainingBackend
+
     return LocalTrainingBackend(work_dir=str(paths.training))
 
 
-def model_registry_for(env: Environment, paths: LocalPaths) -> ModelRegistry:
-    if env is Environment.AWS:
-        return SageMakerModelRegistry(
-            tracking_server_arn=dg.EnvVar(MLFLOW_TRACKING_SERVER_ARN_VAR),
-            region=dg.EnvVar(AWS_REGION_VAR),
-        )
+def _sagemaker_training(paths: LocalPaths) -> Any:
+    from firepipe.resources.training import SageMakerTrainingBackend
+
+    return SageMakerTrainingBackend(
+        region=_region(),
+        role_arn=dg.EnvVar(var.SAGEMAKER_ROLE_ARN_VAR),
+        image_uri=dg.EnvVar(var.TRAINING_IMAGE_URI_VAR),
+        bucket=dg.EnvVar(var.TRAINING_BUCKET_VAR),
+    )
+
+
+def _mlflow_registry(paths: LocalPaths) -> Any:
+    from firepipe.resources.registry import LocalModelRegistry
+
     return LocalModelRegistry(root=str(paths.mlflow))
 
 
+def _sagemaker_registry(paths: LocalPaths) -> Any:
+    from firepipe.resources.registry import SageMakerModelRegistry
+
+    return SageMakerModelRegistry(
+        tracking_server_arn=dg.EnvVar(var.MLFLOW_TRACKING_SERVER_ARN_VAR), region=_region()
+    )
+
+
+# resource key -> its implementation in each environment.
+IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
+    "lakehouse": {LOCAL: _local_lakehouse, AWS: _glue_lakehouse},
+    "io_manager": {LOCAL: _io_manager(_local_lakehouse), AWS: _io_manager(_glue_lakehouse)},
+    "query_engine": {LOCAL: _duckdb_query, AWS: _athena_query},
+    "dbt": {LOCAL: _dbt(LOCAL), AWS: _dbt(AWS)},
+    "generator_compute": {LOCAL: _local_compute, AWS: _batch_compute},
+    "generation_history": {LOCAL: _sqlite_history, AWS: _dynamo_history},
+    "warehouse_source": {LOCAL: _duckdb_warehouse, AWS: _snowflake_warehouse},
+    "extraction_watermarks": {LOCAL: _sqlite_watermarks, AWS: _dynamo_watermarks},
+    "landing_zone": {LOCAL: _local_landing, AWS: _s3_landing},
+    "spark_compute": {LOCAL: _local_spark, AWS: _emr_spark},
+    "training_backend": {LOCAL: _local_training, AWS: _sagemaker_training},
+    "model_registry": {LOCAL: _mlflow_registry, AWS: _sagemaker_registry},
+}
+
+
+def resource_for(key: str, env: Environment, paths: LocalPaths) -> Any:
+    """The implementation of resource `key` in `env`."""
+    try:
+        by_env = IMPLEMENTATIONS[key]
+    except KeyError:
+        raise KeyError(f"no resource {key!r}: one of {', '.join(IMPLEMENTATIONS)}") from None
+    return by_env[env](paths)
+
+
 def resources_for(env: Environment, paths: LocalPaths) -> dict[str, Any]:
-    lakehouse = lakehouse_for(env, paths)
-    return {
-        "lakehouse": lakehouse,
-        "io_manager": IcebergIOManager(lakehouse=lakehouse),
-        "query_engine": query_engine_for(env, lakehouse),
-        "dbt": dbt_resource_for(env),
-        "generator_compute": generator_compute_for(env),
-        "generation_history": generation_history_for(env, paths),
-        # warehouse_source, extraction_watermarks, landing_zone
-        **ingestion_resources(env, paths),
-        "spark_compute": spark_compute_for(env),
-        "training_backend": training_backend_for(env, paths),
-        "model_registry": model_registry_for(env, paths),
-    }
+    """Every resource of `env`, by key: what the definitions bind."""
+    return {key: resource_for(key, env, paths) for key in IMPLEMENTATIONS}

@@ -18,7 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from firepipe.core.simulation.simulator import GenerationSpec
-from firepipe.resources.pipes_s3 import s3_pipes_channels
+from firepipe.lib.pipes_s3 import s3_pipes_channels
 from firepipe.services import generate as entry
 
 GENERATOR_COMMAND = ("python", "-m", "firepipe.services.generate")

@@ -21,7 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from firepipe.core.history import GenerationRecord
-from firepipe.resources import dynamo, sqlite_state
+from firepipe.lib import dynamo, sqlite_state
 
 _COLUMNS = (
     "run_id",

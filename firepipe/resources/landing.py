@@ -31,16 +31,16 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from firepipe.core.landing import (
+from firepipe.core.ingestion.landing import (
     LANDING_SETTLE_S,
     IngestSummary,
     LandedObject,
     LandingCursor,
     ingest_new,
 )
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import Lakehouse
-from firepipe.resources.s3 import object_exists
+from firepipe.lib.lakehouse import tables
+from firepipe.lib.s3 import object_exists
+from firepipe.resources.lakehouse import Lakehouse
 
 INCOMING = "incoming/"
 QUARANTINE = "quarantine/"

@@ -17,8 +17,8 @@ import duckdb
 import polars as pl
 from pydantic import Field
 
-from firepipe.resources.lakehouse.catalogs import Lakehouse
-from firepipe.resources.lakehouse.tables import split_identifier
+from firepipe.lib.lakehouse.tables import split_identifier
+from firepipe.resources.lakehouse import Lakehouse
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table

@@ -15,8 +15,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from firepipe.core.features import FeatureSpec
-from firepipe.resources.pipes_s3 import s3_pipes_channels
+from firepipe.core.features.spec import FeatureSpec
+from firepipe.lib.pipes_s3 import s3_pipes_channels
 from firepipe.services import spark_features as entry
 
 ENTRY_MODULE = "firepipe.services.spark_features"

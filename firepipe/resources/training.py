@@ -1,6 +1,6 @@
 """TrainingBackend: where a detector is trained and tuned.
 
-Both backends run the same training entry point (`firepipe.core.training.entry`) on the same
+Both backends run the same training training job (`firepipe.core.training.job`) on the same
 data channels (`train`, `validation`: Parquet) with the same string hyperparameters, and tune
 over the same search space (`firepipe.core.training.tuning`):
 
@@ -31,8 +31,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from firepipe.core.training import entry, tuning
-from firepipe.resources.s3 import object_exists
+from firepipe.core.training import job as training_job
+from firepipe.core.training import tuning
+from firepipe.lib.s3 import object_exists
 
 CHANNELS = ("train", "validation")
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
@@ -61,7 +62,7 @@ class TrainingBackend(dg.ConfigurableResource, ABC):
         model_dir: Path,
     ) -> dict[str, float]:
         """Run the training entry point on `channels`; the model lands in `model_dir`. Returns
-        the metrics the entry point wrote beside it (entry.METRICS_FILE)."""
+        the metrics the entry point wrote beside it (training_job.METRICS_FILE)."""
 
     @abstractmethod
     def tune(
@@ -108,7 +109,7 @@ class LocalTrainingBackend(TrainingBackend):
         job_dir = self._write_channels(job_name, channels)
         try:
             validation = job_dir / "validation" if "validation" in channels else None
-            entry.run_training(job_dir / "train", validation, model_dir, hyperparameters)
+            training_job.run_training(job_dir / "train", validation, model_dir, hyperparameters)
         finally:
             # A copy of the training set per run would pile up under the firepipe home.
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -123,7 +124,7 @@ class LocalTrainingBackend(TrainingBackend):
         seed: int,
     ) -> TuningResult:
         _check_channels(channels, tuning=True)
-        request = entry.parse_hyperparameters(static_hyperparameters)
+        request = training_job.parse_hyperparameters(static_hyperparameters)
         best, trials = tuning.tune(
             channels["train"],
             channels["validation"],
@@ -137,16 +138,16 @@ class LocalTrainingBackend(TrainingBackend):
             request.increasing,
         )
         # The trials trained with the tuning seed: the best one is retrained with it too.
-        tuned = entry.encode_hyperparameters(replace(request, params=best, seed=seed))
+        tuned = training_job.encode_hyperparameters(replace(request, params=best, seed=seed))
         objective = float(trials["average_precision"].max())
         return TuningResult(tuned, trials, objective)
 
 
 def _written_metrics(model_dir: Path) -> dict[str, float]:
     """The metrics the entry point wrote beside the model: the same on both backends."""
-    path = model_dir / entry.METRICS_FILE
+    path = model_dir / training_job.METRICS_FILE
     if not path.is_file():
-        raise TrainingError(f"the training job wrote no {entry.METRICS_FILE} into its model")
+        raise TrainingError(f"the training job wrote no {training_job.METRICS_FILE} into its model")
     return {name: float(value) for name, value in json.loads(path.read_text()).items()}
 
 
@@ -242,7 +243,7 @@ class SageMakerTrainingBackend(TrainingBackend):
                 # SageMaker reads the entry point's "name=value" lines from the job's log.
                 metric_definitions=[
                     MetricDefinition(name=d["Name"], regex=d["Regex"])
-                    for d in entry.METRIC_DEFINITIONS
+                    for d in training_job.METRIC_DEFINITIONS
                 ],
             ),
             "role_arn": self.role_arn,
@@ -330,7 +331,7 @@ class SageMakerTrainingBackend(TrainingBackend):
         )
 
         _check_channels(channels, tuning=True)
-        algorithm = entry.parse_hyperparameters(static_hyperparameters).algorithm
+        algorithm = training_job.parse_hyperparameters(static_hyperparameters).algorithm
         space = tuning.SPACES[algorithm]
         ranges = snake_keys(tuning.sagemaker_parameter_ranges(space))
         # A tuned name may not also be static: SageMaker refuses the job (its own SDK drops
@@ -345,7 +346,7 @@ class SageMakerTrainingBackend(TrainingBackend):
         config = HyperParameterTuningJobConfig(
             strategy="Bayesian",
             hyper_parameter_tuning_job_objective=HyperParameterTuningJobObjective(
-                type="Maximize", metric_name=entry.OBJECTIVE_METRIC
+                type="Maximize", metric_name=training_job.OBJECTIVE_METRIC
             ),
             resource_limits=ResourceLimits(
                 max_number_of_training_jobs=max_trials,

@@ -1,9 +1,9 @@
 """The warehouse source port: field readings in a warehouse table, read incrementally.
 
-`DuckDBWarehouseSource` reads a local DuckDB file (seeded by `field_seed.seed_local_warehouse`);
-`snowflake_warehouse.SnowflakeWarehouseSource` (its own module: dagster-snowflake is in the aws
-extra only) reads Snowflake through dagster-snowflake's `SnowflakeResource`, whose
-credentials (password or key pair) the caller passes through `dg.EnvVar`. Both run the same
+`DuckDBWarehouseSource` reads a local DuckDB file (seeded by `lib.field_seed.seed_local_warehouse`);
+`SnowflakeWarehouseSource` reads Snowflake through dagster-snowflake's `SnowflakeResource` (in
+the aws extra, imported only for typing here), whose credentials (password or key pair) the
+caller passes through `dg.EnvVar`. Both run the same
 keyset query with bind parameters: rows strictly after (updated_at, id), ordered by it, limited.
 The row-value test is spelled out (`a > x OR (a = x AND b > y)`) so that every engine plans it.
 
@@ -13,22 +13,30 @@ settle the question unless the newest rows share the watermark's time; only then
 run the keyset query.
 
 The field table (FIELD_TABLE_COLUMNS) keeps the device payload as the text that arrived;
-firepipe.core.extraction parses it and dead-letters what does not parse.
+firepipe.core.ingestion.extraction parses it and dead-letters what does not parse.
 """
 
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from firepipe.core.extraction import RAW_FIELD_SCHEMA, ChunkSource, TransientError, Watermark
+from firepipe.core.ingestion.extraction import (
+    RAW_FIELD_SCHEMA,
+    ChunkSource,
+    TransientError,
+    Watermark,
+)
+
+if TYPE_CHECKING:
+    from dagster_snowflake import SnowflakeResource
 
 COLUMNS: tuple[str, ...] = tuple(RAW_FIELD_SCHEMA)
 FIELD_TABLE_COLUMNS = ", ".join(
@@ -174,3 +182,87 @@ class DuckDBWarehouseSource(WarehouseSource):
 
     def describe(self) -> str:
         return f"DuckDB {self.path} table {self.table}"
+
+
+# The field table's `updated_at` must be TIMESTAMP_NTZ(6): watermarks hold microseconds, and a
+# finer column (Snowflake's default precision is 9) would return the watermark's own row again,
+# which extraction refuses with an error saying so.
+
+
+class _SnowflakeSession:
+    """One Snowflake connection for a run of chunk reads: a login per extraction, not per chunk.
+
+    The connection is opened on the first read and dropped when a read fails, so the retry of a
+    transient error logs in again instead of reusing a broken connection.
+    """
+
+    def __init__(self, snowflake: "SnowflakeResource", table: str) -> None:
+        self.snowflake, self.table = snowflake, table
+        self._stack: ExitStack | None = None
+        self._connection: Any = None
+
+    def next_chunk(self, after: Watermark | None, limit: int) -> pl.DataFrame:
+        _check_limit(limit)
+        params: dict[str, Any] = {"n": limit}
+        if after is not None:
+            params |= {"u": _naive_utc(after.updated_at), "i": after.id}
+        # The connector's default paramstyle (pyformat) binds %(name)s on the client, escaped.
+        return rows_to_frame(self._rows(keyset_query(self.table, after is None, "%({})s"), params))
+
+    def maxima(self) -> tuple[datetime | None, int | None]:
+        newest, largest_id = self._rows(maxima_query(self.table), {})[0]
+        return newest, None if largest_id is None else int(largest_id)
+
+    def _rows(self, query: str, params: dict[str, Any]) -> list[Any]:
+        from snowflake.connector.errors import OperationalError
+
+        try:
+            if self._connection is None:
+                stack = ExitStack()
+                self._connection = stack.enter_context(self.snowflake.get_connection())
+                self._stack = stack
+            cursor = self._connection.cursor()
+            cursor.execute(query, params)
+            return list(cursor.fetchall())
+        except OperationalError as error:  # network, login timeout, warehouse suspended
+            self._drop()
+            raise TransientError(f"Snowflake {self.table}: {error}") from error
+
+    def _drop(self) -> None:
+        connection, self._connection, self._stack = self._connection, None, None
+        if connection is not None:
+            # It already failed: closing is best effort, the read's error is the news.
+            with suppress(Exception):
+                connection.close()
+
+    def close(self) -> None:
+        stack, self._connection, self._stack = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+
+class SnowflakeWarehouseSource(WarehouseSource):
+    """A Snowflake table through dagster-snowflake's SnowflakeResource."""
+
+    # dagster-snowflake's SnowflakeResource, a nested resource: typed loosely so that this module
+    # imports without the aws extra, which holds dagster-snowflake.
+    snowflake: dg.ResourceDependency[Any]
+
+    @contextmanager
+    def session(self) -> Iterator[WarehouseSession]:
+        session = _SnowflakeSession(self.snowflake, self.table)
+        try:
+            yield session
+        finally:
+            session.close()
+
+    def next_chunk(self, after: Watermark | None, limit: int) -> pl.DataFrame:
+        with self.session() as session:
+            return session.next_chunk(after, limit)
+
+    def maxima(self) -> tuple[datetime | None, int | None]:
+        with self.session() as session:
+            return session.maxima()
+
+    def describe(self) -> str:
+        return f"Snowflake table {self.table}"

@@ -15,9 +15,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from firepipe.core.extraction import StaleWatermarkError, Watermark, check_forward
 from firepipe.core.history import parse_timestamp, timestamp_text
-from firepipe.resources import dynamo, sqlite_state
+from firepipe.core.ingestion.extraction import StaleWatermarkError, Watermark, check_forward
+from firepipe.lib import dynamo, sqlite_state
 
 
 class WatermarkStore(dg.ConfigurableResource, ABC):

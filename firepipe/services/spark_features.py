@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagster_pipes import PipesContext
 
-from firepipe.core.features import ID_COLUMNS, FeatureSpec
+from firepipe.core.features.spec import ID_COLUMNS, FeatureSpec
 from firepipe.services.pipes_io import run_under_pipes
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def written_files(spark: SparkSession, output_dir: str, depth: int = 0) -> tuple
 def run(pipes: PipesContext) -> dict[str, Any]:
     """Compute the features the extras ask for, write them and report them; returns the report."""
     input_files, spec, output_dir, partitioning = _request(pipes.extras)
-    from firepipe.core.features_spark import spark_features  # needs pyspark, the job's side only
+    from firepipe.core.features.spark import spark_features  # needs pyspark, the job's side only
 
     started = time.monotonic()
     spark = spark_session(pipes.extras)

@@ -15,8 +15,8 @@ from firepipe.bench.lake import (
     run,
     size,
 )
-from firepipe.core.features import benchmark_spec, reference_features
-from firepipe_tests.core.feature_sample import silver_sample
+from firepipe.core.features.spec import benchmark_spec, reference_features
+from firepipe_tests.core.features.feature_sample import silver_sample
 
 
 def test_duckdb_baseline_computes_the_benchmark_features():

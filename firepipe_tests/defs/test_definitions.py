@@ -9,7 +9,7 @@ import pytest
 
 from firepipe import settings
 from firepipe.definitions import defs
-from firepipe.resources.lakehouse.catalogs import GlueLakehouse, LocalLakehouse
+from firepipe.resources.lakehouse import GlueLakehouse, LocalLakehouse
 
 SNAPSHOT = Path(__file__).parents[1] / "snapshots" / "asset_graph.json"
 

@@ -14,16 +14,14 @@ from click.testing import CliRunner
 
 from firepipe import settings
 from firepipe.cli import main
-from firepipe.core.features import default_spec
+from firepipe.core.features.spec import default_spec
 from firepipe.core.training import promotion
 from firepipe.definitions import defs
-from firepipe.defs.training.assets import MODEL_NAME
-from firepipe.resources.ingestion import LOCAL_FIELD_TABLE
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.names import MODEL_NAME
+from firepipe.resources import LOCAL_FIELD_TABLE
+from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.registry import LocalModelRegistry
 from firepipe.resources.warehouse import DuckDBWarehouseSource
-from firepipe.settings import NIST_DATA_VAR
-from firepipe_tests.conftest import nist_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"devices": 6, "duration_s": 300, "seed": 11}
@@ -88,7 +86,6 @@ def landed_ids(lake: LocalLakehouse) -> list[int]:
 def test_end_to_end_materialises_every_asset_into_the_home(
     firepipe_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(NIST_DATA_VAR, nist_data_dir())
     dagster_home = settings.ensure_dagster_home()
     assert dagster_home == firepipe_home / "dagster"
     seed()
@@ -183,7 +180,6 @@ def test_dagster_cli_run_then_summary(tmp_path: Path) -> None:
         "FIREPIPE_HOME": str(home),
         "FIREPIPE_ENV": "local",
         "DAGSTER_HOME": str(home / "dagster"),
-        NIST_DATA_VAR: nist_data_dir(),
     }
     bin_dir = Path(sys.executable).parent
     for command in ("home", "seed"):

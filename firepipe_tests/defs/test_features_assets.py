@@ -9,8 +9,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from firepipe.core import features as features_module
-from firepipe.core.features import (
+from firepipe.core.features import spec as features_module
+from firepipe.core.features.spec import (
     Difference,
     FeatureSpec,
     Rolling,
@@ -20,9 +20,9 @@ from firepipe.core.features import (
 )
 from firepipe.defs.features import assets
 from firepipe.defs.features.assets import SILVER_TABLE, TABLE, sensor_features
-from firepipe.resources.lakehouse import tables
+from firepipe.lib.lakehouse import tables
 from firepipe.resources.spark import LocalSparkCompute
-from firepipe_tests.core.feature_sample import assert_same_features, silver_sample
+from firepipe_tests.core.features.feature_sample import assert_same_features, silver_sample
 
 
 def materialise(lakehouse, engine: str, **config) -> dict:

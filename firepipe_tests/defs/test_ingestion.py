@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
-from firepipe.core.extraction import Watermark
-from firepipe.core.landing import LANDED_SCHEMA
+from firepipe.core.ingestion.extraction import Watermark
+from firepipe.core.ingestion.landing import LANDED_SCHEMA
 from firepipe.defs.ingestion.assets import (
     EXTRACTION_NAME,
     FIELD_DEAD_LETTERS,
@@ -28,13 +28,13 @@ from firepipe.defs.ingestion.sensors import (
     field_warehouse_sensor,
     landing_sensor,
 )
-from firepipe.resources.extraction_sinks import DEAD_LETTERS_TABLE, FIELD_READINGS_TABLE
-from firepipe.resources.field_seed import append_field_rows, landing_demo_files, seed_landing
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.lib.extraction_sinks import DEAD_LETTERS_TABLE, FIELD_READINGS_TABLE
+from firepipe.lib.field_seed import append_field_rows, landing_demo_files, seed_landing
+from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.landing import LandingZone, LocalLandingZone, S3LandingZone
 from firepipe.resources.warehouse import DuckDBWarehouseSource
 from firepipe.resources.watermarks import SqliteWatermarkStore
-from firepipe_tests.core.test_extraction import T0, raw_rows
+from firepipe_tests.core.ingestion.test_extraction import T0, raw_rows
 
 BAD = {17: {"co_ppm": "ERR"}, 31: {"ts": "soon"}}
 REGION = "eu-west-1"

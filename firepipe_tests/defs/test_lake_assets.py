@@ -7,15 +7,15 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from firepipe.core.extraction import FIELD_READING_SCHEMA
-from firepipe.core.landing import LANDED_SCHEMA
+from firepipe.core.ingestion.extraction import FIELD_READING_SCHEMA
+from firepipe.core.ingestion.landing import LANDED_SCHEMA
+from firepipe.core.lake.standardise import to_silver
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
-from firepipe.core.standardise import to_silver
 from firepipe.defs.lake import checks
 from firepipe.defs.lake.assets import BRONZE_KEYS, QUARANTINE_KEY, READINGS_KEY, silver
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
-from firepipe.resources.lakehouse.io_manager import IcebergIOManager
+from firepipe.lib.lakehouse.io_manager import IcebergIOManager
+from firepipe.resources.lakehouse import LocalLakehouse
 
 NOW = datetime.now(UTC)
 NO_FIELD = pl.DataFrame(schema=FIELD_READING_SCHEMA)

@@ -10,7 +10,7 @@ import pytest
 from firepipe.defs.generation.assets import ASSET_KEY, TABLE, partition_seed, synthetic_readings
 from firepipe.resources.compute import GenerationReport, GenerationRequest, LocalCompute
 from firepipe.resources.history import SqliteGenerationHistory
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.resources.lakehouse import LocalLakehouse
 
 pytestmark = pytest.mark.slow
 CONFIG = {"ops": {"bronze__synthetic_readings": {"config": {"devices": 5, "duration_s": 120}}}}

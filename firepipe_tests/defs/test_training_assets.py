@@ -8,9 +8,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from firepipe.core.features import FeatureSpec
+from firepipe.core.features.spec import FeatureSpec
+from firepipe.core.lake.standardise import to_silver
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
-from firepipe.core.standardise import to_silver
 from firepipe.core.training import dataset, promotion
 from firepipe.core.training.inputs import detector_inputs, increasing_inputs
 from firepipe.defs.features.assets import SILVER_TABLE, sensor_features
@@ -25,8 +25,8 @@ from firepipe.defs.training.assets import (
     model_evaluation,
     training_set,
 )
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.io_manager import IcebergIOManager
+from firepipe.lib.lakehouse import tables
+from firepipe.lib.lakehouse.io_manager import IcebergIOManager
 from firepipe.resources.registry import CHAMPION_ALIAS, LocalModelRegistry
 from firepipe.resources.spark import LocalSparkCompute
 from firepipe.resources.training import LocalTrainingBackend

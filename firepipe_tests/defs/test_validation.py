@@ -1,7 +1,6 @@
 """gold.generator_validation materialised in process into a throwaway lakehouse."""
 
 import base64
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -9,16 +8,13 @@ import polars as pl
 import pytest
 
 from firepipe import settings
+from firepipe.cli.summary import render_validation
 from firepipe.defs.validation.assets import generator_validation
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
-from firepipe.resources.lakehouse.io_manager import IcebergIOManager
-from firepipe.run_summary import render_validation
-from firepipe_tests.conftest import REPO_ROOT
+from firepipe.lib.lakehouse.io_manager import IcebergIOManager
+from firepipe.resources.lakehouse import LocalLakehouse
+from firepipe_tests.conftest import nist_data_dir
 
-NIST_DIR = Path(
-    os.environ.get("FIREPIPE_NIST_DATA_DIR")
-    or REPO_ROOT.parent / "shared" / "data" / "nist_smoke_alarms"
-)
+NIST_DIR = Path(nist_data_dir())
 pytestmark = pytest.mark.slow
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -79,12 +75,15 @@ def test_validation_asset_stores_errors_and_reports_them(
     assert f"{row['nrmse'][0]:.3f}" in sdc02_a
 
 
-def test_validation_asset_without_the_data_folder_says_what_to_set(
+def test_the_nist_tests_ship_with_the_package_and_can_be_replaced(
     firepipe_home: Path, lakehouse: LocalLakehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(settings.NIST_DATA_VAR, raising=False)
-    with pytest.raises(settings.SettingsError, match="FIREPIPE_NIST_DATA_DIR is not set"):
-        materialise(lakehouse)
+    packaged = settings.nist_data_dir()
+    assert packaged == settings.PACKAGED_NIST_DATA_DIR
+    assert packaged.is_relative_to(Path(settings.__file__).parent)  # inside the package
+    assert len(list(packaged.glob("NIST_Smoke_Alarms_SDC*.csv"))) == 6
+    assert "NIST" in (packaged / "SOURCE.md").read_text()
     monkeypatch.setenv(settings.NIST_DATA_VAR, str(firepipe_home / "absent"))
     with pytest.raises(settings.SettingsError, match="is not a folder"):
         materialise(lakehouse)

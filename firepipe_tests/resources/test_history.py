@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from firepipe import settings
 from firepipe.cli import main
 from firepipe.core.history import GenerationRecord
-from firepipe.resources import generation_history_for, resources_for
+from firepipe.resources import resource_for, resources_for
 from firepipe.resources.history import (
     DynamoGenerationHistory,
     GenerationHistory,
@@ -118,7 +118,7 @@ def test_resources_bind_sqlite_locally_and_dynamodb_in_aws(firepipe_home: Path) 
     local = resources_for(settings.Environment.LOCAL, paths)["generation_history"]
     assert isinstance(local, SqliteGenerationHistory)
     assert Path(local.path) == firepipe_home / "generation_history.db"
-    aws = generation_history_for(settings.Environment.AWS, paths)
+    aws = resource_for("generation_history", settings.Environment.AWS, paths)
     assert isinstance(aws, DynamoGenerationHistory)
 
 

@@ -6,8 +6,7 @@ import pytest
 
 from firepipe.resources import resources_for
 from firepipe.resources.landing import LocalLandingZone, S3LandingZone
-from firepipe.resources.snowflake_warehouse import SnowflakeWarehouseSource
-from firepipe.resources.warehouse import DuckDBWarehouseSource
+from firepipe.resources.warehouse import DuckDBWarehouseSource, SnowflakeWarehouseSource
 from firepipe.resources.watermarks import DynamoWatermarkStore, SqliteWatermarkStore
 from firepipe.settings import Environment, LocalPaths, SettingsError, snowflake_auth
 

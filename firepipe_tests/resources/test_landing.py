@@ -12,9 +12,9 @@ import boto3
 import polars as pl
 import pytest
 
-from firepipe.core.landing import LandingCursor, ingest_new
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.core.ingestion.landing import LandingCursor, ingest_new
+from firepipe.lib.lakehouse import tables
+from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.landing import (
     CURSOR_KEY,
     LandingZone,

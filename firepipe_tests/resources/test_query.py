@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from firepipe.cli import main
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.lib.lakehouse import tables
+from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.query import DuckDBQueryEngine, QueryError, mentions_table
 
 

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from firepipe import settings
-from firepipe.core.features import ID_COLUMNS, compute_features, default_spec
+from firepipe.core.features.spec import ID_COLUMNS, compute_features, default_spec
+from firepipe.lib.lakehouse import tables
 from firepipe.resources import resources_for
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.spark import (
     EmrServerlessSparkCompute,
     LocalSparkCompute,
@@ -23,7 +23,7 @@ from firepipe.resources.spark import (
     SparkComputeError,
     spark_report,
 )
-from firepipe_tests.core.feature_sample import silver_sample
+from firepipe_tests.core.features.feature_sample import silver_sample
 from firepipe_tests.resources.one_off_asset import call_in_asset
 
 GOLD = "gold.sensor_features"

@@ -10,9 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from firepipe.core.training import entry, tuning
+from firepipe.core.training import job as entry
+from firepipe.core.training import tuning
 from firepipe.core.training.dataset import LABEL, SECONDS_SINCE_IGNITION, SPLIT
-from firepipe.core.training.entry import TrainingRequest, encode_hyperparameters
+from firepipe.core.training.job import TrainingRequest, encode_hyperparameters
 from firepipe.core.training.models import Detector
 from firepipe.resources.training import (
     LocalTrainingBackend,

@@ -12,8 +12,7 @@ import snowflake.connector
 from dagster_snowflake import SnowflakeResource
 from snowflake.connector.errors import OperationalError
 
-from firepipe.core import nist
-from firepipe.core.extraction import (
+from firepipe.core.ingestion.extraction import (
     RAW_FIELD_SCHEMA,
     ExtractionError,
     RetryPolicy,
@@ -22,26 +21,27 @@ from firepipe.core.extraction import (
     extract,
     parse_field_rows,
 )
+from firepipe.core.realdata import nist
 from firepipe.core.simulation.simulator import GenerationSpec
-from firepipe.resources.extraction_sinks import (
+from firepipe.lib.extraction_sinks import (
     DEAD_LETTERS_TABLE,
     FIELD_READINGS_TABLE,
     IcebergChunkSink,
     IcebergDeadLetterSink,
 )
-from firepipe.resources.field_seed import append_field_rows, seed_local_warehouse
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
-from firepipe.resources.snowflake_warehouse import SnowflakeWarehouseSource
+from firepipe.lib.field_seed import append_field_rows, seed_local_warehouse
+from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.warehouse import (
     COLUMNS,
     FIELD_TABLE_COLUMNS,
     DuckDBWarehouseSource,
+    SnowflakeWarehouseSource,
     WarehouseSource,
     rows_after_by_maxima,
 )
 from firepipe.resources.watermarks import SqliteWatermarkStore
 from firepipe_tests.conftest import nist_data_dir
-from firepipe_tests.core.test_extraction import SqliteSink
+from firepipe_tests.core.ingestion.test_extraction import SqliteSink
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firepipe.core.extraction import StaleWatermarkError, Watermark
+from firepipe.core.ingestion.extraction import StaleWatermarkError, Watermark
 from firepipe.resources.watermarks import DynamoWatermarkStore, SqliteWatermarkStore, WatermarkStore
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)

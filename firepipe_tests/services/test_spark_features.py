@@ -3,7 +3,7 @@ are in test_pipes_io.py, the Spark runs themselves in firepipe_tests/resources/t
 
 import pytest
 
-from firepipe.core.features import Difference, FeatureSpec, Rolling
+from firepipe.core.features.spec import Difference, FeatureSpec, Rolling
 from firepipe.services import spark_features
 
 SPEC = FeatureSpec((Rolling("co_ppm", "mean", 30), Difference("temperature_c", 60)))

@@ -31,7 +31,7 @@ import polars as pl
 from numpy.typing import NDArray
 from scipy.optimize import least_squares  # type: ignore[import-untyped]
 
-from firepipe.core import nist
+from firepipe.core.realdata import nist
 from firepipe.core.simulation import physics
 from firepipe.core.simulation.calibrated import (
     CalibratedRanges,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from firepipe.core.features import FeatureSpec, compute_features
+from firepipe.core.features.spec import FeatureSpec, compute_features
 from firepipe.core.readings import CHANNELS
 from firepipe.core.simulation.simulator import NOISE
 from firepipe.core.training.dataset import (

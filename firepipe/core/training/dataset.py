@@ -22,7 +22,7 @@ from typing import Literal, get_args
 
 import polars as pl
 
-from firepipe.core.features import ID_COLUMNS, FeatureSpec, input_channels
+from firepipe.core.features.spec import ID_COLUMNS, FeatureSpec, input_channels
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.simulation import scenarios as sc
 
@@ -42,7 +42,7 @@ SILVER_COLUMNS: tuple[str, ...] = ("device_id", "ts", "source", SECONDS_SINCE_IG
 
 _T, _V, _S = "temperature_c", "smoke_obscuration_pct_per_m", "co2_ppm"
 # The channel sets a device may have. Each profile observed on a NIST station is here (counts of
-# the 36 stations in ../shared/data/nist_smoke_alarms, from nist.read_tests), so the detector
+# the 36 stations in firepipe/data/nist_smoke_alarms, from nist.read_tests), so the detector
 # trains on every situation `firepipe evaluate-real` puts it in.
 CHANNEL_PROFILES: tuple[tuple[str, ...], ...] = (
     CHANNEL_NAMES,  # firepipe's own multi-sensor device: all 8 channels

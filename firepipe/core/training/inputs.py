@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from firepipe.core.features import (
+from firepipe.core.features.spec import (
     Difference,
     Feature,
     FeatureSpec,

@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from firepipe.core import units
-from firepipe.core.features import ID_COLUMNS, FeatureSpec, compute_features
-from firepipe.core.nist import NistTest
+from firepipe.core.features.spec import ID_COLUMNS, FeatureSpec, compute_features
+from firepipe.core.lake import units
 from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.realdata.nist import NistTest
 from firepipe.core.training.dataset import PROFILE, profile_name, require_columns
 from firepipe.core.training.dataset import SECONDS_SINCE_IGNITION as SINCE
 from firepipe.core.training.evaluation import (

@@ -11,14 +11,14 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from firepipe import settings
-from firepipe.resources.dbt_project import require_manifest
+from firepipe import names, settings
+from firepipe.resources.dbt import require_manifest
 
 SILVER_SOURCE = ("silver", "sensor_readings")
-SILVER_ASSET_KEY = dg.AssetKey(["silver", "sensor_readings"])
-GROUP_NAME = "dbt"
+SILVER_ASSET_KEY = dg.AssetKey(names.SENSOR_READINGS)
+GROUP_NAME = names.ANALYTICS
 # dbt's models live in the analytics schema of the target (DuckDB locally, Snowflake in AWS).
-MODEL_PREFIX = "analytics"
+MODEL_PREFIX = names.ANALYTICS
 
 
 class FirepipeDbtTranslator(DagsterDbtTranslator):

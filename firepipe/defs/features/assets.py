@@ -18,22 +18,23 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from firepipe.core import quality
-from firepipe.core.features import (
+from firepipe import names
+from firepipe.core.features.spec import (
     GROUP_ROWS,
     FeatureSpec,
     default_spec,
     features_by_device_batch,
 )
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import Lakehouse
-from firepipe.resources.lakehouse.io_manager import ICEBERG_PARTITIONING, write_metadata
+from firepipe.core.lake import quality
+from firepipe.lib.lakehouse import tables
+from firepipe.lib.lakehouse.io_manager import ICEBERG_PARTITIONING, write_metadata
+from firepipe.resources.lakehouse import Lakehouse
 from firepipe.resources.spark import SparkCompute
 
-ASSET_KEY = dg.AssetKey(["gold", "sensor_features"])
-SILVER_KEY = dg.AssetKey(["silver", "sensor_readings"])
-TABLE = "gold.sensor_features"
-SILVER_TABLE = "silver.sensor_readings"
+ASSET_KEY = dg.AssetKey(names.SENSOR_FEATURES)
+SILVER_KEY = dg.AssetKey(names.SENSOR_READINGS)
+TABLE = names.table_name(names.SENSOR_FEATURES)
+SILVER_TABLE = names.table_name(names.SENSOR_READINGS)
 # Features are read by time range (training windows, dashboards by day): one partition a day.
 PARTITIONING = ["day(ts)"]
 
@@ -115,7 +116,7 @@ def staged_non_finite(lakehouse: Lakehouse, files: list[str], spec: FeatureSpec)
 
 @dg.asset(
     key=ASSET_KEY,
-    group_name="features",
+    group_name=names.group_name(names.SENSOR_FEATURES),
     kinds={"polars", "spark", "iceberg"},
     deps=[SILVER_KEY],
     metadata={ICEBERG_PARTITIONING: PARTITIONING},
@@ -129,7 +130,7 @@ def sensor_features(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Rolling mean/std/max over 30 s and 300 s and the 60 s change of every channel, the 30 s
     rate of rise of heat, smoke and CO, the CO/CO2 ratio and the smoke-vs-heat lag, one row per
-    reading; polars or Spark compute the same spec (firepipe.core.features)."""
+    reading; polars or Spark compute the same spec (firepipe.core.features.spec)."""
     spec = default_spec()
     snapshot_id, silver_files = silver_snapshot(lakehouse)
     staging = lakehouse.staging_directory(TABLE, context.run.run_id)

@@ -30,18 +30,19 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from firepipe import names
 from firepipe.core.history import GenerationRecord
 from firepipe.core.simulation import scenarios
 from firepipe.core.simulation.simulator import GenerationSpec
 from firepipe.defs.generation import checks
+from firepipe.lib.lakehouse import tables
+from firepipe.lib.lakehouse.io_manager import write_metadata
 from firepipe.resources.compute import GenerationReport, GenerationRequest, GeneratorCompute
 from firepipe.resources.history import GenerationHistory
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import Lakehouse
-from firepipe.resources.lakehouse.io_manager import write_metadata
+from firepipe.resources.lakehouse import Lakehouse
 
 ASSET_KEY = checks.ASSET_KEY
-TABLE = "bronze.synthetic_readings"
+TABLE = names.table_name(names.SYNTHETIC_READINGS)
 FAMILIES = scenarios.FAMILIES
 BATCHES = tuple(f"{i:03d}" for i in range(16))
 FAMILY_DIM, BATCH_DIM = "family", "batch"
@@ -187,7 +188,7 @@ def _scope(cells: Sequence[Cell]) -> tables.Scope:
 
 @dg.asset(
     key=ASSET_KEY,
-    group_name="generation",
+    group_name=names.group_name(names.SYNTHETIC_READINGS),
     kinds={"polars", "iceberg"},
     partitions_def=PARTITIONS,
     backfill_policy=dg.BackfillPolicy.single_run(),

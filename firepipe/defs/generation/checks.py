@@ -11,13 +11,14 @@ from collections.abc import Callable, Collection, Mapping
 import dagster as dg
 import polars as pl
 
-from firepipe.core import quality
+from firepipe import names
+from firepipe.core.lake import quality
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.schemas import validate_readings
 from firepipe.core.simulation import scenarios as sc
 from firepipe.defs.metadata import markdown_table
 
-ASSET_KEY = dg.AssetKey(["bronze", "synthetic_readings"])
+ASSET_KEY = dg.AssetKey(names.SYNTHETIC_READINGS)
 BLOCKING = ("schema", "physical_ranges", "label_consistency")
 DISTRIBUTION = "distribution_vs_reference"
 ADVISORY = ("scenario_mix", "distribution_vs_reference")

@@ -15,25 +15,26 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from firepipe.core.extraction import ExtractionError, extract
-from firepipe.core.landing import LANDED_SCHEMA
+from firepipe import names
+from firepipe.core.ingestion.extraction import ExtractionError, extract
+from firepipe.core.ingestion.landing import LANDED_SCHEMA
 from firepipe.defs.metadata import markdown_table
-from firepipe.resources.extraction_sinks import (
+from firepipe.lib.extraction_sinks import (
     DEAD_LETTERS_TABLE,
     FIELD_READINGS_TABLE,
     IcebergChunkSink,
     IcebergDeadLetterSink,
 )
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import Lakehouse
+from firepipe.lib.lakehouse import tables
+from firepipe.resources.lakehouse import Lakehouse
 from firepipe.resources.landing import LandingZone, ingest_landing
 from firepipe.resources.warehouse import WarehouseSource
 from firepipe.resources.watermarks import WatermarkStore
 
-FIELD_READINGS = dg.AssetKey(["bronze", "field_readings"])
-FIELD_DEAD_LETTERS = dg.AssetKey(["bronze", "field_dead_letters"])
-LANDED_READINGS = dg.AssetKey(["bronze", "landed_readings"])
-LANDED_TABLE = "bronze.landed_readings"
+FIELD_READINGS = dg.AssetKey(names.FIELD_READINGS)
+FIELD_DEAD_LETTERS = dg.AssetKey(names.FIELD_DEAD_LETTERS)
+LANDED_READINGS = dg.AssetKey(names.LANDED_READINGS)
+LANDED_TABLE = names.table_name(names.LANDED_READINGS)
 # The watermark's name in the store: one extraction of one source table.
 EXTRACTION_NAME = "field_readings"
 
@@ -49,14 +50,14 @@ class FieldExtractionConfig(dg.Config):
     specs=[
         dg.AssetSpec(
             FIELD_READINGS,
-            group_name="ingestion",
+            group_name=names.group_name(names.LANDED_READINGS),
             kinds={"snowflake", "iceberg"},
             description="Field readings parsed from the warehouse, one row per source key "
             "(updated_at, id), typed; extracted incrementally after a committed watermark.",
         ),
         dg.AssetSpec(
             FIELD_DEAD_LETTERS,
-            group_name="ingestion",
+            group_name=names.group_name(names.LANDED_READINGS),
             kinds={"snowflake", "iceberg"},
             description="Field rows that could not be parsed, as the warehouse held them, "
             "with the reason.",
@@ -125,7 +126,11 @@ def field_readings(
     )
 
 
-@dg.asset(key=LANDED_READINGS, group_name="ingestion", kinds={"s3", "polars", "iceberg"})
+@dg.asset(
+    key=LANDED_READINGS,
+    group_name=names.group_name(names.LANDED_READINGS),
+    kinds={"s3", "polars", "iceberg"},
+)
 def landed_readings(
     context: dg.AssetExecutionContext, landing_zone: LandingZone, lakehouse: Lakehouse
 ) -> dg.MaterializeResult:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from firepipe.core.extraction import TransientError
-from firepipe.core.landing import pending
+from firepipe.core.ingestion.extraction import TransientError
+from firepipe.core.ingestion.landing import pending
 from firepipe.defs.ingestion.assets import (
     EXTRACTION_NAME,
     FIELD_DEAD_LETTERS,

@@ -13,17 +13,18 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from firepipe.core.standardise import RULES, SOURCES, to_silver
+from firepipe import names
+from firepipe.core.lake.standardise import RULES, SOURCES, to_silver
 from firepipe.defs.lake import checks
 from firepipe.defs.lake.checks import CHECK_NAMES, DEFAULT_FIELD_MAX_AGE_H, DESCRIPTIONS
-from firepipe.resources.lakehouse.io_manager import ICEBERG_PARTITIONING
+from firepipe.lib.lakehouse.io_manager import ICEBERG_PARTITIONING
 
 READINGS_KEY = checks.ASSET_KEY
-QUARANTINE_KEY = dg.AssetKey(["silver", "quarantine"])
+QUARANTINE_KEY = dg.AssetKey(names.QUARANTINE)
 BRONZE_KEYS: dict[str, dg.AssetKey] = {
-    "synthetic": dg.AssetKey(["bronze", "synthetic_readings"]),
-    "field": dg.AssetKey(["bronze", "field_readings"]),
-    "landed": dg.AssetKey(["bronze", "landed_readings"]),
+    "synthetic": dg.AssetKey(names.SYNTHETIC_READINGS),
+    "field": dg.AssetKey(names.FIELD_READINGS),
+    "landed": dg.AssetKey(names.LANDED_READINGS),
 }
 # Queries read a day or a few of readings (dbt's daily summaries, a device's fire): partitioning
 # by day of ts lets Iceberg, DuckDB and Athena skip the other days' files.
@@ -40,7 +41,7 @@ class SilverConfig(dg.Config):
     outs={
         "sensor_readings": dg.AssetOut(
             key=READINGS_KEY,
-            group_name="lake",
+            group_name=names.group_name(names.SENSOR_READINGS),
             kinds={"polars", "iceberg"},
             description=(
                 "Readings from every bronze source: typed, units standardised, one row per "
@@ -51,7 +52,7 @@ class SilverConfig(dg.Config):
         ),
         "quarantine": dg.AssetOut(
             key=QUARANTINE_KEY,
-            group_name="lake",
+            group_name=names.group_name(names.SENSOR_READINGS),
             kinds={"polars", "iceberg"},
             description=(
                 "Readings that broke a silver rule (missing key, ambiguous units, future time, "

@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from firepipe.core import quality
-from firepipe.core.extraction import KEY_UPDATED_AT
-from firepipe.core.standardise import Silver, channel_null_rates
+from firepipe import names
+from firepipe.core.ingestion.extraction import KEY_UPDATED_AT
+from firepipe.core.lake import quality
+from firepipe.core.lake.standardise import Silver, channel_null_rates
 from firepipe.defs.metadata import markdown_table
 
-ASSET_KEY = dg.AssetKey(["silver", "sensor_readings"])
+ASSET_KEY = dg.AssetKey(names.SENSOR_READINGS)
 
 # A retried upload or an at-least-once delivery repeats a few readings, which silver drops; past
 # 1 % of the rows a source is replaying whole batches (a broken watermark or cursor), and that

@@ -19,10 +19,10 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from firepipe import settings
-from firepipe.core import nist
-from firepipe.core.features import FeatureSpec
+from firepipe import names, settings
+from firepipe.core.features.spec import FeatureSpec
 from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.realdata import nist
 from firepipe.core.training import (
     augment,
     dataset,
@@ -32,26 +32,27 @@ from firepipe.core.training import (
     promotion,
     real_fires,
 )
-from firepipe.core.training.entry import (
+from firepipe.core.training.inputs import FeatureSet
+from firepipe.core.training.job import (
     TrainingRequest,
     encode_hyperparameters,
     parse_hyperparameters,
 )
-from firepipe.core.training.inputs import FeatureSet
 from firepipe.core.training.models import MONOTONE_ALGORITHMS, Detector
 from firepipe.defs.features.assets import ASSET_KEY as GOLD_KEY
 from firepipe.defs.features.assets import SILVER_TABLE
 from firepipe.defs.features.assets import TABLE as GOLD_TABLE
 from firepipe.defs.metadata import markdown_table, png_markdown
-from firepipe.resources.lakehouse.catalogs import Lakehouse
+from firepipe.resources.lakehouse import Lakehouse
 from firepipe.resources.registry import ModelRegistry
 from firepipe.resources.training import TrainingBackend
 
-TRAINING_SET_KEY = dg.AssetKey(["ml", "training_set"])
-DETECTOR_KEY = dg.AssetKey(["ml", "detector"])
-EVALUATION_KEY = dg.AssetKey(["ml", "evaluation"])
-CHAMPION_KEY = dg.AssetKey(["ml", "champion"])
-MODEL_NAME = "firepipe-fire-detector"
+TRAINING_SET_KEY = dg.AssetKey(names.TRAINING_SET)
+DETECTOR_KEY = dg.AssetKey(names.DETECTOR)
+EVALUATION_KEY = dg.AssetKey(names.EVALUATION)
+CHAMPION_KEY = dg.AssetKey(names.CHAMPION)
+MODEL_NAME = names.MODEL_NAME
+GROUP = names.group_name(names.DETECTOR)
 GIT_SHA_VAR = "FIREPIPE_GIT_SHA"
 
 
@@ -92,7 +93,7 @@ class TrainingSetConfig(dg.Config):
 
 @dg.asset(
     key=TRAINING_SET_KEY,
-    group_name="training",
+    group_name=GROUP,
     kinds={"polars", "iceberg"},
     deps=[GOLD_KEY],
 )
@@ -213,7 +214,7 @@ def _learning_columns(frame: pl.LazyFrame, feature_names: list[str]) -> list[str
 
 @dg.asset(
     key=DETECTOR_KEY,
-    group_name="training",
+    group_name=GROUP,
     kinds={"lightgbm", "mlflow"},
     ins={"frame": dg.AssetIn(TRAINING_SET_KEY)},
 )
@@ -354,7 +355,7 @@ class EvaluationConfig(dg.Config):
 
 @dg.asset(
     key=EVALUATION_KEY,
-    group_name="training",
+    group_name=GROUP,
     kinds={"polars", "mlflow"},
     ins={"frame": dg.AssetIn(TRAINING_SET_KEY)},
     deps=[DETECTOR_KEY],
@@ -442,7 +443,7 @@ class ChampionConfig(dg.Config):
     min_share_no_later_than_median: float = 0.0
 
 
-@dg.asset(key=CHAMPION_KEY, group_name="training", kinds={"mlflow"}, deps=[EVALUATION_KEY])
+@dg.asset(key=CHAMPION_KEY, group_name=GROUP, kinds={"mlflow"}, deps=[EVALUATION_KEY])
 def champion(
     context: dg.AssetExecutionContext, config: ChampionConfig, model_registry: ModelRegistry
 ) -> dg.MaterializeResult:

@@ -6,13 +6,13 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from firepipe import settings
+from firepipe import names, settings
 from firepipe.core import plots
 from firepipe.core.simulation import calibration
 from firepipe.core.simulation.calibration import Calibration
 from firepipe.defs.metadata import markdown_table, png_markdown
 
-ASSET_KEY = dg.AssetKey(["gold", "generator_validation"])
+ASSET_KEY = dg.AssetKey(names.GENERATOR_VALIDATION)
 
 
 class GeneratorValidationConfig(dg.Config):
@@ -38,7 +38,11 @@ def _metadata(result: Calibration, png: bytes) -> dict[str, Any]:
     return metadata
 
 
-@dg.asset(key=ASSET_KEY, group_name="validation", kinds={"polars", "iceberg"})
+@dg.asset(
+    key=ASSET_KEY,
+    group_name=names.group_name(names.GENERATOR_VALIDATION),
+    kinds={"polars", "iceberg"},
+)
 def generator_validation(
     context: dg.AssetExecutionContext, config: GeneratorValidationConfig
 ) -> dg.Output[pl.DataFrame]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import date
 from pathlib import Path
 
@@ -11,15 +10,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from firepipe.core import nist
+from firepipe.core.realdata import nist
 from firepipe.core.simulation import calibrated
 from firepipe.core.simulation import calibration as cal
-from firepipe_tests.conftest import REPO_ROOT
+from firepipe_tests.conftest import nist_data_dir
 
-NIST_DIR = Path(
-    os.environ.get("FIREPIPE_NIST_DATA_DIR")
-    or REPO_ROOT.parent / "shared" / "data" / "nist_smoke_alarms"
-)
+NIST_DIR = Path(nist_data_dir())
 
 KNOWN = cal.FireParameters(
     test="SYN",

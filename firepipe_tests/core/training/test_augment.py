@@ -7,11 +7,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from firepipe.core import nist
-from firepipe.core.features import compute_features, default_spec
+from firepipe.core.features.spec import compute_features, default_spec
+from firepipe.core.lake.standardise import to_silver
 from firepipe.core.readings import CHANNEL_NAMES, CHANNELS
+from firepipe.core.realdata import nist
 from firepipe.core.simulation.simulator import NOISE, GenerationSpec, simulate
-from firepipe.core.standardise import to_silver
 from firepipe.core.training import augment
 from firepipe.core.training import dataset as ds
 from firepipe_tests.conftest import nist_data_dir

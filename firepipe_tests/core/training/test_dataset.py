@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firepipe.core import nist
-from firepipe.core.extraction import FIELD_READING_SCHEMA
-from firepipe.core.features import (
+from firepipe.core.features.spec import (
     ID_COLUMNS,
     Difference,
     FeatureSpec,
@@ -22,10 +20,12 @@ from firepipe.core.features import (
     default_spec,
     input_channels,
 )
+from firepipe.core.ingestion.extraction import FIELD_READING_SCHEMA
+from firepipe.core.lake.standardise import to_silver
 from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.realdata import nist
 from firepipe.core.simulation import scenarios as sc
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
-from firepipe.core.standardise import to_silver
 from firepipe.core.training import dataset as ds
 from firepipe_tests.conftest import nist_data_dir
 

@@ -5,10 +5,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from firepipe.core.features import FeatureSpec, Rolling, compute_features, default_spec
+from firepipe.core.features.spec import FeatureSpec, Rolling, compute_features, default_spec
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.training.inputs import FIRE_RAISES, detector_inputs, increasing_inputs
-from firepipe_tests.core.feature_sample import silver_sample
+from firepipe_tests.core.features.feature_sample import silver_sample
 
 # Offsets like the NIST analysers' (CO 5-37 ppm in clean air, CO2 220 ppm below outdoor air).
 OFFSETS = {

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from firepipe.core import nist
-from firepipe.core.features import default_spec
+from firepipe.core.features.spec import default_spec
+from firepipe.core.realdata import nist
 from firepipe.core.training import plots
 from firepipe.core.training import real_fires as rf
 from firepipe_tests.conftest import nist_data_dir

@@ -11,14 +11,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from firepipe.core import nist
-from firepipe.core.features import (
+from firepipe.core.features.spec import (
     Difference,
     FeatureSpec,
     RateOfRise,
     compute_features,
     default_spec,
 )
+from firepipe.core.realdata import nist
 from firepipe.core.training import dataset
 from firepipe.core.training import real_fires as rf
 from firepipe_tests.conftest import nist_data_dir

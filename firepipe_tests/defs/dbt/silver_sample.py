@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from firepipe.core.standardise import SILVER_SCHEMA
+from firepipe.core.lake.standardise import SILVER_SCHEMA
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -9,14 +9,14 @@ import polars as pl
 import pytest
 
 from firepipe.defs.dbt.assets import SILVER_ASSET_KEY, analytics_models
-from firepipe.resources.dbt_project import (
+from firepipe.lib.lakehouse import tables
+from firepipe.resources.dbt import (
     DBT_MANIFEST_PATH,
     DbtManifestMissingError,
     dbt_resource_for,
     require_manifest,
 )
-from firepipe.resources.lakehouse import tables
-from firepipe.resources.lakehouse.catalogs import LocalLakehouse
+from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.settings import Environment
 from firepipe_tests.defs.dbt.silver_sample import sample_silver
 

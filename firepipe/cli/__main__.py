@@ -1,0 +1,3 @@
+from firepipe.cli.app import main
+
+main()
