@@ -139,4 +139,6 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         ("ml/evaluation", "ml/champion"),
     }
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
-    assert groups["silver/sensor_readings"] == "lake"
+    # Each asset sits in the group of its layer, the first part of its key.
+    assert {key: key.split("/")[0] for key in groups} == groups
+    assert set(groups.values()) == {"bronze", "silver", "gold", "ml", "analytics"}

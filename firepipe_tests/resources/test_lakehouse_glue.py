@@ -37,7 +37,8 @@ def test_tables_are_registered_in_glue_and_written_to_s3(
     df = pl.DataFrame({"device_id": ["a", "b"], "x": pl.Series([1.0, 2.0], dtype=pl.Float32)})
     result = tables.write_table(glue_lakehouse.catalog(), "silver.readings", df)
     assert_frame_equal(glue_lakehouse.read("silver.readings").sort("device_id"), df)
-    assert glue_lakehouse.list_tables() == ["silver.readings"]
+    # The moto server is shared by the session: other tests may have left tables in Glue.
+    assert "silver.readings" in glue_lakehouse.list_tables()
 
     glue = boto3.client("glue", endpoint_url=moto_endpoint, region_name=REGION)
     table = glue.get_table(DatabaseName="silver", Name="readings")["Table"]

@@ -21,6 +21,7 @@ from firepipe.resources.training import (
     TrainingError,
     snake_keys,
 )
+from firepipe.services import sagemaker_training
 
 FEATURES = ("smoke__mean_30s", "temperature__diff_60s", "co_ppm__max_30s")
 REGION = "eu-west-1"
@@ -130,7 +131,7 @@ def _run_container(s3, job: dict, root: Path) -> None:
             target = root / "input/data" / spec["ChannelName"] / Path(obj["Key"]).name
             target.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, obj["Key"], str(target))
-    assert entry.main([], root=root) == 0
+    assert sagemaker_training.main([], root=root) == 0
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         for path in sorted((root / "model").iterdir()):

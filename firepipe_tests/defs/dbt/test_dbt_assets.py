@@ -37,7 +37,7 @@ def test_models_hang_off_the_silver_asset() -> None:
         STAGING,
         dg.AssetKey(["analytics", "device_alarm_events"]),
     }
-    assert {analytics_models.group_names_by_key[k] for k in MODELS} == {"dbt"}
+    assert {analytics_models.group_names_by_key[k] for k in MODELS} == {"analytics"}
     checks = {c.name for c in analytics_models.check_keys}
     # Generic tests written in dbt/tests/generic, and a singular test pinned to its model.
     assert "unique_combination_site_daily_alarm_rates_site_id__reading_date__label" in checks
