@@ -34,8 +34,10 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# --compile-bytecode: every `firepipe` command and test process starts from compiled modules
+# (measured: `firepipe history` 1.0 s instead of 3.2-3.7 s on two cores).
 $(STAMP): pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen $(EXTRAS) --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode $(EXTRAS) --python $(PYTHON)
 	@touch $@
 
 venv: $(STAMP)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from firepipe import names, settings
 from firepipe.cli.context import lakehouse
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @click.group()
@@ -93,19 +97,87 @@ def lake_tables() -> None:
 
 @lake.command("show")
 @click.argument("table")
-@click.option("--limit", default=10, show_default=True)
-def lake_show(table: str, limit: int) -> None:
-    """Print the first rows of TABLE (namespace.name)."""
+@click.option("--limit", type=click.IntRange(min=0), default=10, show_default=True)
+@click.option("--columns", default=None, help="Comma-separated columns to show, in this order.")
+@click.option("--vertical", is_flag=True, help="A block per row, a `column: value` line each.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row and line.")
+def lake_show(table: str, limit: int, columns: str | None, vertical: bool, as_json: bool) -> None:
+    """Print the first rows of TABLE (namespace.name). The table fits the terminal: columns
+    that do not fit are left out of the middle (see them with --columns, --vertical or
+    --json)."""
+    import shutil
+
+    from firepipe.lib.lakehouse.tables import LakehouseError, split_identifier
+
+    if vertical and as_json:
+        raise click.UsageError("--vertical and --json are two layouts: choose one")
+    house = lakehouse()
+    try:
+        split_identifier(table)
+        lazy = house.scan(table)
+    except LakehouseError as e:
+        raise click.ClickException(f"{e}; existing tables: {_listing(house.list_tables())}") from e
+    if columns is not None:
+        lazy = lazy.select(_chosen_columns(columns, lazy.collect_schema().names(), table))
+    frame = lazy.head(limit).collect()
+    if as_json:
+        click.echo(frame.write_ndjson(), nl=False)
+    elif vertical:
+        click.echo(vertical_rows(frame), nl=False)
+    else:
+        click.echo(fitted_table(frame, shutil.get_terminal_size().columns))
+
+
+def _listing(identifiers: list[str]) -> str:
+    return ", ".join(identifiers) or "none yet (`make run` materialises them)"
+
+
+def _chosen_columns(option: str, names: list[str], table: str) -> list[str]:
+    chosen = [c.strip() for c in option.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in names]
+    if not chosen or unknown:
+        what = f"no column {', '.join(unknown)}" if unknown else "--columns names no column"
+        raise click.ClickException(f"{table} has {what}; its columns: {', '.join(names)}")
+    return chosen
+
+
+def vertical_rows(frame: pl.DataFrame) -> str:
+    """Each row as a block of `column: value` lines under a `-[ row N ]` header (psql's \\x)."""
+    width = max((len(name) for name in frame.columns), default=0)
+    blocks = []
+    for number, row in enumerate(frame.iter_rows(named=True), start=1):
+        lines = [f"-[ row {number} ]"]
+        lines += [f"{name + ':':<{width + 1}} {_cell(value)}" for name, value in row.items()]
+        blocks.append("\n".join(lines) + "\n")
+    return "".join(blocks) if blocks else f"(no rows; columns: {', '.join(frame.columns)})\n"
+
+
+def _cell(value: object) -> str:
+    return "null" if value is None else str(value)
+
+
+def fitted_table(frame: pl.DataFrame, width: int) -> str:
+    """polars' table of `frame` no wider than `width` characters: as many columns as fit, the
+    others left out of the middle (polars marks them with a … column); cells are not wrapped,
+    since a table wrapped into narrow columns is unreadable."""
     import polars as pl
 
-    from firepipe.lib.lakehouse.tables import LakehouseError
+    def render(shown: int) -> str:
+        # polars wraps cells to fit tbl_width_chars (at most 65,535): wide, it drops columns.
+        with pl.Config(tbl_cols=shown, tbl_width_chars=65_535, tbl_rows=-1):
+            return str(frame)
 
-    try:
-        frame = lakehouse().scan(table).head(limit).collect()
-    except LakehouseError as e:
-        raise click.ClickException(str(e)) from e
-    with pl.Config(tbl_cols=-1, tbl_width_chars=200):
-        click.echo(frame)
+    def fits(text: str) -> bool:
+        return max(map(len, text.splitlines())) <= width
+
+    low, high = 1, max(frame.width, 1)  # the most columns that fit lies in [low, high]
+    if fits(render(high)):
+        return render(high)
+    while low < high:  # the table widens with each column it shows
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(render(middle)) else (low, middle - 1)
+    text = render(low)
+    return f"{text}\n{low} of {frame.width} columns shown: --columns, --vertical or --json for all"
 
 
 @lake.command("query")
