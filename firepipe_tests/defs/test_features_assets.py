@@ -11,12 +11,15 @@ import pytest
 
 from firepipe.core.features import spec as features_module
 from firepipe.core.features.spec import (
+    FEATURE_SPEC_PROPERTY,
+    SILVER_SNAPSHOT_PROPERTY,
     Difference,
     FeatureSpec,
     Rolling,
     compute_features,
     default_spec,
     reference_features,
+    spec_from_properties,
 )
 from firepipe.defs.features import assets
 from firepipe.defs.features.assets import SILVER_TABLE, TABLE, sensor_features
@@ -61,12 +64,43 @@ def test_polars_engine_commits_features_of_the_silver_snapshot(lakehouse, silver
     assert [(f.name, str(f.transform)) for f in partition_fields] == [("ts_day", "day")]
 
 
+def test_gold_snapshots_carry_their_spec_and_silver_snapshot(lakehouse, silver, monkeypatch):
+    # A first gold version with a two-feature spec, then silver changes and gold is recomputed
+    # with the default spec: each gold snapshot names its own spec and silver input.
+    small = FeatureSpec((Rolling("co_ppm", "mean", 30), Difference("co_ppm", 60)))
+    with monkeypatch.context() as patched:
+        patched.setattr(assets, "default_spec", lambda: small)
+        materialise(lakehouse, "polars")
+    first_silver = lakehouse.catalog().load_table(SILVER_TABLE).current_snapshot().snapshot_id
+    first_gold = lakehouse.catalog().load_table(TABLE).current_snapshot().snapshot_id
+    tables.write_table(lakehouse.catalog(), SILVER_TABLE, silver_sample(devices=2, seconds=400))
+    second_silver = lakehouse.catalog().load_table(SILVER_TABLE).current_snapshot().snapshot_id
+    materialise(lakehouse, "polars")
+
+    current = lakehouse.snapshot_properties(TABLE)
+    assert current == {
+        FEATURE_SPEC_PROPERTY: default_spec().to_json(),
+        SILVER_SNAPSHOT_PROPERTY: str(second_silver),
+    }
+    assert spec_from_properties(current) == default_spec()
+    older = lakehouse.snapshot_properties(TABLE, first_gold)  # time travel
+    assert spec_from_properties(older) == small
+    assert older[SILVER_SNAPSHOT_PROPERTY] == str(first_silver) != str(second_silver)
+
+
+def test_a_gold_snapshot_written_before_specs_were_stored_says_so(lakehouse, silver):
+    tables.write_table(lakehouse.catalog(), TABLE, reference_features(silver, default_spec()))
+    with pytest.raises(ValueError, match=r"no 'firepipe\.feature-spec' property: it was written"):
+        spec_from_properties(lakehouse.snapshot_properties(TABLE))
+
+
 @pytest.mark.slow
 def test_spark_engine_commits_the_same_features(lakehouse, silver):
     materialise(lakehouse, "polars")
     polars_gold = lakehouse.read(TABLE).sort("device_id", "ts")
     metadata = materialise(lakehouse, "spark")
     assert metadata["engine"] == "spark"
+    assert spec_from_properties(lakehouse.snapshot_properties(TABLE)) == default_spec()
     spark_gold = lakehouse.read(TABLE).sort("device_id", "ts")
     assert spark_gold.schema == polars_gold.schema
     assert_same_features(spark_gold, polars_gold, default_spec().names)

@@ -10,6 +10,7 @@ import pytest
 from firepipe.core.readings import CHANNELS, READING_SCHEMA
 from firepipe.core.simulation.scenarios import CATALOG
 from firepipe.defs.generation import checks
+from firepipe.defs.generation.partitions import Cell
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 IGNITION_AFTER_S = 10
@@ -236,3 +237,38 @@ def test_dagster_accepts_the_results_of_a_materialisation():
     evaluations = result.get_asset_check_evaluations()
     assert sorted(e.check_name for e in evaluations) == sorted(ALL_CHECKS)
     assert all(e.passed for e in evaluations)
+
+
+def test_staged_files_are_judged_per_family_and_merged(tmp_path, lakehouse):
+    # Two families staged in one run: flaming's batch 001 is compared with its batch 000 staged
+    # beside it, and nuisance's labels are broken. Each check is one result over both families.
+    files = {}
+    frames = {
+        Cell("flaming", "000"): partition("flaming", seed=2, batch="000"),
+        Cell("flaming", "001"): partition("flaming", seed=1),
+        Cell("nuisance", "001"): partition("nuisance", seed=3).with_columns(is_fire=True),
+    }
+    for cell, frame in frames.items():
+        path = tmp_path / f"{cell.family}-{cell.batch}.parquet"
+        frame.write_parquet(path)
+        files[cell] = [str(path)]
+    audit = checks.audit_staged(lakehouse, files)
+    assert not audit.passed
+    results = {r.check_name: r for r in audit.results}
+    assert list(results) == ALL_CHECKS
+    labels = results["label_consistency"]
+    assert not labels.passed
+    assert value(labels, "families") == "flaming, nuisance"
+    assert value(labels, "failed_families") == "nuisance"
+    assert value(labels, "flaming/inconsistent_rows") == 0
+    assert value(labels, "nuisance/inconsistent_rows") > 0
+    dist = results["distribution_vs_reference"]
+    assert value(dist, "flaming/reference") == "000|flaming"
+    assert value(dist, "nuisance/reference") == "none"  # no nuisance batch 000 anywhere
+    failure = checks.blocking_failure(audit.results)
+    assert failure.description == (
+        "blocking checks failed on the generated rows, nothing committed: "
+        "label_consistency (nuisance)"
+    )
+    good = {c: f for c, f in files.items() if c.family == "flaming"}
+    assert checks.audit_staged(lakehouse, good).passed

@@ -6,8 +6,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from click.testing import CliRunner
+from polars.testing import assert_frame_equal
 
-from firepipe.defs.generation.assets import ASSET_KEY, TABLE, partition_seed, synthetic_readings
+from firepipe.cli import main
+from firepipe.core.simulation.partitions import partition_seed
+from firepipe.defs.generation.assets import ASSET_KEY, TABLE, synthetic_readings
 from firepipe.resources.compute import GenerationReport, GenerationRequest, LocalCompute
 from firepipe.resources.history import SqliteGenerationHistory
 from firepipe.resources.lakehouse import LocalLakehouse
@@ -45,11 +49,13 @@ class MislabellingCompute(LocalCompute):
         return report
 
 
-def materialise(tmp_path: Path, partition: str, compute: LocalCompute) -> dg.ExecuteInProcessResult:
+def materialise(
+    tmp_path: Path, partition: str, compute: LocalCompute, run_config: dict = CONFIG
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [synthetic_readings],
         partition_key=partition,
-        run_config=CONFIG,
+        run_config=run_config,
         resources={
             "lakehouse": LocalLakehouse(root=str(tmp_path / "lake")),
             "generator_compute": compute,
@@ -150,3 +156,25 @@ def test_partitions_of_one_run_generate_side_by_side(tmp_path: Path) -> None:
         "000|smouldering",
     ]
     assert {r.status for r in history} == {"succeeded"}
+
+
+def test_the_cli_makes_the_same_bytes_as_the_asset_for_a_partition(tmp_path: Path) -> None:
+    # Partition (nuisance, 007) under config seed 3 with a run config of its own, through the
+    # asset (generator subprocess, staged, checked, committed) and through `firepipe generate`.
+    config = {"devices": 6, "duration_s": 90, "seed": 3, "sites": 2, "fault_share": 0.5}
+    run_config = {"ops": {"bronze__synthetic_readings": {"config": config}}}
+    assert materialise(tmp_path, "007|nuisance", LocalCompute(), run_config).success
+    out = tmp_path / "cli"
+    partition = ["--family", "nuisance", "--batch", "7", "--seed", "3"]
+    settings = ["--devices", "6", "--duration-s", "90", "--sites", "2", "--fault-share", "0.5"]
+    result = CliRunner().invoke(main, ["generate", *partition, *settings, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lake = LocalLakehouse(root=str(tmp_path / "lake"))
+    [committed] = lake.catalog().load_table(TABLE).inspect.files()["file_path"].to_pylist()
+    assert committed.endswith("/scenario_family=nuisance/batch=007/part-00000.parquet")
+    cli_file = out / "part-00000.parquet"
+    assert Path(committed.removeprefix("file://")).read_bytes() == cli_file.read_bytes()
+    cli_rows = pl.read_parquet(cli_file)
+    assert cli_rows.height == 6 * 90
+    assert cli_rows["device_id"][0] == "syn-33007-0"  # seed 3 * 10_000 + nuisance 3_000 + 7
+    assert_frame_equal(lake.read(TABLE).sort("device_id", "ts"), cli_rows.sort("device_id", "ts"))

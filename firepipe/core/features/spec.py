@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -47,6 +47,10 @@ Statistic = Literal["mean", "std", "min", "max"]
 STATISTICS: tuple[str, ...] = get_args(Statistic)
 ID_COLUMNS: tuple[str, ...] = ("site_id", "device_id", "ts", "scenario", "is_fire")
 SPEC_FORMAT_VERSION = 1  # bumped when the JSON layout changes (not the features)
+# Iceberg snapshot properties gold's commit writes, so the spec travels with the data: the spec
+# as JSON, and the id of the silver snapshot the features were computed from.
+FEATURE_SPEC_PROPERTY = "firepipe.feature-spec"
+SILVER_SNAPSHOT_PROPERTY = "firepipe.silver-snapshot-id"
 
 # Smoke-vs-heat onsets. A rise of 0.5 %/m in 30 s is a third of UL 217's most sensitive smoke
 # alarm point (0.5 %/ft = 1.64 %/m), so the onset precedes any alarm; 1 degC in 30 s (2 degC/min)
@@ -213,6 +217,17 @@ class FeatureSpec:
                 f"feature spec JSON must be an object with version {SPEC_FORMAT_VERSION}"
             )
         return cls(tuple(_feature(record) for record in document.get("features", [])))
+
+
+def spec_from_properties(properties: Mapping[str, str]) -> FeatureSpec:
+    """The feature spec a gold snapshot was computed with, from its snapshot properties."""
+    text = properties.get(FEATURE_SPEC_PROPERTY)
+    if text is None:
+        raise ValueError(
+            f"the snapshot has no {FEATURE_SPEC_PROPERTY!r} property: it was written before "
+            "gold stored its feature spec; rematerialise gold to record one"
+        )
+    return FeatureSpec.from_json(text)
 
 
 def _feature(record: Any) -> Feature:

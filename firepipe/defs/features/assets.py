@@ -2,16 +2,20 @@
 
 Both engines write, audit, then publish: the features are staged as Parquet under the gold
 table, the blocking `finite_features` check judges the staged rows, and only then are they
-committed as the table's new snapshot (the whole table is replaced). The polars engine counts
+committed as the table's new snapshot (the whole table is replaced), through the one
+write-audit-publish helper (`stage_check_commit`). The polars engine counts
 non-finite values on each batch before writing it; Spark's files are read back one at a time,
 feature columns only, so neither holds the whole table. Silver is read at one snapshot,
-recorded with the result, so a feature version names the exact data it came from.
+recorded with the result, so a feature version names the exact data it came from; the spec
+(`FEATURE_SPEC_PROPERTY`) and that silver snapshot id (`SILVER_SNAPSHOT_PROPERTY`) are stored
+as properties of the gold snapshot itself, so they travel with the data.
 """
 
 import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import dagster as dg
@@ -20,7 +24,9 @@ from pydantic import Field
 
 from firepipe import names
 from firepipe.core.features.spec import (
+    FEATURE_SPEC_PROPERTY,
     GROUP_ROWS,
+    SILVER_SNAPSHOT_PROPERTY,
     FeatureSpec,
     default_spec,
     features_by_device_batch,
@@ -28,6 +34,7 @@ from firepipe.core.features.spec import (
 from firepipe.core.lake import quality
 from firepipe.lib.lakehouse import tables
 from firepipe.lib.lakehouse.io_manager import ICEBERG_PARTITIONING, write_metadata
+from firepipe.lib.lakehouse.staged import Audit, stage_check_commit
 from firepipe.resources.lakehouse import Lakehouse
 from firepipe.resources.spark import SparkCompute
 
@@ -114,6 +121,65 @@ def staged_non_finite(lakehouse: Lakehouse, files: list[str], spec: FeatureSpec)
     )
 
 
+@dataclass(frozen=True)
+class StagedFeatures:
+    """What an engine staged: its files, the silver batches read, the non-finite feature values
+    written and the seconds it took."""
+
+    files: list[str]
+    batches: int
+    non_finite: int
+    seconds: float
+
+
+def stage_features(
+    context: dg.AssetExecutionContext,
+    config: SensorFeaturesConfig,
+    lakehouse: Lakehouse,
+    spark_compute: SparkCompute,
+    spec: FeatureSpec,
+    silver: tuple[int, list[str]],
+    staging: str,
+) -> StagedFeatures:
+    """The features of silver snapshot `silver` (its id and data files) staged under `staging`
+    by the configured engine, with their count of non-finite values."""
+    snapshot_id, silver_files = silver
+    started = time.monotonic()
+    if config.engine == "spark":
+        report = spark_compute.compute_features(
+            context,
+            input_files=silver_files,
+            spec=spec,
+            output_dir=staging,
+            partitioning=PARTITIONING,
+        )
+        files = [str(f) for f in report["files"]]
+        seconds = time.monotonic() - started
+        return StagedFeatures(files, 1, staged_non_finite(lakehouse, files, spec), seconds)
+    files, batches, bad = stage_polars_features(
+        lakehouse, snapshot_id, spec, staging, config.batch_rows
+    )
+    return StagedFeatures(files, batches, bad, time.monotonic() - started)
+
+
+def finite_features(staged: StagedFeatures) -> Audit[dg.AssetCheckResult]:
+    """The blocking check: no NaN or infinity among the staged features."""
+    bad = staged.non_finite
+    check = dg.AssetCheckResult(
+        check_name="finite_features", passed=bad == 0, metadata={"non_finite_values": bad}
+    )
+    return Audit(passed=bad == 0, results=check)
+
+
+def feature_properties(spec: FeatureSpec, silver_snapshot_id: int) -> dict[str, str]:
+    """The snapshot properties of a gold commit: its spec and the silver snapshot it read, so
+    any reader of a gold version (training, time travel) takes the spec from the data."""
+    return {
+        FEATURE_SPEC_PROPERTY: spec.to_json(),
+        SILVER_SNAPSHOT_PROPERTY: str(silver_snapshot_id),
+    }
+
+
 @dg.asset(
     key=ASSET_KEY,
     group_name=names.group_name(names.SENSOR_FEATURES),
@@ -133,40 +199,28 @@ def sensor_features(
     reading; polars or Spark compute the same spec (firepipe.core.features.spec)."""
     spec = default_spec()
     snapshot_id, silver_files = silver_snapshot(lakehouse)
-    staging = lakehouse.staging_directory(TABLE, context.run.run_id)
-    started = time.monotonic()
-    try:
-        if config.engine == "spark":
-            report = spark_compute.compute_features(
-                context,
-                input_files=silver_files,
-                spec=spec,
-                output_dir=staging,
-                partitioning=PARTITIONING,
-            )
-            files, batches = [str(f) for f in report["files"]], 1
-            seconds = time.monotonic() - started
-            bad = staged_non_finite(lakehouse, files, spec)
-        else:
-            files, batches, bad = stage_polars_features(
-                lakehouse, snapshot_id, spec, staging, config.batch_rows
-            )
-            seconds = time.monotonic() - started
-        check = dg.AssetCheckResult(
-            check_name="finite_features", passed=bad == 0, metadata={"non_finite_values": bad}
-        )
-        if bad:
-            yield check  # recorded, then the run fails with nothing committed
-            raise dg.Failure(f"{bad} non-finite feature values: nothing committed")
-        result = lakehouse.commit_staged(TABLE, files, tables.parse_partitioning(PARTITIONING))
-    except BaseException:
-        lakehouse.discard_staged(staging)
-        raise
+    # Write, audit, publish: the features are committed only if none is NaN or infinite.
+    published = stage_check_commit(
+        lakehouse,
+        TABLE,
+        lakehouse.staging_directory(TABLE, context.run.run_id),
+        lambda staging: stage_features(
+            context, config, lakehouse, spark_compute, spec, (snapshot_id, silver_files), staging
+        ),
+        check=finite_features,
+        partitioning=tables.parse_partitioning(PARTITIONING),
+        snapshot_properties=feature_properties(spec, snapshot_id),
+    )
+    staged, check = published.staged, published.audit.results
+    if published.write is None:
+        yield check  # recorded, then the run fails with nothing committed
+        raise dg.Failure(f"{staged.non_finite} non-finite feature values: nothing committed")
+    result, seconds = published.write, staged.seconds
     yield dg.MaterializeResult(
         metadata={
             **write_metadata(result),
             "engine": config.engine,
-            "device_batches": batches,
+            "device_batches": staged.batches,
             "feature_spec_hash": spec.hash(),
             "feature_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
             "feature_count": len(spec.features),

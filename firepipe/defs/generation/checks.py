@@ -6,7 +6,8 @@ must not reach silver. scenario_mix and distribution_vs_reference judge how the 
 distributed, which can drift for benign reasons (a catalog change), so they warn.
 """
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -16,9 +17,14 @@ from firepipe.core.lake import quality
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.schemas import validate_readings
 from firepipe.core.simulation import scenarios as sc
+from firepipe.core.simulation.partitions import REFERENCE_BATCH
+from firepipe.defs.generation.partitions import Cell, cells_scope
 from firepipe.defs.metadata import markdown_table
+from firepipe.lib.lakehouse.staged import Audit
+from firepipe.resources.lakehouse import Lakehouse
 
 ASSET_KEY = dg.AssetKey(names.SYNTHETIC_READINGS)
+TABLE = names.table_name(names.SYNTHETIC_READINGS)
 BLOCKING = ("schema", "physical_ranges", "label_consistency")
 DISTRIBUTION = "distribution_vs_reference"
 ADVISORY = ("scenario_mix", "distribution_vs_reference")
@@ -240,3 +246,91 @@ def evaluate_checks(
             )
         )
     return results
+
+
+def staged_check_results(
+    lakehouse: Lakehouse, staged: Mapping[Cell, Sequence[str]]
+) -> list[dg.AssetCheckResult]:
+    """Every check, per family, on lazy scans of a run's staged files, before any commit.
+
+    The blocking checks read every staged batch; the distribution check compares a family's
+    other batches with its reference batch "000" (staged in this run, or committed before); a
+    run of batch "000" alone has nothing to compare with. A check passes when it passes for
+    every family; its metadata keeps each family's.
+    """
+    options = lakehouse.storage_options() or None
+
+    def scan(cells: Sequence[Cell]) -> pl.LazyFrame:
+        return pl.scan_parquet([f for c in cells for f in staged[c]], storage_options=options)
+
+    table_exists = lakehouse.catalog().table_exists(TABLE)  # once, not per family
+    per_family: dict[str, list[dg.AssetCheckResult]] = {}
+    for family in sorted({c.family for c in staged}):
+        cells = sorted((c for c in staged if c.family == family), key=lambda c: c.batch)
+        compared = [c for c in cells if c.batch != REFERENCE_BATCH]
+        reference_cell = Cell(family, REFERENCE_BATCH)
+        reference: pl.LazyFrame | None = None
+        if compared and reference_cell in staged:
+            reference = scan([reference_cell])
+        elif compared and table_exists:
+            committed = lakehouse.scan(TABLE, cells_scope([reference_cell]))
+            reference = committed if committed.select(pl.len()).collect().item() else None
+        judged = [name for name in CHECK_NAMES if name != DISTRIBUTION]
+        per_family[family] = [
+            *evaluate_checks(
+                scan(cells), family=family, reference=None, reference_label="", names=judged
+            ),
+            *evaluate_checks(
+                scan(compared or cells),
+                family=family,
+                reference=reference,
+                reference_label=reference_cell.key,
+                names=[DISTRIBUTION],
+            ),
+        ]
+    return [_merged(spec.name, per_family) for spec in check_specs()]
+
+
+def _merged(name: str, per_family: Mapping[str, list[dg.AssetCheckResult]]) -> dg.AssetCheckResult:
+    """One family-wide result of check `name`: passed when every family's passed."""
+    results = {
+        family: next(r for r in results if r.check_name == name)
+        for family, results in per_family.items()
+    }
+    failed = sorted(f for f, r in results.items() if not r.passed)
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=not failed,
+        severity=next(iter(results.values())).severity,
+        metadata={
+            "families": ", ".join(results),
+            "failed_families": ", ".join(failed) or "none",
+            **{f"{f}/{k}": v for f, r in results.items() for k, v in r.metadata.items()},
+        },
+    )
+
+
+def audit_staged(
+    lakehouse: Lakehouse, staged: Mapping[Cell, Sequence[str]]
+) -> Audit[list[dg.AssetCheckResult]]:
+    """The staged files' audit: passed when every blocking check passed for every family."""
+    results = staged_check_results(lakehouse, staged)
+    return Audit(passed=not _blocking_failures(results), results=results)
+
+
+def _blocking_failures(results: Sequence[dg.AssetCheckResult]) -> list[dg.AssetCheckResult]:
+    return [r for r in results if not r.passed and r.check_name in BLOCKING]
+
+
+def blocking_failure(results: Sequence[dg.AssetCheckResult]) -> dg.Failure:
+    """The run's failure when blocking checks failed: which checks, for which families."""
+    failed = _blocking_failures(results)
+    return dg.Failure(
+        description="blocking checks failed on the generated rows, nothing committed: "
+        + ", ".join(f"{r.check_name} ({r.metadata['failed_families'].value})" for r in failed),
+        metadata={r.check_name: dg.MetadataValue.json(_plain(r.metadata)) for r in failed},
+    )
+
+
+def _plain(metadata: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(getattr(v, "value", v)) for k, v in metadata.items()}

@@ -16,7 +16,8 @@ ASSET_KEY = dg.AssetKey(names.GENERATOR_VALIDATION)
 
 
 class GeneratorValidationConfig(dg.Config):
-    """Where the NIST tests are; empty means FIREPIPE_NIST_DATA_DIR."""
+    """Where the NIST tests are; empty means FIREPIPE_NIST_DATA_DIR, else the NIST tests
+    packaged with firepipe."""
 
     data_dir: str = ""
 
