@@ -75,17 +75,20 @@ def evaluate_real(
     warm_up_s: float | None,
 ) -> None:
     """Replay every NIST test station by station through the model, causally, and compare its
-    alarm with the real smoke alarms' (Activation_Times.csv)."""
-    from firepipe.core.features.spec import default_spec
-    from firepipe.core.realdata import nist
+    alarm with the real smoke alarms' (Activation_Times.csv). The model's own feature spec
+    says which features to compute."""
+    from firepipe.core.realdata.nist import NistDataError
     from firepipe.core.training import real_fires
     from firepipe.resources.registry import CHAMPION_ALIAS
 
+    warm_up = real_fires.WARM_UP_S if warm_up_s is None else warm_up_s
+    if not 0 <= warm_up <= real_fires.MAX_WARM_UP_S:  # click's FloatRange lets NaN through
+        raise click.BadParameter(
+            f"must be in [0, {real_fires.MAX_WARM_UP_S:g}] seconds", param_hint="--warm-up-s"
+        )
     try:
         folder = data_dir or settings.nist_data_dir()
-        tests = nist.read_tests(folder)
-        activations = nist.read_activation_times(folder)
-    except (settings.SettingsError, nist.NistDataError) as e:
+    except settings.SettingsError as e:
         raise click.ClickException(str(e)) from e
     registry = model_registry()
     uri = model_uri or f"models:/{names.MODEL_NAME}@{CHAMPION_ALIAS}"
@@ -94,20 +97,13 @@ def evaluate_real(
     except Exception as e:
         hint = "" if model_uri else " (no champion yet? `make run` trains and promotes one)"
         raise click.ClickException(f"cannot load the model {uri}{hint}: {e}") from e
-    spec = default_spec()
-    try:
-        real_fires.check_feature_spec(detector, spec)
-    except ValueError as e:
+    try:  # the replay of ml/evaluation
+        replay = real_fires.replay_nist(folder, detector, warm_up)
+    except NistDataError as e:
+        raise click.ClickException(str(e)) from e
+    except ValueError as e:  # a model saved without its feature spec
         raise click.ClickException(f"model {uri}: {e}") from e
-    warm_up = real_fires.WARM_UP_S if warm_up_s is None else warm_up_s
-    if not 0 <= warm_up <= real_fires.MAX_WARM_UP_S:  # click's FloatRange lets NaN through
-        raise click.BadParameter(
-            f"must be in [0, {real_fires.MAX_WARM_UP_S:g}] seconds", param_hint="--warm-up-s"
-        )
-    report = real_fires.replay_detector(tests, activations, detector, spec, warm_up)
-    reference = (
-        real_fires.fixed_threshold_baseline(tests, activations, warm_up) if baseline else None
-    )
+    report, reference = replay.model, replay.baseline if baseline else None
     if as_json:
         out = {"model": uri, **report.as_json()}
         if reference is not None:
@@ -133,5 +129,7 @@ def promote(version: int, reason: str) -> None:
     try:
         registry.promote(names.MODEL_NAME, version, f"by hand: {reason}")
     except (ApprovalError, KeyError) as e:
-        raise click.ClickException(str(e).strip("'\"")) from e
+        # A KeyError's str() quotes its message; its argument is the message itself.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise click.ClickException(str(message)) from e
     click.echo(f"{names.MODEL_NAME} version {version} is the champion")

@@ -20,6 +20,7 @@ def markdown_table(frame: pl.DataFrame) -> dg.MetadataValue:
 
 
 def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
-    """A PNG shown inline in the UI (markdown with a data URI)."""
+    """A PNG shown in the UI (markdown with a data URI), at its own pixel size: the UI's
+    markdown takes no width, so draw it at the width it should be read at."""
     encoded = base64.b64encode(png).decode("ascii")
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")

@@ -202,6 +202,17 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
                 raise  # the server failed: not an answer about the version
             raise KeyError(f"no version {version} of registered model {name!r}") from error
 
+    def latest_version(self, name: str) -> ModelVersionInfo | None:
+        """The newest registered version of `name` (the last candidate logged), None when it
+        has none."""
+        if "'" in name:
+            raise ValueError(f"a registered model's name has no quote: {name!r}")
+        found = self._client().search_model_versions(
+            f"name = '{name}'", max_results=1, order_by=["version_number DESC"]
+        )
+        # A search leaves the aliases out: the version itself carries them.
+        return self.version(name, int(found[0].version)) if found else None
+
     # -- the interface -----------------------------------------------------------------------
 
     def log_candidate(

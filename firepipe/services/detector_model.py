@@ -1,8 +1,9 @@
 """The exported detector: an MLflow pyfunc around a saved `Detector` directory.
 
-The pyfunc carries the directory as an artifact (`detector.json`, plus `model.txt` for LightGBM;
-no pickle of the model itself) and loads it with `Detector.load`, so the registry, the inference
-service and batch scoring all compute scores with the same code as training.
+The pyfunc carries the directory as an artifact (`detector.json`, plus `model.txt` for LightGBM
+and `feature_spec.json`, the spec of the features it reads; no pickle of the model itself) and
+loads it with `Detector.load`, so the registry, the inference service and batch scoring all
+compute scores with the same code as training, and know which features to compute.
 
 `predict(features)` returns one row per input row, in input order: `score` (P(fire), float64)
 and `alarm` (bool). An alarm needs the score to have stayed at or above the threshold of the

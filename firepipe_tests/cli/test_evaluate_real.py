@@ -11,10 +11,11 @@ from click.testing import CliRunner
 
 from firepipe import settings
 from firepipe.cli import main
-from firepipe.core.features.spec import default_spec
+from firepipe.core.features.spec import FeatureSpec, default_spec
 from firepipe.core.realdata import nist
+from firepipe.core.training import real_fires
 from firepipe.core.training.dataset import LABEL
-from firepipe.core.training.models import train_detector
+from firepipe.core.training.models import FEATURE_SPEC_FILE, train_detector
 from firepipe.names import MODEL_NAME
 from firepipe.resources.registry import LocalModelRegistry
 from firepipe_tests.conftest import nist_data_dir
@@ -23,17 +24,17 @@ from firepipe_tests.conftest import nist_data_dir
 FEATURES = ("smoke_obscuration_pct_per_m__rise_per_min_30s", "temperature_c__rise_per_min_30s")
 
 
-def rise_detector(directory):  # type: ignore[no-untyped-def]
-    """A logistic detector that alarms on fast smoke or heat rises, on the default spec."""
+def rise_detector(directory, spec=None):  # type: ignore[no-untyped-def]
+    """A logistic detector that alarms on fast smoke or heat rises, carrying `spec` (default:
+    the default spec)."""
+    spec = spec or default_spec()
     rng = np.random.default_rng(0)
     x = rng.normal(0.0, 2.0, (2_000, 2))
     label = (x[:, 0] > 1.0) | (x[:, 1] > 3.0)
     frame = pl.DataFrame({FEATURES[0]: x[:, 0], FEATURES[1]: x[:, 1], LABEL: label})
     no_ignition_times = {"early_fire_weight": 1.0}
-    detector = train_detector(
-        frame, None, FEATURES, default_spec().hash(), "logistic", no_ignition_times
-    )
-    detector = detector.with_operating_point(0.5, 0)
+    detector = train_detector(frame, None, FEATURES, spec.hash(), "logistic", no_ignition_times)
+    detector = detector.with_feature_spec(spec).with_operating_point(0.5, 0)
     detector.save(directory)
     return detector
 
@@ -108,13 +109,31 @@ def test_evaluate_real_without_a_champion_says_how_to_get_one(firepipe_home):
     assert "no champion yet?" in result.output
 
 
-def test_evaluate_real_refuses_a_model_of_another_feature_spec(firepipe_home, tmp_path):
-    detector = rise_detector(tmp_path / "m")
-    other = detector.__class__(**{**detector.__dict__, "feature_spec_hash": "other"})
-    other.save(tmp_path / "other")
-    result = CliRunner().invoke(main, ["evaluate-real", "--model", str(tmp_path / "other")])
+def test_evaluate_real_computes_the_features_of_the_models_own_spec(firepipe_home, tmp_path):
+    # A spec of the two rises alone: not the default spec, which the command never looks at.
+    spec = FeatureSpec(tuple(f for f in default_spec().features if f.name in FEATURES))
+    assert spec.hash() != default_spec().hash()
+    detector = rise_detector(tmp_path / "own", spec)
+    result = CliRunner().invoke(main, ["evaluate-real", "--json", "--model", str(tmp_path / "own")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)["summary"]
+    expected = real_fires.replay_nist(Path(nist_data_dir()), detector).model.summary
+    assert summary == json.loads(json.dumps(expected, default=str))
+
+
+def test_evaluate_real_refuses_a_model_saved_without_its_feature_spec(firepipe_home, tmp_path):
+    rise_detector(tmp_path / "m")
+    (tmp_path / "m" / FEATURE_SPEC_FILE).unlink()  # as saved before models carried it
+    result = CliRunner().invoke(main, ["evaluate-real", "--model", str(tmp_path / "m")])
     assert result.exit_code == 1
-    assert "feature spec other" in result.output
+    assert "saved without its feature spec" in result.output
+
+
+def test_evaluate_real_reports_bad_nist_data(champion, tmp_path):
+    (tmp_path / "nist").mkdir()
+    result = CliRunner().invoke(main, ["evaluate-real", "--data-dir", str(tmp_path / "nist")])
+    assert result.exit_code == 1
+    assert "NIST_Smoke_Alarms" in result.output
 
 
 def test_the_cli_registry_resolves_its_aws_variables(monkeypatch):
@@ -156,4 +175,4 @@ def test_promote_by_hand_moves_the_champion_and_refuses_what_cannot_be(champion,
     assert moved.tags["previous_champion"] == str(champion.version)
     absent = CliRunner().invoke(main, ["promote", "99", "--reason", "x"])
     assert absent.exit_code == 1
-    assert "no version 99" in absent.output
+    assert f"Error: no version 99 of registered model '{MODEL_NAME}'\n" in absent.output

@@ -345,3 +345,39 @@ def test_a_failing_server_is_not_read_as_no_champion(logged, monkeypatch) -> Non
     assert registry.champion(NAME) is None
     with pytest.raises(KeyError, match="no version 1"):
         registry.version(NAME, 1)
+
+
+def test_the_newest_version_is_found_and_the_feature_spec_travels_with_it(
+    logged, tmp_path: Path
+) -> None:
+    from firepipe.core.features.spec import default_spec
+    from firepipe.core.training.models import train_detector
+
+    registry, _ = logged
+    name = "spec-carrier"
+    assert registry.latest_version(name) is None
+    spec = default_spec()
+    names = spec.names[: len(FEATURES)]
+    frame = feature_frame().rename(dict(zip(FEATURES, names, strict=True)))
+    detector = train_detector(frame, None, names, spec.hash(), "logistic", {"early_fire_weight": 1})
+    detector.with_feature_spec(spec).save(tmp_path / "with")
+    detector.save(tmp_path / "without")
+    for folder in ("with", "without", "with"):
+        registry.log_candidate(
+            tmp_path / folder,
+            name=name,
+            metrics={},
+            params={},
+            tags=TAGS,
+            artifacts={},
+            input_example=frame.head(5),
+        )
+    newest = registry.latest_version(name)
+    assert newest is not None
+    assert newest.version == 3
+    assert registry.load_detector(newest.uri).feature_spec == spec
+    # A detector registered without its spec loads, saying it has none.
+    assert registry.load_detector(registry.version(name, 2).uri).feature_spec is None
+    # The alias a search leaves out is there.
+    registry.promote(name, 3, "newest")
+    assert registry.latest_version(name).aliases == ("champion",)  # type: ignore[union-attr]

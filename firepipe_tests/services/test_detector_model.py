@@ -208,3 +208,24 @@ def test_the_pyfunc_reads_the_channel_profile_column(tmp_path: Path) -> None:
     threshold = np.where(smoke_alone, 0.2, 0.95)
     assert predicted["alarm"].to_numpy().tolist() == (score >= threshold).tolist()
     assert ((score >= 0.2) & (score < 0.95) & smoke_alone).any()  # the point made a difference
+
+
+def test_the_served_model_carries_the_detectors_feature_spec(tmp_path: Path) -> None:
+    from firepipe.core.features.spec import default_spec
+    from firepipe.core.training.models import train_detector
+
+    spec = default_spec()
+    names = spec.names[: len(FEATURES)]
+    frame = feature_frame().rename(dict(zip(FEATURES, names, strict=True)))
+    detector = train_detector(frame, None, names, spec.hash(), "logistic", {"early_fire_weight": 1})
+    detector.with_feature_spec(spec).save(tmp_path / "detector")
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=DetectorModel(),
+        artifacts={DETECTOR_ARTIFACT: str(tmp_path / "detector")},
+        signature=detector_signature(detector, frame),
+        pip_requirements=[],
+    )
+    served = mlflow.pyfunc.load_model(str(tmp_path / "model")).unwrap_python_model()
+    assert served.detector.feature_spec == spec
+    assert served.detector.feature_names == names

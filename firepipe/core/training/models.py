@@ -1,6 +1,8 @@
 """Fire detectors: a LightGBM model, or a logistic-regression reference, behind one small class
 that scores gold feature rows (nulls allowed: a device lacks channels), saves as text (no
-pickle) and loads back to bit-identical scores.
+pickle) and loads back to bit-identical scores. A detector carries the feature spec its inputs
+were computed with (`feature_spec.json` beside its model), so whoever replays it computes the
+same features; one saved before detectors carried it loads with none.
 
 Both algorithms train with balanced class weights, so a score means the same for both: fires are
 a minority of readings and an unweighted model would learn to say "no fire" cheaply. On top of
@@ -24,6 +26,7 @@ import polars as pl
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 from sklearn.metrics import average_precision_score  # type: ignore[import-untyped]
 
+from firepipe.core.features.spec import FeatureSpec
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.training.dataset import LABEL, SECONDS_SINCE_IGNITION, parse_profile
 
@@ -34,6 +37,7 @@ ALGORITHMS: tuple[str, ...] = ("lightgbm", "logistic")
 MONOTONE_ALGORITHMS: tuple[str, ...] = ("lightgbm",)  # those that take monotone constraints
 DETECTOR_FILE = "detector.json"
 LIGHTGBM_MODEL_FILE = "model.txt"
+FEATURE_SPEC_FILE = "feature_spec.json"  # FeatureSpec.to_json(), beside detector.json
 FORMAT_VERSION = 2  # bumped when detector.json's layout changes
 # 1: one operating point; 2 adds one per channel profile (a format-1 file loads with none).
 READABLE_FORMATS = (1, 2)
@@ -115,6 +119,9 @@ class Detector:
     # A device whose channels make one of these profiles (dataset.profile_name) alarms at its
     # profile's (threshold, persistence_s); any other device at the one point above.
     profile_points: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    # The spec of the features it reads (its hash is feature_spec_hash); None: saved before
+    # detectors carried their spec.
+    feature_spec: FeatureSpec | None = None
     _booster: lgb.Booster | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +133,22 @@ class Detector:
             if parse_profile(name) != name:
                 raise ValueError(f"{name!r} is not a channel profile's name: {parse_profile(name)}")
             _check_point(threshold, persistence_s, f" of profile {name}")
+        if self.feature_spec is not None:
+            _check_spec(self.feature_spec, self.feature_spec_hash, self.feature_names)
+
+    def require_feature_spec(self) -> FeatureSpec:
+        """The spec of the features this detector reads; a clear error for a detector saved
+        before detectors carried it (its features cannot be computed for it)."""
+        if self.feature_spec is None:
+            raise ValueError(
+                f"this detector (feature spec {self.feature_spec_hash}) was saved without its "
+                f"feature spec ({FEATURE_SPEC_FILE}): train it again to replay or evaluate it"
+            )
+        return self.feature_spec
+
+    def with_feature_spec(self, spec: FeatureSpec) -> Detector:
+        """This detector carrying `spec`, which must be the one it was trained on."""
+        return dataclasses.replace(self, feature_spec=spec)
 
     def operating_point(self, profile: str | None = None) -> tuple[float, int]:
         """(threshold, persistence_s) for a device of channel profile `profile` (its name, as
@@ -162,7 +185,8 @@ class Detector:
         )
 
     def save(self, directory: Path) -> list[Path]:
-        """detector.json, plus LightGBM's own text model (model.txt) for lightgbm."""
+        """detector.json, plus LightGBM's own text model (model.txt) for lightgbm and the
+        feature spec (feature_spec.json) when it has one."""
         directory.mkdir(parents=True, exist_ok=True)
         document: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
@@ -184,6 +208,12 @@ class Detector:
         else:
             document["model"] = json.loads(self.payload)
         written[0].write_text(json.dumps(document, indent=1))
+        spec_path = directory / FEATURE_SPEC_FILE
+        if self.feature_spec is None:
+            spec_path.unlink(missing_ok=True)  # a spec left by an earlier save is not this one's
+        else:
+            spec_path.write_text(self.feature_spec.to_json())
+            written.append(spec_path)
         return written
 
     @classmethod
@@ -206,6 +236,8 @@ class Detector:
             payload = _Linear.from_json(json.dumps(document["model"])).to_json()
         else:
             raise ValueError(f"{path} holds no model for its {document['algorithm']!r} detector")
+        spec_path = directory / FEATURE_SPEC_FILE
+        spec = FeatureSpec.from_json(spec_path.read_text()) if spec_path.is_file() else None
         return cls(
             algorithm=document["algorithm"],
             feature_names=tuple(document["feature_names"]),
@@ -218,7 +250,19 @@ class Detector:
                 name: (float(point["threshold"]), int(point["persistence_s"]))
                 for name, point in document.get("profile_points", {}).items()
             },
+            feature_spec=spec,
         )
+
+
+def _check_spec(spec: FeatureSpec, spec_hash: str, feature_names: tuple[str, ...]) -> None:
+    if spec.hash() != spec_hash:
+        raise ValueError(
+            f"the detector was trained on feature spec {spec_hash}, not on the spec given "
+            f"({spec.hash()})"
+        )
+    unknown = [name for name in feature_names if name not in spec.names]
+    if unknown:
+        raise ValueError(f"the feature spec {spec_hash} computes no feature(s) {unknown}")
 
 
 def _check_point(threshold: float, persistence_s: int, what: str) -> None:

@@ -1,25 +1,60 @@
 """The detector's figures as PNG bytes, drawn on matplotlib's Agg canvas (no pyplot state), for
 asset metadata and the MLflow run: ROC per split, time to detection per fire scenario, and the
-NIST timelines (station scores beside the real alarms)."""
+NIST timelines (station scores beside the real alarms).
+
+Sized to be read where they are shown: Dagster's UI draws a metadata image at its own pixel
+width (its markdown takes no width), in a dialog up to 80 % of the window, so each figure is
+WIDTH_IN * DPI = 1,300 px wide, inside a 1,920 px screen's dialog, with text of at least
+SMALL_PT points.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from sklearn import metrics  # type: ignore[import-untyped]
 
-from firepipe.core.plots import figure, png
+from firepipe.core.plots import png
 from firepipe.core.training.dataset import SPLIT, require_columns
 from firepipe.core.training.evaluation import splits_in
 from firepipe.core.training.real_fires import RealFireReport
 
-PANEL_SIZE_IN = (4.0, 3.0)
+DPI = 100
+WIDTH_IN = 13.0
+TEXT_PT = 13.0  # axis labels, titles
+SMALL_PT = 11.0  # ticks, legends, annotations
+ROC_HEIGHT_IN = 9.0
+# Time to detection: a box per scenario and split, on rows of this height, under a margin.
+BOX_ROW_IN = 0.32
+BOX_MARGIN_IN = 1.6
+TIMELINE_COLUMNS = 3
+TIMELINE_ROW_IN = 4.6
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    """`core.plots.figure` at this module's DPI (savefig keeps a figure's dpi at creation)."""
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _label(ax: Axes, xlabel: str, ylabel: str = "") -> None:
+    ax.set_xlabel(xlabel, fontsize=TEXT_PT)
+    ax.set_ylabel(ylabel, fontsize=TEXT_PT)
+    ax.tick_params(labelsize=SMALL_PT)
 
 
 def roc_png(frame: pl.DataFrame) -> bytes:
     """ROC curve of each split (columns split, label, score), with its AUC in the legend."""
+    return png(roc_figure(frame))
+
+
+def roc_figure(frame: pl.DataFrame) -> Figure:
     require_columns(frame, (SPLIT, "label", "score"), "ROC plot")
-    fig = figure(*PANEL_SIZE_IN)
+    fig = _figure(WIDTH_IN, ROC_HEIGHT_IN)
     ax = fig.subplots()
     drawn = 0
     for split in splits_in(frame):
@@ -29,16 +64,14 @@ def roc_png(frame: pl.DataFrame) -> bytes:
             continue  # a split with one class has no ROC curve
         fpr, tpr, _ = metrics.roc_curve(label, part["score"].cast(pl.Float64).to_numpy())
         auc = metrics.auc(fpr, tpr)
-        ax.plot(fpr, tpr, lw=1.4, label=f"{split} (AUC {auc:.3f})")
+        ax.plot(fpr, tpr, lw=2.0, label=f"{split} (AUC {auc:.3f})")
         drawn += 1
     if not drawn:
         raise ValueError("ROC plot: no split has both fire and non-fire readings")
-    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
-    ax.set_xlabel("false positive rate (per reading)", fontsize=8)
-    ax.set_ylabel("true positive rate", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    return png(fig)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1.0, ls=":")
+    _label(ax, "false positive rate (per reading)", "true positive rate")
+    ax.legend(fontsize=SMALL_PT)
+    return fig
 
 
 def time_to_detection_png(detections: pl.DataFrame) -> bytes:
@@ -47,6 +80,10 @@ def time_to_detection_png(detections: pl.DataFrame) -> bytes:
     `detections`: scenario, time_to_detection_s (null when undetected) and optionally split
     (`evaluation.detection_times` of each split, with the split added); the count of missed
     fires is written beside each box."""
+    return png(time_to_detection_figure(detections))
+
+
+def time_to_detection_figure(detections: pl.DataFrame) -> Figure:
     require_columns(detections, ("scenario", "time_to_detection_s"), "time-to-detection plot")
     if detections.is_empty():
         raise ValueError("time-to-detection plot: no fire devices")
@@ -54,7 +91,7 @@ def time_to_detection_png(detections: pl.DataFrame) -> bytes:
         detections = detections.with_columns(pl.lit("all").alias(SPLIT))
     scenarios = sorted(detections["scenario"].unique().to_list())
     splits = splits_in(detections)
-    fig = figure(PANEL_SIZE_IN[0] * 1.5, 0.5 + 0.35 * len(scenarios) * len(splits))
+    fig = _figure(WIDTH_IN, BOX_MARGIN_IN + BOX_ROW_IN * len(scenarios) * len(splits))
     ax = fig.subplots()
     height = 0.8 / len(splits)
     for j, split in enumerate(splits):
@@ -79,31 +116,34 @@ def time_to_detection_png(detections: pl.DataFrame) -> bytes:
                     f"{missed} missed",
                     (0, y),
                     xytext=(2, 0),
-                    fontsize=6,
+                    fontsize=SMALL_PT,
                     textcoords="offset points",
                     xycoords=("axes fraction", "data"),
                 )
-    ax.set_yticks(np.arange(len(scenarios)), scenarios, fontsize=7)
-    ax.set_xlabel("time to detection after ignition (s)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_yticks(np.arange(len(scenarios)), scenarios)
+    _label(ax, "time to detection after ignition (s)")
     handles = [ax.plot([], [], color=f"C{j % 10}", lw=6)[0] for j in range(len(splits))]
-    ax.legend(handles, splits, fontsize=7)
-    return png(fig)
+    ax.legend(handles, splits, fontsize=SMALL_PT)
+    return fig
 
 
 def nist_timelines_png(report: RealFireReport) -> bytes:
     """One panel per NIST test: each station's score over time (one colour per station), its
     threshold (dotted), the model's alarm (dashed vertical) and the commercial alarms (ticks
     under the axis in the station's colour)."""
+    return png(nist_timelines_figure(report))
+
+
+def nist_timelines_figure(report: RealFireReport) -> Figure:
     scores = report.scores
     if scores.is_empty():
         raise ValueError("timelines plot: the report has no station scores")
     tests = sorted(scores["test"].unique().to_list())
     stations = sorted(scores["station"].unique().to_list())
     colours = {st: f"C{i % 10}" for i, st in enumerate(stations)}
-    columns = min(3, len(tests))
+    columns = min(TIMELINE_COLUMNS, len(tests))
     rows = -(-len(tests) // columns)
-    fig = figure(PANEL_SIZE_IN[0] * columns, PANEL_SIZE_IN[1] * rows)
+    fig = _figure(WIDTH_IN, TIMELINE_ROW_IN * rows)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, test in zip(axes, tests, strict=False):
         part = scores.filter(pl.col("test") == test)
@@ -113,7 +153,7 @@ def nist_timelines_png(report: RealFireReport) -> bytes:
                 s["seconds"].to_numpy(),
                 s["score"].to_numpy(),
                 color=colour,
-                lw=1.1,
+                lw=1.4,
                 label=str(station),
             )
         ax.axvline(0.0, color="0.5", lw=0.8)  # ignition: before it, the replay's warm-up
@@ -131,18 +171,23 @@ def nist_timelines_png(report: RealFireReport) -> bytes:
                     [t],
                     [0],
                     marker="|",
-                    markersize=10,
+                    markersize=14,
                     color=colour,
                     transform=ax.get_xaxis_transform(),
                     clip_on=False,
                 )
-        ax.set_title(f"{test}: score (dashed model alarm, ticks real alarms)", fontsize=8)
-        ax.set_xlabel("s after ignition (grey line; before it, the warm-up)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6, ncols=2)
+        ax.set_title(test, fontsize=TEXT_PT)
+        _label(ax, "s after ignition")
+        ax.legend(fontsize=SMALL_PT, ncols=2)
     for ax in axes[len(tests) :]:
         ax.set_visible(False)
-    return png(fig)
+    # Said once for every panel: per-panel titles this long would not fit a third of the width.
+    fig.suptitle(
+        "NIST tests: each station's score; dotted: its threshold; dashed: the model's alarm\n"
+        "ticks under the axis: the real alarms; grey line: ignition, before it the warm-up",
+        fontsize=TEXT_PT,
+    )
+    return fig
 
 
 # Unbounded scores (the fixed-threshold reference) are cut at this multiple of the threshold,

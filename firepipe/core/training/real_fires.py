@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ import polars as pl
 from firepipe.core.features.spec import ID_COLUMNS, FeatureSpec, compute_features
 from firepipe.core.lake import units
 from firepipe.core.readings import CHANNEL_NAMES
+from firepipe.core.realdata import nist
 from firepipe.core.realdata.nist import NistTest
 from firepipe.core.training.dataset import PROFILE, profile_name, require_columns
 from firepipe.core.training.dataset import SECONDS_SINCE_IGNITION as SINCE
@@ -375,35 +377,45 @@ def _rise(values: np.ndarray) -> np.ndarray:
     return np.asarray(values - values[present[0]], dtype=np.float64)
 
 
-def check_feature_spec(detector: Detector, spec: FeatureSpec) -> None:
-    """Refuse to feed `detector` the features of a spec other than the one it was trained on."""
-    if spec.hash() != detector.feature_spec_hash:
-        raise ValueError(
-            f"the detector was trained on feature spec {detector.feature_spec_hash}, this code "
-            f"computes {spec.hash()}: evaluate it with the firepipe version that trained it, or "
-            "train it again"
-        )
-
-
 def replay_detector(
     tests: Sequence[NistTest],
     activations: pl.DataFrame,
     detector: Detector,
-    spec: FeatureSpec,
     warm_up_s: float = WARM_UP_S,
 ) -> RealFireReport:
-    """`detector` replayed at its own operating points. `spec` must be its feature spec: the
-    replay computes the features the detector reads."""
-    check_feature_spec(detector, spec)
+    """`detector` replayed at its own operating points, on the features of its own spec
+    (`Detector.require_feature_spec`: one saved without its spec is refused)."""
     return evaluate_real(
         tests,
         activations,
-        spec,
+        detector.require_feature_spec(),
         detector.scores,
         detector.threshold,
         detector.persistence_s,
         warm_up_s,
         detector.profile_points,
+    )
+
+
+@dataclass(frozen=True)
+class NistReplay:
+    model: RealFireReport
+    baseline: RealFireReport  # the fixed-threshold reference, replayed the same way
+
+
+def replay_nist(folder: Path, detector: Detector, warm_up_s: float = WARM_UP_S) -> NistReplay:
+    """The NIST replay of ml/evaluation and `firepipe evaluate-real`: every test in `folder`
+    (NIST_Smoke_Alarms_*.csv and Activation_Times.csv) through `detector` and through the
+    fixed-threshold reference (a fraction of a second more). Bad data raises
+    nist.NistDataError; a detector without its spec or a warm-up out of range, ValueError."""
+    if not 0 <= warm_up_s <= MAX_WARM_UP_S:  # NaN fails too
+        raise ValueError(f"warm_up_s must be in [0, {MAX_WARM_UP_S:g}] seconds, got {warm_up_s}")
+    detector.require_feature_spec()  # before reading the tests: the cheaper refusal first
+    tests = nist.read_tests(folder)
+    activations = nist.read_activation_times(folder)
+    return NistReplay(
+        replay_detector(tests, activations, detector, warm_up_s),
+        fixed_threshold_baseline(tests, activations, warm_up_s),
     )
 
 

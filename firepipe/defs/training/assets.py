@@ -1,71 +1,74 @@
 """The detector: training set, candidate, evaluation and the champion.
 
-ml/training_set (an Iceberg table) joins gold with silver's labels, synthetic readings only,
-split by device. ml/detector trains a candidate through the training_backend (tuning first when
-asked), picks its operating point on the validation split and registers it, pending approval.
-ml/evaluation scores the held-out splits and replays the real NIST fires, and records both on
-the candidate. ml/champion promotes the candidate only when it beats the champion (core
-`promotion.decide`) and records why, approving or rejecting it.
+ml/training_set (an Iceberg table) joins gold's current snapshot with silver's labels at the
+snapshot gold read, synthetic readings only, split by device; its snapshot carries the feature
+spec and both upstream snapshots (core `lineage`). ml/detector trains a candidate through the
+training_backend (tuning first when asked), picks its operating points on the validation split
+and registers it, pending approval, with its feature spec inside the model (core `candidate`).
+ml/evaluation judges the newest registered version on the held-out splits and the real NIST
+fires with the model's own spec, and records both on it (core `assessment`). ml/champion
+promotes that version only when it beats the champion (core `promotion.decide`) and records
+why, approving or rejecting it.
 """
 
-import json
 import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from firepipe import names, settings
-from firepipe.core.features.spec import FeatureSpec
-from firepipe.core.readings import CHANNEL_NAMES
-from firepipe.core.realdata import nist
 from firepipe.core.training import (
+    assessment,
     augment,
+    candidate,
     dataset,
     evaluation,
-    inputs,
-    plots,
+    lineage,
     promotion,
     real_fires,
 )
 from firepipe.core.training.inputs import FeatureSet
-from firepipe.core.training.job import (
-    TrainingRequest,
-    encode_hyperparameters,
-    parse_hyperparameters,
-)
-from firepipe.core.training.models import MONOTONE_ALGORITHMS, Detector
 from firepipe.defs.features.assets import ASSET_KEY as GOLD_KEY
 from firepipe.defs.features.assets import SILVER_TABLE
 from firepipe.defs.features.assets import TABLE as GOLD_TABLE
 from firepipe.defs.metadata import markdown_table, png_markdown
+from firepipe.lib.lakehouse import tables
+from firepipe.lib.lakehouse.io_manager import SNAPSHOT_PROPERTIES
 from firepipe.resources.lakehouse import Lakehouse
-from firepipe.resources.registry import ModelRegistry
+from firepipe.resources.registry import ModelRegistry, ModelVersionInfo
 from firepipe.resources.training import TrainingBackend
 
 TRAINING_SET_KEY = dg.AssetKey(names.TRAINING_SET)
 DETECTOR_KEY = dg.AssetKey(names.DETECTOR)
 EVALUATION_KEY = dg.AssetKey(names.EVALUATION)
 CHAMPION_KEY = dg.AssetKey(names.CHAMPION)
+TRAINING_SET_TABLE = names.table_name(names.TRAINING_SET)
 MODEL_NAME = names.MODEL_NAME
 GROUP = names.group_name(names.DETECTOR)
 GIT_SHA_VAR = "FIREPIPE_GIT_SHA"
 
 
-def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
-    event = context.instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        raise dg.Failure(f"{key.to_user_string()} has not been materialised yet")
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+def current_snapshot(lakehouse: Lakehouse, table: str) -> int:
+    """The id of `table`'s current snapshot, read once so that its data and its properties
+    are read at the same version."""
+    loaded = tables.load_table(lakehouse.catalog(), table)
+    snapshot = loaded.current_snapshot() if loaded is not None else None
+    if snapshot is None:
+        raise dg.Failure(f"{table} has no snapshot yet: materialise it first")
+    return snapshot.snapshot_id
 
 
-def _feature_spec(metadata: dict[str, Any]) -> FeatureSpec:
-    """The feature spec an asset recorded in its materialisation's metadata."""
-    return FeatureSpec.from_json(json.dumps(metadata["feature_spec"]))
+def newest_candidate(model_registry: ModelRegistry) -> ModelVersionInfo:
+    """The newest registered version of the detector: the candidate ml/detector logged last."""
+    info = model_registry.latest_version(MODEL_NAME)
+    if info is None:
+        raise dg.Failure(f"{MODEL_NAME} has no registered version: materialise ml/detector")
+    return info
 
 
 class TrainingSetConfig(dg.Config):
@@ -103,17 +106,18 @@ def training_set(
     """Gold features of synthetic readings with their label (a fire burns), scenario family and
     split; whole devices in one split only. Field readings never enter it. Train and validation
     devices come again as noisy copies (features of their readings through noisier sensors)."""
-    # Gold's snapshot, spec and silver snapshot from one materialisation, so they agree even
-    # when gold has been written again since.
-    gold = _latest_metadata(context, GOLD_KEY)
-    spec = _feature_spec(gold)
-    gold_snapshot = int(gold["iceberg/snapshot_id"])
+    # Gold's data, spec and silver snapshot from one snapshot, so they agree even when gold is
+    # written again meanwhile.
+    gold_snapshot = current_snapshot(lakehouse, GOLD_TABLE)
+    try:
+        gold = lineage.gold_lineage(lakehouse.snapshot_properties(GOLD_TABLE, gold_snapshot))
+    except ValueError as e:
+        raise dg.Failure(f"{GOLD_TABLE} snapshot {gold_snapshot}: {e}") from e
     features = lakehouse.scan(GOLD_TABLE, snapshot_id=gold_snapshot).collect()
-    silver_snapshot = int(gold["silver_snapshot_id"])
     augmentation = augment.NoiseAugmentation(config.noise_copies, config.seed)
     # One read of silver: the labels of every reading, and the readings themselves when the
     # noisy copies need them.
-    silver = lakehouse.scan(SILVER_TABLE, snapshot_id=silver_snapshot)
+    silver = lakehouse.scan(SILVER_TABLE, snapshot_id=gold.silver_snapshot_id)
     if not augmentation.copies:
         silver = silver.select(dataset.SILVER_COLUMNS)
     split_config = dataset.SplitConfig(
@@ -124,23 +128,24 @@ def training_set(
         seed=config.seed,
     )
     frame = augment.build_training_set(
-        features, silver.collect(), spec, split_config, augmentation, config.mask_channels
+        features, silver.collect(), gold.spec, split_config, augmentation, config.mask_channels
     )
-    copies = frame["device_id"].str.contains(augment.COPY_MARK, literal=True)
+    copies = frame["device_id"].str.contains(dataset.COPY_MARK, literal=True)
     synthetic_rows = frame.height - int(copies.sum())
     balance = dataset.class_balance(frame)
     context.log.info(f"training set: {frame.height} rows, split {config.split}")
+    built = lineage.Lineage(gold.spec, gold.silver_snapshot_id, gold_snapshot)
     return dg.Output(
         frame,
         metadata={
+            SNAPSHOT_PROPERTIES: lineage.training_set_properties(built),
             "class_balance": markdown_table(balance),
             "field_rows_excluded": features.height - synthetic_rows,
             "noise_copies": augmentation.copies,
             "rows_noisy_copies": frame.height - synthetic_rows,
-            "feature_spec_hash": spec.hash(),
-            "feature_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
+            "feature_spec_hash": gold.spec.hash(),
             "gold_snapshot_id": str(gold_snapshot),
-            "silver_snapshot_id": str(silver_snapshot),
+            "silver_snapshot_id": str(gold.silver_snapshot_id),
             "split": config.split,
             **{
                 f"rows_{split}": frame.filter(pl.col(dataset.SPLIT) == split).height
@@ -204,14 +209,6 @@ def git_sha() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def _learning_columns(frame: pl.LazyFrame, feature_names: list[str]) -> list[str]:
-    """The columns training and evaluation read: the labels, the features and the channel
-    profile (when the training set has one)."""
-    names = frame.collect_schema().names()
-    wanted = {*evaluation.SPLIT_COLUMNS, dataset.PROFILE, *feature_names}
-    return [c for c in names if c in wanted]
-
-
 @dg.asset(
     key=DETECTOR_KEY,
     group_name=GROUP,
@@ -222,90 +219,44 @@ def detector(
     context: dg.AssetExecutionContext,
     config: DetectorConfig,
     frame: pl.LazyFrame,
+    lakehouse: Lakehouse,
     training_backend: TrainingBackend,
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
     """A candidate detector trained on the train split (tuned on validation when asked), its
     operating point chosen on validation: no false alarm there, fires detected soonest; and one
-    such point per channel profile, chosen on the profile's own validation devices."""
-    upstream = _latest_metadata(context, TRAINING_SET_KEY)
-    spec = _feature_spec(upstream)
-    names = list(inputs.detector_inputs(spec, config.features))
-    monotone = config.monotone and config.algorithm in MONOTONE_ALGORITHMS
-    increasing = inputs.increasing_inputs(spec, tuple(names)) if monotone else ()
-    # Read once, and only what training uses: the test split and the other columns stay out.
-    splits = ("train", "validation")
-    learning = (
-        frame.filter(pl.col(dataset.SPLIT).is_in(splits))
-        .select(dataset.SPLIT, *_learning_columns(frame, names))
-        .collect()
-    )
-    channels = {
-        split: learning.filter(pl.col(dataset.SPLIT) == split).drop(dataset.SPLIT)
-        for split in splits
-    }
-    del learning
-    # The channel profiles choose the operating points (none when the training set was built
-    # without them); training does not read them.
-    own = channels["validation"]
-    profiles = [own[dataset.PROFILE].cast(pl.String)] if dataset.PROFILE in own.columns else []
-    channels = {split: part.drop(dataset.PROFILE, strict=False) for split, part in channels.items()}
-    for split, part in channels.items():
-        if part.is_empty():
-            raise dg.Failure(f"the training set has no {split} rows: generate more devices")
-    request = TrainingRequest(
-        config.algorithm, tuple(names), spec.hash(), config.seed, increasing=increasing
-    )
-    # The config's params parsed as the entry point will parse them: a bad one fails here.
-    hyperparameters = encode_hyperparameters(
-        parse_hyperparameters({**encode_hyperparameters(request), **config.params})
-    )
-    job = f"firepipe-{context.run.run_id[:8]}-{config.algorithm}"
-    if config.tune:
-        tuned = training_backend.tune(
-            f"{job}-tune", channels, hyperparameters, config.max_trials, config.seed
-        )
-        hyperparameters = tuned.best_hyperparameters
-        context.log.info(f"tuning: best validation average precision {tuned.objective:.4f}")
+    such point per channel profile, chosen on the profile's own validation devices. The model
+    carries the feature spec of its training set."""
+    try:
+        built = lineage.training_set_lineage(lakehouse.snapshot_properties(TRAINING_SET_TABLE))
+    except ValueError as e:
+        raise dg.Failure(f"{TRAINING_SET_TABLE}: {e}") from e
     with tempfile.TemporaryDirectory(prefix="firepipe-detector-") as tmp:
-        model_dir = Path(tmp) / "model"
-        metrics = training_backend.train(job, channels, hyperparameters, model_dir)
-        candidate = Detector.load(model_dir)
-        validation = channels["validation"].with_columns(
-            pl.Series("score", candidate.scores(channels["validation"]))
+        fitted = candidate.fit_candidate(
+            frame,
+            built.spec,
+            training_backend,
+            context.run.run_id,
+            Path(tmp) / "model",
+            candidate.CandidateSettings(**config.model_dump()),
         )
-        threshold, persistence_s = evaluation.choose_operating_point(validation)
-        profile_points: dict[str, tuple[float, int]] = {}
-        if config.profile_points and profiles:
-            validation = validation.with_columns(*profiles)
-            # Only the threshold adapts to a profile: its persistence is the one point's, chosen
-            # on every validation device (measured: on make run's data, persistences chosen on a
-            # profile's own few devices raised false alarms on the test split's profile views).
-            chosen = evaluation.choose_profile_points(
-                validation, config.profile_min_devices, (persistence_s,)
-            )
-            profile_points = {name: (t, int(p)) for name, (t, p) in chosen.items()}
-        candidate = candidate.with_operating_point(threshold, int(persistence_s), profile_points)
-        candidate.save(model_dir)
         version = model_registry.log_candidate(
-            model_dir,
+            fitted.model_dir,
             name=MODEL_NAME,
-            metrics=metrics,
-            params=hyperparameters,
+            metrics=fitted.metrics,
+            params=fitted.hyperparameters,
             tags={
-                "feature_spec_hash": spec.hash(),
-                "training_snapshot_id": str(upstream.get("gold_snapshot_id", "")),
+                "feature_spec_hash": built.spec.hash(),
+                "training_snapshot_id": str(built.gold_snapshot_id),
                 "git_sha": git_sha(),
                 "dagster_run_id": context.run.run_id,
             },
             artifacts={},
-            # With ts and device_id: a detector with a persistence needs them to answer.
-            input_example=channels["validation"]
-            .select(*names, "device_id", "ts")
-            .with_columns(*profiles)
-            .head(5),
+            input_example=fitted.input_example,
         )
-    operating_points = _operating_points_table(validation, candidate)
+    if fitted.tuning_objective is not None:
+        context.log.info(f"tuning: best validation average precision {fitted.tuning_objective:.4f}")
+    model = fitted.detector
     return dg.MaterializeResult(
         metadata={
             "model_name": MODEL_NAME,
@@ -313,31 +264,16 @@ def detector(
             "model_uri": version.uri,
             "algorithm": config.algorithm,
             "feature_set": config.features,
-            "features": dg.MetadataValue.json(names),
-            "increasing": dg.MetadataValue.json(list(increasing)),
-            "threshold": threshold,
-            "persistence_s": persistence_s,
-            "operating_points": markdown_table(operating_points),
-            "profile_points": len(profile_points),
-            "hyperparameters": dg.MetadataValue.json(dict(hyperparameters)),
-            **{name: dg.MetadataValue.float(value) for name, value in metrics.items()},
+            "feature_spec_hash": built.spec.hash(),
+            "features": dg.MetadataValue.json(list(model.feature_names)),
+            "increasing": dg.MetadataValue.json(list(fitted.increasing)),
+            "threshold": model.threshold,
+            "persistence_s": model.persistence_s,
+            "operating_points": markdown_table(fitted.operating_points),
+            "profile_points": len(model.profile_points),
+            "hyperparameters": dg.MetadataValue.json(fitted.hyperparameters),
+            **{name: dg.MetadataValue.float(value) for name, value in fitted.metrics.items()},
         }
-    )
-
-
-def _operating_points_table(validation: pl.DataFrame, detector: Detector) -> pl.DataFrame:
-    """Per channel profile of validation: its devices and the operating point it alarms at
-    (its own, or the one point)."""
-    if dataset.PROFILE not in validation.columns:
-        return pl.DataFrame(
-            {"threshold": [detector.threshold], "persistence_s": [detector.persistence_s]}
-        )
-    devices = evaluation.profile_devices(validation)
-    points = [detector.operating_point(name) for name in devices[dataset.PROFILE]]
-    return devices.with_columns(
-        pl.Series("own_point", [n in detector.profile_points for n in devices[dataset.PROFILE]]),
-        pl.Series("threshold", [t for t, _ in points], dtype=pl.Float64),
-        pl.Series("persistence_s", [p for _, p in points], dtype=pl.Int64),
     )
 
 
@@ -366,70 +302,29 @@ def model_evaluation(
     frame: pl.LazyFrame,
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
-    """The candidate on every split (ROC-AUC, PR-AUC, F1, false alarms per 1,000 device-hours,
-    time to detection by fire scenario), on the test split seen through each channel profile,
-    and on the real NIST fires, station by station against the commercial alarms; recorded on
-    the candidate's MLflow run with the plots. Each device alarms at its profile's point."""
-    candidate = _latest_metadata(context, DETECTOR_KEY)
-    version = int(candidate["model_version"])
-    model = model_registry.load_detector(str(candidate["model_uri"]))
-    spec = _feature_spec(_latest_metadata(context, TRAINING_SET_KEY))
-    try:  # the NIST replay computes the features of the training set's spec
-        real_fires.check_feature_spec(model, spec)
-    except ValueError as e:
-        raise dg.Failure(f"model version {version}: {e}") from e
-    # Only the columns the model reads (its inputs can be a part of the spec's features).
-    columns = _learning_columns(frame, list(model.feature_names))
-    rows = frame.select(dataset.SPLIT, *columns).collect()
-    if dataset.PROFILE not in rows.columns:  # built without profiles: every channel, as simulated
-        rows = rows.with_columns(pl.lit(dataset.profile_name(CHANNEL_NAMES)).alias(dataset.PROFILE))
-    scored = rows.with_columns(pl.Series("score", model.scores(rows)))
-    points = (model.threshold, model.persistence_s, model.profile_points)
-    report: dict[str, Any] = evaluation.evaluate(scored, *points)
-    # The test split once more, every device seen through each channel profile in turn.
-    test = rows.filter(pl.col(dataset.SPLIT) == "test").drop(dataset.PROFILE, strict=False)
-    if test.height:
-        inputs_read = set(model.feature_names)
-        read = FeatureSpec(tuple(f for f in spec.features if f.name in inputs_read))
-        views = dataset.profile_views(test, read)
-        views = views.with_columns(pl.Series("score", model.scores(views)))
-        report[evaluation.PROFILES_REPORT] = evaluation.evaluate_profiles(views, *points)
+    """The newest candidate on every split (ROC-AUC, PR-AUC, F1, false alarms per 1,000
+    device-hours, time to detection by fire scenario), on the test split seen through each
+    channel profile, and on the real NIST fires, station by station against the commercial
+    alarms; recorded on the candidate's MLflow run with the plots. Each device alarms at its
+    profile's point; the features are those of the model's own spec."""
+    info = newest_candidate(model_registry)
+    model = model_registry.load_detector(info.uri)
     folder = Path(config.nist_data_dir) if config.nist_data_dir else settings.nist_data_dir()
-    tests = nist.read_tests(folder)
-    activations = nist.read_activation_times(folder)
-    real = real_fires.replay_detector(tests, activations, model, spec, config.warm_up_s)
-    baseline = real_fires.fixed_threshold_baseline(tests, activations, config.warm_up_s)
-    detections = pl.concat(
-        [
-            evaluation.detection_times(
-                scored.filter(pl.col(dataset.SPLIT) == split), *points
-            ).with_columns(pl.lit(split).alias("split"))
-            for split in evaluation.splits_in(scored)
-        ],
-        how="diagonal_relaxed",
-    )
-    pngs = {
-        "roc.png": plots.roc_png(scored),
-        "time_to_detection.png": plots.time_to_detection_png(detections),
-        "nist_timelines.png": plots.nist_timelines_png(real),
-    }
-    metrics = {
-        **evaluation.flat_metrics(report),
-        **evaluation.flat_metrics(
-            {k: v for k, v in real.summary.items() if k not in real_fires.SETTINGS},
-            "real_",
-        ),
-    }
-    model_registry.record_evaluation(MODEL_NAME, version, metrics, pngs)
+    try:
+        judged = assessment.assess(frame, model, folder, config.warm_up_s)
+    except ValueError as e:  # a model saved without its spec, bad NIST data
+        raise dg.Failure(f"model version {info.version}: {e}") from e
+    model_registry.record_evaluation(MODEL_NAME, info.version, judged.metrics, judged.plots)
+    real, baseline = judged.replay.model, judged.replay.baseline
     context.log.info(real.table())
     return dg.MaterializeResult(
         metadata={
-            "model_version": version,
-            "real_fires": markdown_table(real.stations),
+            "model_version": info.version,
+            **{name: dg.MetadataValue.float(value) for name, value in judged.headline.items()},
+            **{name: markdown_table(table) for name, table in judged.tables().items()},
             "real_summary": dg.MetadataValue.json(real.summary),
             "fixed_threshold_baseline": dg.MetadataValue.json(baseline.summary),
-            **{name: png_markdown(png, name) for name, png in pngs.items()},
-            **{name: dg.MetadataValue.float(value) for name, value in sorted(metrics.items())},
+            **{name: png_markdown(png, name) for name, png in judged.plots.items()},
         }
     )
 
@@ -450,7 +345,7 @@ def champion(
     """Champion/challenger: the evaluated candidate becomes the champion (Approved) only when
     it beats the champion on real-fire lead time and does no worse on false alarms, within the
     config's thresholds; otherwise it is Rejected. Every reason is recorded."""
-    version = int(_latest_metadata(context, EVALUATION_KEY)["model_version"])
+    version = newest_candidate(model_registry).version
     policy = promotion.PromotionPolicy(**config.model_dump())
     current = model_registry.champion(MODEL_NAME)
     if current is not None and current.version == version:
@@ -461,7 +356,10 @@ def champion(
     champion_metrics = (
         model_registry.version_metrics(MODEL_NAME, current.version) if current else None
     )
-    decision = promotion.decide(candidate_metrics, champion_metrics, policy)
+    try:
+        decision = promotion.decide(candidate_metrics, champion_metrics, policy)
+    except ValueError as e:  # a version without the evaluation's metrics
+        raise dg.Failure(f"{MODEL_NAME} version {version}: {e} (materialise ml/evaluation)") from e
     reason = "; ".join(decision.reasons)
     status = promotion.APPROVED if decision.promote else promotion.REJECTED
     model_registry.set_approval(MODEL_NAME, version, status, reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score
 
+from firepipe.core.features.spec import FeatureSpec, default_spec
 from firepipe.core.training.dataset import LABEL, SECONDS_SINCE_IGNITION
 from firepipe.core.training.models import (
     ALGORITHMS,
     DETECTOR_FILE,
+    FEATURE_SPEC_FILE,
     LIGHTGBM_MODEL_FILE,
     Detector,
     _Linear,
@@ -242,6 +245,48 @@ def test_a_format_1_detector_loads_with_its_one_point(tmp_path: Path) -> None:
     assert (loaded.threshold, loaded.persistence_s, loaded.profile_points) == (0.7, 2, {})
     (tmp_path / DETECTOR_FILE).write_text(json.dumps({**document, "format_version": 3}))
     with pytest.raises(ValueError, match="has format 3, this code reads 1, 2"):
+        Detector.load(tmp_path)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_detector_saves_and_loads_its_feature_spec(algorithm: str, tmp_path: Path) -> None:
+    spec = default_spec()
+    detector = train(algorithm)
+    # A detector knows the hash of its spec; the spec itself comes in once training is done.
+    with pytest.raises(ValueError, match="saved without its feature spec"):
+        detector.require_feature_spec()
+    with pytest.raises(ValueError, match="trained on feature spec spec123"):
+        detector.with_feature_spec(spec)
+    detector = replace_hash(detector, spec.hash()).with_feature_spec(spec)
+    written = detector.save(tmp_path)
+    assert tmp_path / FEATURE_SPEC_FILE in written
+    assert FeatureSpec.from_json((tmp_path / FEATURE_SPEC_FILE).read_text()) == spec
+    loaded = Detector.load(tmp_path)
+    assert loaded.feature_spec == loaded.require_feature_spec() == spec
+    assert loaded == detector
+    # The spec stays with every operating point.
+    assert detector.with_operating_point(0.7, 2).feature_spec == spec
+    # Saved again without a spec, no stale spec file is left behind.
+    replace_hash(detector, spec.hash()).save(tmp_path)
+    assert not (tmp_path / FEATURE_SPEC_FILE).exists()
+    assert Detector.load(tmp_path).feature_spec is None
+
+
+def replace_hash(detector: Detector, spec_hash: str) -> Detector:
+    return dataclasses.replace(detector, feature_spec_hash=spec_hash, feature_spec=None)
+
+
+def test_a_feature_spec_must_compute_every_input(tmp_path: Path) -> None:
+    spec = default_spec()
+    fewer = FeatureSpec(tuple(f for f in spec.features if f.name != "smoke_heat_lag_300s"))
+    detector = replace_hash(train("logistic"), fewer.hash())
+    with pytest.raises(ValueError, match=r"computes no feature.*smoke_heat_lag_300s"):
+        detector.with_feature_spec(fewer)
+    # A spec file that does not match the detector's hash is refused on load.
+    replace_hash(detector, spec.hash()).with_feature_spec(spec).save(tmp_path)
+    document = json.loads((tmp_path / DETECTOR_FILE).read_text())
+    (tmp_path / DETECTOR_FILE).write_text(json.dumps({**document, "feature_spec_hash": "x"}))
+    with pytest.raises(ValueError, match="trained on feature spec x"):
         Detector.load(tmp_path)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from firepipe.core.features.spec import default_spec
 from firepipe.core.realdata import nist
@@ -63,3 +66,49 @@ def test_nist_timelines_png_depends_on_the_operating_point() -> None:
     low_png, high_png = plots.nist_timelines_png(low), plots.nist_timelines_png(high)
     assert low_png.startswith(PNG_SIGNATURE)
     assert low_png != high_png
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height in pixels, from the PNG's IHDR chunk."""
+    assert data.startswith(PNG_SIGNATURE)
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def smallest_text_pt(fig: Figure) -> float:
+    fig.canvas.draw()  # tick labels exist once drawn
+    sizes = [
+        t.get_fontsize()
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.get_figure() is not None
+    ]
+    assert sizes
+    return float(min(sizes))
+
+
+def test_every_figure_is_wide_enough_to_read_with_text_of_at_least_10_pt() -> None:
+    folder = Path(nist_data_dir())
+    tests = [nist.read_test(folder / f"NIST_Smoke_Alarms_{t}.csv") for t in ("SDC02", "SDC05")]
+    real = rf.evaluate_real(
+        tests, nist.read_activation_times(folder), None, rf.fixed_threshold_scores, 1.0, 0
+    )
+    detections = pl.DataFrame(
+        {
+            "split": ["validation", "test"] * 3,
+            "scenario": ["flaming_fast", "flaming_fast", "candle", "candle", "toast", "toast"],
+            "time_to_detection_s": [10.0, 14.0, None, 80.0, 5.0, 6.0],
+        }
+    )
+    figures = {
+        "roc": (plots.roc_figure(scored(0, 0.5)), plots.roc_png(scored(0, 0.5))),
+        "times": (
+            plots.time_to_detection_figure(detections),
+            plots.time_to_detection_png(detections),
+        ),
+        "nist": (plots.nist_timelines_figure(real), plots.nist_timelines_png(real)),
+    }
+    for name, (fig, data) in figures.items():
+        width, height = png_size(data)
+        assert width >= 1200, (name, width)
+        assert (width, height) == tuple(round(v) for v in fig.get_size_inches() * fig.dpi), name
+        assert smallest_text_pt(fig) >= 10, name

@@ -355,12 +355,10 @@ def test_bad_input_is_a_clear_error(tests: tuple[nist.NistTest, ...]) -> None:
         rf.station_scores(tests[0], default_spec(), lambda r: np.zeros(3))
 
 
-def test_a_detector_is_replayed_at_its_operating_point_with_its_own_spec(
-    tests: tuple[nist.NistTest, ...],
-) -> None:
-    from firepipe.core.training.models import Detector, train_detector
+def rise_detector(spec: FeatureSpec):  # type: ignore[no-untyped-def]
+    """A logistic detector on the smoke and heat rises, carrying `spec`."""
+    from firepipe.core.training.models import train_detector
 
-    spec = default_spec()
     rng = np.random.default_rng(0)
     names = ("smoke_obscuration_pct_per_m__rise_per_min_30s", "temperature_c__rise_per_min_30s")
     x = rng.normal(0.0, 2.0, (500, 2))
@@ -368,16 +366,27 @@ def test_a_detector_is_replayed_at_its_operating_point_with_its_own_spec(
     detector = train_detector(
         frame, None, names, spec.hash(), "logistic", {"early_fire_weight": 1.0}
     )
-    detector = detector.with_operating_point(0.6, 2)
+    return detector.with_feature_spec(spec).with_operating_point(0.6, 2)
+
+
+def test_a_detector_is_replayed_at_its_operating_point_with_its_own_spec(
+    tests: tuple[nist.NistTest, ...],
+) -> None:
+    # Not the default spec: only the two rises it reads, which the replay computes.
+    spec = FeatureSpec(
+        tuple(f for f in default_spec().features if f.name.endswith("__rise_per_min_30s"))
+    )
+    assert spec.hash() != default_spec().hash()
+    detector = rise_detector(spec)
     real = nist.read_activation_times(NIST_DIR)
-    report = rf.replay_detector(tests[:2], real, detector, spec, warm_up_s=60.0)
+    report = rf.replay_detector(tests[:2], real, detector, warm_up_s=60.0)
     direct = rf.evaluate_real(tests[:2], real, spec, detector.scores, 0.6, 2, 60.0)
     assert report.stations.equals(direct.stations)
     assert (report.threshold, report.persistence_s) == (0.6, 2)
     # With a point for heat and smoke, those stations are replayed at it, the others at 0.6.
     heat_smoke = "temperature_c+smoke_obscuration_pct_per_m"
     at_profiles = rf.replay_detector(
-        tests[:2], real, detector.with_operating_point(0.6, 2, {heat_smoke: (0.3, 0)}), spec, 60.0
+        tests[:2], real, detector.with_operating_point(0.6, 2, {heat_smoke: (0.3, 0)}), 60.0
     )
     direct = rf.evaluate_real(
         tests[:2], real, spec, detector.scores, 0.6, 2, 60.0, {heat_smoke: (0.3, 0)}
@@ -391,6 +400,23 @@ def test_a_detector_is_replayed_at_its_operating_point_with_its_own_spec(
     assert set(stations.filter(pl.col(dataset.PROFILE) != heat_smoke)["threshold"]) == {0.6}
     assert stations.filter(pl.col(dataset.PROFILE) != heat_smoke).height > 0
     assert not stations["model_alarm_s"].equals(report.stations["model_alarm_s"])
-    other = Detector(**{**detector.__dict__, "feature_spec_hash": "other"})
-    with pytest.raises(ValueError, match="trained on feature spec other"):
-        rf.replay_detector(tests[:2], real, other, spec)
+    # A detector saved before detectors carried their spec cannot be replayed.
+    without = dataclasses.replace(detector, feature_spec=None)
+    with pytest.raises(ValueError, match="saved without its feature spec"):
+        rf.replay_detector(tests[:2], real, without)
+
+
+def test_the_nist_replay_reads_the_folder_and_adds_the_fixed_threshold_reference(
+    tests: tuple[nist.NistTest, ...],
+) -> None:
+    detector = rise_detector(default_spec())
+    replay = rf.replay_nist(NIST_DIR, detector, warm_up_s=120.0)
+    real = nist.read_activation_times(NIST_DIR)
+    assert replay.model.stations.equals(rf.replay_detector(tests, real, detector, 120.0).stations)
+    assert replay.baseline.stations.equals(rf.fixed_threshold_baseline(tests, real, 120.0).stations)
+    assert replay.model.summary["warm_up_s"] == replay.baseline.summary["warm_up_s"] == 120.0
+    for bad in (-1.0, float("nan"), rf.MAX_WARM_UP_S + 1):
+        with pytest.raises(ValueError, match="warm_up_s"):
+            rf.replay_nist(NIST_DIR, detector, bad)
+    with pytest.raises(ValueError, match="saved without its feature spec"):
+        rf.replay_nist(NIST_DIR, dataclasses.replace(detector, feature_spec=None))
