@@ -24,6 +24,7 @@ from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
 from firepipe.core.training.dataset import SPLIT
 from firepipe.core.training.models import (
     ALGORITHMS,
+    Detector,
     average_precision,
     check_increasing,
     default_params,
@@ -163,6 +164,22 @@ def _metrics(prefix: str, frame: pl.DataFrame, scores: Any) -> dict[str, float]:
     }
 
 
+def fit_request(
+    request: TrainingRequest, train: pl.DataFrame, validation: pl.DataFrame | None
+) -> Detector:
+    """The detector `request` describes, fitted on `train` (validation: early stopping)."""
+    return train_detector(
+        train,
+        validation,
+        request.feature_names,
+        request.feature_spec_hash,
+        request.algorithm,
+        dict(request.params or {}),
+        request.seed,
+        request.increasing,
+    )
+
+
 def run_training(
     train_dir: Path,
     validation_dir: Path | None,
@@ -174,16 +191,7 @@ def run_training(
     request = parse_hyperparameters(hyperparameters)
     train = read_channel(train_dir, "train")
     validation = read_channel(validation_dir, "validation") if validation_dir else None
-    detector = train_detector(
-        train,
-        validation,
-        request.feature_names,
-        request.feature_spec_hash,
-        request.algorithm,
-        dict(request.params or {}),
-        request.seed,
-        request.increasing,
-    )
+    detector = fit_request(request, train, validation)
     detector.save(model_dir)
     metrics = _metrics("train", train, detector.scores(train))
     if validation is not None:

@@ -14,8 +14,7 @@ from firepipe.core.lake.standardise import to_silver
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
 from firepipe.core.training import augment
 from firepipe.core.training.dataset import SplitConfig
-from firepipe.core.training.job import encode_hyperparameters, parse_hyperparameters
-from firepipe.core.training.models import train_detector
+from firepipe.core.training.job import encode_hyperparameters, fit_request, parse_hyperparameters
 
 
 @pytest.fixture(scope="session")
@@ -55,17 +54,7 @@ class InProcessTrainer:
     ) -> dict[str, float]:
         self.calls.append(("train", job_name, dict(hyperparameters)))
         request = parse_hyperparameters(hyperparameters)
-        detector = train_detector(
-            channels["train"],
-            channels["validation"],
-            request.feature_names,
-            request.feature_spec_hash,
-            request.algorithm,
-            dict(request.params or {}),
-            request.seed,
-            request.increasing,
-        )
-        detector.save(model_dir)
+        fit_request(request, channels["train"], channels["validation"]).save(model_dir)
         return {"train:rows": float(channels["train"].height)}
 
     def tune(
