@@ -278,7 +278,10 @@ def detector(
 
 
 class EvaluationConfig(dg.Config):
-    nist_data_dir: str = Field(default="", description="empty: FIREPIPE_NIST_DATA_DIR")
+    nist_data_dir: str = Field(
+        default="",
+        description="empty: FIREPIPE_NIST_DATA_DIR, else the NIST tests packaged with firepipe",
+    )
     warm_up_s: float = Field(
         default=real_fires.WARM_UP_S,
         ge=0,
