@@ -6,11 +6,15 @@ config seed `--seed`, with `--devices`/`--duration-s`/`--sites`/`--fault-share`/
 the asset's run config (their defaults are the asset's). A partition is made by the same core
 function the asset uses (`firepipe.core.simulation.partitions.partition_generation`), so its
 files hold the same bytes as the asset's staged files for that partition.
+
+Before anything is generated, the destination is checked: an empty or root --out is refused, and
+so is a local one whose disk has less free space than the files' estimated size.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,6 +117,7 @@ def generate(
     import polars as pl
 
     from firepipe.core.simulation.backends import BackendUnavailableError, get_backend
+    from firepipe.core.simulation.output_size import estimated_parquet_bytes
     from firepipe.core.simulation.partitions import PartitionSettings, partition_generation
     from firepipe.core.simulation.simulator import GenerationSpec, write_parquet
 
@@ -157,11 +162,14 @@ def generate(
         get_backend(backend)  # now, not after the folder is made: cupy or torch may be missing
     except BackendUnavailableError as exc:
         raise click.BadParameter(str(exc), param_hint="--backend") from exc
-    check_out(out)
+    folder = check_out(out)
+    needed_bytes = estimated_parquet_bytes(spec)
+    if folder is not None:
+        check_free_space(folder, needed_bytes)
     what = f"partition ({families[0]}, {batch}) of seed {seed}: " if batch is not None else ""
     click.echo(
         f"{what}{spec.rows:,} readings: {spec.devices:,} devices x {spec.duration_s:,} s, "
-        f"seed {spec.seed}, {backend} -> {out}",
+        f"seed {spec.seed}, {backend} -> {out} (at most about {_size(needed_bytes)})",
         err=True,
     )
     try:
@@ -198,14 +206,18 @@ def _first_line(exc: BaseException) -> str:
     return line.partition("<?xml")[0].rstrip(": ")
 
 
-def check_out(out: str) -> None:
-    """Refuse an --out the generator cannot write into, before anything is generated."""
+def check_out(out: str) -> Path | None:
+    """Refuse an --out the generator cannot write into, before anything is generated.
+
+    Returns the nearest local folder that exists on the way to --out (the one whose disk the
+    files will fill), None for an object store.
+    """
     if not out.strip():
         raise click.BadParameter(
             "is empty: name a folder for the Parquet files", param_hint="--out"
         )
     if "://" in out:
-        return  # an object store: reachability shows on the first write (see the caller)
+        return None  # an object store: reachability shows on the first write (see the caller)
     path = Path(out).expanduser().absolute()
     if path == Path(path.anchor):
         raise click.BadParameter(
@@ -220,3 +232,30 @@ def check_out(out: str) -> None:
         raise click.BadParameter(
             f"cannot write under {out}: {existing} is not writable", param_hint="--out"
         )
+    return existing
+
+
+def check_free_space(folder: Path, needed_bytes: int) -> None:
+    """Refuse a generation whose files would not fit on the disk of `folder`, before writing.
+
+    `needed_bytes` is an upper estimate (core.simulation.output_size), so the check errs towards
+    refusing early rather than filling the disk half-way through a run. An object store has no
+    free space to ask for: the caller skips it.
+    """
+    free_bytes = shutil.disk_usage(folder).free
+    if needed_bytes > free_bytes:
+        raise click.ClickException(
+            f"not enough disk space: the files would take up to about {_size(needed_bytes)} "
+            f"(estimated), and {folder} has {_size(free_bytes)} free; generate fewer readings "
+            "or choose another --out"
+        )
+
+
+def _size(n_bytes: int) -> str:
+    """Bytes for people, in decimal units as `df -H` gives them."""
+    size = float(n_bytes)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            break
+        size /= 1000
+    return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"

@@ -4,8 +4,10 @@ backends it refuses before generating anything."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import polars as pl
@@ -13,6 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from firepipe.cli import main
+from firepipe.core.simulation import simulator
+from firepipe.core.simulation.output_size import estimated_parquet_bytes
 from firepipe.core.simulation.partitions import PartitionSettings, partition_generation
 from firepipe.core.simulation.simulator import simulate
 
@@ -113,6 +117,60 @@ def test_an_out_under_a_file_or_an_unwritable_folder_is_refused(
     assert code == 2
     assert f"cannot write under {locked / 'a' / 'b'}: {locked} is not writable" in output
     assert not (locked / "a").exists()
+
+
+def test_a_size_beyond_the_free_disk_space_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def write_parquet(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the generator started writing")  # without the check: for hours
+
+    monkeypatch.setattr(simulator, "write_parquet", write_parquet)
+    out = tmp_path / "out"
+    code, output = run("--rows", "1000000000000", "--out", str(out))
+    assert code == 1
+    [error] = [line for line in output.splitlines() if line.startswith("Error:")]
+    # 10^12 readings at 20 bytes each: 20 TB, more than any test machine's free space.
+    assert error.startswith(
+        "Error: not enough disk space: the files would take up to about 20.0 TB (estimated), "
+        f"and {tmp_path} has "
+    )
+    assert error.endswith(" free; generate fewer readings or choose another --out")
+    assert "generating" not in output
+    assert list(tmp_path.iterdir()) == []  # not even the folder
+
+
+def test_the_free_space_check_compares_the_estimate_with_the_destinations_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ("--family", "flaming", "--batch", "1", "--devices", "4", "--duration-s", "60")
+    spec = partition_generation(PartitionSettings(devices=4, duration_s=60), "flaming", "001").spec
+    needed = estimated_parquet_bytes(spec)
+    asked: list[Path] = []
+
+    def disk_with(free_bytes: int):
+        def usage(path: Path) -> SimpleNamespace:
+            asked.append(Path(path))
+            return SimpleNamespace(
+                total=10 * needed, used=10 * needed - free_bytes, free=free_bytes
+            )
+
+        return usage
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(needed - 1))
+    code, output = run(*args, "--out", str(tmp_path / "a" / "b"))
+    assert code == 1
+    assert f"up to about 20.8 kB (estimated), and {tmp_path} has 20.8 kB free" in output
+    assert asked == [tmp_path]  # the nearest folder that exists: the disk the files will fill
+    assert not (tmp_path / "a").exists()
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(needed))
+    code, output = run(*args, "--out", str(tmp_path / "a" / "b"))
+    assert code == 0, output
+    assert "240 readings: 4 devices x 60 s" in output
+    assert "(at most about 20.8 kB)" in output
+    written = sum(p.stat().st_size for p in (tmp_path / "a" / "b").glob("*.parquet"))
+    assert 0 < written <= needed
 
 
 @pytest.mark.aws

@@ -130,6 +130,17 @@ class StaleWatermarkError(RuntimeError):
     """A commit found the watermark elsewhere than expected, or would move it backwards."""
 
 
+class ExtractionBusyError(RuntimeError):
+    """Another run is extracting `name`: this one was refused before reading or writing."""
+
+    def __init__(self, name: str, since: datetime | None, run_id: str | None) -> None:
+        started = "" if since is None else f"since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC, "
+        super().__init__(
+            f"another extraction of {name} is running ({started}run {run_id or 'not yet known'})"
+        )
+        self.name, self.since, self.run_id = name, since, run_id
+
+
 def check_forward(expected: Watermark | None, new: Watermark) -> None:
     if expected is not None and new <= expected:
         raise StaleWatermarkError(f"watermark must move forward: {expected} -> {new}")

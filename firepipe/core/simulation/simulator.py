@@ -144,6 +144,8 @@ SPIKE_FULL_SCALE_SHARE: sc.Range = (0.01, 0.1)
 # Readings per chunk: large enough that every array operation amortises its call, small enough
 # that a chunk's working arrays stay in a few hundred MB.
 CHUNK_ROWS = 1_000_000
+# Readings per Parquet file that write_parquet aims at (a file closes at the first chunk past it).
+ROWS_PER_FILE = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -621,7 +623,7 @@ def write_parquet(
     directory: str,
     *,
     backend: str = "numpy",
-    rows_per_file: int = 2_000_000,
+    rows_per_file: int = ROWS_PER_FILE,
     constant_columns: Mapping[str, str] | None = None,
     storage_options: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,

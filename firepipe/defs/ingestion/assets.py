@@ -2,7 +2,8 @@
 
 - bronze/field_readings + bronze/field_dead_letters: `firepipe.core.extraction.extract` from the
   `warehouse_source` (DuckDB locally, Snowflake in AWS) after the watermark committed in
-  `extraction_watermarks`, chunk by chunk into Iceberg (`resources.extraction_sinks`).
+  `extraction_watermarks`, chunk by chunk into Iceberg (`lib.extraction_sinks`); one run at a
+  time, a second is refused at once.
 - bronze/landed_readings: every settled file in the `landing_zone` past its stored cursor
   (`resources.landing.ingest_landing`); unreadable or schema-breaking files are quarantined
   with their reason and the run goes on.
@@ -16,7 +17,7 @@ import dagster as dg
 import polars as pl
 
 from firepipe import names
-from firepipe.core.ingestion.extraction import ExtractionError, extract
+from firepipe.core.ingestion.extraction import ExtractionBusyError, ExtractionError, extract
 from firepipe.core.ingestion.landing import LANDED_SCHEMA
 from firepipe.defs.metadata import markdown_table
 from firepipe.lib.extraction_sinks import (
@@ -74,24 +75,37 @@ def field_readings(
 ) -> Iterator[dg.MaterializeResult]:
     """Incremental extraction of field readings, chunk by chunk, into bronze."""
     readings, dead_letters = IcebergChunkSink(lakehouse), IcebergDeadLetterSink(lakehouse)
-    readings.ensure_table()
-    dead_letters.ensure_table()
-    before = extraction_watermarks.get(EXTRACTION_NAME)
+    # One extraction at a time, refused at once: two would race on the watermark and on the
+    # same key ranges (one fails with StaleWatermarkError, the other with pyiceberg's "Added
+    # data files were found matching the filter"). A lock in the watermark store, not a Dagster
+    # pool: a pool's slots live in the instance, which must be configured with its limit; a
+    # second run's step waits for the slot instead of being refused; and a SIGKILLed run keeps
+    # its claimed slot until a person frees it in the UI (Dagster frees slots of runs it sees
+    # end). The store's lock (a file lock locally, a lease in DynamoDB on AWS) binds runs of
+    # `dagster job execute` and of the daemon alike, refuses at once, and ends with the process
+    # that holds it.
     try:
-        with warehouse_source.session() as source:
-            summary = extract(
-                EXTRACTION_NAME,
-                source,
-                readings,
-                dead_letters,
-                extraction_watermarks,
-                chunk_rows=config.chunk_rows,
-                max_chunks=config.max_chunks,
-            )
-    except ExtractionError as error:
+        with extraction_watermarks.exclusive(EXTRACTION_NAME, context.run.run_id):
+            readings.ensure_table()
+            dead_letters.ensure_table()
+            before = extraction_watermarks.get(EXTRACTION_NAME)
+            with warehouse_source.session() as source:
+                summary = extract(
+                    EXTRACTION_NAME,
+                    source,
+                    readings,
+                    dead_letters,
+                    extraction_watermarks,
+                    chunk_rows=config.chunk_rows,
+                    max_chunks=config.max_chunks,
+                )
+    except (ExtractionBusyError, ExtractionError) as error:
         raise dg.Failure(
             description=str(error),
-            metadata={"source": warehouse_source.describe(), "watermark": str(before)},
+            metadata={
+                "source": warehouse_source.describe(),
+                "watermark": str(extraction_watermarks.get(EXTRACTION_NAME)),
+            },
         ) from error
     context.log.info(
         f"{summary.rows} rows in {summary.chunks} chunks from {warehouse_source.describe()}; "
