@@ -13,6 +13,10 @@ Layout (keys are relative to the zone's root folder or prefix):
 The ingestion loop and the cursor are `firepipe.core.landing.ingest_new` / `LandingCursor`:
 (last_modified, key) ordering. Ingested files stay in `incoming/` as the raw archive; expire
 them with a lifecycle rule.
+
+Landed files are untrusted: `ingest_landing` parses them in one child process per run
+(`firepipe.lib.isolated`, with a memory limit and a time limit), so a file that makes the
+reader panic, abort or run away is quarantined with what happened, and the run goes on.
 """
 
 import hashlib
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 import polars as pl
@@ -36,8 +40,11 @@ from firepipe.core.ingestion.landing import (
     IngestSummary,
     LandedObject,
     LandingCursor,
+    Parser,
+    QuarantineError,
     ingest_new,
 )
+from firepipe.lib.isolated import FailureKind, IsolatedCallError, IsolatedFunction
 from firepipe.lib.lakehouse import tables
 from firepipe.lib.s3 import object_exists
 from firepipe.resources.lakehouse import Lakehouse
@@ -50,6 +57,15 @@ CURSOR_KEY = "_state/landing_cursor.json"
 # listed can be missed by one listing; its ctime is exact to the nanosecond, so waiting a little
 # (listing a landing folder takes milliseconds) is enough. Chosen, not measured.
 LOCAL_SETTLE_S = 2.0
+# The parse of one landed file, by module path: `ingest_landing` runs it in a child process.
+PARSER = "firepipe.core.ingestion.landing:parse_landed_file"
+# How a parse that did not return ended -> the quarantine rule of its file.
+PARSER_FAILURE_RULES: dict[FailureKind, str] = {
+    "raised": "parser_error",
+    "out_of_memory": "memory_limit",
+    "crashed": "parser_crashed",
+    "timed_out": "parser_timeout",
+}
 
 
 class LandingZone(dg.ConfigurableResource, ABC):
@@ -58,6 +74,17 @@ class LandingZone(dg.ConfigurableResource, ABC):
     settle_s: float = Field(
         default=LANDING_SETTLE_S,
         description="only files last modified at least this long ago are taken",
+    )
+    # A landed file is at most a few hundred MB (LANDING_SETTLE_S); its parse holds the bytes,
+    # the frame as read and the typed columns, a few times the file. Chosen, not measured.
+    parse_memory_limit_mb: int = Field(
+        default=4096,
+        description="address space one file's parse may take beyond the parser's own; "
+        "a file that needs more is quarantined (memory_limit)",
+    )
+    parse_timeout_s: float = Field(
+        default=300.0,
+        description="a file whose parse takes longer is quarantined (parser_timeout)",
     )
 
     @abstractmethod
@@ -330,16 +357,49 @@ class _RecordingZone:
         self.zone.mark_ingested(digest, key, at)
 
 
+def isolated_parser(function: IsolatedFunction) -> Parser:
+    """A parse for `ingest_new` that calls `function` (a Parser running in a child process):
+    whatever made the child fail quarantines the file, the parser's own QuarantineError as it
+    is, a panic, crash, runaway allocation or hang by PARSER_FAILURE_RULES with what happened."""
+
+    def parse(source_file: str, data: bytes, ingested_at: datetime) -> pl.DataFrame:
+        try:
+            return cast(pl.DataFrame, function(source_file, data, ingested_at))
+        except IsolatedCallError as failure:
+            if isinstance(failure.error, QuarantineError):
+                raise failure.error from None
+            rule = PARSER_FAILURE_RULES[failure.kind]
+            raise QuarantineError(rule, f"the parser {failure.detail}") from None
+
+    return parse
+
+
 def ingest_landing(
-    zone: LandingZone, lakehouse: Lakehouse, identifier: str, now: datetime | None = None
+    zone: LandingZone,
+    lakehouse: Lakehouse,
+    identifier: str,
+    now: datetime | None = None,
+    parser: str = PARSER,
 ) -> LandingRun:
     """Ingest every settled file past the zone's stored cursor into `identifier`, and store the
-    cursor as far as it got, also when a file stopped the run (`summary.failed`)."""
+    cursor as far as it got, also when a file stopped the run (`summary.failed`).
+
+    Files are parsed by `parser` ("package.module:function", a Parser) in one child process,
+    reused for the run and replaced after a file that crashed it, under the zone's memory and
+    time limits.
+    """
     recording = _RecordingZone(zone)
     before = zone.load_cursor()
-    summary = ingest_new(
-        recording, before, lakehouse_writer(lakehouse, identifier), now, zone.settle_s
-    )
+    function = IsolatedFunction(parser, zone.parse_memory_limit_mb, zone.parse_timeout_s)
+    with function:
+        summary = ingest_new(
+            recording,
+            before,
+            lakehouse_writer(lakehouse, identifier),
+            now,
+            zone.settle_s,
+            parse=isolated_parser(function),
+        )
     if summary.cursor is not None and summary.cursor != before:
         zone.save_cursor(summary.cursor)
     return LandingRun(summary, recording.quarantined)

@@ -23,6 +23,7 @@ from firepipe.resources.landing import (
     ingest_landing,
     lakehouse_writer,
 )
+from firepipe_tests.resources.hostile_parsers import HOSTILE_PARSER
 
 REGION = "eu-west-1"
 BRONZE = "bronze.field_readings"
@@ -312,3 +313,65 @@ def test_ingest_landing_stores_the_cursor_of_the_files_handled_before_a_failure(
     handled = LandingCursor.from_json(zone.read(CURSOR_KEY).decode())
     assert handled is not None
     assert handled.key == "incoming/a.parquet"
+
+
+def test_a_file_that_panics_aborts_or_exhausts_the_parser_is_quarantined_and_the_run_goes_on(
+    tmp_path: Path, lakehouse: LocalLakehouse
+) -> None:
+    zone = LocalLandingZone(root=str(tmp_path / "landing"), settle_s=0.0, parse_memory_limit_mb=512)
+    zone.drop("a.csv", _csv("d1", [20.0]))
+    zone.drop("panics.parquet", _parquet("d8", [1.0]))
+    zone.drop("b.jsonl", _jsonl("d2", [0.5]))
+    zone.drop("aborts.csv", _csv("d9", [1.0]))
+    zone.drop("hogs.jsonl", _jsonl("d9", [1.0]))
+    zone.drop("hogs_in_rust.parquet", _parquet("d9", [2.0]))
+    zone.drop("c.parquet", _parquet("d3", [4.0, 5.0]))
+    last = max(o.position for o in zone.list_objects())
+
+    run = ingest_landing(zone, lakehouse, BRONZE, parser=HOSTILE_PARSER)
+    summary = run.summary
+    assert summary.failed is None
+    assert sorted(summary.ingested) == ["incoming/a.csv", "incoming/b.jsonl", "incoming/c.parquet"]
+    assert summary.quarantined == {
+        "incoming/panics.parquet": "parser_error",
+        "incoming/aborts.csv": "parser_crashed",
+        "incoming/hogs.jsonl": "memory_limit",
+        "incoming/hogs_in_rust.parquet": "memory_limit",
+    }
+    reasons = {q.key: q.reason for q in run.quarantined}
+    assert reasons["incoming/panics.parquet"] == (
+        "the parser raised PanicException: "
+        "range end index 18446744073709551534 out of range for slice"
+    )
+    assert reasons["incoming/aborts.csv"] == "the parser crashed: signal 6 (SIGABRT)"
+    assert reasons["incoming/hogs.jsonl"] == (
+        "the parser exceeded the memory limit of 512 MiB: MemoryError"
+    )
+    # Rust aborts on a failed allocation; what it said on stderr tells it from a crash.
+    in_rust = reasons["incoming/hogs_in_rust.parquet"]
+    assert in_rust.startswith("the parser exceeded the memory limit of 512 MiB: memory allocation")
+    assert in_rust.endswith("failed (signal 6 (SIGABRT))")
+    sidecar = zone.quarantine_reason("quarantine/aborts.csv")
+    assert sidecar["reason"] == reasons["incoming/aborts.csv"]
+
+    bronze = lakehouse.read(BRONZE).sort("device_id", "ts")
+    assert bronze["device_id"].to_list() == ["d1", "d2", "d3", "d3"]
+    assert bronze.filter(pl.col("device_id") == "d3")["co_ppm"].to_list() == [4.0, 5.0]
+    # The cursor went past every file, so nothing blocks the next run.
+    assert summary.cursor == last
+    assert zone.load_cursor() == last
+    again = ingest_landing(zone, lakehouse, BRONZE, parser=HOSTILE_PARSER)
+    assert (again.summary.ingested, again.summary.quarantined) == ([], {})
+
+
+def test_a_file_whose_parse_hangs_is_quarantined_at_the_time_limit(
+    tmp_path: Path, lakehouse: LocalLakehouse
+) -> None:
+    zone = LocalLandingZone(root=str(tmp_path / "landing"), settle_s=0.0, parse_timeout_s=2.0)
+    zone.drop("hangs.csv", _csv("d9", [1.0]))
+    zone.drop("a.csv", _csv("d1", [20.0]))
+    run = ingest_landing(zone, lakehouse, BRONZE, parser=HOSTILE_PARSER)
+    assert run.summary.quarantined == {"incoming/hangs.csv": "parser_timeout"}
+    assert run.quarantined[0].reason == "the parser gave no answer within 2 s"
+    assert run.summary.ingested == ["incoming/a.csv"]
+    assert lakehouse.read(BRONZE)["device_id"].to_list() == ["d1"]

@@ -58,6 +58,10 @@ class QuarantineError(Exception):
         self.rule = rule
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[QuarantineError], tuple[str, str]]:
+        # Rebuilt from (rule, reason), so it survives pickling out of a parsing child process.
+        return (type(self), (self.rule, self.reason))
+
 
 def _read(fmt: str, data: bytes) -> pl.DataFrame:
     if fmt == "csv":
@@ -162,6 +166,10 @@ def parse_landed_file(source_file: str, data: bytes, ingested_at: datetime) -> p
     )
 
 
+# A landed file's name, its bytes and the ingestion time -> its readings (parse_landed_file).
+Parser = Callable[[str, bytes, datetime], pl.DataFrame]
+
+
 @dataclass(frozen=True, order=True)
 class LandingCursor:
     """Everything at or before (last_modified, key) was handled; ties broken by key."""
@@ -239,12 +247,17 @@ def ingest_new(
     write: Callable[[pl.DataFrame], None],
     now: datetime | None = None,
     settle_s: float = LANDING_SETTLE_S,
+    parse: Parser = parse_landed_file,
 ) -> IngestSummary:
     """Ingest every settled file past `cursor`: write good ones, quarantine bad ones, go on.
 
     A failing `write` (or storage error) stops the run: the summary's cursor stays before that
     file and `failed` names it, so the next run retries it. A crash after a write but before the
     ingested mark is recorded re-writes that file once; silver's (device_id, ts) dedup absorbs it.
+
+    `parse` runs in this process by default, where a reader's panic (a BaseException) or abort
+    takes the run down; untrusted files are parsed in a child process
+    (`firepipe.resources.landing.ingest_landing`), which turns those into QuarantineErrors.
     """
     if settle_s < 0:
         raise ValueError(f"settle_s must be >= 0, got {settle_s}")
@@ -258,7 +271,7 @@ def ingest_new(
                 summary.duplicates.append(obj.key)
             else:
                 try:
-                    frame = parse_landed_file(obj.key, data, now)
+                    frame = parse(obj.key, data, now)
                 except QuarantineError as bad:
                     zone.quarantine(obj.key, bad.rule, bad.reason, now)
                     summary.quarantined[obj.key] = bad.rule

@@ -1,6 +1,7 @@
 """Parsing landed files into readings, and the landing cursor's order."""
 
 import io
+import pickle
 from datetime import UTC, datetime, timedelta, timezone
 
 import polars as pl
@@ -189,3 +190,15 @@ def test_a_channel_in_two_units_is_ambiguous() -> None:
     assert "temperature_c as temperature_c, temperature_f" in error.reason
     two_aliases = b'{"device_id": "d", "ts": "2026-11-01T08:00:00Z", "co_ppb": 1, "co_ppm": 2}\n'
     assert _rule("incoming/co.jsonl", two_aliases).rule == "ambiguous_units"
+
+
+def test_a_quarantine_error_survives_pickling_with_its_rule() -> None:
+    # It comes back from the parsing child process by pickle (firepipe.lib.isolated).
+    error = _rule("incoming/x.csv", b"device_id,ts\nd1,yesterday\n")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), copy.rule, copy.reason, str(copy)) == (
+        QuarantineError,
+        "unparseable_ts",
+        error.reason,
+        str(error),
+    )
