@@ -4,6 +4,10 @@ Each write is one Iceberg commit that replaces the rows of the chunk's key range
 [chunk.first, chunk.last] (`tables.KeyRange` on (updated_at, id)) by the chunk's rows. A run
 killed after the write but before the watermark commit re-reads the same range and rewrites the
 same rows: nothing is added twice, and a chunk never half-lands (a commit is atomic).
+
+A write whose range already holds exactly the chunk's rows commits nothing: every extraction
+re-reads a lookback window behind its watermark (late rows), and a commit per re-read chunk
+would add snapshots (and metadata) to both tables on every run for rows already there.
 """
 
 from collections.abc import Mapping
@@ -36,6 +40,10 @@ def chunk_scope(chunk: Chunk) -> tables.Scope:
     return tables.Scope(((key_range,),))
 
 
+def _sorted(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.sort(KEY_UPDATED_AT, KEY_ID)
+
+
 class _IcebergChunkTable:
     SCHEMA: Mapping[str, pl.DataType]
 
@@ -43,10 +51,13 @@ class _IcebergChunkTable:
         self.lakehouse, self.identifier = lakehouse, identifier
 
     def _replace(self, chunk: Chunk, rows: pl.DataFrame) -> None:
+        catalog, scope = self.lakehouse.catalog(), chunk_scope(chunk)
+        if tables.load_table(catalog, self.identifier) is not None:
+            held = tables.read_table(catalog, self.identifier, scope)
+            if held.columns == rows.columns and _sorted(held).equals(_sorted(rows)):
+                return
         # Also for no rows: a re-run must clear what an earlier attempt left in the range.
-        tables.write_table(
-            self.lakehouse.catalog(), self.identifier, rows, scope=chunk_scope(chunk)
-        )
+        tables.write_table(catalog, self.identifier, rows, scope=scope)
 
     def ensure_table(self) -> None:
         """Create the table, empty, if it is missing, so readers always find it."""

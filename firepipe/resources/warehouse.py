@@ -12,6 +12,10 @@ Snowflake answers those from micro-partition metadata without resuming a warehou
 settle the question unless the newest rows share the watermark's time; only then does the probe
 run the keyset query.
 
+`daily_counts` (the reconciliation check's side of the source) counts rows per UTC day of
+updated_at up to a watermark, in the same shared SQL; see firepipe.core.ingestion.reconciliation
+for why updated_at and not the reading's time.
+
 The field table (FIELD_TABLE_COLUMNS) keeps the device payload as the text that arrived;
 firepipe.core.ingestion.extraction parses it and dead-letters what does not parse.
 """
@@ -20,7 +24,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +38,7 @@ from firepipe.core.ingestion.extraction import (
     TransientError,
     Watermark,
 )
+from firepipe.core.ingestion.reconciliation import DAILY_COUNT_SCHEMA
 
 if TYPE_CHECKING:
     from dagster_snowflake import SnowflakeResource
@@ -67,6 +72,32 @@ def keyset_query(table: str, first: bool, marker: str) -> str:
         f"SELECT {', '.join(COLUMNS)} FROM {checked_table(table)} {where}"
         f"ORDER BY updated_at, id LIMIT {marker.format('n')}"
     )
+
+
+def daily_counts_query(table: str, since: bool, marker: str) -> str:
+    """Rows per day of updated_at (naive UTC) at or before the key (u, i), from day s on."""
+    where = (
+        f"WHERE (updated_at < {marker.format('u')} "
+        f"OR (updated_at = {marker.format('u')} AND id <= {marker.format('i')}))"
+    )
+    if since:
+        where += f" AND updated_at >= {marker.format('s')}"
+    return (
+        f"SELECT CAST(updated_at AS DATE) AS updated_day, COUNT(*) AS n "
+        f"FROM {checked_table(table)} {where} GROUP BY CAST(updated_at AS DATE) ORDER BY 1"
+    )
+
+
+def _count_params(through: Watermark, since: date | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"u": _naive_utc(through.updated_at), "i": through.id}
+    if since is not None:
+        params["s"] = datetime(since.year, since.month, since.day)  # midnight, naive UTC
+    return params
+
+
+def counts_to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
+    """Driver rows (day, count) -> DAILY_COUNT_SCHEMA."""
+    return pl.DataFrame([(r[0], int(r[1])) for r in rows], schema=DAILY_COUNT_SCHEMA, orient="row")
 
 
 def maxima_query(table: str) -> str:
@@ -116,6 +147,10 @@ class WarehouseSession(ChunkSource, Protocol):
         """The table's MAX(updated_at) and MAX(id); None for an empty table."""
         ...
 
+    def daily_counts(self, through: Watermark, since: date | None = None) -> pl.DataFrame:
+        """Rows per UTC day of updated_at at or before `through`, in DAILY_COUNT_SCHEMA."""
+        ...
+
 
 class WarehouseSource(dg.ConfigurableResource, ABC):
     """A warehouse table of field readings (firepipe.core.extraction.ChunkSource)."""
@@ -129,6 +164,11 @@ class WarehouseSource(dg.ConfigurableResource, ABC):
     @abstractmethod
     def maxima(self) -> tuple[datetime | None, int | None]:
         """The table's MAX(updated_at) and MAX(id); None for an empty table."""
+
+    @abstractmethod
+    def daily_counts(self, through: Watermark, since: date | None = None) -> pl.DataFrame:
+        """Rows per UTC day of updated_at at or before `through` (from day `since` on), in
+        DAILY_COUNT_SCHEMA."""
 
     @abstractmethod
     def describe(self) -> str:
@@ -180,6 +220,11 @@ class DuckDBWarehouseSource(WarehouseSource):
         newest, largest_id = self._query(maxima_query(self.table), {}).to_pylist()[0].values()
         return newest, largest_id
 
+    def daily_counts(self, through: Watermark, since: date | None = None) -> pl.DataFrame:
+        query = daily_counts_query(self.table, since is not None, "${}")
+        counted = self._query(query, _count_params(through, since)).to_pylist()
+        return counts_to_frame([tuple(row.values()) for row in counted])
+
     def describe(self) -> str:
         return f"DuckDB {self.path} table {self.table}"
 
@@ -212,6 +257,10 @@ class _SnowflakeSession:
     def maxima(self) -> tuple[datetime | None, int | None]:
         newest, largest_id = self._rows(maxima_query(self.table), {})[0]
         return newest, None if largest_id is None else int(largest_id)
+
+    def daily_counts(self, through: Watermark, since: date | None = None) -> pl.DataFrame:
+        query = daily_counts_query(self.table, since is not None, "%({})s")
+        return counts_to_frame(self._rows(query, _count_params(through, since)))
 
     def _rows(self, query: str, params: dict[str, Any]) -> list[Any]:
         from snowflake.connector.errors import OperationalError
@@ -263,6 +312,10 @@ class SnowflakeWarehouseSource(WarehouseSource):
     def maxima(self) -> tuple[datetime | None, int | None]:
         with self.session() as session:
             return session.maxima()
+
+    def daily_counts(self, through: Watermark, since: date | None = None) -> pl.DataFrame:
+        with self.session() as session:
+            return session.daily_counts(through, since)
 
     def describe(self) -> str:
         return f"Snowflake table {self.table}"

@@ -55,9 +55,9 @@ DBT_MODELS = {
 ML_ASSETS = {"ml/detector", "ml/evaluation", "ml/champion"}  # ml/training_set is a table
 ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS | ML_ASSETS
 # bronze: schema, physical_ranges, label_consistency, scenario_mix, distribution_vs_reference;
-# silver: null_rate, ranges, duplicate_rate, freshness; gold: finite_features. dbt's tests come
-# on top, one check each.
-LAKE_CHECKS = 10
+# bronze/field_readings: daily_counts_match_source; silver: null_rate, ranges, duplicate_rate,
+# freshness; gold: finite_features. dbt's tests come on top, one check each.
+LAKE_CHECKS = 11
 
 
 def seed() -> None:

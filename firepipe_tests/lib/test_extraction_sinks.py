@@ -25,7 +25,7 @@ from firepipe.lib.field_seed import append_field_rows
 from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.warehouse import DuckDBWarehouseSource
 from firepipe.resources.watermarks import SqliteWatermarkStore
-from firepipe_tests.core.ingestion.test_extraction import T0, raw_rows
+from firepipe_tests.core.ingestion.test_extraction import T0, late_rows, raw_rows
 
 NAME = "field_readings"
 BAD = {17: {"co_ppm": "ERR"}, 31: {"ts": "soon"}}
@@ -126,3 +126,25 @@ def test_ensure_table_creates_both_tables_empty_and_typed(lakehouse: LocalLakeho
         assert frame.height == 0
         assert frame.schema == pl.Schema(schema)
         assert len(lakehouse.snapshots(sink.identifier)) <= 1
+
+
+def test_late_rows_land_once_and_a_reread_of_landed_rows_commits_nothing(
+    lakehouse: LocalLakehouse, source: DuckDBWarehouseSource, store: SqliteWatermarkStore
+) -> None:
+    sink, dead = IcebergChunkSink(lakehouse), IcebergDeadLetterSink(lakehouse)
+    first = extract(NAME, source, sink, dead, store, chunk_rows=7, lookback_s=300)
+    assert first.watermark is not None
+    commits = [len(lakehouse.snapshots(t)) for t in (FIELD_READINGS_TABLE, DEAD_LETTERS_TABLE)]
+    # Nothing new: the whole window is re-read, and both tables already hold it.
+    assert extract(NAME, source, sink, dead, store, chunk_rows=7, lookback_s=300).reread == 50
+    assert [len(lakehouse.snapshots(t)) for t in (FIELD_READINGS_TABLE, DEAD_LETTERS_TABLE)] == (
+        commits
+    )
+    append_field_rows(source.path, "field", late_rows(first.watermark, bad={105: {"h2_ppm": "x"}}))
+    again = extract(NAME, source, sink, dead, store, chunk_rows=7, lookback_s=300)
+    assert (again.chunks, again.reread, again.watermark) == (0, 60, first.watermark)
+    readings, letters = landed_ids(lakehouse)
+    assert readings == [i for i in [*range(1, 51), *range(101, 111)] if i not in (*BAD, 105)]
+    assert letters == [17, 31, 105]
+    late = lakehouse.read(FIELD_READINGS_TABLE).filter(pl.col("id") == 101).row(0, named=True)
+    assert late["updated_at"] == first.watermark.updated_at - timedelta(seconds=60)

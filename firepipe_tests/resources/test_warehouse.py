@@ -2,7 +2,7 @@
 Snowflake outage fault, and the local seeding of field readings."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import fakesnow
@@ -21,6 +21,7 @@ from firepipe.core.ingestion.extraction import (
     extract,
     parse_field_rows,
 )
+from firepipe.core.ingestion.reconciliation import DAILY_COUNT_SCHEMA
 from firepipe.core.realdata import nist
 from firepipe.core.simulation.simulator import GenerationSpec
 from firepipe.lib.extraction_sinks import (
@@ -310,3 +311,57 @@ def test_a_snowflake_session_logs_in_once_per_extraction_and_again_after_a_failu
     assert summary.chunks == 3
     assert len(logins) == 2  # 4 reads (3 chunks and the empty one after): one failed login, one
     assert sorted(sqlite.ids() + sqlite.ids("dead")) == sorted(ORDER)
+
+
+def days_rows() -> pl.DataFrame:
+    """Rows over three UTC days: 2 on 30 April, 3 on 1 May (two at 23:59:59), 2 on 2 May."""
+    rows = table_rows().head(7)
+    times = [
+        datetime(2026, 4, 30, 12, tzinfo=UTC),
+        datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 5, 1, 0, 0, tzinfo=UTC),
+        datetime(2026, 5, 1, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 5, 1, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 5, 2, 0, 0, tzinfo=UTC),
+        datetime(2026, 5, 2, 6, 0, tzinfo=UTC),
+    ]
+    return rows.with_columns(
+        pl.Series("id", range(1, 8), dtype=pl.Int64),
+        pl.Series("updated_at", times, dtype=RAW_FIELD_SCHEMA["updated_at"]),
+    )
+
+
+@pytest.fixture(params=["duckdb", "snowflake"])
+def days_source(request, tmp_path: Path) -> Iterator[WarehouseSource]:
+    if request.param == "duckdb":
+        path = str(tmp_path / "warehouse.duckdb")
+        append_field_rows(path, "field_readings", days_rows())
+        yield DuckDBWarehouseSource(path=path, table="field_readings")
+        return
+    with fakesnow.patch():
+        yield SnowflakeWarehouseSource(
+            snowflake=fake_snowflake(days_rows()), table="field_readings"
+        )
+
+
+def test_daily_counts_count_utc_days_up_to_the_watermark_and_from_since(
+    days_source: WarehouseSource,
+) -> None:
+    def counts(through: Watermark, since: date | None = None) -> list[tuple[date, int]]:
+        frame = days_source.daily_counts(through, since)
+        assert frame.schema == pl.Schema(DAILY_COUNT_SCHEMA)
+        return frame.rows()
+
+    end = Watermark(datetime(2026, 5, 2, 6, tzinfo=UTC), 7)
+    april, may, may2 = date(2026, 4, 30), date(2026, 5, 1), date(2026, 5, 2)
+    assert counts(end) == [(april, 2), (may, 3), (may2, 2)]
+    # Within one updated_at the id decides: id 5 at 23:59:59 is past (23:59:59, 4).
+    assert counts(Watermark(datetime(2026, 5, 1, 23, 59, 59, tzinfo=UTC), 4)) == [
+        (april, 2),
+        (may, 2),
+    ]
+    assert counts(end, since=may) == [(may, 3), (may2, 2)]
+    # A zoned watermark means the same instant: 02:00 in UTC+2 is midnight UTC, id 3 included.
+    zoned = datetime(2026, 5, 1, 2, tzinfo=timezone(timedelta(hours=2)))
+    assert counts(Watermark(zoned, 3)) == [(april, 2), (may, 1)]
+    assert counts(Watermark(datetime(2026, 4, 1, tzinfo=UTC), 0)) == []

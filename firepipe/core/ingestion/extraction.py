@@ -10,9 +10,15 @@ The algorithm runs over four ports, so the same code drives DuckDB locally and S
 - a `WatermarkStore` commits the last key of a chunk, compare-and-set on the previous one.
 
 The watermark moves only after the chunk's write returned, so a crash anywhere loses nothing and
-duplicates nothing. Transient errors (the ports raise `TransientError`) are retried with
-exponential backoff and full jitter (Brooker, "Exponential Backoff And Jitter", AWS Architecture
-Blog, 2015); when the attempts run out, `ExtractionError` says where the watermark stayed.
+duplicates nothing. A loader may commit rows whose updated_at is already behind the watermark
+(it stamps updated_at when it writes a row; its transaction commits later, and the warehouse
+shows the row only then, after an extraction may have passed that time): each run
+re-reads a lookback window behind the watermark, and the idempotent sinks rewrite the rows they
+already hold there and add the late ones; the watermark itself never moves backwards.
+
+Transient errors (the ports raise `TransientError`) are retried with exponential backoff and
+full jitter (Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015);
+when the attempts run out, `ExtractionError` says where the watermark stayed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import random as random_module
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 import polars as pl
@@ -249,13 +255,30 @@ def make_chunk(raw: pl.DataFrame) -> Chunk:
     )
 
 
+# Below every id: a re-read from (time, LOWEST_ID) includes every row at `time`.
+LOWEST_ID = -(2**63)
+
+
+def lookback_start(watermark: Watermark | None, lookback_s: float) -> Watermark | None:
+    """Where a run's read starts: `lookback_s` behind the watermark, every id at that time
+    included; None (the whole source) before the first chunk."""
+    if lookback_s < 0:
+        raise ValueError(f"lookback_s must be >= 0, got {lookback_s}")
+    if watermark is None or lookback_s == 0:
+        return watermark
+    return Watermark(watermark.updated_at - timedelta(seconds=lookback_s), LOWEST_ID)
+
+
 @dataclass(frozen=True)
 class ExtractionSummary:
-    chunks: int
-    rows: int  # source rows extracted: readings plus dead letters
+    """What a run extracted past its starting watermark, and what it re-read behind it."""
+
+    chunks: int  # chunks that moved the watermark
+    rows: int  # source rows past the starting watermark: readings plus dead letters
     readings: int
     dead_letters: int
     watermark: Watermark | None
+    reread: int = 0  # rows of the lookback window, at or behind the starting watermark
 
 
 @dataclass(frozen=True)
@@ -273,8 +296,12 @@ class _Ports:
         return with_retries(what, call, self.policy, self.sleep, self.draw)
 
 
-def _extract_one(ports: _Ports, after: Watermark | None, chunk_rows: int) -> Chunk | None:
-    """Read, write and commit the chunk after `after`; None when the source has nothing new."""
+def _extract_one(
+    ports: _Ports, after: Watermark | None, committed: Watermark | None, chunk_rows: int
+) -> Chunk | None:
+    """Read and write the chunk after `after`, and move the watermark from `committed` to its
+    end when that is further on (a chunk re-read wholly behind it leaves it there); None when
+    the source has nothing after `after`."""
     raw = ports.retried(
         f"reading after {after}", lambda: ports.source.next_chunk(after, chunk_rows)
     )
@@ -295,10 +322,23 @@ def _extract_one(ports: _Ports, after: Watermark | None, chunk_rows: int) -> Chu
     )
     ports.retried(f"writing {chunk.chunk_id}", lambda: ports.sink.write_chunk(chunk))
     # Only now, with the chunk durable, may the watermark pass it.
-    ports.retried(
-        f"committing {chunk.last}", lambda: ports.watermarks.commit(ports.name, after, chunk.last)
-    )
+    if committed is None or chunk.last > committed:
+        ports.retried(
+            f"committing {chunk.last}",
+            lambda: ports.watermarks.commit(ports.name, committed, chunk.last),
+        )
     return chunk
+
+
+def _split_at(chunk: Chunk, through: Watermark | None) -> tuple[int, int, int]:
+    """A chunk's readings and dead letters after `through`, and its rows at or before it."""
+    if through is None:
+        return chunk.readings.height, chunk.dead_letters.height, 0
+    at = pl.col(KEY_UPDATED_AT)
+    after = (at > through.updated_at) | ((at == through.updated_at) & (pl.col(KEY_ID) > through.id))
+    good = chunk.readings.filter(after).height
+    dead = chunk.dead_letters.filter(after).height
+    return good, dead, chunk.readings.height + chunk.dead_letters.height - good - dead
 
 
 def extract(
@@ -310,11 +350,17 @@ def extract(
     *,
     chunk_rows: int = 50_000,
     max_chunks: int | None = None,
+    lookback_s: float = 0.0,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     draw: Callable[[], float] = random_module.random,
 ) -> ExtractionSummary:
-    """Extract every row after the committed watermark of `name`, chunk by chunk."""
+    """Extract every row after the committed watermark of `name`, chunk by chunk, first
+    re-reading the `lookback_s` seconds behind it (late rows; module doc).
+
+    `max_chunks` bounds the chunks that move the watermark: the re-read of the lookback window
+    is always read whole, or a window larger than `max_chunks` chunks would never be passed.
+    """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if max_chunks is not None and max_chunks < 1:
@@ -322,23 +368,30 @@ def extract(
     ports = _Ports(
         name, source, sink, dead_letters, watermarks, retry or RetryPolicy(), sleep, draw
     )
-    watermark = ports.retried("reading the watermark", lambda: watermarks.get(name))
-    chunks = rows = good = dead = 0
+    before = ports.retried("reading the watermark", lambda: watermarks.get(name))
+    watermark, read_after = before, lookback_start(before, lookback_s)
+    chunks = good = dead = reread = 0
     while max_chunks is None or chunks < max_chunks:
         try:
-            chunk = _extract_one(ports, watermark, chunk_rows)
+            chunk = _extract_one(ports, read_after, watermark, chunk_rows)
         except ExtractionError as error:
             raise ExtractionError(
                 f"extraction {name!r} stopped, watermark stays at {watermark}: {error}"
             ) from error
         if chunk is None:
             break
-        watermark = chunk.last
-        size = chunk.readings.height + chunk.dead_letters.height
-        chunks, rows = chunks + 1, rows + size
-        good, dead = good + chunk.readings.height, dead + chunk.dead_letters.height
-        if size < chunk_rows:
+        read_after = chunk.last
+        if watermark is None or chunk.last > watermark:
+            watermark, chunks = chunk.last, chunks + 1
+        new_good, new_dead, old = _split_at(chunk, before)
+        good, dead, reread = good + new_good, dead + new_dead, reread + old
+        if chunk.readings.height + chunk.dead_letters.height < chunk_rows:
             break  # a short chunk is the end of the source as of now
     return ExtractionSummary(
-        chunks=chunks, rows=rows, readings=good, dead_letters=dead, watermark=watermark
+        chunks=chunks,
+        rows=good + dead,
+        readings=good,
+        dead_letters=dead,
+        watermark=watermark,
+        reread=reread,
     )

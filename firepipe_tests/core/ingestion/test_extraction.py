@@ -4,7 +4,7 @@
 
 import sqlite3
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -22,6 +22,11 @@ from firepipe.core.ingestion.extraction import (
     extract,
     parse_field_rows,
     with_retries,
+)
+from firepipe.core.ingestion.reconciliation import (
+    DAILY_COUNT_SCHEMA,
+    count_differences,
+    daily_counts,
 )
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.lib.field_seed import append_field_rows
@@ -296,3 +301,90 @@ def test_a_source_that_returns_the_watermarks_row_again_is_refused_with_the_like
         extract(NAME, RepeatingSource(), sink, sink, store, chunk_rows=1)
     assert store.get(NAME) == first.watermark
     assert sink.ids() == [1]
+
+
+def late_rows(
+    watermark: Watermark, n: int = 10, first_id: int = 101, bad: dict | None = None
+) -> pl.DataFrame:
+    """n rows committed after `watermark`, stamped 60 s before it (a loader that commits late)."""
+    return raw_rows(n, first_id=first_id, bad=bad).with_columns(
+        pl.lit(watermark.updated_at - timedelta(seconds=60)).alias("updated_at")
+    )
+
+
+def test_rows_committed_behind_the_watermark_are_extracted_once_by_the_lookback(
+    tmp_path: Path, source: DuckDBWarehouseSource, store: SqliteWatermarkStore
+) -> None:
+    sink = SqliteSink(tmp_path / "bronze.db")
+    first = extract(NAME, source, sink, sink, store, chunk_rows=7, lookback_s=300)
+    assert first.watermark is not None
+    append_field_rows(source.path, "field", late_rows(first.watermark))
+    again = extract(NAME, source, sink, sink, store, chunk_rows=7, lookback_s=300)
+    # All 60 rows sit within 300 s of the watermark: re-read, none past it, the watermark stays.
+    assert (again.chunks, again.rows, again.reread) == (0, 0, 60)
+    assert again.watermark == store.get(NAME) == first.watermark
+    landed = sink.ids() + sink.ids("dead")
+    assert sorted(landed) == [*range(1, 51), *range(101, 111)]  # each key exactly once
+    # New rows after late ones: the watermark moves on from where it was, never back.
+    append_field_rows(source.path, "field", raw_rows(3, first_id=51))
+    third = extract(NAME, source, sink, sink, store, chunk_rows=7, lookback_s=300)
+    assert (third.chunks, third.rows, third.reread) == (1, 3, 60)
+    assert store.get(NAME) == Watermark(T0 + timedelta(seconds=53 // 3), 53)
+    assert sorted(sink.ids() + sink.ids("dead")) == [*range(1, 54), *range(101, 111)]
+
+
+def test_without_a_lookback_late_rows_are_missed_and_a_short_one_misses_older_ones(
+    tmp_path: Path, source: DuckDBWarehouseSource, store: SqliteWatermarkStore
+) -> None:
+    sink = SqliteSink(tmp_path / "bronze.db")
+    first = extract(NAME, source, sink, sink, store, chunk_rows=20)
+    assert first.watermark is not None
+    append_field_rows(source.path, "field", late_rows(first.watermark))
+    assert extract(NAME, source, sink, sink, store, chunk_rows=20).reread == 0
+    short = extract(NAME, source, sink, sink, store, chunk_rows=20, lookback_s=59)
+    assert short.reread == 50  # the on-time rows, 0 to 16 s behind; the late ones are 60 s
+    assert not set(range(101, 111)) & set(sink.ids())
+
+
+def test_the_lookback_window_is_read_whole_whatever_max_chunks_says(
+    tmp_path: Path, source: DuckDBWarehouseSource, store: SqliteWatermarkStore
+) -> None:
+    sink = SqliteSink(tmp_path / "bronze.db")
+    extract(NAME, source, sink, sink, store, chunk_rows=7)
+    append_field_rows(source.path, "field", raw_rows(3, first_id=51))
+    # 50 rows behind the watermark in 7-row chunks, then one chunk past it.
+    summary = extract(NAME, source, sink, sink, store, chunk_rows=7, max_chunks=1, lookback_s=60)
+    assert (summary.chunks, summary.rows, summary.reread) == (1, 3, 50)
+    assert store.get(NAME) == Watermark(T0 + timedelta(seconds=53 // 3), 53)
+    with pytest.raises(ValueError, match="lookback_s must be >= 0"):
+        extract(NAME, source, sink, sink, store, lookback_s=-1)
+
+
+def test_count_differences_lists_each_differing_day_with_a_missing_side_as_zero() -> None:
+    def counts(*pairs: tuple[date, int]) -> pl.DataFrame:
+        return pl.DataFrame(pairs, schema=DAILY_COUNT_SCHEMA, orient="row")
+
+    d1, d2, d3 = date(2026, 5, 1), date(2026, 5, 2), date(2026, 5, 3)
+    source, bronze = (
+        counts((d1, 5), (d2, 7), (d3, 1)),
+        counts((d1, 5), (d2, 4), (date(2026, 5, 4), 2)),
+    )
+    assert count_differences(source, bronze).rows() == [
+        (d2, 7, 4, 3),
+        (d3, 1, 0, 1),
+        (date(2026, 5, 4), 0, 2, -2),
+    ]
+    assert count_differences(source, source).is_empty()
+    with pytest.raises(ValueError, match="bronze counts need columns"):
+        count_differences(source, bronze.rename({"rows": "n"}))
+
+
+def test_bronze_daily_counts_stop_at_the_watermark_and_start_at_since() -> None:
+    keys = (
+        raw_rows(9)
+        .with_columns(pl.Series("updated_at", [T0 - timedelta(days=1)] * 3 + [T0] * 6))
+        .lazy()
+    )
+    at = Watermark(T0, 7)
+    assert daily_counts(keys, at, None).rows() == [(date(2026, 4, 30), 3), (date(2026, 5, 1), 4)]
+    assert daily_counts(keys, at, date(2026, 5, 1)).rows() == [(date(2026, 5, 1), 4)]
