@@ -14,18 +14,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import yaml  # PyYAML: a dependency of dagster
+
 ENV_VAR = "FIREPIPE_ENV"
 HOME_VAR = "FIREPIPE_HOME"
 DEFAULT_HOME = ".firepipe"
 NIST_DATA_VAR = "FIREPIPE_NIST_DATA_DIR"
 SNOWFLAKE_AUTH_VAR = "FIREPIPE_SNOWFLAKE_AUTH"
 
+# Run monitoring (the dagster-daemon, which `dagster dev` starts) fails a run that has not
+# started within start_timeout_seconds, ends a cancel that hangs past cancel_timeout_seconds,
+# and stops a run past max_runtime_seconds: a day, the backstop for a run whose worker died
+# where firepipe.lib.runs cannot see it (another host); a run's `dagster/max_runtime` tag
+# overrides it. The local launcher cannot tell a dead worker, so firepipe.lib.runs does.
+_RUN_MONITORING_YAML = """\
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 86400
+  poll_interval_seconds: 60
+"""
 # Telemetry would try to reach the internet; the local instance never does.
-_DAGSTER_YAML = """\
+_DAGSTER_YAML = (
+    """\
 # Local Dagster instance for firepipe: SQLite storage in this folder.
 telemetry:
   enabled: false
 """
+    + _RUN_MONITORING_YAML
+)
 
 
 class Environment(enum.StrEnum):
@@ -107,13 +125,32 @@ def local_paths() -> LocalPaths:
 
 
 def ensure_dagster_home(paths: LocalPaths | None = None) -> Path:
-    """Create the Dagster instance folder with its config, and return it."""
+    """Create the Dagster instance folder with its config, and return it. A config that is
+    already there (an older firepipe's, or the user's) is kept and given run monitoring."""
     paths = paths or local_paths()
     paths.dagster_home.mkdir(parents=True, exist_ok=True)
     config = paths.dagster_home / "dagster.yaml"
-    if not config.exists():
+    if config.exists():
+        _add_run_monitoring(config)
+    else:
         config.write_text(_DAGSTER_YAML)
     return paths.dagster_home
+
+
+def _add_run_monitoring(config: Path) -> None:
+    """Append the run monitoring block to `config` unless it has one (the user's own block
+    wins); appending keeps the user's other keys and comments as they were."""
+    text = config.read_text()
+    try:
+        current = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SettingsError(f"{config} is not valid YAML: {error}") from None
+    if current is not None and not isinstance(current, dict):
+        raise SettingsError(f"{config} must hold a YAML mapping of instance settings")
+    if current is not None and "run_monitoring" in current:
+        return
+    kept = text.rstrip("\n") + "\n" if text.strip() else ""
+    config.write_text(kept + _RUN_MONITORING_YAML)
 
 
 class SnowflakeAuth(enum.StrEnum):

@@ -25,6 +25,7 @@ from firepipe.defs.ingestion.assets import (
 from firepipe.defs.ingestion.sensors import (
     EXTRACTION_AFTER_TAG,
     LANDING_AFTER_TAG,
+    SENSOR_RUN_MAX_RUNTIME_S,
     field_warehouse_sensor,
     landing_sensor,
 )
@@ -183,6 +184,7 @@ def test_warehouse_sensor_asks_once_per_watermark_and_again_after_a_failed_run(
     assert isinstance(request, dg.RunRequest)
     assert request.run_key == "field_readings after start attempt 1"
     assert request.tags[EXTRACTION_AFTER_TAG] == "start"
+    assert request.tags["dagster/max_runtime"] == str(SENSOR_RUN_MAX_RUNTIME_S)
     assert tick().run_key == request.run_key  # a restarted daemon asks for the same run
 
     # That run fails (the warehouse file is gone meanwhile): the watermark stays, ask again.

@@ -16,6 +16,7 @@ from firepipe.defs.ingestion.assets import (
     FIELD_READINGS,
     LANDED_READINGS,
 )
+from firepipe.lib.runs import fail_if_worker_gone
 from firepipe.resources.landing import LandingZone
 from firepipe.resources.warehouse import WarehouseSource
 from firepipe.resources.watermarks import WatermarkStore
@@ -31,6 +32,10 @@ _ACTIVE = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+# Sensor runs keep their progress as they go (the extraction commits its watermark per chunk,
+# landing records each file as it writes it), so a run that run monitoring ends at this limit
+# loses nothing and the next attempt goes on. An hour: a choice, far past a normal tick's work.
+SENSOR_RUN_MAX_RUNTIME_S = 3600
 # A probe reads the table's MAX(updated_at) and MAX(id), which Snowflake answers from metadata
 # without resuming a warehouse; only when the newest rows share the watermark's time does it
 # run the one-row keyset query. Every 5 minutes: a choice, not a measurement.
@@ -74,12 +79,22 @@ def _attempt(
     the attempt, so a restarted daemon asks for the same run (Dagster runs a key once) and a
     failed run, which leaves the durable cursor or watermark at `after`, is tried again."""
     earlier = context.instance.get_runs(dg.RunsFilter(tags={tag: after}))
-    active = [run.run_id for run in earlier if run.status in _ACTIVE]
+    active = [run.run_id for run in earlier if run.status in _ACTIVE and _live(context, run)]
     if active:
         return dg.SkipReason(f"{what} after {after} already running: {active[0]}")
     return dg.RunRequest(
-        run_key=f"{what} after {after} attempt {len(earlier) + 1}", tags={tag: after}
+        run_key=f"{what} after {after} attempt {len(earlier) + 1}",
+        tags={tag: after, "dagster/max_runtime": str(SENSOR_RUN_MAX_RUNTIME_S)},
     )
+
+
+def _live(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
+    """False for a run whose processes were killed: it is marked failed here, so the sensor
+    asks for the next attempt now instead of waiting on the dead run for good."""
+    reason = fail_if_worker_gone(context.instance, run)
+    if reason is not None:
+        context.log.warning(f"run {run.run_id} marked failed: {reason}")
+    return reason is None
 
 
 @dg.sensor(
