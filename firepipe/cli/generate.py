@@ -165,7 +165,7 @@ def generate(
     folder = check_out(out)
     needed_bytes = estimated_parquet_bytes(spec)
     if folder is not None:
-        check_free_space(folder, needed_bytes)
+        check_free_space(out, folder, needed_bytes)
     what = f"partition ({families[0]}, {batch}) of seed {seed}: " if batch is not None else ""
     click.echo(
         f"{what}{spec.rows:,} readings: {spec.devices:,} devices x {spec.duration_s:,} s, "
@@ -235,8 +235,9 @@ def check_out(out: str) -> Path | None:
     return existing
 
 
-def check_free_space(folder: Path, needed_bytes: int) -> None:
-    """Refuse a generation whose files would not fit on the disk of `folder`, before writing.
+def check_free_space(out: str, folder: Path, needed_bytes: int) -> None:
+    """Refuse a generation into `out` whose files would not fit on the disk of `folder` (the
+    nearest existing folder of `out`), before writing.
 
     `needed_bytes` is an upper estimate (core.simulation.output_size), so the check errs towards
     refusing early rather than filling the disk half-way through a run. An object store has no
@@ -245,7 +246,8 @@ def check_free_space(folder: Path, needed_bytes: int) -> None:
     free_bytes = shutil.disk_usage(folder).free
     if needed_bytes > free_bytes:
         raise click.ClickException(
-            f"not enough disk space: the files would take up to about {_size(needed_bytes)} "
+            f"not enough disk space for {out}: the files would take up to about "
+            f"{_size(needed_bytes)} "
             f"(estimated), and {folder} has {_size(free_bytes)} free; generate fewer readings "
             "or choose another --out"
         )

@@ -132,7 +132,8 @@ def test_a_size_beyond_the_free_disk_space_is_refused_before_anything_is_written
     [error] = [line for line in output.splitlines() if line.startswith("Error:")]
     # 10^12 readings at 20 bytes each: 20 TB, more than any test machine's free space.
     assert error.startswith(
-        "Error: not enough disk space: the files would take up to about 20.0 TB (estimated), "
+        f"Error: not enough disk space for {out}: the files would take up to about 20.0 TB "
+        "(estimated), "
         f"and {tmp_path} has "
     )
     assert error.endswith(" free; generate fewer readings or choose another --out")
