@@ -5,14 +5,20 @@ Layout (keys are relative to the zone's root folder or prefix):
 - `incoming/...`              files to ingest (any depth); the only place `list_objects` looks;
 - `quarantine/...`            refused files, moved here with `<name>.reason.json` beside them
                               ({"rule", "reason", "quarantined_at", "source_key"});
-- `_ingested/<sha256>.json`   one mark per ingested content, so the same bytes dropped again,
-                              under the same key or another, are ingested once;
-- `_state/landing_cursor.json` how far ingestion got (`ingest_landing`), beside the data it
-                              describes, so it survives restarts of Dagster and of its database.
+- `_ingested/<sha256>.json`   one mark per ingested content and the key it went in under, so
+                              the same bytes under another key are ingested once;
+- `_state/landing_ledger.json` what ingestion handled, per key and version, and the files
+                              waiting to show they are complete (`ingest_landing`), beside the
+                              data it describes, so it survives restarts of Dagster and its
+                              database.
 
-The ingestion loop and the cursor are `firepipe.core.landing.ingest_new` / `LandingCursor`:
-(last_modified, key) ordering. Ingested files stay in `incoming/` as the raw archive; expire
-them with a lifecycle rule.
+The ingestion loop and the ledger are `firepipe.core.ingestion.landing.ingest_new` /
+`LandingLedger`. Ingested files stay in `incoming/` as the raw archive; expire them with a
+lifecycle rule (the ledger keeps one line per ingested key).
+
+A local file can still be written after it was quarantined (an upload that paused past the
+settle time, whose writer holds the moved file open): each run returns such a file to
+incoming/ (`reclaim_rewritten`), where it is judged again as a new version.
 
 Landed files are untrusted: `ingest_landing` parses them in one child process per run
 (`firepipe.lib.isolated`, with a memory limit and a time limit), so a file that makes the
@@ -39,7 +45,7 @@ from firepipe.core.ingestion.landing import (
     LANDING_SETTLE_S,
     IngestSummary,
     LandedObject,
-    LandingCursor,
+    LandingLedger,
     Parser,
     QuarantineError,
     ingest_new,
@@ -52,11 +58,11 @@ from firepipe.resources.lakehouse import Lakehouse
 INCOMING = "incoming/"
 QUARANTINE = "quarantine/"
 INGESTED_MARKS = "_ingested/"
-CURSOR_KEY = "_state/landing_cursor.json"
-# A local folder is listed one directory at a time, so a file renamed into a folder already
-# listed can be missed by one listing; its ctime is exact to the nanosecond, so waiting a little
-# (listing a landing folder takes milliseconds) is enough. Chosen, not measured.
-LOCAL_SETTLE_S = 2.0
+LEDGER_KEY = "_state/landing_ledger.json"
+# A local file is written in place, so one without its format's end mark may be an upload in
+# progress; it is judged as it is once unchanged for this long. A writer that pauses longer
+# and then finishes is reclaimed from quarantine (`reclaim_rewritten`). Chosen, not measured.
+LOCAL_SETTLE_S = 10.0
 # The parse of one landed file, by module path: `ingest_landing` runs it in a child process.
 PARSER = "firepipe.core.ingestion.landing:parse_landed_file"
 # How a parse that did not return ended -> the quarantine rule of its file.
@@ -73,9 +79,10 @@ class LandingZone(dg.ConfigurableResource, ABC):
 
     settle_s: float = Field(
         default=LANDING_SETTLE_S,
-        description="only files last modified at least this long ago are taken",
+        description="a file without its format's end mark (Parquet footer, final newline) "
+        "is judged as it is once two looks this far apart saw it unchanged",
     )
-    # A landed file is at most a few hundred MB (LANDING_SETTLE_S); its parse holds the bytes,
+    # Assumed: a landed file is at most a few hundred MB; its parse holds the bytes,
     # the frame as read and the typed columns, a few times the file. Chosen, not measured.
     parse_memory_limit_mb: int = Field(
         default=4096,
@@ -145,21 +152,44 @@ class LandingZone(dg.ConfigurableResource, ABC):
     def quarantine_reason(self, quarantined_key: str) -> dict[str, Any]:
         return dict(json.loads(self.read(quarantined_key + ".reason.json")))
 
+    def rewritten_in_quarantine(self) -> dict[str, str]:
+        """Quarantined key -> incoming key, of the files written to after they were
+        quarantined. Empty on a store whose objects are whole once listed (S3)."""
+        return {}
+
+    def reclaim_rewritten(self) -> list[str]:
+        """Moves each file `rewritten_in_quarantine` names back to incoming/, where it is
+        judged again as a new version; returns the incoming keys."""
+        reclaimed = []
+        for target, source in self.rewritten_in_quarantine().items():
+            # The file first: a crash between leaves it in incoming/ (judged again) and a
+            # reason without its file, which `rewritten_in_quarantine` skips.
+            self._move(target, source)
+            self._delete(target + ".reason.json")
+            reclaimed.append(source)
+        return reclaimed
+
     def is_ingested(self, digest: str) -> bool:
         return self._exists(f"{INGESTED_MARKS}{digest}.json")
+
+    def ingested_key(self, digest: str) -> str | None:
+        mark = f"{INGESTED_MARKS}{digest}.json"
+        if not self._exists(mark):
+            return None
+        return str(json.loads(self.read(mark))["key"])
 
     def mark_ingested(self, digest: str, key: str, at: datetime) -> None:
         mark = {"key": key, "ingested_at": at.astimezone(UTC).isoformat()}
         self._put(f"{INGESTED_MARKS}{digest}.json", json.dumps(mark).encode())
 
-    def load_cursor(self) -> LandingCursor | None:
-        """How far `ingest_landing` got; None before the first file."""
-        if not self._exists(CURSOR_KEY):
-            return None
-        return LandingCursor.from_json(self.read(CURSOR_KEY).decode())
+    def load_ledger(self) -> LandingLedger:
+        """What `ingest_landing` handled and what waits; empty before the first run."""
+        if not self._exists(LEDGER_KEY):
+            return LandingLedger()
+        return LandingLedger.from_json(self.read(LEDGER_KEY).decode())
 
-    def save_cursor(self, cursor: LandingCursor) -> None:
-        self._put(CURSOR_KEY, cursor.to_json().encode())
+    def save_ledger(self, ledger: LandingLedger) -> None:
+        self._put(LEDGER_KEY, ledger.to_json().encode())
 
     def has_landed(self, name: str, data: bytes) -> bool:
         """Whether `data` under incoming/`name` is there, was ingested, or was quarantined."""
@@ -178,7 +208,8 @@ class LocalLandingZone(LandingZone):
     root: str = Field(description="the landing folder; incoming/ and quarantine/ live in it")
     settle_s: float = Field(
         default=LOCAL_SETTLE_S,
-        description="only files changed at least this long ago are taken",
+        description="a file without its format's end mark (Parquet footer, final newline) "
+        "is judged as it is once two looks this far apart saw it unchanged",
     )
 
     def _path(self, key: str) -> Path:
@@ -193,18 +224,45 @@ class LocalLandingZone(LandingZone):
             # Skip folders and the temporary files of writes in progress.
             if not path.is_file() or path.name.startswith(".landing-"):
                 continue
-            stat = path.stat()
-            # ctime, not mtime: `mv` and `cp -p` keep an old mtime, which would land a new file
-            # behind the cursor; a rename or write always sets ctime to now.
-            changed_ns = max(stat.st_mtime_ns, stat.st_ctime_ns)
-            objects.append(
-                LandedObject(
-                    key=path.relative_to(self.root).as_posix(),
-                    last_modified=datetime.fromtimestamp(changed_ns / 1e9, UTC),
-                    size_bytes=stat.st_size,
-                )
-            )
+            objects.append(self._object(path))
         return objects
+
+    def _object(self, path: Path) -> LandedObject:
+        stat = path.stat()
+        return LandedObject(
+            key=path.relative_to(self.root).as_posix(),
+            last_modified=datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC),
+            size_bytes=stat.st_size,
+            # A write changes size or mtime; a new file under the key (a rename, or a `cp -p`
+            # that keeps the old mtime) has a new inode or ctime.
+            version=f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}",
+        )
+
+    def quarantine(self, key: str, rule: str, reason: str, at: datetime) -> str:
+        """As LandingZone.quarantine, and the moved file's version is added to its reason, so
+        a writer still holding it open is noticed (`reclaim_rewritten`)."""
+        target = super().quarantine(key, rule, reason, at)
+        sidecar = self.quarantine_reason(target)
+        sidecar["version"] = self._object(self._path(target)).version
+        self._put(target + ".reason.json", json.dumps(sidecar, indent=2).encode())
+        return target
+
+    def rewritten_in_quarantine(self) -> dict[str, str]:
+        quarantine = self._path(QUARANTINE)
+        if not quarantine.is_dir():
+            return {}
+        rewritten = {}
+        for reason_path in sorted(quarantine.rglob("*.reason.json")):
+            target = reason_path.relative_to(self.root).as_posix().removesuffix(".reason.json")
+            sidecar = json.loads(reason_path.read_bytes())
+            source = str(sidecar["source_key"])
+            # A reason from before versions were recorded, one whose file went back, or a key
+            # taken again meanwhile: nothing to reclaim.
+            if "version" not in sidecar or not self._exists(target) or self._exists(source):
+                continue
+            if self._object(self._path(target)).version != sidecar["version"]:
+                rewritten[target] = source
+        return rewritten
 
     def read(self, key: str) -> bytes:
         return self._path(key).read_bytes()
@@ -259,11 +317,15 @@ class S3LandingZone(LandingZone):
             for item in page.get("Contents", []):
                 if item["Key"].endswith("/"):  # a console "folder"
                     continue
+                modified = item["LastModified"].astimezone(UTC)
+                etag = str(item["ETag"]).strip('"')
                 objects.append(
                     LandedObject(
                         key=item["Key"].removeprefix(base),
-                        last_modified=item["LastModified"].astimezone(UTC),
+                        last_modified=modified,
                         size_bytes=int(item["Size"]),
+                        # Each PUT is a new object: same bytes, same ETag, a later time.
+                        version=f"{etag}@{modified.isoformat()}",
                     )
                 )
         return objects
@@ -325,10 +387,12 @@ class Quarantined:
 
 @dataclass
 class LandingRun:
-    """What one `ingest_landing` did: the loop's summary and each quarantine's reason."""
+    """What one `ingest_landing` did: the loop's summary, each quarantine's reason, and the
+    files returned from quarantine because they were written to after it."""
 
     summary: IngestSummary
     quarantined: list[Quarantined] = field(default_factory=list)
+    reclaimed: list[str] = field(default_factory=list)
 
 
 class _RecordingZone:
@@ -350,8 +414,8 @@ class _RecordingZone:
         self.quarantined.append(Quarantined(key, rule, reason, target))
         return target
 
-    def is_ingested(self, digest: str) -> bool:
-        return self.zone.is_ingested(digest)
+    def ingested_key(self, digest: str) -> str | None:
+        return self.zone.ingested_key(digest)
 
     def mark_ingested(self, digest: str, key: str, at: datetime) -> None:
         self.zone.mark_ingested(digest, key, at)
@@ -381,15 +445,18 @@ def ingest_landing(
     now: datetime | None = None,
     parser: str = PARSER,
 ) -> LandingRun:
-    """Ingest every settled file past the zone's stored cursor into `identifier`, and store the
-    cursor as far as it got, also when a file stopped the run (`summary.failed`).
+    """Ingest every version of a file the zone's stored ledger has not handled into
+    `identifier`, and store the ledger as far as it got, also when a file stopped the run
+    (`summary.failed`).
 
     Files are parsed by `parser` ("package.module:function", a Parser) in one child process,
     reused for the run and replaced after a file that crashed it, under the zone's memory and
     time limits.
     """
+    reclaimed = zone.reclaim_rewritten()
     recording = _RecordingZone(zone)
-    before = zone.load_cursor()
+    before = zone.load_ledger()
+    stored = before.to_json()
     function = IsolatedFunction(parser, zone.parse_memory_limit_mb, zone.parse_timeout_s)
     with function:
         summary = ingest_new(
@@ -400,6 +467,6 @@ def ingest_landing(
             zone.settle_s,
             parse=isolated_parser(function),
         )
-    if summary.cursor is not None and summary.cursor != before:
-        zone.save_cursor(summary.cursor)
-    return LandingRun(summary, recording.quarantined)
+    if summary.ledger.to_json() != stored:
+        zone.save_ledger(summary.ledger)
+    return LandingRun(summary, recording.quarantined, reclaimed)

@@ -2,7 +2,7 @@
 SQLite watermark store, a landing folder or S3 on moto, an Iceberg lake) and their sensors
 (dg.build_sensor_context against the same)."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -158,7 +158,7 @@ def test_an_empty_landing_zone_still_creates_the_table(
     zone: LocalLandingZone, lakehouse: LocalLakehouse
 ) -> None:
     metadata = landing_run(zone, lakehouse)
-    assert (metadata["files_ingested"], metadata["cursor"]) == (0, "none")
+    assert (metadata["files_ingested"], metadata["ledger"]) == (0, "start")
     assert lakehouse.read(LANDED_TABLE).schema == pl.Schema(LANDED_SCHEMA)
 
 
@@ -240,20 +240,28 @@ def test_landing_sensor_asks_once_per_cursor_and_again_after_a_failed_run(
     )
     assert "already running" in tick().skip_message
 
-    # Ingested: nothing is asked for until another file lands, then after the new cursor.
+    # Ingested: nothing is asked for until another file lands, then after the new ledger.
     landing_run(zone, lakehouse)
     assert isinstance(tick(), dg.SkipReason)
-    cursor = zone.load_cursor()
+    after = zone.load_ledger().fingerprint()
     zone.drop("c.csv", b"device_id,ts\nd3,2026-11-01T08:00:00Z\n")
-    after = f"{cursor.last_modified.isoformat()} {cursor.key}"
     assert tick().run_key == f"landing after {after} attempt 1"
 
 
-def test_landing_sensor_waits_for_files_to_settle(tmp_path: Path) -> None:
+def test_landing_sensor_waits_for_the_second_look_at_an_incomplete_file(
+    tmp_path: Path, lakehouse: LocalLakehouse
+) -> None:
     zone = LocalLandingZone(root=str(tmp_path / "landing"), settle_s=3600.0)
-    zone.drop("a.csv", b"device_id,ts\nd1,2026-11-01T08:00:00Z\n")
-    skipped = landing_sensor(sensor_context(dg.DagsterInstance.ephemeral(), landing_zone=zone))
-    assert isinstance(skipped, dg.SkipReason)
+    zone.drop("a.csv", b"device_id,ts\nd1,2026-11-01T08:0")  # no final newline: may be partial
+
+    def tick() -> dg.RunRequest | dg.SkipReason:
+        return landing_sensor(sensor_context(dg.DagsterInstance.ephemeral(), landing_zone=zone))
+
+    assert isinstance(tick(), dg.RunRequest)  # a first look is due
+    metadata = landing_run(zone, lakehouse)
+    assert (metadata["files_ingested"], metadata["files_waiting"]) == (0, 1)
+    assert "does not end with a newline" in str(metadata["waiting"])
+    assert isinstance(tick(), dg.SkipReason)  # the second look is an hour away
 
 
 @pytest.mark.aws
@@ -276,8 +284,7 @@ def test_s3_landing_through_the_sensor_and_the_asset(
     assert request.run_key == "landing after start attempt 1"
     metadata = landing_run(zone, lakehouse)
     assert (metadata["files_ingested"], metadata["files_quarantined"]) == (2, 1)
-    assert zone.load_cursor() is not None
+    assert len(zone.load_ledger().handled) == 3
     assert seed_landing(zone) == []
     skipped = landing_sensor(sensor_context(dg.DagsterInstance.ephemeral(), landing_zone=zone))
     assert isinstance(skipped, dg.SkipReason)
-    assert datetime.now(UTC) >= zone.load_cursor().last_modified

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from firepipe.core.ingestion.landing import LANDED_SCHEMA, ingest_new
+from firepipe.core.ingestion.landing import LANDED_SCHEMA, LandingLedger, ingest_new
 from firepipe.lib.isolated import IsolatedFunction
 from firepipe.resources.landing import PARSER, LocalLandingZone, isolated_parser
 
@@ -92,7 +92,6 @@ def test_every_mutated_file_is_ingested_or_quarantined_and_the_run_survives(
     for name, data in files.items():
         zone.drop(name, data)
     keys = {f"incoming/{name}": data for name, data in files.items()}
-    last = max(o.position for o in zone.list_objects())
 
     parsed: dict[str, pl.DataFrame] = {}
     written: list[pl.DataFrame] = []
@@ -103,10 +102,10 @@ def test_every_mutated_file_is_ingested_or_quarantined_and_the_run_survives(
             parsed[source_file] = in_child(source_file, data, ingested_at)
             return parsed[source_file]
 
-        summary = ingest_new(zone, None, written.append, settle_s=0, parse=parse)
+        summary = ingest_new(zone, LandingLedger(), written.append, settle_s=0, parse=parse)
         assert summary.failed is None
-        assert summary.cursor == last
-        again = ingest_new(zone, summary.cursor, written.append, settle_s=0, parse=parse)
+        assert set(summary.ledger.handled) == set(keys)
+        again = ingest_new(zone, summary.ledger, written.append, settle_s=0, parse=parse)
     assert (again.ingested, again.quarantined, again.duplicates) == ([], {}, [])
 
     # Each file once: ingested (its rows written, the file kept in incoming/ as the archive)

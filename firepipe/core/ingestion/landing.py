@@ -1,13 +1,21 @@
-"""Landed files -> reading frames, and the loop that ingests a landing zone once per file.
+"""Landed files -> reading frames, and the loop that ingests a landing zone once per upload.
 
 A file is accepted or quarantined as a whole: an unreadable file or one that breaks the reading
 schema raises `QuarantineError` with a machine-readable rule; bad rows inside a good file are
-silver's concern. `ingest_new` walks a landing zone in (last_modified, key) order and advances
-its cursor past a file only once that file was written or quarantined.
+silver's concern.
 
-"Dropped twice" means the same bytes, under any name: a file whose SHA-256 was already ingested
-is skipped (counted as a duplicate). A re-upload with different bytes under the same key is a
-correction and is ingested again; silver keeps the last write per (device_id, ts).
+What was handled is a `LandingLedger`: per key, the version (an upload's identity: the S3 ETag
+and time, a local file's inode, size and times) and the content's SHA-256. `ingest_new` takes
+every object whose version the ledger does not hold, whatever its modification time (a folder
+moved in with old times, or a file copied with a future one, is taken like any other). A new
+upload of a key is a new version even when its bytes match an earlier one (v1, v2, v1 again
+leaves v1 in bronze); the same bytes under another key are a duplicate while the first key
+still holds them.
+
+A file is taken when it shows it is complete (`incomplete_reason`): Parquet ends with its
+footer and magic, CSV and JSON lines with a newline. One without that evidence waits until two
+looks `settle_s` apart saw the same version; the ledger keeps the first look, and the run
+reports each waiting file with the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Protocol
@@ -44,10 +52,11 @@ LANDED_SCHEMA: dict[str, pl.DataType] = {
 }
 _TIMESTAMP_COLUMNS = ("ts", "ignition_ts")
 _NUMERIC_COLUMNS = (*CHANNEL_NAMES, *ALIAS_COLUMNS, "seconds_since_ignition")
-# S3 stamps LastModified to the second and an upload can be listed after a later-stamped one;
-# only objects older than this are taken, so none lands behind the cursor. Assumption: landed
-# files are single PUTs of at most a few hundred MB (seconds to upload); raise it for larger.
+# How long a file without its format's end mark must stay unchanged before it is judged as it
+# is. An S3 object is whole once listed (a PUT or a completed multipart upload), so this only
+# delays files that are truly truncated. A choice, not a measurement.
 LANDING_SETTLE_S = 60.0
+_PARQUET_MAGIC = b"PAR1"
 
 
 class QuarantineError(Exception):
@@ -170,30 +179,24 @@ def parse_landed_file(source_file: str, data: bytes, ingested_at: datetime) -> p
 Parser = Callable[[str, bytes, datetime], pl.DataFrame]
 
 
-@dataclass(frozen=True, order=True)
-class LandingCursor:
-    """Everything at or before (last_modified, key) was handled; ties broken by key."""
-
-    last_modified: datetime
-    key: str
-
-    def to_json(self) -> str:
-        return json.dumps({"last_modified": self.last_modified.isoformat(), "key": self.key})
-
-    @classmethod
-    def from_json(cls, text: str | None) -> LandingCursor | None:
-        """The cursor stored by `to_json`; None (start from the beginning) for None or ''."""
-        if not text:
-            return None
-        try:
-            value = json.loads(text)
-            last_modified = datetime.fromisoformat(value["last_modified"])
-            key = str(value["key"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"not a landing cursor: {text!r} ({error})") from None
-        if last_modified.tzinfo is None:
-            raise ValueError(f"landing cursor time must carry a time zone: {text!r}")
-        return cls(last_modified.astimezone(UTC), key)
+def incomplete_reason(key: str, data: bytes) -> str | None:
+    """Why `data` may still be an upload in progress, or None when its format shows it ends here:
+    Parquet starts and ends with PAR1 around a footer that fits; CSV and JSON lines end with a
+    newline. Other extensions are refused by name, so they need no such evidence."""
+    fmt = FORMATS.get(PurePosixPath(key).suffix.lower())
+    if fmt is None:
+        return None
+    if not data:
+        return "no bytes yet"
+    if fmt == "parquet":
+        ends = data[:4] == _PARQUET_MAGIC and data[-4:] == _PARQUET_MAGIC and len(data) >= 12
+        footer = int.from_bytes(data[-8:-4], "little") if ends else -1
+        if not 0 <= footer <= len(data) - 12:
+            return "no Parquet footer (PAR1) at the end yet"
+        return None
+    if not data.endswith(b"\n"):
+        return f"the {fmt} file does not end with a newline yet"
+    return None
 
 
 @dataclass(frozen=True)
@@ -201,10 +204,77 @@ class LandedObject:
     key: str
     last_modified: datetime
     size_bytes: int
+    # Changes with every upload of the key, also one of bytes seen before.
+    version: str
 
-    @property
-    def position(self) -> LandingCursor:
-        return LandingCursor(self.last_modified.astimezone(UTC), self.key)
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of one version of a key: ingested, duplicate or quarantined."""
+
+    version: str
+    digest: str
+    outcome: str
+    at: str
+
+
+@dataclass(frozen=True)
+class Look:
+    """The first look at a version that did not show it was complete."""
+
+    version: str
+    size_bytes: int
+    first_seen: str
+    reason: str
+
+    def second_look_due(self, settle_s: float) -> datetime:
+        return datetime.fromisoformat(self.first_seen) + timedelta(seconds=settle_s)
+
+
+@dataclass
+class LandingLedger:
+    """Per key, the last version handled and the version waiting to be judged."""
+
+    handled: dict[str, Handled] = field(default_factory=dict)
+    looks: dict[str, Look] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "handled": {k: asdict(v) for k, v in sorted(self.handled.items())},
+                "looks": {k: asdict(v) for k, v in sorted(self.looks.items())},
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LandingLedger:
+        """The ledger stored by `to_json`; empty for None or ''."""
+        if not text:
+            return cls()
+        try:
+            value = json.loads(text)
+            handled = {k: Handled(**v) for k, v in value["handled"].items()}
+            looks = {k: Look(**v) for k, v in value["looks"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a landing ledger: {text[:200]!r} ({error})") from None
+        return cls(handled, looks)
+
+    def fingerprint(self) -> str:
+        """Names this state of the ledger ("start" when empty): runs started from the same
+        state are attempts at the same work."""
+        if not self.handled and not self.looks:
+            return "start"
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        return f"{len(self.handled)} handled {digest}"
+
+    def forget_absent(self, keys: set[str]) -> None:
+        """Drop looks and quarantines of keys no longer landed; ingested keys are kept, so a
+        later upload of bytes ingested earlier under that key is still seen as a revert."""
+        self.looks = {k: v for k, v in self.looks.items() if k in keys}
+        self.handled = {
+            k: v for k, v in self.handled.items() if k in keys or v.outcome != "quarantined"
+        }
 
 
 class LandingSource(Protocol):
@@ -216,44 +286,95 @@ class LandingSource(Protocol):
 
     def quarantine(self, key: str, rule: str, reason: str, at: datetime) -> str: ...
 
-    def is_ingested(self, digest: str) -> bool: ...
+    def ingested_key(self, digest: str) -> str | None:
+        """The key these bytes were last ingested under, None if never."""
+        ...
 
     def mark_ingested(self, digest: str, key: str, at: datetime) -> None: ...
 
 
-def pending(
-    objects: Sequence[LandedObject], cursor: LandingCursor | None, before: datetime
-) -> list[LandedObject]:
-    """Objects past the cursor and last modified before `before`, in (last_modified, key) order."""
+def pending(objects: Sequence[LandedObject], ledger: LandingLedger) -> list[LandedObject]:
+    """Objects whose version the ledger has not handled, in (last_modified, key) order."""
     chosen = [
-        o for o in objects if (cursor is None or o.position > cursor) and o.last_modified < before
+        o
+        for o in objects
+        if (done := ledger.handled.get(o.key)) is None or done.version != o.version
     ]
-    return sorted(chosen, key=lambda o: o.position)
+    return sorted(chosen, key=lambda o: (o.last_modified, o.key))
+
+
+def due(
+    objects: Sequence[LandedObject], ledger: LandingLedger, now: datetime, settle_s: float
+) -> list[LandedObject]:
+    """The pending objects a run would act on at `now`: all but those whose first look, of
+    this same version, is less than `settle_s` old (their second look is not due yet)."""
+
+    def waits(o: LandedObject) -> bool:
+        look = ledger.looks.get(o.key)
+        return (
+            look is not None and look.version == o.version and now < look.second_look_due(settle_s)
+        )
+
+    return [o for o in pending(objects, ledger) if not waits(o)]
 
 
 @dataclass
 class IngestSummary:
-    cursor: LandingCursor | None
+    ledger: LandingLedger
     ingested: list[str] = field(default_factory=list)
     rows: int = 0
     duplicates: list[str] = field(default_factory=list)
     quarantined: dict[str, str] = field(default_factory=dict)  # key -> rule
+    waiting: dict[str, str] = field(default_factory=dict)  # key -> why it is not taken yet
     failed: tuple[str, str] | None = None  # (key, error): the run stopped before this file
+
+
+def _is_duplicate(zone: LandingSource, ledger: LandingLedger, key: str, digest: str) -> bool:
+    """Whether bronze already holds these bytes' rows, so this version adds nothing.
+
+    Ingested under another key that still holds them: a duplicate. Under this key: only when
+    the ledger has no version of the key (a run that stopped after the write, before the ledger
+    was saved); a key with a handled version was re-uploaded, and the upload is the new truth.
+    """
+    first = zone.ingested_key(digest)
+    if first is None:
+        return False
+    holder = ledger.handled.get(first)
+    if first == key:
+        return holder is None
+    return holder is None or holder.digest == digest
+
+
+def _waiting(
+    ledger: LandingLedger, obj: LandedObject, reason: str, now: datetime, settle_s: float
+) -> str | None:
+    """Why `obj` (not showing it is complete) waits, None once two looks `settle_s` apart saw
+    this same version."""
+    look = ledger.looks.get(obj.key)
+    if look is None or look.version != obj.version:
+        look = Look(obj.version, obj.size_bytes, now.isoformat(), reason)
+        ledger.looks[obj.key] = look
+    due_at = look.second_look_due(settle_s)
+    if now >= due_at:
+        return None
+    return f"{reason}; {look.size_bytes} bytes, judged as they are if unchanged at {due_at:%FT%TZ}"
 
 
 def ingest_new(
     zone: LandingSource,
-    cursor: LandingCursor | None,
+    ledger: LandingLedger,
     write: Callable[[pl.DataFrame], None],
     now: datetime | None = None,
     settle_s: float = LANDING_SETTLE_S,
     parse: Parser = parse_landed_file,
 ) -> IngestSummary:
-    """Ingest every settled file past `cursor`: write good ones, quarantine bad ones, go on.
+    """Ingest every version the ledger has not handled: write good files, quarantine bad ones,
+    leave incomplete-looking ones waiting (`IngestSummary.waiting`), go on.
 
-    A failing `write` (or storage error) stops the run: the summary's cursor stays before that
-    file and `failed` names it, so the next run retries it. A crash after a write but before the
-    ingested mark is recorded re-writes that file once; silver's (device_id, ts) dedup absorbs it.
+    The summary's ledger is `ledger` updated in place. A failing `write` (or storage error)
+    stops the run: `failed` names the file, which the ledger leaves unhandled for the next run.
+    A crash after a write but before the ledger is stored finds the content's ingested mark
+    under the same key next time and does not write it again.
 
     `parse` runs in this process by default, where a reader's panic (a BaseException) or abort
     takes the run down; untrusted files are parsed in a child process
@@ -261,28 +382,40 @@ def ingest_new(
     """
     if settle_s < 0:
         raise ValueError(f"settle_s must be >= 0, got {settle_s}")
-    now = now or datetime.now(UTC)
-    summary = IngestSummary(cursor=cursor)
-    for obj in pending(zone.list_objects(), cursor, now - timedelta(seconds=settle_s)):
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    summary = IngestSummary(ledger=ledger)
+    objects = zone.list_objects()
+    ledger.forget_absent({o.key for o in objects})
+    for obj in pending(objects, ledger):
         try:
             data = zone.read(obj.key)
+            incomplete = incomplete_reason(obj.key, data)
+            if incomplete is not None:
+                why = _waiting(ledger, obj, incomplete, now, settle_s)
+                if why is not None:
+                    summary.waiting[obj.key] = why
+                    continue
             digest = hashlib.sha256(data).hexdigest()
-            if zone.is_ingested(digest):
+            if _is_duplicate(zone, ledger, obj.key, digest):
                 summary.duplicates.append(obj.key)
+                outcome = "duplicate"
             else:
                 try:
                     frame = parse(obj.key, data, now)
                 except QuarantineError as bad:
                     zone.quarantine(obj.key, bad.rule, bad.reason, now)
                     summary.quarantined[obj.key] = bad.rule
+                    outcome = "quarantined"
                 else:
                     write(frame)
                     zone.mark_ingested(digest, obj.key, now)
                     summary.ingested.append(obj.key)
                     summary.rows += frame.height
-        # Any storage or writer error stops the run; the cursor stays before this file.
+                    outcome = "ingested"
+        # Any storage or writer error stops the run; this file stays unhandled.
         except Exception as error:
             summary.failed = (obj.key, f"{type(error).__name__}: {error}")
             return summary
-        summary.cursor = obj.position
+        ledger.handled[obj.key] = Handled(obj.version, digest, outcome, now.isoformat())
+        ledger.looks.pop(obj.key, None)
     return summary

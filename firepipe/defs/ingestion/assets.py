@@ -6,9 +6,10 @@
   time, a second is refused at once. Each run re-reads `lookback_s` behind the watermark for
   rows a loader committed late; the check `daily_counts_match_source` warns when bronze and the
   source count different rows on a day up to the watermark.
-- bronze/landed_readings: every settled file in the `landing_zone` past its stored cursor
-  (`resources.landing.ingest_landing`); unreadable or schema-breaking files are quarantined
-  with their reason and the run goes on.
+- bronze/landed_readings: every upload in the `landing_zone` that its stored ledger has not
+  handled, once the file shows it is complete (`resources.landing.ingest_landing`); unreadable
+  or schema-breaking files are quarantined with their reason and the run goes on; files still
+  waiting are listed with why.
 
 Each asset creates its table even when nothing new arrived, so silver can always read it.
 """
@@ -231,8 +232,14 @@ def landed_readings(
         },
         schema=dict.fromkeys(("file", "rule", "reason", "moved_to"), pl.String),
     )
+    waiting = pl.DataFrame(
+        {"file": list(summary.waiting), "why": list(summary.waiting.values())},
+        schema=dict.fromkeys(("file", "why"), pl.String),
+    )
     for q in run.quarantined:
         context.log.warning(f"quarantined {q.key}: {q.rule}: {q.reason}")
+    for key in run.reclaimed:
+        context.log.warning(f"{key} was written to after it was quarantined: judged again")
     metadata = {
         "landing_zone": landing_zone.describe(),
         "files_ingested": len(summary.ingested),
@@ -241,13 +248,16 @@ def landed_readings(
         "duplicates": len(summary.duplicates),
         "files_quarantined": quarantined.height,
         "quarantined": markdown_table(quarantined),
-        "cursor": summary.cursor.to_json() if summary.cursor else "none",
+        "files_waiting": waiting.height,
+        "waiting": markdown_table(waiting),
+        "reclaimed_from_quarantine": "\n".join(run.reclaimed) or "none",
+        "ledger": summary.ledger.fingerprint(),
         "dagster/table_name": LANDED_TABLE,
         "iceberg/table_rows": lakehouse.table_rows(LANDED_TABLE),
     }
     if summary.failed is not None:
         key, error = summary.failed
-        # What was handled before it stays handled (the cursor was stored); the next run
+        # What was handled before it stays handled (the ledger was stored); the next run
         # retries this file.
         raise dg.Failure(description=f"landing stopped at {key}: {error}", metadata=metadata)
     return dg.MaterializeResult(metadata=metadata)

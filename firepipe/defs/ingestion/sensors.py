@@ -4,12 +4,12 @@ Both are stopped by default (the end_to_end job materialises the bronze assets a
 them on in the UI or with `dagster sensor start`.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from firepipe.core.ingestion.extraction import TransientError
-from firepipe.core.ingestion.landing import pending
+from firepipe.core.ingestion.landing import due
 from firepipe.defs.ingestion.assets import (
     EXTRACTION_NAME,
     FIELD_DEAD_LETTERS,
@@ -106,12 +106,14 @@ def _live(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
 def landing_sensor(
     context: dg.SensorEvaluationContext, landing_zone: LandingZone
 ) -> dg.RunRequest | dg.SkipReason:
-    """Ingest when settled files landed past the landing zone's own cursor (what ingestion has
-    handled, kept in the zone), one run at a time; a failed run is asked for again."""
-    cursor = landing_zone.load_cursor()
-    settled_before = datetime.now(UTC) - timedelta(seconds=landing_zone.settle_s)
-    new = pending(landing_zone.list_objects(), cursor, settled_before)
-    if not new:
-        return dg.SkipReason(f"no new settled files in {landing_zone.describe()} after {cursor}")
-    after = f"{cursor.last_modified.isoformat()} {cursor.key}" if cursor else "start"
+    """Ingest when files landed that the landing zone's ledger (what ingestion has handled, kept
+    in the zone) has not handled, but for those waiting for a second look that is not due yet,
+    or a quarantined file was written to since; one run at a time, named by the ledger's state;
+    a failed run is asked for again."""
+    ledger = landing_zone.load_ledger()
+    new = due(landing_zone.list_objects(), ledger, datetime.now(UTC), landing_zone.settle_s)
+    rewritten = landing_zone.rewritten_in_quarantine()
+    after = ledger.fingerprint()
+    if not new and not rewritten:
+        return dg.SkipReason(f"no new files in {landing_zone.describe()} (ledger {after})")
     return _attempt(context, "landing", LANDING_AFTER_TAG, after)

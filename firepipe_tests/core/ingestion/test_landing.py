@@ -1,17 +1,21 @@
-"""Parsing landed files into readings, and the landing cursor's order."""
+"""Parsing landed files into readings, the ledger of what was handled, and the loop."""
 
 import io
 import pickle
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
 
 from firepipe.core.ingestion.landing import (
     LANDED_SCHEMA,
+    Handled,
     LandedObject,
-    LandingCursor,
+    LandingLedger,
+    Look,
     QuarantineError,
+    incomplete_reason,
+    ingest_new,
     parse_landed_file,
     pending,
 )
@@ -132,36 +136,142 @@ def test_schema_violations_name_their_rule() -> None:
     assert _rule("incoming/x.csv", b"").rule == "empty_file"
 
 
-def test_cursor_round_trips_and_rejects_garbage() -> None:
-    cursor = LandingCursor(T0.astimezone(timezone(timedelta(hours=2))), "incoming/a.csv")
-    restored = LandingCursor.from_json(cursor.to_json())
-    assert restored == LandingCursor(T0, "incoming/a.csv")
-    assert LandingCursor.from_json(None) is None
-    assert LandingCursor.from_json("") is None
-    with pytest.raises(ValueError, match="not a landing cursor"):
-        LandingCursor.from_json('{"key": "a"}')
-    with pytest.raises(ValueError, match="time zone"):
-        LandingCursor.from_json('{"last_modified": "2026-11-01T08:00:00", "key": "a"}')
+def test_ledger_round_trips_and_rejects_garbage() -> None:
+    ledger = LandingLedger(
+        {"incoming/a.csv": Handled("v1", "d1", "ingested", T0.isoformat())},
+        {"incoming/b.parquet": Look("v2", 10, T0.isoformat(), "no footer")},
+    )
+    assert LandingLedger.from_json(ledger.to_json()) == ledger
+    assert LandingLedger.from_json(None) == LandingLedger() == LandingLedger.from_json("")
+    assert LandingLedger().fingerprint() == "start"
+    assert ledger.fingerprint().startswith("1 handled ")
+    with pytest.raises(ValueError, match="not a landing ledger"):
+        LandingLedger.from_json('{"handled": {}}')
 
 
-def test_pending_orders_by_time_then_key_and_keeps_ties_after_the_cursor() -> None:
-    same = T0 + timedelta(seconds=10)
+def test_pending_is_every_unhandled_version_whatever_its_time() -> None:
     objects = [
-        LandedObject("incoming/c", same, 1),
-        LandedObject("incoming/a", same, 1),
-        LandedObject("incoming/b", same, 1),
-        LandedObject("incoming/z", T0, 1),
-        LandedObject("incoming/late", NOW - timedelta(seconds=5), 1),
+        LandedObject("incoming/c", T0, 1, "c1"),
+        LandedObject("incoming/a", T0, 1, "a2"),
+        LandedObject("incoming/old", T0 - timedelta(days=400), 1, "o1"),
+        LandedObject("incoming/future", NOW + timedelta(days=30), 1, "f1"),
+        LandedObject("incoming/done", T0, 1, "d1"),
     ]
-    before = NOW - timedelta(seconds=60)
-    keys = [o.key for o in pending(objects, None, before)]
-    assert keys == ["incoming/z", "incoming/a", "incoming/b", "incoming/c"]
-    # Two objects share a timestamp: the cursor at the first still yields the second.
-    after_a = LandingCursor(same, "incoming/a")
-    assert [o.key for o in pending(objects, after_a, before)] == ["incoming/b", "incoming/c"]
-    # The object inside the settle window appears once it is old enough.
-    assert [o.key for o in pending(objects, LandingCursor(same, "incoming/c"), NOW)] == [
-        "incoming/late"
+    ledger = LandingLedger(
+        {
+            "incoming/a": Handled("a1", "x", "ingested", T0.isoformat()),
+            "incoming/done": Handled("d1", "y", "ingested", T0.isoformat()),
+        }
+    )
+    keys = [o.key for o in pending(objects, ledger)]
+    assert keys == ["incoming/old", "incoming/a", "incoming/c", "incoming/future"]
+
+
+def test_a_file_shows_it_is_complete_by_its_own_end() -> None:
+    frame = pl.DataFrame({"device_id": ["d"], "ts": [T0]})
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    parquet = buffer.getvalue()
+    assert incomplete_reason("incoming/x.parquet", parquet) is None
+    for cut in (4, 64, len(parquet) - 1):
+        assert "Parquet footer" in str(incomplete_reason("incoming/x.parquet", parquet[:cut]))
+    assert incomplete_reason("incoming/x.csv", CSV) is None
+    assert "newline" in str(incomplete_reason("incoming/x.csv", CSV[:-3]))
+    assert "newline" in str(incomplete_reason("incoming/x.jsonl", b'{"device_id": "d"'))
+    assert incomplete_reason("incoming/x.csv", b"") == "no bytes yet"
+    assert incomplete_reason("incoming/x.txt", b"no end mark") is None  # refused by name
+
+
+class MemoryZone:
+    """A landing zone in a dict, with versions that change on every upload."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.marks: dict[str, str] = {}
+        self.quarantined: dict[str, str] = {}
+        self.uploads = 0
+
+    def upload(self, key: str, data: bytes) -> None:
+        self.uploads += 1
+        self.files[key] = (data, f"u{self.uploads}")
+
+    def list_objects(self) -> list[LandedObject]:
+        return [LandedObject(k, T0, len(d), v) for k, (d, v) in self.files.items()]
+
+    def read(self, key: str) -> bytes:
+        return self.files[key][0]
+
+    def quarantine(self, key: str, rule: str, reason: str, at: datetime) -> str:
+        del self.files[key]
+        self.quarantined[key] = rule
+        return "quarantine/" + key
+
+    def ingested_key(self, digest: str) -> str | None:
+        return self.marks.get(digest)
+
+    def mark_ingested(self, digest: str, key: str, at: datetime) -> None:
+        self.marks[digest] = key
+
+
+def _rows(temperature: float) -> bytes:
+    return f"device_id,ts,temperature_c\nd1,2026-11-01T08:00:00Z,{temperature}\n".encode()
+
+
+def test_a_revert_is_ingested_and_the_same_bytes_under_another_key_are_not() -> None:
+    zone, ledger, written = MemoryZone(), LandingLedger(), []
+    v1, v2 = _rows(20.0), _rows(30.0)
+    for data in (v1, v2, v1):
+        zone.upload("incoming/x.csv", data)
+        summary = ingest_new(zone, ledger, written.append, now=NOW, settle_s=0)
+        assert summary.ingested == ["incoming/x.csv"]
+    assert [f["temperature_c"][0] for f in written] == [20.0, 30.0, 20.0]
+    zone.upload("incoming/copy.csv", v1)
+    summary = ingest_new(zone, ledger, written.append, now=NOW, settle_s=0)
+    assert (summary.ingested, summary.duplicates) == ([], ["incoming/copy.csv"])
+    # Once x.csv holds other bytes, a copy of its old content is the only one left: taken.
+    zone.upload("incoming/x.csv", v2)
+    assert ingest_new(zone, ledger, written.append, now=NOW, settle_s=0).ingested == [
+        "incoming/x.csv"
+    ]
+    zone.upload("incoming/copy2.csv", v1)
+    summary = ingest_new(zone, ledger, written.append, now=NOW, settle_s=0)
+    assert summary.ingested == ["incoming/copy2.csv"]
+
+
+def test_a_file_without_its_end_waits_for_a_second_look_and_says_why() -> None:
+    zone, ledger, written = MemoryZone(), LandingLedger(), []
+    zone.upload("incoming/half.csv", _rows(20.0)[:-5])
+    first = ingest_new(zone, ledger, written.append, now=NOW, settle_s=60)
+    assert list(first.waiting) == ["incoming/half.csv"]
+    assert "newline" in first.waiting["incoming/half.csv"]
+    assert "incoming/half.csv" in ledger.looks
+    assert not ledger.handled
+    # A later look inside the settle time: still waiting; after it, judged as it is.
+    soon = ingest_new(zone, ledger, written.append, now=NOW + timedelta(seconds=30), settle_s=60)
+    assert list(soon.waiting) == ["incoming/half.csv"]
+    later = ingest_new(zone, ledger, written.append, now=NOW + timedelta(seconds=61), settle_s=60)
+    assert (later.waiting, later.ingested) == ({}, ["incoming/half.csv"])
+    assert not ledger.looks
+    # A file that changed between the looks starts its wait again.
+    zone.upload("incoming/grow.csv", b"device_id,ts")
+    ingest_new(zone, ledger, written.append, now=NOW, settle_s=60)
+    zone.upload("incoming/grow.csv", b"device_id,ts,co")
+    grown = ingest_new(zone, ledger, written.append, now=NOW + timedelta(seconds=61), settle_s=60)
+    assert list(grown.waiting) == ["incoming/grow.csv"]
+
+
+def test_a_quarantined_key_uploaded_again_is_taken() -> None:
+    zone, ledger, written = MemoryZone(), LandingLedger(), []
+    zone.upload("incoming/x.csv", b"device_id\nd1\n")
+    assert ingest_new(zone, ledger, written.append, now=NOW, settle_s=0).quarantined == {
+        "incoming/x.csv": "missing_column"
+    }
+    assert "incoming/x.csv" in ledger.handled
+    ingest_new(zone, ledger, written.append, now=NOW, settle_s=0)
+    assert "incoming/x.csv" not in ledger.handled  # the key is gone: its quarantine forgotten
+    zone.upload("incoming/x.csv", _rows(20.0))
+    assert ingest_new(zone, ledger, written.append, now=NOW, settle_s=0).ingested == [
+        "incoming/x.csv"
     ]
 
 
