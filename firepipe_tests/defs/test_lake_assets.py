@@ -127,15 +127,20 @@ def downstream(readings: pl.DataFrame) -> int:
 
 
 def run(
+    lakehouse: LocalLakehouse,
     synthetic: pl.DataFrame,
     field: pl.DataFrame = NO_FIELD,
     landed: pl.DataFrame = NO_LANDED,
     max_age_h: float = 24.0,
-    resources: dict | None = None,
+    iceberg: bool = False,
 ) -> dg.ExecuteInProcessResult:
-    below = [] if resources else [downstream]  # the Iceberg IO manager stores frames only
+    """Bronze stubs, silver and (without `iceberg`, whose IO manager stores frames only) a
+    downstream asset, the tables in `lakehouse` when `iceberg`."""
+    resources: dict[str, object] = {"lakehouse": lakehouse}
+    if iceberg:
+        resources["io_manager"] = IcebergIOManager(lakehouse=lakehouse)
     return dg.materialize(
-        [*bronze_assets(synthetic, field, landed), silver, *below],
+        [*bronze_assets(synthetic, field, landed), silver, *([] if iceberg else [downstream])],
         run_config={"ops": {"silver": {"config": {"field_max_age_h": max_age_h}}}},
         resources=resources,
         raise_on_error=False,
@@ -146,7 +151,7 @@ def materialised(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
-def test_good_bronze_reaches_downstream_with_metadata() -> None:
+def test_good_bronze_reaches_downstream_with_metadata(lakehouse: LocalLakehouse) -> None:
     landed = pl.DataFrame(
         {
             "device_id": ["l1", "l1", "l1"],
@@ -156,7 +161,7 @@ def test_good_bronze_reaches_downstream_with_metadata() -> None:
             "ingested_at": [NOW] * 3,
         }
     ).cast({"temperature_f": pl.Float32, "ts": LANDED_SCHEMA["ts"]})
-    result = run(bronze_synthetic(), field_rows(2, 30, NOW), landed)
+    result = run(lakehouse, bronze_synthetic(), field_rows(2, 30, NOW), landed)
     assert result.success
     assert {"silver/sensor_readings", "silver/quarantine", "gold/downstream"} <= materialised(
         result
@@ -180,7 +185,9 @@ def test_good_bronze_reaches_downstream_with_metadata() -> None:
     ("case", "failing"),
     [("replayed", "duplicate_rate"), ("stale", "freshness"), ("lossy", "null_rate")],
 )
-def test_a_failed_blocking_check_stops_downstream(case: str, failing: str) -> None:
+def test_a_failed_blocking_check_stops_downstream(
+    lakehouse: LocalLakehouse, case: str, failing: str
+) -> None:
     bronze = bronze_synthetic()
     field = field_rows(2, 30, NOW)
     max_age_h = 24.0
@@ -196,7 +203,7 @@ def test_a_failed_blocking_check_stops_downstream(case: str, failing: str) -> No
             .otherwise(pl.col("co_ppm"))
             .alias("co_ppm")
         )
-    result = run(bronze, field, max_age_h=max_age_h)
+    result = run(lakehouse, bronze, field, max_age_h=max_age_h)
     assert not result.success
     evaluations = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert evaluations[failing] is False
@@ -206,9 +213,7 @@ def test_a_failed_blocking_check_stops_downstream(case: str, failing: str) -> No
 
 
 def test_silver_tables_in_the_lakehouse(lakehouse: LocalLakehouse) -> None:
-    result = run(
-        bronze_synthetic(), resources={"io_manager": IcebergIOManager(lakehouse=lakehouse)}
-    )
+    result = run(lakehouse, bronze_synthetic(), iceberg=True)
     assert result.success
     assert lakehouse.table_rows("silver.sensor_readings") == 1_000
     assert lakehouse.table_rows("silver.quarantine") == 0
@@ -217,11 +222,10 @@ def test_silver_tables_in_the_lakehouse(lakehouse: LocalLakehouse) -> None:
 
 
 def test_a_failed_check_leaves_the_silver_tables_as_they_were(lakehouse: LocalLakehouse) -> None:
-    resources = {"io_manager": IcebergIOManager(lakehouse=lakehouse)}
-    assert run(bronze_synthetic(), resources=resources).success
+    assert run(lakehouse, bronze_synthetic(), iceberg=True).success
     before = lakehouse.catalog().load_table("silver.sensor_readings").current_snapshot()
     replayed = pl.concat([bronze_synthetic(), bronze_synthetic().head(300)])
-    assert not run(replayed, resources=resources).success
+    assert not run(lakehouse, replayed, iceberg=True).success
     after = lakehouse.catalog().load_table("silver.sensor_readings").current_snapshot()
     assert after.snapshot_id == before.snapshot_id
     assert lakehouse.table_rows("silver.sensor_readings") == 1_000
