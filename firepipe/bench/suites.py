@@ -9,6 +9,7 @@ from firepipe.bench import BenchOptions, Figure, generate, iceberg, lake, train
 SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "generate": generate.run,
     "iceberg": iceberg.run,
+    "commits": iceberg.run_commits,
     "lake": lake.run,
     "train": train.run,
 }

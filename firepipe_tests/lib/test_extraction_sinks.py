@@ -148,3 +148,18 @@ def test_late_rows_land_once_and_a_reread_of_landed_rows_commits_nothing(
     assert letters == [17, 31, 105]
     late = lakehouse.read(FIELD_READINGS_TABLE).filter(pl.col("id") == 101).row(0, named=True)
     assert late["updated_at"] == first.watermark.updated_at - timedelta(seconds=60)
+
+
+def test_chunks_without_dead_letters_commit_nothing_to_the_dead_letter_table(
+    lakehouse: LocalLakehouse, source: DuckDBWarehouseSource, store: SqliteWatermarkStore
+) -> None:
+    sink, dead = IcebergChunkSink(lakehouse), IcebergDeadLetterSink(lakehouse)
+    sink.ensure_table()
+    dead.ensure_table()
+    summary = extract(NAME, source, sink, dead, store, chunk_rows=7)
+    # 8 chunks, 2 with a dead letter (ids 17 and 31): one commit each, none for the other 6.
+    assert summary.chunks == 8
+    catalog = lakehouse.catalog()
+    assert len(catalog.load_table(DEAD_LETTERS_TABLE).snapshots()) == 2
+    # Every chunk held readings: 8 commits; each of them one snapshot (nothing to delete).
+    assert len(catalog.load_table(FIELD_READINGS_TABLE).snapshots()) == 8

@@ -32,10 +32,10 @@ from pyiceberg.table import Table
 from firepipe.lib.lakehouse import tables
 
 RUN_PROPERTY = f"{tables.PROPERTY_PREFIX}pair.run_id"
-# Maintenance (lib/lakehouse/maintenance.py, MAINTENANCE_PROPERTY) compacts files and rewrites
-# manifests in commits of its own that keep every row; they carry this property and no run id,
-# so a snapshot's run is read through them.
-ROW_PRESERVING_PROPERTY = f"{tables.PROPERTY_PREFIX}maintenance"
+# Maintenance (lib/lakehouse/maintenance.py) compacts files and rewrites manifests in commits of
+# its own that keep every row; they carry this property and no run id, so a snapshot's run is
+# read through them.
+MAINTENANCE_PROPERTY = f"{tables.PROPERTY_PREFIX}maintenance"
 
 
 def run_properties(run_id: str) -> dict[str, str]:
@@ -45,7 +45,7 @@ def run_properties(run_id: str) -> dict[str, str]:
     return {RUN_PROPERTY: run_id}
 
 
-def _runs(table: Table) -> dict[int, str | None]:
+def snapshot_runs(table: Table) -> dict[int, str | None]:
     """Per snapshot, in commit order, the run whose pair commit it holds the rows of: its own
     run id, or its parent's through a maintenance commit (which keeps every row)."""
     runs: dict[int, str | None] = {}
@@ -54,7 +54,7 @@ def _runs(table: Table) -> dict[int, str | None]:
         parent = snapshot.parent_snapshot_id
         if RUN_PROPERTY in props:
             runs[snapshot.snapshot_id] = props[RUN_PROPERTY]
-        elif ROW_PRESERVING_PROPERTY in props and parent is not None:
+        elif MAINTENANCE_PROPERTY in props and parent is not None:
             runs[snapshot.snapshot_id] = runs.get(parent)  # None: the parent expired
         else:
             runs[snapshot.snapshot_id] = None
@@ -95,10 +95,10 @@ def pair_state(catalog: Catalog, primary: str, partner: str) -> PairState:
     primary_current, current = _current(primary_table), _current(partner_table)
     run_id = None
     if primary_table is not None and primary_current is not None:
-        run_id = _runs(primary_table)[primary_current]
+        run_id = snapshot_runs(primary_table)[primary_current]
     if run_id is None:
         return PairState(primary, partner, None, None, current)
-    runs = _runs(partner_table) if partner_table is not None else {}
+    runs = snapshot_runs(partner_table) if partner_table is not None else {}
     if current is not None and runs[current] == run_id:
         return PairState(primary, partner, run_id, current, current)
     of_run = [snapshot_id for snapshot_id, run in runs.items() if run == run_id]

@@ -61,8 +61,8 @@ def test_maintenance_commits_belong_to_the_run_they_were_made_on(
     lakehouse: LocalLakehouse,
 ) -> None:
     publish(lakehouse, "run-a", [1, 2], [3])
-    compacted = write(lakehouse, PARTNER, [3], **{pairs.ROW_PRESERVING_PROPERTY: "compaction"})
-    write(lakehouse, PRIMARY, [1, 2], **{pairs.ROW_PRESERVING_PROPERTY: "compaction"})
+    compacted = write(lakehouse, PARTNER, [3], **{pairs.MAINTENANCE_PROPERTY: "compaction"})
+    write(lakehouse, PRIMARY, [1, 2], **{pairs.MAINTENANCE_PROPERTY: "compaction"})
     found = state(lakehouse)
     assert found.complete
     assert (found.run_id, found.published) == ("run-a", compacted)

@@ -1,0 +1,1 @@
+"""Lakehouse maintenance: a daily job that compacts, rewrites manifests and expires snapshots."""
