@@ -52,7 +52,11 @@ class _IcebergChunkTable:
 
     def _replace(self, chunk: Chunk, rows: pl.DataFrame) -> None:
         catalog, scope = self.lakehouse.catalog(), chunk_scope(chunk)
-        if tables.load_table(catalog, self.identifier) is not None:
+        # A write that would leave the range as bronze holds it commits nothing: a re-read of the
+        # lookback window, or no rows (most chunks have no dead letters). A new chunk with rows
+        # is written without reading the range first.
+        compare = chunk.reread or rows.is_empty()
+        if compare and tables.load_table(catalog, self.identifier) is not None:
             held = tables.read_table(catalog, self.identifier, scope)
             if held.columns == rows.columns and _sorted(held).equals(_sorted(rows)):
                 return

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random as random_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -97,6 +97,9 @@ class Chunk:
     last: Watermark
     readings: pl.DataFrame  # FIELD_READING_SCHEMA
     dead_letters: pl.DataFrame  # DEAD_LETTER_SCHEMA
+    # Starts at or behind the committed watermark (the lookback window): bronze may hold its
+    # rows already, so a sink compares before it commits; a chunk past it is new, written as is.
+    reread: bool = False
 
     @property
     def chunk_id(self) -> str:
@@ -317,6 +320,8 @@ def _extract_one(
             f"source returned {chunk.first}, not after {after}: is its updated_at column finer "
             "than microseconds? Declare it TIMESTAMP(6) (Snowflake: TIMESTAMP_NTZ(6))"
         )
+    if committed is not None and chunk.first <= committed:
+        chunk = replace(chunk, reread=True)
     ports.retried(
         f"dead letters {chunk.chunk_id}", lambda: ports.dead_letters.write_dead_letters(chunk)
     )
@@ -330,12 +335,19 @@ def _extract_one(
     return chunk
 
 
+def at_or_before(watermark: Watermark) -> pl.Expr:
+    """Keys (updated_at, id) at or before the watermark: the rows extraction has passed."""
+    at = pl.col(KEY_UPDATED_AT)
+    return (at < watermark.updated_at) | (
+        (at == watermark.updated_at) & (pl.col(KEY_ID) <= watermark.id)
+    )
+
+
 def _split_at(chunk: Chunk, through: Watermark | None) -> tuple[int, int, int]:
     """A chunk's readings and dead letters after `through`, and its rows at or before it."""
     if through is None:
         return chunk.readings.height, chunk.dead_letters.height, 0
-    at = pl.col(KEY_UPDATED_AT)
-    after = (at > through.updated_at) | ((at == through.updated_at) & (pl.col(KEY_ID) > through.id))
+    after = ~at_or_before(through)
     good = chunk.readings.filter(after).height
     dead = chunk.dead_letters.filter(after).height
     return good, dead, chunk.readings.height + chunk.dead_letters.height - good - dead

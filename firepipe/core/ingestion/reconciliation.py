@@ -8,11 +8,11 @@ says nothing about when the row reached the warehouse: a device that uploads a d
 make every day's count move under the check.
 """
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 
 import polars as pl
 
-from firepipe.core.ingestion.extraction import KEY_ID, KEY_UPDATED_AT, Watermark
+from firepipe.core.ingestion.extraction import KEY_UPDATED_AT, Watermark, at_or_before
 
 DAY = "day"
 ROWS = "rows"
@@ -25,20 +25,14 @@ DIFFERENCE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def through(watermark: Watermark) -> pl.Expr:
-    """Keys (updated_at, id) at or before the watermark: the rows extraction has passed."""
-    at = pl.col(KEY_UPDATED_AT)
-    return (at < watermark.updated_at) | (
-        (at == watermark.updated_at) & (pl.col(KEY_ID) <= watermark.id)
-    )
-
-
 def daily_counts(keys: pl.LazyFrame, watermark: Watermark, since: date | None) -> pl.DataFrame:
     """Rows per UTC day of updated_at, up to the watermark and from `since` on (None: all)."""
-    rows = keys.filter(through(watermark))
+    rows = keys.filter(at_or_before(watermark))
     day = pl.col(KEY_UPDATED_AT).dt.convert_time_zone("UTC").dt.date()
     if since is not None:
-        rows = rows.filter(day >= since)
+        # On the raw column, which the Iceberg scan can prune by, not on the derived day.
+        start = datetime.combine(since, time(), tzinfo=UTC)
+        rows = rows.filter(pl.col(KEY_UPDATED_AT) >= start)
     counted = rows.group_by(day.alias(DAY)).agg(pl.len().cast(pl.Int64).alias(ROWS))
     return counted.sort(DAY).collect().cast(DAILY_COUNT_SCHEMA)  # type: ignore[arg-type]
 

@@ -94,6 +94,7 @@ def field_readings(
     # end). The store's lock (a file lock locally, a lease in DynamoDB on AWS) binds runs of
     # `dagster job execute` and of the daemon alike, refuses at once, and ends with the process
     # that holds it.
+    before = None
     try:
         with extraction_watermarks.exclusive(EXTRACTION_NAME, context.run.run_id):
             readings.ensure_table()
@@ -115,7 +116,9 @@ def field_readings(
             description=str(error),
             metadata={
                 "source": warehouse_source.describe(),
-                "watermark": str(extraction_watermarks.get(EXTRACTION_NAME)),
+                # The watermark the run started from: the error says where it stayed. No store
+                # call here, which could fail as the store did and hide the error.
+                "watermark_before": str(before),
             },
         ) from error
     context.log.info(
