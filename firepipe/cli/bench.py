@@ -10,19 +10,32 @@ import click
 @click.command()
 @click.argument("suites", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per figure and line.")
-@click.option("--rows", type=int, default=None, help="Override each suite's data size.")
 @click.option(
-    "--repeats", type=int, default=3, show_default=True, help="Best of at least this many."
+    "--rows", type=click.IntRange(min=1), default=None, help="Override each suite's data size."
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Best of at least this many.",
 )
 @click.option(
     "--min-seconds",
-    type=float,
+    type=click.FloatRange(min=0),
     default=1.0,
     show_default=True,
     help="Keep sampling each figure until this much time was measured (at most 50 calls).",
 )
-@click.option("--devices", type=int, default=None, help="lake: devices (default 2,000).")
-@click.option("--seconds", type=int, default=None, help="lake: seconds per device (default 5,000).")
+@click.option(
+    "--devices", type=click.IntRange(min=1), default=None, help="lake: devices (default 2,000)."
+)
+@click.option(
+    "--seconds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="lake: seconds per device (default 5,000).",
+)
 def bench(
     suites: tuple[str, ...],
     as_json: bool,

@@ -185,8 +185,8 @@ def generate(
     except FileExistsError as exc:
         raise click.ClickException(str(exc)) from exc
     except (OSError, pl.exceptions.PolarsError) as exc:
-        if "://" not in out and not isinstance(exc, OSError):
-            raise
+        if "://" not in out:
+            raise  # a local path's error names its file: the app's one line says it
         # An object store that cannot be reached or refuses the write (no bucket, no
         # credentials): one line that names the destination, not a storage client's trace.
         raise click.ClickException(f"cannot write to {out}: {_first_line(exc)}") from exc

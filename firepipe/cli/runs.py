@@ -22,7 +22,8 @@ def home() -> None:
 @click.command()
 def seed() -> None:
     """Fill the local field sources: the DuckDB field warehouse (the NIST tests replayed as
-    field devices, once; then the next 5 minutes of a synthetic field stream on every call)
+    field devices, once; then the field stream's readings since the last call, at most 5
+    minutes of them)
     and demo files in the landing folder (once)."""
     import time
 

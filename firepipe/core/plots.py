@@ -18,9 +18,10 @@ PANEL_SIZE_IN = (3.6, 2.4)
 DPI = 72
 
 
-def figure(width_in: float, height_in: float) -> Figure:
-    """A figure on its own Agg canvas (no pyplot state, safe in worker threads)."""
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+def figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
+    """A figure on its own Agg canvas (no pyplot state, safe in worker threads); savefig keeps
+    the dpi it was created with."""
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

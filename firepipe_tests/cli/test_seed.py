@@ -44,6 +44,7 @@ def test_seed_fills_the_warehouse_and_landing_folder(firepipe_home: Path) -> Non
     assert second.exit_code == 0, second.output
     # Only the stream's seconds since the first call: no replay, no second delivered twice.
     added = int(re.search(r"([\d,]+) rows added", second.output)[1].replace(",", ""))
+    assert added > 0  # the first call waited out the settle time: the stream moved on
     assert added % FIELD_STREAM_SPEC.devices == 0
     assert added < FIELD_STREAM_SPEC.devices * FIELD_STREAM_SPEC.duration_s
     again = DuckDBWarehouseSource(path=str(warehouse), table="field_readings").next_chunk(

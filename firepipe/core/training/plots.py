@@ -13,11 +13,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn import metrics  # type: ignore[import-untyped]
 
-from firepipe.core.plots import png
+from firepipe.core.plots import figure, png
 from firepipe.core.training.dataset import SPLIT, require_columns
 from firepipe.core.training.evaluation import splits_in
 from firepipe.core.training.real_fires import RealFireReport
@@ -34,13 +33,6 @@ TIMELINE_COLUMNS = 3
 TIMELINE_ROW_IN = 4.6
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
-    """`core.plots.figure` at this module's DPI (savefig keeps a figure's dpi at creation)."""
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _label(ax: Axes, xlabel: str, ylabel: str = "") -> None:
     ax.set_xlabel(xlabel, fontsize=TEXT_PT)
     ax.set_ylabel(ylabel, fontsize=TEXT_PT)
@@ -54,7 +46,7 @@ def roc_png(frame: pl.DataFrame) -> bytes:
 
 def roc_figure(frame: pl.DataFrame) -> Figure:
     require_columns(frame, (SPLIT, "label", "score"), "ROC plot")
-    fig = _figure(WIDTH_IN, ROC_HEIGHT_IN)
+    fig = figure(WIDTH_IN, ROC_HEIGHT_IN, dpi=DPI)
     ax = fig.subplots()
     drawn = 0
     for split in splits_in(frame):
@@ -91,7 +83,7 @@ def time_to_detection_figure(detections: pl.DataFrame) -> Figure:
         detections = detections.with_columns(pl.lit("all").alias(SPLIT))
     scenarios = sorted(detections["scenario"].unique().to_list())
     splits = splits_in(detections)
-    fig = _figure(WIDTH_IN, BOX_MARGIN_IN + BOX_ROW_IN * len(scenarios) * len(splits))
+    fig = figure(WIDTH_IN, BOX_MARGIN_IN + BOX_ROW_IN * len(scenarios) * len(splits), dpi=DPI)
     ax = fig.subplots()
     height = 0.8 / len(splits)
     for j, split in enumerate(splits):
@@ -143,7 +135,7 @@ def nist_timelines_figure(report: RealFireReport) -> Figure:
     colours = {st: f"C{i % 10}" for i, st in enumerate(stations)}
     columns = min(TIMELINE_COLUMNS, len(tests))
     rows = -(-len(tests) // columns)
-    fig = _figure(WIDTH_IN, TIMELINE_ROW_IN * rows)
+    fig = figure(WIDTH_IN, TIMELINE_ROW_IN * rows, dpi=DPI)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax, test in zip(axes, tests, strict=False):
         part = scores.filter(pl.col("test") == test)
