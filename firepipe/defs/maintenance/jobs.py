@@ -13,16 +13,24 @@ from pydantic import Field
 from firepipe.lib.lakehouse import maintenance
 from firepipe.resources.lakehouse import Lakehouse
 
+_DEFAULT = maintenance.Retention()
+
 
 class MaintenanceConfig(dg.Config):
     retention_days: float = Field(
-        default=7.0, ge=0, description="Keep every snapshot younger than this many days."
+        default=_DEFAULT.max_age / timedelta(days=1),
+        ge=0,
+        description="Keep every snapshot younger than this many days.",
     )
     keep_last: int = Field(
-        default=10, ge=1, description="Keep at least this many of each table's latest snapshots."
+        default=_DEFAULT.keep_last,
+        ge=1,
+        description="Keep at least this many of each table's latest snapshots.",
     )
     small_file_mb: int = Field(
-        default=32, ge=1, description="Data files under this size are compacted per partition."
+        default=maintenance.SMALL_FILE_BYTES // 2**20,
+        ge=1,
+        description="Data files under this size are compacted per partition.",
     )
     tables: list[str] = Field(
         default_factory=list,
@@ -41,13 +49,12 @@ def maintain_tables(
     retention = maintenance.Retention(timedelta(days=config.retention_days), config.keep_last)
     # Lineage references and pair runs are read from every table, also when only some are
     # maintained.
-    catalog = lakehouse.catalog()
-    protected = maintenance.protected_snapshot_ids(catalog, known)
+    chosen = config.tables or known
+    results = maintenance.maintain(
+        lakehouse.catalog(), chosen, retention, config.small_file_mb * 2**20, protect_from=known
+    )
     report = {}
-    for identifier in config.tables or known:
-        done = maintenance.maintain_table(
-            catalog, identifier, retention, protected, config.small_file_mb * 1024 * 1024
-        )
+    for identifier, done in zip(chosen, results, strict=True):
         report[identifier] = dg.MetadataValue.json(dataclasses.asdict(done))
         line = (
             f"{identifier}: data files {done.files_before} -> {done.files_after}, manifests "

@@ -311,9 +311,13 @@ def maintain(
     retention: Retention,
     small_file_bytes: int = SMALL_FILE_BYTES,
     now: datetime | None = None,
+    protect_from: Sequence[str] | None = None,
 ) -> list[TableMaintenance]:
-    """Maintain each table; what expiry must keep is read from all of them first."""
-    protected = protected_snapshot_ids(catalog, identifiers)
+    """Maintain each table; what expiry must keep is read first from all of them, or from
+    `protect_from` (every table of the lake, when only some are maintained)."""
+    protected = protected_snapshot_ids(
+        catalog, identifiers if protect_from is None else protect_from
+    )
     return [
         maintain_table(catalog, identifier, retention, protected, small_file_bytes, now)
         for identifier in identifiers
