@@ -27,6 +27,8 @@ from firepipe.defs.training.assets import (
     CHAMPION_KEY,
     EVALUATION_KEY,
     MODEL_NAME,
+    TRAINING_SET_KEY,
+    TRAINING_SET_SNAPSHOT_TAG,
     TRAINING_SET_TABLE,
     champion,
     detector,
@@ -130,6 +132,7 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         version = registry.version(MODEL_NAME, 1)
         assert version.tags["feature_spec_hash"] == spec.hash()
         assert version.tags["training_snapshot_id"] == ts["gold_snapshot_id"]
+        assert version.tags[TRAINING_SET_SNAPSHOT_TAG] == ts["iceberg/snapshot_id"]
 
         # A threshold per channel profile, at the one point's persistence, saved with the model,
         # and the model carries its feature spec.
@@ -158,6 +161,20 @@ def test_training_evaluation_and_champion_on_a_simulated_lake(lake, tmp_path):
         assert "| fixed threshold |" in evaluation["nist_summary"]
         stations = evaluation["real_summary"]["stations_replayed"]
         assert evaluation["nist_stations"].count("\n") == 1 + stations  # and the header rule
+
+        # The training set rebuilt with another split, the candidate not retrained: the
+        # evaluation still scores the snapshot the candidate was fitted on, so its splits and
+        # figures are those of the first evaluation, not of devices it trained on.
+        rebuilt = dg.materialize(
+            ASSETS,
+            selection=[TRAINING_SET_KEY, EVALUATION_KEY],
+            resources=lake,
+            instance=instance,
+            run_config={"ops": {"ml__training_set": {"config": {"seed": 7}}}},
+        )
+        assert rebuilt.success
+        [again] = rebuilt.asset_materializations_for_node("ml__evaluation")
+        assert again.metadata["splits"].value == evaluation["splits"]
         for png in ("roc.png", "time_to_detection.png", "nist_timelines.png"):
             assert evaluation[png].startswith(f"![{png}](data:image/png;base64,")
         # The registry keeps every flat metric, as promotion reads them.

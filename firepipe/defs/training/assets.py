@@ -51,6 +51,9 @@ TRAINING_SET_TABLE = names.table_name(names.TRAINING_SET)
 MODEL_NAME = names.MODEL_NAME
 GROUP = names.group_name(names.DETECTOR)
 GIT_SHA_VAR = "FIREPIPE_GIT_SHA"
+# The training-set snapshot a candidate was fitted on: ml/evaluation scores that very snapshot,
+# so a training set rebuilt since (another split) cannot put training devices in the test split.
+TRAINING_SET_SNAPSHOT_TAG = "training_set_snapshot_id"
 
 
 def current_snapshot(lakehouse: Lakehouse, table: str) -> int:
@@ -213,12 +216,11 @@ def git_sha() -> str:
     key=DETECTOR_KEY,
     group_name=GROUP,
     kinds={"lightgbm", "mlflow"},
-    ins={"frame": dg.AssetIn(TRAINING_SET_KEY)},
+    deps=[TRAINING_SET_KEY],
 )
 def detector(
     context: dg.AssetExecutionContext,
     config: DetectorConfig,
-    frame: pl.LazyFrame,
     lakehouse: Lakehouse,
     training_backend: TrainingBackend,
     model_registry: ModelRegistry,
@@ -227,8 +229,14 @@ def detector(
     operating point chosen on validation: no false alarm there, fires detected soonest; and one
     such point per channel profile, chosen on the profile's own validation devices. The model
     carries the feature spec of its training set."""
+    # The rows and their lineage from one snapshot, read once: a training set written
+    # meanwhile cannot pair one version's spec with another's rows.
+    training_snapshot = current_snapshot(lakehouse, TRAINING_SET_TABLE)
+    frame = lakehouse.scan(TRAINING_SET_TABLE, snapshot_id=training_snapshot)
     try:
-        built = lineage.training_set_lineage(lakehouse.snapshot_properties(TRAINING_SET_TABLE))
+        built = lineage.training_set_lineage(
+            lakehouse.snapshot_properties(TRAINING_SET_TABLE, training_snapshot)
+        )
     except ValueError as e:
         raise dg.Failure(f"{TRAINING_SET_TABLE}: {e}") from e
     with tempfile.TemporaryDirectory(prefix="firepipe-detector-") as tmp:
@@ -248,6 +256,7 @@ def detector(
             tags={
                 "feature_spec_hash": built.spec.hash(),
                 "training_snapshot_id": str(built.gold_snapshot_id),
+                TRAINING_SET_SNAPSHOT_TAG: str(training_snapshot),
                 "git_sha": git_sha(),
                 "dagster_run_id": context.run.run_id,
             },
@@ -296,13 +305,12 @@ class EvaluationConfig(dg.Config):
     key=EVALUATION_KEY,
     group_name=GROUP,
     kinds={"polars", "mlflow"},
-    ins={"frame": dg.AssetIn(TRAINING_SET_KEY)},
-    deps=[DETECTOR_KEY],
+    deps=[TRAINING_SET_KEY, DETECTOR_KEY],
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
-    frame: pl.LazyFrame,
+    lakehouse: Lakehouse,
     model_registry: ModelRegistry,
 ) -> dg.MaterializeResult:
     """The newest candidate on every split (ROC-AUC, PR-AUC, F1, false alarms per 1,000
@@ -312,6 +320,11 @@ def model_evaluation(
     profile's point; the features are those of the model's own spec."""
     info = newest_candidate(model_registry)
     model = model_registry.load_detector(info.uri)
+    # The training set the candidate was fitted on (a version logged before the tag existed:
+    # the current one).
+    tagged = info.tags.get(TRAINING_SET_SNAPSHOT_TAG)
+    snapshot = int(tagged) if tagged else current_snapshot(lakehouse, TRAINING_SET_TABLE)
+    frame = lakehouse.scan(TRAINING_SET_TABLE, snapshot_id=snapshot)
     folder = Path(config.nist_data_dir) if config.nist_data_dir else settings.nist_data_dir()
     try:
         judged = assessment.assess(frame, model, folder, config.warm_up_s)
