@@ -278,11 +278,12 @@ class _SnowflakeSession:
             raise TransientError(f"Snowflake {self.table}: {error}") from error
 
     def _drop(self) -> None:
-        connection, self._connection, self._stack = self._connection, None, None
-        if connection is not None:
-            # It already failed: closing is best effort, the read's error is the news.
+        stack, self._connection, self._stack = self._stack, None, None
+        if stack is not None:
+            # It already failed: closing (through dagster-snowflake's context, which closes the
+            # connection) is best effort, the read's error is the news.
             with suppress(Exception):
-                connection.close()
+                stack.close()
 
     def close(self) -> None:
         stack, self._connection, self._stack = self._stack, None, None

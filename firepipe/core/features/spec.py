@@ -219,6 +219,15 @@ class FeatureSpec:
         return cls(tuple(_feature(record) for record in document.get("features", [])))
 
 
+def gold_properties(spec: FeatureSpec, silver_snapshot_id: int) -> dict[str, str]:
+    """The snapshot properties of a gold commit: its spec and the silver snapshot it read, so
+    any reader of a gold version (training, time travel) takes the spec from the data."""
+    return {
+        FEATURE_SPEC_PROPERTY: spec.to_json(),
+        SILVER_SNAPSHOT_PROPERTY: str(silver_snapshot_id),
+    }
+
+
 def spec_from_properties(properties: Mapping[str, str]) -> FeatureSpec:
     """The feature spec a gold snapshot was computed with, from its snapshot properties."""
     text = properties.get(FEATURE_SPEC_PROPERTY)

@@ -24,12 +24,11 @@ from pydantic import Field
 
 from firepipe import names
 from firepipe.core.features.spec import (
-    FEATURE_SPEC_PROPERTY,
     GROUP_ROWS,
-    SILVER_SNAPSHOT_PROPERTY,
     FeatureSpec,
     default_spec,
     features_by_device_batch,
+    gold_properties,
 )
 from firepipe.core.lake import quality
 from firepipe.lib.lakehouse import tables
@@ -171,15 +170,6 @@ def finite_features(staged: StagedFeatures) -> Audit[dg.AssetCheckResult]:
     return Audit(passed=bad == 0, results=check)
 
 
-def feature_properties(spec: FeatureSpec, silver_snapshot_id: int) -> dict[str, str]:
-    """The snapshot properties of a gold commit: its spec and the silver snapshot it read, so
-    any reader of a gold version (training, time travel) takes the spec from the data."""
-    return {
-        FEATURE_SPEC_PROPERTY: spec.to_json(),
-        SILVER_SNAPSHOT_PROPERTY: str(silver_snapshot_id),
-    }
-
-
 @dg.asset(
     key=ASSET_KEY,
     group_name=names.group_name(names.SENSOR_FEATURES),
@@ -209,7 +199,7 @@ def sensor_features(
         ),
         check=finite_features,
         partitioning=tables.parse_partitioning(PARTITIONING),
-        snapshot_properties=feature_properties(spec, snapshot_id),
+        snapshot_properties=gold_properties(spec, snapshot_id),
     )
     staged, check = published.staged, published.audit.results
     if published.write is None:
