@@ -117,6 +117,11 @@ class LocalPaths:
         """MLflow's SQLite store (mlflow.db) and artifact folder (artifacts/)."""
         return self.home / "mlflow"
 
+    @property
+    def notifications(self) -> Path:
+        """The SQLite outbox of notifications (LocalNotifier; `firepipe notifications list`)."""
+        return self.home / "notifications.db"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from firepipe.cli import bench, generate, lake, models, runs
+from firepipe.cli import bench, generate, lake, models, notifications, runs
 
 DEBUG_VAR = "FIREPIPE_DEBUG"
 
@@ -89,5 +89,6 @@ for command in (
     lake.features,
     lake.lake,
     bench.bench,
+    notifications.notifications,
 ):
     main.add_command(command)

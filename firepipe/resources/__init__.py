@@ -217,6 +217,18 @@ def _sagemaker_registry(paths: LocalPaths) -> Any:
     )
 
 
+def _local_notifier(paths: LocalPaths) -> Any:
+    from firepipe.resources.notifier import LocalNotifier
+
+    return LocalNotifier(path=str(paths.notifications))
+
+
+def _sns_notifier(paths: LocalPaths) -> Any:
+    from firepipe.resources.notifier import SnsNotifier
+
+    return SnsNotifier(topic_arn=dg.EnvVar(var.NOTIFICATIONS_TOPIC_ARN_VAR), region=_region())
+
+
 # resource key -> its implementation in each environment.
 IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "lakehouse": {LOCAL: _local_lakehouse, AWS: _glue_lakehouse},
@@ -231,6 +243,7 @@ IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "spark_compute": {LOCAL: _local_spark, AWS: _emr_spark},
     "training_backend": {LOCAL: _local_training, AWS: _sagemaker_training},
     "model_registry": {LOCAL: _mlflow_registry, AWS: _sagemaker_registry},
+    "notifier": {LOCAL: _local_notifier, AWS: _sns_notifier},
 }
 
 
