@@ -57,13 +57,9 @@ dbt-manifest: $(DBT_MANIFEST)
 home: venv
 	@$(BIN)/firepipe home >/dev/null
 
-# bronze/synthetic_readings is partitioned scenario family x batch; its single-run backfill policy
-# takes this range (batches 000 and 001 of every family) in one step of one run.
-RUN_PARTITIONS := {"dagster/asset_partition_range_start": "000|baseline", "dagster/asset_partition_range_end": "001|nuisance"}
-
 run: home $(DBT_MANIFEST)
 	$(BIN)/firepipe seed
-	$(BIN)/dagster job execute -m firepipe.definitions -j end_to_end --tags '$(RUN_PARTITIONS)'
+	$(BIN)/dagster job execute -m firepipe.definitions -j end_to_end
 	@echo
 	@$(BIN)/firepipe summary
 

@@ -25,6 +25,10 @@ def asset_graph_snapshot(definitions: dg.Definitions) -> dict[str, object]:
             "group": node.group_name,
             "kinds": sorted(node.kinds),
             "has_description": bool(node.description),
+            "automation": node.automation_condition.get_label()
+            if node.automation_condition
+            else None,
+            "freshness_policy": node.freshness_policy is not None,
         }
     jobs = sorted(j.name for j in definitions.resolve_all_job_defs() if j.name != "__ASSET_JOB")
     return {"assets": assets, "jobs": jobs}

@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from firepipe import names, settings
+from firepipe.defs.automation import FOLLOW_UPSTREAM
 from firepipe.resources.dbt import require_manifest
 
 SILVER_SOURCE = ("silver", "sensor_readings")
@@ -35,6 +36,11 @@ class FirepipeDbtTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return GROUP_NAME
+
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        return FOLLOW_UPSTREAM
 
 
 def dbt_vars() -> dict[str, str]:

@@ -31,6 +31,7 @@ from firepipe.core.features.spec import (
     gold_properties,
 )
 from firepipe.core.lake import quality
+from firepipe.defs.automation import FOLLOW_UPSTREAM, LAKE_FRESHNESS
 from firepipe.lib.lakehouse import tables
 from firepipe.lib.lakehouse.io_manager import ICEBERG_PARTITIONING, write_metadata
 from firepipe.lib.lakehouse.staged import Audit, stage_check_commit
@@ -176,6 +177,8 @@ def finite_features(staged: StagedFeatures) -> Audit[dg.AssetCheckResult]:
     kinds={"polars", "spark", "iceberg"},
     deps=[SILVER_KEY],
     metadata={ICEBERG_PARTITIONING: PARTITIONING},
+    automation_condition=FOLLOW_UPSTREAM,
+    freshness_policy=LAKE_FRESHNESS,
     check_specs=[dg.AssetCheckSpec("finite_features", asset=ASSET_KEY, blocking=True)],
 )
 def sensor_features(

@@ -59,3 +59,26 @@ def partition_cells(keys: Sequence[str]) -> list[Cell]:
 def cells_scope(cells: Sequence[Cell]) -> tables.Scope:
     """The rows of these partitions, which a run over them replaces."""
     return tables.Scope(tuple(cell.scope for cell in cells))
+
+
+# The partitions a run of the end_to_end job generates when it is not told which: the first two
+# batches of every family (batch 001 is checked against the reference batch 000), what
+# `make run` generates.
+DEFAULT_BATCHES = partitions.BATCHES[:2]
+# Dagster's run tags for a range of partitions (its docs name them; dagster exports no constant).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def default_range_tags() -> dict[str, str]:
+    """The partition range tags (start and end key) of the default batches, every family: keys
+    run batch by batch (dimensions in name order), so the default batches are one range."""
+    keys = PARTITIONS.get_partition_keys()
+    chosen = [k for k in keys if partition_cells([k])[0].batch in DEFAULT_BATCHES]
+    start, end = keys.index(chosen[0]), keys.index(chosen[-1])
+    if keys[start : end + 1] != chosen:
+        raise ValueError(f"the default batches {DEFAULT_BATCHES} are not one range of {keys}")
+    return {
+        RANGE_START_TAG: chosen[0],
+        RANGE_END_TAG: chosen[-1],
+    }

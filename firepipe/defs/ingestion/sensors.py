@@ -1,7 +1,11 @@
-"""Sensors for outside events: new rows in the field warehouse, new files in the landing zone.
+"""Sensors and a schedule for outside events: new rows in the field warehouse, new files in the
+landing zone, and a daily field extraction.
 
-Both are stopped by default (the end_to_end job materialises the bronze assets anyway); turn
-them on in the UI or with `dagster sensor start`.
+The sensors run by default: a deployment ingests from its first tick, and silver, gold and the
+ml assets follow through their automation conditions (firepipe.defs.automation). The daily
+extraction runs even when the warehouse sensor is stopped or found nothing new: its lookback
+re-reads the recent past for late rows, and it keeps bronze, and so silver, inside the lake's
+freshness window.
 """
 
 from datetime import UTC, datetime
@@ -48,7 +52,7 @@ LANDING_INTERVAL_S = 60
     name="field_warehouse_sensor",
     asset_selection=[FIELD_READINGS, FIELD_DEAD_LETTERS],
     minimum_interval_seconds=WAREHOUSE_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def field_warehouse_sensor(
     context: dg.SensorEvaluationContext,
@@ -101,7 +105,7 @@ def _live(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
     name="landing_sensor",
     asset_selection=[LANDED_READINGS],
     minimum_interval_seconds=LANDING_INTERVAL_S,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def landing_sensor(
     context: dg.SensorEvaluationContext, landing_zone: LandingZone
@@ -117,3 +121,20 @@ def landing_sensor(
     if not new and not rewritten:
         return dg.SkipReason(f"no new files in {landing_zone.describe()} (ledger {after})")
     return _attempt(context, "landing", LANDING_AFTER_TAG, after)
+
+
+field_extraction = dg.define_asset_job(
+    "field_extraction",
+    selection=[FIELD_READINGS, FIELD_DEAD_LETTERS],
+    description="Extract the field warehouse's rows past the watermark into bronze.",
+)
+
+field_extraction_daily = dg.ScheduleDefinition(
+    name="field_extraction_daily",
+    job=field_extraction,
+    cron_schedule="0 1 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    tags={"dagster/max_runtime": str(SENSOR_RUN_MAX_RUNTIME_S)},
+    description="Extract the field warehouse once a day (01:00 UTC), whatever the sensor saw.",
+)

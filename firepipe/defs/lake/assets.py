@@ -33,6 +33,7 @@ from pyiceberg.exceptions import CommitFailedException
 
 from firepipe import names
 from firepipe.core.lake.standardise import RULES, SOURCES, to_silver
+from firepipe.defs.automation import LAKE_FRESHNESS, follow_partial_upstream
 from firepipe.defs.lake import checks
 from firepipe.defs.lake.checks import CHECK_NAMES, DEFAULT_FIELD_MAX_AGE_H, DESCRIPTIONS
 from firepipe.lib.lakehouse import pairs, tables
@@ -51,6 +52,8 @@ QUARANTINE_TABLE = names.table_name(names.QUARANTINE)
 # Queries read a day or a few of readings (dbt's daily summaries, a device's fire): partitioning
 # by day of ts lets Iceberg, DuckDB and Athena skip the other days' files.
 READINGS_PARTITIONING = ["day(ts)"]
+# Silver follows bronze: any source updated, silver is rebuilt (firepipe.defs.automation).
+FOLLOW_BRONZE = follow_partial_upstream(BRONZE_KEYS["synthetic"])
 
 
 class SilverConfig(dg.Config):
@@ -71,6 +74,8 @@ class SilverConfig(dg.Config):
                 "for gaps up to 10 minutes. Sorted by (device_id, ts)."
             ),
             metadata={ICEBERG_PARTITIONING: READINGS_PARTITIONING},
+            automation_condition=FOLLOW_BRONZE,
+            freshness_policy=LAKE_FRESHNESS,
         ),
         "quarantine": dg.AssetOut(
             key=QUARANTINE_KEY,
@@ -80,6 +85,7 @@ class SilverConfig(dg.Config):
                 "Readings that broke a silver rule (missing key, ambiguous units, future time, "
                 "out of range): one row per reading, with the rule, a detail and the raw row."
             ),
+            automation_condition=FOLLOW_BRONZE,
         ),
     },
     ins={source: dg.AssetIn(key=key) for source, key in BRONZE_KEYS.items()},

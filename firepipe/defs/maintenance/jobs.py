@@ -78,5 +78,6 @@ lake_maintenance_daily = dg.ScheduleDefinition(
     job=lake_maintenance,
     cron_schedule="30 3 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Maintain the lake once a day, in the early hours, with the default retention.",
 )

@@ -33,6 +33,7 @@ from firepipe.core.training import (
     real_fires,
 )
 from firepipe.core.training.inputs import FeatureSet
+from firepipe.defs.automation import FOLLOW_UPSTREAM
 from firepipe.defs.features.assets import ASSET_KEY as GOLD_KEY
 from firepipe.defs.features.assets import SILVER_TABLE
 from firepipe.defs.features.assets import TABLE as GOLD_TABLE
@@ -102,6 +103,7 @@ class TrainingSetConfig(dg.Config):
     group_name=GROUP,
     kinds={"polars", "iceberg"},
     deps=[GOLD_KEY],
+    automation_condition=FOLLOW_UPSTREAM,
 )
 def training_set(
     context: dg.AssetExecutionContext, config: TrainingSetConfig, lakehouse: Lakehouse
@@ -306,6 +308,14 @@ class EvaluationConfig(dg.Config):
     group_name=GROUP,
     kinds={"polars", "mlflow"},
     deps=[TRAINING_SET_KEY, DETECTOR_KEY],
+    # A new candidate is evaluated; a rebuilt training set alone is not a reason to evaluate
+    # the same candidate again (it is scored on the snapshot it was fitted on).
+    automation_condition=FOLLOW_UPSTREAM.replace(
+        "any_deps_updated",
+        dg.AutomationCondition.any_deps_updated().ignore(
+            dg.AssetSelection.assets(TRAINING_SET_KEY)
+        ),
+    ),
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
@@ -354,7 +364,13 @@ class ChampionConfig(dg.Config):
     min_share_no_later_than_median: float = 0.0
 
 
-@dg.asset(key=CHAMPION_KEY, group_name=GROUP, kinds={"mlflow"}, deps=[EVALUATION_KEY])
+@dg.asset(
+    key=CHAMPION_KEY,
+    group_name=GROUP,
+    kinds={"mlflow"},
+    deps=[EVALUATION_KEY],
+    automation_condition=FOLLOW_UPSTREAM,
+)
 def champion(
     context: dg.AssetExecutionContext, config: ChampionConfig, model_registry: ModelRegistry
 ) -> dg.MaterializeResult:
