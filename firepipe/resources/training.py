@@ -10,11 +10,13 @@ over the same search space (`firepipe.core.training.tuning`):
 - SageMakerTrainingBackend uploads the channels to S3 (once per content: a tuning job and the
   training job after it share them) and starts a SageMaker training job, or a SageMaker
   automatic model tuning job over the search space's ranges, then downloads the model.
-  sagemaker-core drives the API; the firepipe training image runs the entry point (it is not
-  built yet: docker/README.md).
+  The SageMaker Python SDK v3 builds and starts the jobs (`sagemaker.train`'s ModelTrainer and
+  HyperparameterTuner); the firepipe training image runs the entry point (it is not built
+  yet: docker/README.md). The SDK is imported inside the methods: it takes seconds to import.
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -37,6 +39,14 @@ from firepipe.lib.s3 import object_exists
 
 CHANNELS = ("train", "validation")
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+# The SDK's defaults config, given so that its Session looks for none (config files, or S3
+# where SAGEMAKER_*_CONFIG_OVERRIDE points) and sends no telemetry: otherwise every job start
+# is also an HTTP request to AWS's telemetry bucket. (sagemaker-core's create still fills the
+# members left unset, a VPC for one, from local config files where there are any.)
+SDK_CONFIG = {
+    "SchemaVersion": "1.0",
+    "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}},
+}
 
 
 class TrainingError(RuntimeError):
@@ -157,22 +167,36 @@ def _stop_quietly(resource: Any) -> None:
         resource.stop()
 
 
-def _snake(key: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(key))
+def _sdk_ranges(space: tuning.SearchSpace) -> dict[str, Any]:
+    """The search space as the SDK's parameter ranges, bounds as `tuning`'s decimal strings:
+    the SDK writes a float with str(), which gives "1e-05" for small bounds."""
+    from sagemaker.core.parameter import ContinuousParameter, IntegerParameter
+
+    kinds = {
+        "IntegerParameterRanges": IntegerParameter,
+        "ContinuousParameterRanges": ContinuousParameter,
+    }
+    ranges = tuning.sagemaker_parameter_ranges(space)
+    return {
+        r["Name"]: kinds[kind](r["MinValue"], r["MaxValue"], r["ScalingType"])
+        for kind, members in ranges.items()
+        for r in members
+    }
 
 
-def snake_keys(value: Any) -> Any:
-    """An API request dict (PascalCase keys) as sagemaker-core's shape arguments (snake_case)."""
-    if isinstance(value, dict):
-        return {_snake(k): snake_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [snake_keys(v) for v in value]
-    return value
+def _send_random_seed(seed: int, params: dict[str, Any], **_: Any) -> None:
+    # sagemaker-core's serializer leaves out every falsy member, so RandomSeed 0 (firepipe's
+    # default seed) would never reach the API and the search would run unseeded.
+    params["HyperParameterTuningJobConfig"]["RandomSeed"] = seed
 
 
 class SageMakerTrainingBackend(TrainingBackend):
     """SageMaker training and automatic model tuning jobs running the firepipe training image
-    (`image_uri`; the image is not built yet: docker/README.md)."""
+    (`image_uri`; the image is not built yet: docker/README.md). The image runs the entry
+    point itself, so the jobs carry no SourceCode (which would upload code and a driver
+    script to every job). A training job is named `<job_name>-<timestamp>` (the SDK's
+    ModelTrainer always adds one, so a retried step starts a new job); a tuning job is named
+    `job_name` (at most 32 characters)."""
 
     region: str
     role_arn: str = Field(description="the execution role the training jobs assume")
@@ -191,15 +215,15 @@ class SageMakerTrainingBackend(TrainingBackend):
 
         return boto3.Session(region_name=self.region)
 
-    def _upload_channels(self, channels: Mapping[str, pl.DataFrame]) -> list[Any]:
+    def _upload_channels(self, s3: Any, channels: Mapping[str, pl.DataFrame]) -> list[Any]:
         """Each channel as Parquet under `<prefix>/channels/<name>/<sha256 of the file>/`,
         uploaded only when no such object is there: a tuning job and the training job after
-        it, or a run again on the same data, read one upload. The role needs s3:ListBucket:
-        without it S3 answers a missing key with 403, which is raised."""
-        from sagemaker.core.shapes import Channel, DataSource, S3DataSource
+        it, or a run again on the same data, read one upload. (Given a local folder, the SDK
+        would upload it again for every job, under that job's name.) The role needs
+        s3:ListBucket: without it S3 answers a missing key with 403, which is raised."""
+        from sagemaker.core.training.configs import InputData
 
         _check_channels(channels)
-        s3 = self._session().client("s3")
         out = []
         for name, frame in channels.items():
             with tempfile.TemporaryFile() as buffer:
@@ -210,58 +234,64 @@ class SageMakerTrainingBackend(TrainingBackend):
                 if not object_exists(s3, self.bucket, f"{folder}part-0.parquet"):
                     buffer.seek(0)
                     s3.upload_fileobj(buffer, self.bucket, f"{folder}part-0.parquet")
-            source = S3DataSource(
-                s3_data_type="S3Prefix",
-                s3_uri=f"s3://{self.bucket}/{folder}",
-                s3_data_distribution_type="FullyReplicated",
-            )
             out.append(
-                Channel(
+                InputData(
                     channel_name=name,
-                    data_source=DataSource(s3_data_source=source),
+                    data_source=f"s3://{self.bucket}/{folder}",
                     content_type="application/x-parquet",
                 )
             )
         return out
 
-    def _job_parts(self, job_name: str, algorithm_shape: Any = None) -> dict[str, Any]:
-        """What a training job and a tuning job's training definition share; the algorithm
-        is an AlgorithmSpecification in one, a HyperParameterAlgorithmSpecification in the
-        other."""
-        from sagemaker.core.shapes import (
-            AlgorithmSpecification,
+    def _trainer(self, boto_session: Any, job_name: str, hyperparameters: Mapping[str, str]) -> Any:
+        """The SDK's ModelTrainer for one job; a tuning job takes its training definition from
+        it. Building it checks the role (read-only IAM calls, iam:SimulatePrincipalPolicy
+        among them): a role SageMaker may not assume, or one denied an action the SDK deems
+        necessary (the VPC network-interface actions among them, even for a job outside a
+        VPC), is refused here with the SDK's reason; where the caller may not simulate, the
+        SDK logs a warning and goes on. SAGEMAKER_VALIDATE_ROLE=false turns the check off."""
+        from sagemaker.core.helper.session_helper import Session
+        from sagemaker.core.training.configs import (
+            Compute,
             MetricDefinition,
             OutputDataConfig,
-            ResourceConfig,
             StoppingCondition,
         )
+        from sagemaker.train.model_trainer import ModelTrainer
 
-        return {
-            "algorithm_specification": (algorithm_shape or AlgorithmSpecification)(
-                training_image=self.image_uri,
-                training_input_mode="File",
-                # SageMaker reads the entry point's "name=value" lines from the job's log.
-                metric_definitions=[
-                    MetricDefinition(name=d["Name"], regex=d["Regex"])
-                    for d in training_job.METRIC_DEFINITIONS
-                ],
-            ),
-            "role_arn": self.role_arn,
-            "output_data_config": OutputDataConfig(
-                s3_output_path=f"s3://{self.bucket}/{self.prefix}/{job_name}/output"
-            ),
-            "resource_config": ResourceConfig(
+        session = Session(
+            boto_session=boto_session, sagemaker_config=SDK_CONFIG, default_bucket=self.bucket
+        )
+        trainer = ModelTrainer(
+            sagemaker_session=session,
+            role=self.role_arn,
+            training_image=self.image_uri,
+            base_job_name=job_name,
+            hyperparameters=dict(hyperparameters),
+            compute=Compute(
                 instance_type=self.instance_type,
                 instance_count=1,
                 volume_size_in_gb=self.volume_size_gb,
             ),
-            "stopping_condition": StoppingCondition(max_runtime_in_seconds=self.max_runtime_s),
-        }
+            stopping_condition=StoppingCondition(max_runtime_in_seconds=self.max_runtime_s),
+            output_data_config=OutputDataConfig(
+                s3_output_path=f"s3://{self.bucket}/{self.prefix}/{job_name}/output"
+            ),
+        )
+        # SageMaker reads the entry point's "name=value" lines from the job's log.
+        return trainer.with_metric_definitions(
+            [
+                MetricDefinition(name=d["Name"], regex=d["Regex"])
+                for d in training_job.METRIC_DEFINITIONS
+            ]
+        )
 
     def _wait(self, resource: Any, status_of: str, what: str) -> None:
         """Poll until the job ends. A job given up on (the wait timed out, or the run was
         interrupted) is stopped, so it does not go on running and billing with no one to
-        collect its model."""
+        collect its model. The SDK's own wait (ModelTrainer.train(wait=True), the
+        sagemaker-core resource's wait()) stops neither, returns quietly for a Stopped job
+        and draws a terminal progress panel; this polls the same sagemaker-core resource."""
         deadline = time.monotonic() + self.wait_timeout_s
         try:
             while True:
@@ -281,9 +311,8 @@ class SageMakerTrainingBackend(TrainingBackend):
             reason = getattr(resource, "failure_reason", None)
             raise TrainingError(f"{what} ended {status}: {reason or 'no reason given'}")
 
-    def _download_model(self, artifact_uri: str, model_dir: Path) -> None:
+    def _download_model(self, s3: Any, artifact_uri: str, model_dir: Path) -> None:
         bucket, _, key = artifact_uri.removeprefix("s3://").partition("/")
-        s3 = self._session().client("s3")
         model_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile() as buffer:
             s3.download_fileobj(bucket, key, buffer)
@@ -298,18 +327,16 @@ class SageMakerTrainingBackend(TrainingBackend):
         hyperparameters: Mapping[str, str],
         model_dir: Path,
     ) -> dict[str, float]:
-        from sagemaker.core.resources import TrainingJob
-
-        job = TrainingJob.create(
-            training_job_name=job_name,
-            hyper_parameters=dict(hyperparameters),
-            input_data_config=self._upload_channels(channels),
-            session=self._session(),
-            region=self.region,
-            **self._job_parts(job_name),
-        )
-        self._wait(job, "training_job_status", f"training job {job_name}")
-        self._download_model(job.model_artifacts.s3_model_artifacts, model_dir)
+        _check_channels(channels)
+        boto_session = self._session()
+        s3 = boto_session.client("s3")
+        trainer = self._trainer(boto_session, job_name, hyperparameters)  # a bad role: no upload
+        trainer.train(input_data_config=self._upload_channels(s3, channels), wait=False, logs=False)
+        # The job the trainer created (a sagemaker-core TrainingJob): ModelTrainer keeps it
+        # only here, and its own documentation reads it from there.
+        job = trainer._latest_training_job
+        self._wait(job, "training_job_status", f"training job {job.training_job_name}")
+        self._download_model(s3, job.model_artifacts.s3_model_artifacts, model_dir)
         return _written_metrics(model_dir)
 
     def tune(
@@ -320,48 +347,33 @@ class SageMakerTrainingBackend(TrainingBackend):
         max_trials: int,
         seed: int,
     ) -> TuningResult:
-        from sagemaker.core.resources import HyperParameterTuningJob
-        from sagemaker.core.shapes import (
-            HyperParameterAlgorithmSpecification,
-            HyperParameterTrainingJobDefinition,
-            HyperParameterTuningJobConfig,
-            HyperParameterTuningJobObjective,
-            ParameterRanges,
-            ResourceLimits,
-        )
+        from sagemaker.train.tuner import HyperparameterTuner
 
         _check_channels(channels, tuning=True)
         algorithm = training_job.parse_hyperparameters(static_hyperparameters).algorithm
-        space = tuning.SPACES[algorithm]
-        ranges = snake_keys(tuning.sagemaker_parameter_ranges(space))
-        # A tuned name may not also be static: SageMaker refuses the job (its own SDK drops
-        # them the same way). The tuned values come back with the best job.
-        searched = {p.name for p in space}
-        static = {k: v for k, v in static_hyperparameters.items() if k not in searched}
-        definition = HyperParameterTrainingJobDefinition(
-            static_hyper_parameters=static,
-            input_data_config=self._upload_channels(channels),
-            **self._job_parts(job_name, HyperParameterAlgorithmSpecification),
+        boto_session = self._session()
+        boto_session.events.register(
+            "before-parameter-build.sagemaker.CreateHyperParameterTuningJob",
+            functools.partial(_send_random_seed, seed),
         )
-        config = HyperParameterTuningJobConfig(
+        trainer = self._trainer(boto_session, job_name, static_hyperparameters)
+        # The tuner sends the trainer's hyperparameters less the searched ones as the static
+        # ones (SageMaker refuses a name that is both); the tuned values come back with the
+        # best job.
+        tuner = HyperparameterTuner(
+            model_trainer=trainer,
+            objective_metric_name=training_job.OBJECTIVE_METRIC,
+            objective_type="Maximize",
+            hyperparameter_ranges=_sdk_ranges(tuning.SPACES[algorithm]),
+            metric_definitions=list(training_job.METRIC_DEFINITIONS),
             strategy="Bayesian",
-            hyper_parameter_tuning_job_objective=HyperParameterTuningJobObjective(
-                type="Maximize", metric_name=training_job.OBJECTIVE_METRIC
-            ),
-            resource_limits=ResourceLimits(
-                max_number_of_training_jobs=max_trials,
-                max_parallel_training_jobs=min(self.max_parallel_jobs, max_trials),
-            ),
-            parameter_ranges=ParameterRanges(**ranges),
+            max_jobs=max_trials,
+            max_parallel_jobs=min(self.max_parallel_jobs, max_trials),
             random_seed=seed,
         )
-        job = HyperParameterTuningJob.create(
-            hyper_parameter_tuning_job_name=job_name,
-            hyper_parameter_tuning_job_config=config,
-            training_job_definition=definition,
-            session=self._session(),
-            region=self.region,
-        )
+        inputs = self._upload_channels(boto_session.client("s3"), channels)
+        tuner.tune(inputs=inputs, job_name=job_name, wait=False)
+        job = tuner.latest_tuning_job
         self._wait(job, "hyper_parameter_tuning_job_status", f"tuning job {job_name}")
         best = job.best_training_job
         tuned = {k: str(v) for k, v in dict(best.tuned_hyper_parameters).items()}
