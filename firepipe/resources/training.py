@@ -1,6 +1,6 @@
 """TrainingBackend: where a detector is trained and tuned.
 
-Both backends run the same training training job (`firepipe.core.training.job`) on the same
+Both backends run the same training job (`firepipe.core.training.job`) on the same
 data channels (`train`, `validation`: Parquet) with the same string hyperparameters, and tune
 over the same search space (`firepipe.core.training.tuning`):
 
