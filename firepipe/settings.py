@@ -172,6 +172,23 @@ def snowflake_auth() -> SnowflakeAuth:
     return _choice(SNOWFLAKE_AUTH_VAR, SnowflakeAuth, SnowflakeAuth.PASSWORD)
 
 
+SPARK_ENGINE_VAR = "FIREPIPE_SPARK_ENGINE"
+
+
+class SparkEngine(enum.StrEnum):
+    """Where the Spark features run in AWS (the spark_compute resource; each engine's settings
+    come through dg.EnvVar: see docs/lakehouse.md, "Spark engines")."""
+
+    EMR_SERVERLESS = "emr-serverless"
+    EMR = "emr"  # a step on a transient EMR-on-EC2 cluster
+    GLUE = "glue"
+
+
+def spark_engine() -> SparkEngine:
+    """FIREPIPE_SPARK_ENGINE: the AWS Spark engine (emr-serverless by default)."""
+    return _choice(SPARK_ENGINE_VAR, SparkEngine, SparkEngine.EMR_SERVERLESS)
+
+
 # The six NIST smoke-alarm fire tests firepipe ships (with their SOURCE.md: NIST's credit and
 # the terms they are used under), inside the package so an installed wheel and an image have them.
 PACKAGED_NIST_DATA_DIR = Path(__file__).resolve().parent / "data" / "nist_smoke_alarms"

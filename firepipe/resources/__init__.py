@@ -10,6 +10,7 @@ when a run first uses the resource.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,11 @@ def _glue_lakehouse(paths: LocalPaths) -> Any:
 
 def _region() -> Any:
     return dg.EnvVar(var.AWS_REGION_VAR)
+
+
+def _optional(name: str) -> str | None:
+    """A setting the resource can go without: its variable's value now, None when unset."""
+    return os.environ.get(name) or None
 
 
 def _io_manager(lakehouse: Factory) -> Factory:
@@ -174,7 +180,7 @@ def _local_spark(paths: LocalPaths) -> Any:
 
 
 def _emr_spark(paths: LocalPaths) -> Any:
-    from firepipe.resources.spark import EmrServerlessSparkCompute
+    from firepipe.resources.spark_emr_serverless import EmrServerlessSparkCompute
 
     return EmrServerlessSparkCompute(
         region=_region(),
@@ -184,6 +190,47 @@ def _emr_spark(paths: LocalPaths) -> Any:
         python=dg.EnvVar(var.EMR_PYTHON_VAR),
         pipes_bucket=dg.EnvVar(var.PIPES_BUCKET_VAR),
     )
+
+
+def _emr_steps_spark(paths: LocalPaths) -> Any:
+    from firepipe.resources.spark_emr import EmrStepsSparkCompute
+
+    return EmrStepsSparkCompute(
+        region=_region(),
+        service_role=dg.EnvVar(var.EMR_SERVICE_ROLE_VAR),
+        job_flow_role=dg.EnvVar(var.EMR_INSTANCE_PROFILE_VAR),
+        # Optional settings: unset, the cluster goes without them (the default VPC's subnet,
+        # no log upload, no security configuration, no bootstrap action).
+        subnet_id=_optional(var.EMR_SUBNET_ID_VAR),
+        log_uri=_optional(var.EMR_LOG_URI_VAR),
+        security_configuration=_optional(var.EMR_SECURITY_CONFIGURATION_VAR),
+        bootstrap_script=_optional(var.EMR_BOOTSTRAP_SCRIPT_VAR),
+        entry_point=dg.EnvVar(var.EMR_ENTRY_POINT_VAR),
+        python=dg.EnvVar(var.EMR_PYTHON_VAR),
+        pipes_bucket=dg.EnvVar(var.PIPES_BUCKET_VAR),
+    )
+
+
+def _glue_spark(paths: LocalPaths) -> Any:
+    from firepipe.resources.spark_glue import GlueSparkCompute
+
+    return GlueSparkCompute(
+        region=_region(),
+        job_name=dg.EnvVar(var.GLUE_JOB_NAME_VAR),
+        pipes_bucket=dg.EnvVar(var.PIPES_BUCKET_VAR),
+    )
+
+
+def _aws_spark(paths: LocalPaths) -> Any:
+    """The AWS Spark engine that FIREPIPE_SPARK_ENGINE names."""
+    from firepipe.settings import SparkEngine, spark_engine
+
+    engines = {
+        SparkEngine.EMR_SERVERLESS: _emr_spark,
+        SparkEngine.EMR: _emr_steps_spark,
+        SparkEngine.GLUE: _glue_spark,
+    }
+    return engines[spark_engine()](paths)
 
 
 def _local_training(paths: LocalPaths) -> Any:
@@ -240,7 +287,7 @@ IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "warehouse_source": {LOCAL: _duckdb_warehouse, AWS: _snowflake_warehouse},
     "extraction_watermarks": {LOCAL: _sqlite_watermarks, AWS: _dynamo_watermarks},
     "landing_zone": {LOCAL: _local_landing, AWS: _s3_landing},
-    "spark_compute": {LOCAL: _local_spark, AWS: _emr_spark},
+    "spark_compute": {LOCAL: _local_spark, AWS: _aws_spark},
     "training_backend": {LOCAL: _local_training, AWS: _sagemaker_training},
     "model_registry": {LOCAL: _mlflow_registry, AWS: _sagemaker_registry},
     "notifier": {LOCAL: _local_notifier, AWS: _sns_notifier},

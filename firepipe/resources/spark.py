@@ -1,9 +1,15 @@
 """Spark compute: where the PySpark gold features run, always through Dagster Pipes.
 
 `LocalSparkCompute` starts `python -m firepipe.services.spark_features` in a subprocess, which
-runs a local Spark; `EmrServerlessSparkCompute` runs the same file as the entry point of an EMR
-Serverless job run (dagster-aws's `PipesEMRServerlessClient`), with the Pipes context and
-messages in S3. Both return what the job reported (rows, files, spec hash), so the gold asset
+builds a local Spark session with dagster-pyspark. In AWS the same file runs on a cluster, with
+the Pipes context and messages in S3 (`AwsSparkCompute`), on one of three engines that
+`FIREPIPE_SPARK_ENGINE` picks (firepipe.settings.spark_engine):
+
+- `EmrServerlessSparkCompute` (spark_emr_serverless.py): an EMR Serverless job run;
+- `EmrStepsSparkCompute` (spark_emr.py): a step on a transient EMR-on-EC2 cluster;
+- `GlueSparkCompute` (spark_glue.py): a run of an AWS Glue 5 job.
+
+Each returns what the job reported (rows, files, spec hash) plus where it ran, so the gold asset
 does not know where Spark ran.
 """
 
@@ -90,7 +96,8 @@ class SparkCompute(dg.ConfigurableResource, ABC):
 
 
 class LocalSparkCompute(SparkCompute):
-    """The entry point in a subprocess of the step, with this interpreter and a local Spark."""
+    """The entry point in a subprocess of the step, with this interpreter and a local Spark
+    session that the entry point builds with dagster-pyspark from `master` and `spark_conf`."""
 
     master: str = Field(
         default="local[*]", description="Spark master of the local session, e.g. local[2]"
@@ -118,157 +125,56 @@ class LocalSparkCompute(SparkCompute):
         return invocation, {"engine": "spark-local"}
 
 
-class EmrServerlessSparkCompute(SparkCompute):
-    """The entry point as an EMR Serverless job run; Pipes context and messages through S3.
-
-    The application's image (or `archives`) must hold Python 3.11 with firepipe and its
-    dependencies; `entry_point` is this repository's firepipe/services/spark_features.py
-    uploaded to S3.
-    """
+class AwsSparkCompute(SparkCompute, ABC):
+    """The entry point on an AWS Spark engine, with the Pipes context and messages in S3."""
 
     region: str
-    application_id: str
-    execution_role_arn: str = Field(description="IAM role the job runs as (S3, Glue access)")
-    entry_point: str = Field(description="s3:// URI of firepipe/services/spark_features.py")
     pipes_bucket: str = Field(description="S3 bucket for the Pipes context and messages")
     pipes_prefix: str = "pipes/"
+    poll_interval_s: float = Field(default=10.0, description="seconds between status calls")
+    message_interval_s: float = 10.0
+    s3_endpoint_url: str | None = None
+
+    def _s3(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", region_name=self.region, endpoint_url=self.s3_endpoint_url)
+
+    def _pipes_channels(self, s3: Any) -> tuple[dg.PipesContextInjector, dg.PipesMessageReader]:
+        return s3_pipes_channels(
+            s3,
+            bucket=self.pipes_bucket,
+            prefix=self.pipes_prefix,
+            message_interval_s=self.message_interval_s,
+        )
+
+
+class SparkSubmitCompute(AwsSparkCompute, ABC):
+    """An engine that spark-submits firepipe/services/spark_features.py from S3 (EMR Serverless,
+    EMR on EC2): where the file is, and the Python with firepipe that runs it."""
+
+    entry_point: str = Field(description="s3:// URI of firepipe/services/spark_features.py")
     python: str | None = Field(
         default=None,
-        description="Python interpreter of driver and executors, e.g. /usr/local/bin/python3.11 "
-        "in a custom image or ./environment/bin/python with a venv archive; None: the image's",
+        description="Python 3.11 interpreter with firepipe, of driver and executors, e.g. "
+        "/usr/local/bin/python3.11 (an image or a bootstrap action installed it) or "
+        "./environment/bin/python with a venv archive; None: the engine's default python3",
     )
     py_files: str | None = Field(
-        default=None, description="s3:// zip of the firepipe package, when the image lacks it"
+        default=None, description="s3:// zip of the firepipe package, when the nodes lack it"
     )
     archives: str | None = Field(
         default=None, description="s3://...tar.gz#environment: a packed virtualenv to unpack"
     )
     spark_conf: dict[str, str] = Field(default_factory=dict, description="--conf settings")
     log_uri: str | None = Field(default=None, description="s3:// prefix for the job's logs")
-    execution_timeout_minutes: int | None = Field(default=None, ge=1)
-    poll_interval_s: float = 10.0
-    message_interval_s: float = 10.0
-    emr_endpoint_url: str | None = None
-    s3_endpoint_url: str | None = None
 
-    def _clients(self) -> tuple[Any, Any]:
-        import boto3
-
-        emr = boto3.client(
-            "emr-serverless", region_name=self.region, endpoint_url=self.emr_endpoint_url
-        )
-        s3 = boto3.client("s3", region_name=self.region, endpoint_url=self.s3_endpoint_url)
-        return emr, s3
-
-    def spark_submit_parameters(self) -> str:
-        """The job's `--conf` and `--py-files`/`--archives` options (Pipes adds its own)."""
-        conf: dict[str, str] = {
-            # The Pipes S3 client in the driver: the bucket's region (and so, in a VPC, its
-            # regional endpoint) said explicitly instead of left to the container's defaults.
-            "spark.emr-serverless.driverEnv.AWS_REGION": self.region,
-        }
-        if self.python:
-            conf["spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON"] = self.python
-            conf["spark.emr-serverless.driverEnv.PYSPARK_PYTHON"] = self.python
-            conf["spark.executorEnv.PYSPARK_PYTHON"] = self.python
-        conf.update(self.spark_conf)
-        # EMR splits sparkSubmitParameters at whitespace (EMR Serverless API, SparkSubmit).
-        spaced = sorted(k for k, v in conf.items() if len(f"{k}={v}".split()) != 1)
-        if spaced:
-            raise ValueError(f"Spark settings {spaced} hold whitespace, which EMR cannot pass")
-        options = [f"--conf {k}={v}" for k, v in conf.items()]
-        if self.py_files:
-            options.append(f"--py-files {self.py_files}")
-        if self.archives:
-            options.append(f"--archives {self.archives}")
-        return " ".join(options)
-
-    def start_job_run_params(self, context: dg.AssetExecutionContext) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "applicationId": self.application_id,
-            "executionRoleArn": self.execution_role_arn,
-            "name": f"firepipe-spark-features-{context.run.run_id[:8]}",
-            "jobDriver": {
-                "sparkSubmit": {
-                    "entryPoint": self.entry_point,
-                    "sparkSubmitParameters": self.spark_submit_parameters(),
-                }
-            },
-        }
-        if self.log_uri:
-            params["configurationOverrides"] = {
-                "monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": self.log_uri}}
-            }
-        if self.execution_timeout_minutes:
-            params["executionTimeoutMinutes"] = self.execution_timeout_minutes
-        return params
-
-    def _run(
-        self, context: dg.AssetExecutionContext, extras: dict[str, Any]
-    ) -> tuple[dg.PipesClientCompletedInvocation, dict[str, Any]]:
-        emr, s3 = self._clients()
-        client = _emr_serverless_client(
-            emr,
-            s3,
-            bucket=self.pipes_bucket,
-            prefix=self.pipes_prefix,
-            poll_interval_s=self.poll_interval_s,
-            message_interval_s=self.message_interval_s,
-        )
-        invocation = client.run(
-            context=context,
-            start_job_run_params=self.start_job_run_params(context),
-            extras=extras,
-        )
-        ran = invocation.metadata
-        return invocation, {
-            "engine": "spark-emr-serverless",
-            "emr_application_id": _text(ran.get("AWS EMR Serverless Application ID")),
-            "emr_job_run_id": _text(ran.get("AWS EMR Serverless Job Run ID")),
-        }
+    def packaging_options(self) -> list[tuple[str, str]]:
+        """spark-submit's --py-files and --archives options, as (option, value) pairs."""
+        options = {"--py-files": self.py_files, "--archives": self.archives}
+        return [(option, value) for option, value in options.items() if value]
 
 
-def _text(value: Any) -> str | None:
+def metadata_text(value: Any) -> str | None:
+    """The text of a Pipes client's metadata value (a MetadataValue or a plain value)."""
     return None if value is None else str(getattr(value, "value", value))
-
-
-def _emr_serverless_client(
-    emr: Any,
-    s3: Any,
-    *,
-    bucket: str,
-    prefix: str,
-    poll_interval_s: float,
-    message_interval_s: float,
-) -> dg.PipesClient:
-    """dagster-aws's EMR Serverless client with the Pipes context and messages in S3 and
-    failures explained.
-
-    The stock client reads messages only from CloudWatch after the job ends (and warns about any
-    other reader); the S3 reader polls during the session, so there is nothing to add after it.
-    Its failure is a bare "EMR Serverless job failed": this one names the run and EMR's reason.
-    """
-    from dagster_aws.pipes import PipesEMRServerlessClient
-
-    class PipesEMRServerlessS3Client(PipesEMRServerlessClient):
-        def _read_messages(self, context: Any, session: Any, response: Any) -> None:
-            return None
-
-        def _wait_for_completion(self, context: Any, start_response: Any) -> Any:
-            try:
-                return super()._wait_for_completion(context, start_response)
-            except RuntimeError as failed:
-                ids = {k: start_response[k] for k in ("applicationId", "jobRunId")}
-                run = self.client.get_job_run(**ids)["jobRun"]
-                raise SparkComputeError(
-                    f"EMR Serverless job run {ids['jobRunId']} of application "
-                    f"{ids['applicationId']} ended {run['state']}: "
-                    f"{run.get('stateDetails') or 'no details given'}"
-                ) from failed
-
-    injector, reader = s3_pipes_channels(
-        s3, bucket=bucket, prefix=prefix, message_interval_s=message_interval_s
-    )
-    return PipesEMRServerlessS3Client(
-        client=emr, context_injector=injector, message_reader=reader, poll_interval=poll_interval_s
-    )

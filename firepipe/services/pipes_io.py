@@ -40,11 +40,17 @@ def pipes_io(
     )
 
 
-def run_under_pipes(run: Callable[[PipesContext], object], *, outside_dagster: str) -> None:
+def run_under_pipes(
+    run: Callable[[PipesContext], object],
+    *,
+    outside_dagster: str,
+    params_loader: PipesParamsLoader | None = None,
+) -> None:
     """The `main` of an entry point: `run` in the Pipes session Dagster opened for this process,
     over the channels its bootstrap parameters name; exits with `outside_dagster` (what to run
-    instead) when no Dagster process started it."""
-    params_loader = PipesEnvVarParamsLoader()
+    instead) when no Dagster process started it. The bootstrap parameters come from the
+    environment unless `params_loader` reads them elsewhere (a Glue job's arguments)."""
+    params_loader = params_loader or PipesEnvVarParamsLoader()
     if not params_loader.is_dagster_pipes_process():
         raise SystemExit(outside_dagster)
     context_loader, message_writer = pipes_io(params_loader)

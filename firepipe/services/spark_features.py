@@ -1,24 +1,42 @@
 """Gold features on Spark as a Dagster Pipes workload: `python -m firepipe.services.spark_features`.
 
-Dagster starts it through a `SparkCompute` resource: in a local subprocess with a local Spark,
-or as the entry point of an EMR Serverless job run, where the cluster owns the session. It reads
-silver's Parquet files and the feature spec from the Pipes extras, runs the PySpark compilation
-of the spec, writes Parquet under the given directory in the gold table's types and reports
-what it wrote as one custom message. It reports no materialisation: the gold asset commits the
-files to Iceberg and materialises then, with the snapshot id.
+Dagster starts it through a `SparkCompute` resource (firepipe/resources/spark*.py): in a local
+subprocess, where it builds a local session with dagster-pyspark, or as the script of a cluster
+job, where it uses the session spark-submit made: an EMR Serverless job run, a step on a
+transient EMR-on-EC2 cluster, or a run of an AWS Glue 5 job. It reads silver's Parquet files and
+the feature spec from the Pipes extras, runs the PySpark compilation of the spec, writes Parquet
+under the given directory in the gold table's types and reports what it wrote as one custom
+message. It reports no materialisation: the gold asset commits the files to Iceberg and
+materialises then, with the snapshot id.
 
-On EMR the file itself is the job's entry point (uploaded to S3); the firepipe package comes
-from the job's image or py-files. The Pipes context and messages travel through S3 there.
+On a cluster the file itself is the job's script (uploaded to S3); the firepipe package comes
+from the image, py-files, a bootstrap action or Glue's Python modules. The Pipes context and
+messages travel through S3 there, and the bootstrap parameters arrive as environment variables
+(the local subprocess; on EMR, the driver's environment that dagster-aws's clients set) or, on
+Glue, as job arguments on the script's command line (`params_loader`).
+
+Spark 3.5 (Glue 5.0, EMR 7.x) is the oldest Spark this runs on; checked against the installed
+PySpark's `versionadded` notes, here and in firepipe/core/features/spark.py: the newest APIs
+used are `functions.unix_micros` (3.5), `pyspark.errors` (3.4), `DataFrame.withColumns` (3.3)
+and `DataFrame.inputFiles` (3.1); what Spark 4 added to them (column ordinals in sorts) is
+not used.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dagster_pipes import PipesContext
+from dagster_pipes import (
+    DAGSTER_PIPES_CONTEXT_CLI_ARGUMENT,
+    PipesCliArgsParamsLoader,
+    PipesContext,
+    PipesEnvVarParamsLoader,
+    PipesParamsLoader,
+)
 
 from firepipe.core.features.spec import ID_COLUMNS, FeatureSpec
 from firepipe.services.pipes_io import run_under_pipes
@@ -35,6 +53,7 @@ EXTRA_MASTER = "spark_master"  # absent on a cluster: the session spark-submit m
 EXTRA_SPARK_CONF = "spark_conf"
 # The key of the custom message that carries the report.
 REPORT_KIND = "firepipe.spark_features"
+APP_NAME = "firepipe-spark-features"  # the Spark application's name, local or on a cluster
 
 # Settings every run needs, local or on EMR (runtime SQL settings, so they apply to the
 # cluster's session too). Iceberg stores timestamps as microseconds (Iceberg spec, "Parquet"
@@ -99,16 +118,25 @@ def splittable_partitioning(partitioning: Sequence[Any]) -> list[str]:
 
 
 def spark_session(extras: Mapping[str, Any]) -> SparkSession:
-    """A local session when the extras name a master; the cluster's session otherwise."""
-    from pyspark.sql import SparkSession
-
-    builder = SparkSession.builder.appName("firepipe-spark-features")
+    """A local session when the extras name a master, built by dagster-pyspark from firepipe's
+    local settings and the resource's `spark_conf`; the cluster's session otherwise."""
     master = extras.get(EXTRA_MASTER)
     if master:
-        builder = builder.master(str(master))
-        for key, value in {**LOCAL_SPARK_CONF, **(extras.get(EXTRA_SPARK_CONF) or {})}.items():
-            builder = builder.config(key, str(value))
-    spark = builder.getOrCreate()
+        # dagster-pyspark needs dagster, which a cluster's Python may lack: imported here only.
+        from dagster_pyspark.resources import spark_session_from_config
+
+        spark: SparkSession = spark_session_from_config(
+            {
+                "spark.master": str(master),
+                "spark.app.name": APP_NAME,
+                **LOCAL_SPARK_CONF,
+                **{k: str(v) for k, v in (extras.get(EXTRA_SPARK_CONF) or {}).items()},
+            }
+        )
+    else:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.builder.appName(APP_NAME).getOrCreate()
     for key, value in SESSION_CONF.items():
         spark.conf.set(key, value)
     return spark
@@ -193,6 +221,15 @@ def run(pipes: PipesContext) -> dict[str, Any]:
     return report
 
 
+def params_loader(argv: Sequence[str]) -> PipesParamsLoader:
+    """Where this process's Pipes bootstrap parameters are: on the command line when Glue passed
+    them as job arguments (PipesGlueClient), else in the environment (the local subprocess, and
+    the EMR clients, which set the driver's environment)."""
+    if DAGSTER_PIPES_CONTEXT_CLI_ARGUMENT in argv:
+        return PipesCliArgsParamsLoader()
+    return PipesEnvVarParamsLoader()
+
+
 def main() -> None:
     run_under_pipes(
         run,
@@ -200,6 +237,7 @@ def main() -> None:
             "firepipe.services.spark_features runs under Dagster Pipes (the SparkCompute resource "
             "starts it); materialise gold/sensor_features with engine 'spark' instead"
         ),
+        params_loader=params_loader(sys.argv),
     )
 
 

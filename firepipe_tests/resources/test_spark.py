@@ -1,6 +1,7 @@
 """SparkCompute, local twin: the Spark features entry point through Dagster Pipes in a subprocess
 with a local Spark, over silver Parquet files, writing gold files that commit to Iceberg (one
-Spark start in this module; the EMR Serverless path is in test_spark_emr.py)."""
+Spark start in this module; the EMR Serverless path is in test_spark_emr.py, EMR steps and Glue
+in test_spark_clusters.py)."""
 
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from firepipe.lib.lakehouse import tables
 from firepipe.resources import resources_for
 from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.resources.spark import (
-    EmrServerlessSparkCompute,
     LocalSparkCompute,
     SparkCompute,
     SparkComputeError,
     spark_report,
 )
+from firepipe.resources.spark_emr import EmrStepsSparkCompute
+from firepipe.resources.spark_emr_serverless import EmrServerlessSparkCompute
+from firepipe.resources.spark_glue import GlueSparkCompute
 from firepipe_tests.core.features.feature_sample import silver_sample
 from firepipe_tests.resources.one_off_asset import call_in_asset
 
@@ -127,7 +130,10 @@ def test_the_report_must_come_once_and_for_the_requested_spec() -> None:
         spark_report([{**report, "feature_spec_hash": "0123"}], spec)
 
 
-def test_resources_for_picks_local_spark_or_emr_serverless(tmp_path: Path) -> None:
+def test_resources_for_picks_local_spark_or_emr_serverless(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(settings.SPARK_ENGINE_VAR, raising=False)
     paths = settings.LocalPaths(tmp_path)
     assert isinstance(
         resources_for(settings.Environment.LOCAL, paths)["spark_compute"], LocalSparkCompute
@@ -135,3 +141,33 @@ def test_resources_for_picks_local_spark_or_emr_serverless(tmp_path: Path) -> No
     assert isinstance(
         resources_for(settings.Environment.AWS, paths)["spark_compute"], EmrServerlessSparkCompute
     )
+
+
+@pytest.mark.parametrize(
+    ("engine", "kind"),
+    [
+        ("emr-serverless", EmrServerlessSparkCompute),
+        ("EMR", EmrStepsSparkCompute),
+        (" glue ", GlueSparkCompute),
+    ],
+)
+def test_firepipe_spark_engine_picks_the_aws_engine(
+    engine: str, kind: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.SPARK_ENGINE_VAR, engine)
+    paths = settings.LocalPaths(tmp_path)
+    assert isinstance(resources_for(settings.Environment.AWS, paths)["spark_compute"], kind)
+    # The local environment has one Spark, whatever the AWS engine.
+    local = resources_for(settings.Environment.LOCAL, paths)["spark_compute"]
+    assert isinstance(local, LocalSparkCompute)
+
+
+def test_an_unknown_spark_engine_is_refused_with_the_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.SPARK_ENGINE_VAR, "dataproc")
+    with pytest.raises(
+        settings.SettingsError,
+        match="FIREPIPE_SPARK_ENGINE='dataproc' is not one of: emr-serverless, emr, glue",
+    ):
+        resources_for(settings.Environment.AWS, settings.LocalPaths(tmp_path))

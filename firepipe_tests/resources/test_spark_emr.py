@@ -19,7 +19,8 @@ from dagster._core.pipes import utils as pipes_utils
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, decode_param
 
 from firepipe.core.features.spec import Difference, FeatureSpec, Rolling
-from firepipe.resources.spark import EmrServerlessSparkCompute, SparkCompute, SparkComputeError
+from firepipe.resources.spark import SparkCompute, SparkComputeError
+from firepipe.resources.spark_emr_serverless import EmrServerlessSparkCompute
 from firepipe_tests.conftest import REPO_ROOT
 from firepipe_tests.core.features.feature_sample import silver_sample
 from firepipe_tests.resources.one_off_asset import call_in_asset
