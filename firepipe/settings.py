@@ -35,6 +35,15 @@ run_monitoring:
   max_runtime_seconds: 86400
   poll_interval_seconds: 60
 """
+# firepipe's instance class refuses a run whose partition tags select nothing before the run
+# is stored (firepipe.lib.instance); otherwise it is Dagster's.
+_INSTANCE_CLASS_YAML = """\
+instance_class:
+  module: firepipe.lib.instance
+  class: FirepipeInstance
+"""
+# Blocks a firepipe home's dagster.yaml must hold, by top-level key.
+_REQUIRED_BLOCKS = {"run_monitoring": _RUN_MONITORING_YAML, "instance_class": _INSTANCE_CLASS_YAML}
 # Telemetry would try to reach the internet; the local instance never does.
 _DAGSTER_YAML = (
     """\
@@ -43,6 +52,7 @@ telemetry:
   enabled: false
 """
     + _RUN_MONITORING_YAML
+    + _INSTANCE_CLASS_YAML
 )
 
 
@@ -131,20 +141,22 @@ def local_paths() -> LocalPaths:
 
 def ensure_dagster_home(paths: LocalPaths | None = None) -> Path:
     """Create the Dagster instance folder with its config, and return it. A config that is
-    already there (an older firepipe's, or the user's) is kept and given run monitoring."""
+    already there (an older firepipe's, or the user's) is kept and given the blocks it lacks
+    (run monitoring, the instance class)."""
     paths = paths or local_paths()
     paths.dagster_home.mkdir(parents=True, exist_ok=True)
     config = paths.dagster_home / "dagster.yaml"
     if config.exists():
-        _add_run_monitoring(config)
+        _add_missing_blocks(config)
     else:
         config.write_text(_DAGSTER_YAML)
     return paths.dagster_home
 
 
-def _add_run_monitoring(config: Path) -> None:
-    """Append the run monitoring block to `config` unless it has one (the user's own block
-    wins); appending keeps the user's other keys and comments as they were."""
+def _add_missing_blocks(config: Path) -> None:
+    """Append each of firepipe's blocks (run monitoring, the instance class) that `config`
+    lacks (the user's own block wins); appending keeps the user's other keys and comments as
+    they were."""
     text = config.read_text()
     try:
         current = yaml.safe_load(text)
@@ -152,10 +164,11 @@ def _add_run_monitoring(config: Path) -> None:
         raise SettingsError(f"{config} is not valid YAML: {error}") from None
     if current is not None and not isinstance(current, dict):
         raise SettingsError(f"{config} must hold a YAML mapping of instance settings")
-    if current is not None and "run_monitoring" in current:
+    missing = [block for key, block in _REQUIRED_BLOCKS.items() if key not in (current or {})]
+    if not missing:
         return
     kept = text.rstrip("\n") + "\n" if text.strip() else ""
-    config.write_text(kept + _RUN_MONITORING_YAML)
+    config.write_text(kept + "".join(missing))
 
 
 class SnowflakeAuth(enum.StrEnum):

@@ -4,6 +4,7 @@ import dagster as dg
 import pytest
 
 from firepipe import settings
+from firepipe.lib.instance import FirepipeInstance
 
 
 def test_defaults_are_local_and_dot_firepipe_in_the_working_directory(
@@ -33,6 +34,7 @@ def test_home_and_environment_are_read_at_call_time(
 def test_the_instance_config_turns_on_run_monitoring(tmp_path: Path) -> None:
     home = settings.ensure_dagster_home(settings.LocalPaths(home=tmp_path))
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance, FirepipeInstance)
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_start_timeout_seconds == 180
         assert instance.run_monitoring_cancel_timeout_seconds == 180
@@ -41,7 +43,7 @@ def test_the_instance_config_turns_on_run_monitoring(tmp_path: Path) -> None:
         assert instance.get_settings("telemetry") == {"enabled": False}
 
 
-def test_an_older_config_gets_run_monitoring_and_keeps_everything_else(
+def test_an_older_config_gets_run_monitoring_and_the_instance_class_and_keeps_the_rest(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("FIREPIPE_HOME", str(tmp_path))
@@ -53,6 +55,7 @@ def test_an_older_config_gets_run_monitoring_and_keeps_everything_else(
     assert merged.startswith(older + "\n")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.run_monitoring_enabled
+        assert isinstance(instance, FirepipeInstance)
         assert instance.python_log_level == "DEBUG"
     settings.ensure_dagster_home()
     assert (home / "dagster.yaml").read_text() == merged  # added once
@@ -63,7 +66,10 @@ def test_a_users_own_run_monitoring_block_is_kept(tmp_path: Path) -> None:
     config = settings.ensure_dagster_home(paths) / "dagster.yaml"
     config.write_text("run_monitoring:\n  enabled: false\n")
     settings.ensure_dagster_home(paths)
-    assert config.read_text() == "run_monitoring:\n  enabled: false\n"
+    assert config.read_text().startswith("run_monitoring:\n  enabled: false\ninstance_class:")
+    with dg.DagsterInstance.from_config(str(paths.dagster_home)) as instance:
+        assert not instance.run_monitoring_enabled
+        assert isinstance(instance, FirepipeInstance)
     config.write_text("- not\n- a mapping\n")
     with pytest.raises(settings.SettingsError, match="YAML mapping"):
         settings.ensure_dagster_home(paths)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from firepipe.core.simulation import partitions
+from firepipe.lib.instance import RANGE_END_TAG, RANGE_START_TAG
 from firepipe.lib.lakehouse import tables
 
 FAMILY_DIM, BATCH_DIM = "family", "batch"
@@ -65,9 +66,6 @@ def cells_scope(cells: Sequence[Cell]) -> tables.Scope:
 # batches of every family (batch 001 is checked against the reference batch 000), what
 # `make run` generates.
 DEFAULT_BATCHES = partitions.BATCHES[:2]
-# Dagster's run tags for a range of partitions (its docs name them; dagster exports no constant).
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def default_range_tags() -> dict[str, str]:
