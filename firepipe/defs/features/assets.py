@@ -50,7 +50,7 @@ class SensorFeaturesConfig(dg.Config):
     engine: Literal["polars", "spark"] = Field(
         default="polars",
         description="polars: in the step (numba kernels); spark: the spark_compute resource "
-        "(local Spark through Pipes, or EMR Serverless in AWS)",
+        "(local Spark through Pipes; in AWS EMR Serverless, EMR steps or Glue)",
     )
     batch_rows: int = Field(
         default=GROUP_ROWS,
