@@ -1,36 +1,37 @@
 """Generator compute: where the generator entry point runs, always through Dagster Pipes.
 
-`LocalCompute` starts `python -m firepipe.services.generate` in a subprocess; `BatchCompute`
-submits it as an AWS Batch job on a CPU or a GPU queue, with the Pipes context and messages in
-S3. Both return what the entry point reported (`GenerationReport`), so the asset does not know
-where it ran. dagster-aws has no Batch Pipes client; `PipesBatchClient` follows its ECS one.
+A run's partitions reach the compute together (`generate_all`) and run side by side:
+`LocalCompute` starts `python -m firepipe.services.generate` in subprocesses, up to one per
+core (firepipe.lib.pipes_subprocesses); `BatchCompute` submits it as AWS Batch jobs on a CPU or a
+GPU queue, with the Pipes context and messages in S3 (firepipe.lib.pipes_batch). Both wait from
+the step's own thread, stop the others on the first failure or an interrupt, and return what
+the entry point reported (`GenerationReport`), so the asset does not know where it ran.
 """
 
-import copy
 import sys
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import dagster as dg
 from pydantic import Field
 
 from firepipe.core.simulation.simulator import GenerationSpec
-from firepipe.lib.pipes_s3 import s3_pipes_channels
+from firepipe.lib.pipes_batch import BatchJob, PipesBatchClient
+from firepipe.lib.pipes_subprocesses import available_cores, run_side_by_side
 from firepipe.services import generate as entry
+
+K = TypeVar("K", bound=Hashable)
 
 GENERATOR_COMMAND = ("python", "-m", "firepipe.services.generate")
 # The array backend a GPU run uses when the request names a CPU one (issue 3: CuPy on a GPU).
 GPU_BACKEND = "cupy"
 CPU_BACKENDS = frozenset({"numpy", "array_api_strict"})
-# AWS Batch job states after which nothing changes (AWS Batch API, DescribeJobs `status`).
-BATCH_DONE = frozenset({"SUCCEEDED", "FAILED"})
 
 
 class GenerationError(RuntimeError):
-    """The generator did not finish, or finished without reporting what it wrote."""
+    """The generator finished without reporting what it wrote."""
 
 
 @dataclass(frozen=True)
@@ -88,25 +89,23 @@ def resolve_backend(backend: str, use_gpu: bool) -> str:
 
 
 class GeneratorCompute(dg.ConfigurableResource, ABC):
-    """Runs the generator entry point for one request through Dagster Pipes."""
+    """Runs the generator entry point through Dagster Pipes, one run's requests together."""
 
     use_gpu: bool = False
-    max_concurrent: int = Field(
-        default=1,
-        ge=1,
-        description="Partitions of one run generated at the same time (each its own process or "
-        "Batch job).",
-    )
 
     @abstractmethod
+    def generate_all(
+        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+    ) -> dict[K, GenerationReport]:
+        """Run every request, side by side up to the compute's `max_concurrent`, from the
+        calling thread (the step's, where Dagster delivers an interrupt); the first failure or
+        an interrupt stops the others. What each reported, by key."""
+
     def generate(
-        self,
-        context: dg.AssetExecutionContext,
-        request: GenerationRequest,
-        stop: threading.Event | None = None,
+        self, context: dg.AssetExecutionContext, request: GenerationRequest
     ) -> GenerationReport:
-        """Run one generation. A caller that runs several in worker threads sets `stop` to end
-        them: Dagster interrupts only the step's main thread."""
+        """Run one request."""
+        return self.generate_all(context, {0: request})[0]
 
     def _backend(self, request: GenerationRequest) -> tuple[bool, str]:
         use_gpu = self.use_gpu if request.use_gpu is None else request.use_gpu
@@ -114,31 +113,44 @@ class GeneratorCompute(dg.ConfigurableResource, ABC):
 
 
 class LocalCompute(GeneratorCompute):
-    """The entry point in a subprocess of the step, with this interpreter."""
+    """The entry point in subprocesses of the step, with this interpreter."""
 
-    def generate(
-        self,
-        context: dg.AssetExecutionContext,
-        request: GenerationRequest,
-        stop: threading.Event | None = None,
-    ) -> GenerationReport:
-        # The subprocess ends with the step: run it on the step's own thread to be interruptible.
-        _, backend = self._backend(request)
-        client = dg.PipesSubprocessClient()
-        invocation = client.run(
-            command=[sys.executable, *GENERATOR_COMMAND[1:]],
-            context=context,
-            extras=request.extras(backend),
-        )
-        return GenerationReport.from_messages(invocation.get_custom_messages())
+    max_concurrent: int | None = Field(
+        default=None,
+        ge=1,
+        description="Generator processes at once (default: one per core); the cores are shared "
+        "out among them as generator threads.",
+    )
+
+    def generate_all(
+        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+    ) -> dict[K, GenerationReport]:
+        cores = available_cores()
+        slots = max(min(self.max_concurrent or cores, len(requests)), 1)
+        # At make run's size a process is mostly its start (interpreter, imports); at scale each
+        # one's chunks run on threads, and processes x threads within the cores avoids
+        # oversubscribing them (and holding more chunks in memory than threads can use).
+        workers = max(cores // slots, 1)
+        extras = {
+            key: {**request.extras(self._backend(request)[1]), entry.EXTRA_WORKERS: workers}
+            for key, request in requests.items()
+        }
+        command = [sys.executable, *GENERATOR_COMMAND[1:]]
+        sessions = run_side_by_side(context, command, extras, slots)
+        return {
+            key: GenerationReport.from_messages(session.get_custom_messages())
+            for key, session in sessions.items()
+        }
 
 
 class BatchCompute(GeneratorCompute):
-    """The entry point as an AWS Batch job; Pipes context and messages through S3."""
+    """The entry point as AWS Batch jobs; Pipes context and messages through S3."""
 
-    # A run's partitions fan out as parallel Batch jobs; the queue's compute environment caps
-    # what really runs at once.
-    max_concurrent: int = Field(default=16, ge=1)
+    # A run's partitions are submitted together; the queue's compute environment caps what
+    # really runs at once.
+    max_concurrent: int = Field(
+        default=16, ge=1, description="Batch jobs of one run in flight at once."
+    )
 
     region: str
     job_definition: str = Field(description="Batch job definition whose image has firepipe")
@@ -163,18 +175,10 @@ class BatchCompute(GeneratorCompute):
         s3 = boto3.client("s3", region_name=self.region, endpoint_url=self.s3_endpoint_url)
         return batch, s3
 
-    def generate(
-        self,
-        context: dg.AssetExecutionContext,
-        request: GenerationRequest,
-        stop: threading.Event | None = None,
-    ) -> GenerationReport:
-        use_gpu, backend = self._backend(request)
+    def generate_all(
+        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+    ) -> dict[K, GenerationReport]:
         batch, s3 = self._clients()
-        overrides: dict[str, Any] = {"command": list(GENERATOR_COMMAND)}
-        if use_gpu:
-            overrides["resourceRequirements"] = [{"type": "GPU", "value": "1"}]
-        name = f"firepipe-generate-{context.run.run_id[:8]}-seed-{request.spec.seed}"
         client = PipesBatchClient(
             batch,
             s3,
@@ -182,95 +186,26 @@ class BatchCompute(GeneratorCompute):
             prefix=self.pipes_prefix,
             poll_interval_s=self.poll_interval_s,
             message_interval_s=self.message_interval_s,
-            stop=stop,
+            max_concurrent=self.max_concurrent,
         )
-        invocation = client.run(
-            context=context,
+        jobs = {key: self._job(context, request) for key, request in requests.items()}
+        invocations = client.run_all(context=context, jobs=jobs)
+        return {
+            key: GenerationReport.from_messages(invocation.get_custom_messages())
+            for key, invocation in invocations.items()
+        }
+
+    def _job(self, context: dg.AssetExecutionContext, request: GenerationRequest) -> BatchJob:
+        use_gpu, backend = self._backend(request)
+        overrides: dict[str, Any] = {"command": list(GENERATOR_COMMAND)}
+        if use_gpu:
+            overrides["resourceRequirements"] = [{"type": "GPU", "value": "1"}]
+        return BatchJob(
             submit_job_params={
-                "jobName": name,
+                "jobName": f"firepipe-generate-{context.run.run_id[:8]}-seed-{request.spec.seed}",
                 "jobQueue": self.gpu_job_queue if use_gpu else self.cpu_job_queue,
                 "jobDefinition": self.job_definition,
                 "containerOverrides": overrides,
             },
             extras={**request.extras(backend), entry.EXTRA_WORKERS: self.workers},
         )
-        return GenerationReport.from_messages(invocation.get_custom_messages())
-
-
-def _wait(stop: threading.Event, seconds: float) -> None:
-    """Sleep between polls; a set `stop` ends the wait as an interrupt of the step would."""
-    if stop.wait(seconds):
-        raise dg.DagsterExecutionInterruptedError("generation stopped by its run")
-
-
-class PipesBatchClient(dg.PipesClient):
-    """Runs one AWS Batch job under a Pipes session whose context and messages live in S3."""
-
-    def __init__(
-        self,
-        batch: Any,
-        s3: Any,
-        *,
-        bucket: str,
-        prefix: str = "",
-        poll_interval_s: float = 10.0,
-        message_interval_s: float = 10.0,
-        stop: threading.Event | None = None,
-    ) -> None:
-        self._batch = batch
-        self._stop = stop or threading.Event()
-        self._poll_interval_s = poll_interval_s
-        self._injector, self._reader = s3_pipes_channels(
-            s3, bucket=bucket, prefix=prefix, message_interval_s=message_interval_s
-        )
-
-    def run(  # type: ignore[override]
-        self,
-        *,
-        context: dg.AssetExecutionContext,
-        submit_job_params: Mapping[str, Any],
-        extras: dict[str, Any] | None = None,
-    ) -> dg.PipesClientCompletedInvocation:
-        with dg.open_pipes_session(
-            context=context,
-            context_injector=self._injector,
-            message_reader=self._reader,
-            extras=extras,
-        ) as session:
-            params = copy.deepcopy(dict(submit_job_params))
-            overrides = params.setdefault("containerOverrides", {})
-            environment = overrides.setdefault("environment", [])
-            environment.extend(
-                {"name": k, "value": v} for k, v in session.get_bootstrap_env_vars().items()
-            )
-            params["tags"] = {**params.get("tags", {}), **session.default_remote_invocation_info}
-            job_id = self._batch.submit_job(**params)["jobId"]
-            context.log.info(f"[pipes] AWS Batch job {params['jobName']} submitted: {job_id}")
-            try:
-                job = self._wait_for_job(job_id)
-            except dg.DagsterExecutionInterruptedError:
-                context.log.warning(f"[pipes] step interrupted: terminating Batch job {job_id}")
-                self._batch.terminate_job(jobId=job_id, reason="Dagster step was interrupted")
-                raise
-            if job["status"] != "SUCCEEDED":
-                container = job.get("container") or {}
-                raise GenerationError(
-                    f"AWS Batch job {job.get('jobName', job_id)} ({job_id}) {job['status']}: "
-                    f"{job.get('statusReason', 'no reason given')}"
-                    f"; container exit code {container.get('exitCode')}"
-                    f" ({container.get('reason', 'no container reason')})"
-                )
-        region = self._batch.meta.region_name
-        url = f"https://{region}.console.aws.amazon.com/batch/home?region={region}#jobs/detail/{job_id}"
-        return dg.PipesClientCompletedInvocation(
-            session, metadata={"AWS Batch job": dg.MetadataValue.url(url)}
-        )
-
-    def _wait_for_job(self, job_id: str) -> dict[str, Any]:
-        while True:
-            jobs = self._batch.describe_jobs(jobs=[job_id])["jobs"]
-            if not jobs:
-                raise GenerationError(f"AWS Batch does not know job {job_id}")
-            if jobs[0]["status"] in BATCH_DONE:
-                return dict(jobs[0])
-            _wait(self._stop, self._poll_interval_s)

@@ -1,7 +1,8 @@
 """bronze/synthetic_readings materialised in process: one partition, its history, and a failure."""
 
-import threading
+from collections.abc import Hashable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import polars as pl
@@ -17,36 +18,31 @@ from firepipe.resources.history import SqliteGenerationHistory
 from firepipe.resources.lakehouse import LocalLakehouse
 
 pytestmark = pytest.mark.slow
+K = TypeVar("K", bound=Hashable)
 CONFIG = {"ops": {"bronze__synthetic_readings": {"config": {"devices": 5, "duration_s": 120}}}}
 
 
 class BrokenCompute(LocalCompute):
     """Generates like the local compute, then fails as a lost Batch job would."""
 
-    def generate(
-        self,
-        context: dg.AssetExecutionContext,
-        request: GenerationRequest,
-        stop: threading.Event | None = None,
-    ) -> GenerationReport:
-        super().generate(context, request, stop)
+    def generate_all(
+        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+    ) -> dict[K, GenerationReport]:
+        super().generate_all(context, requests)
         raise RuntimeError("Batch job failed: Host EC2 instance terminated")
 
 
 class MislabellingCompute(LocalCompute):
     """Generates, then corrupts the labels of its files as a buggy generator image would."""
 
-    def generate(
-        self,
-        context: dg.AssetExecutionContext,
-        request: GenerationRequest,
-        stop: threading.Event | None = None,
-    ) -> GenerationReport:
-        report = super().generate(context, request, stop)
-        for path in report.files:
+    def generate_all(
+        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+    ) -> dict[K, GenerationReport]:
+        reports = super().generate_all(context, requests)
+        for path in (f for report in reports.values() for f in report.files):
             frame = pl.read_parquet(path)
             frame.with_columns(pl.lit(True).alias("is_fire")).write_parquet(path)
-        return report
+        return reports
 
 
 def materialise(
@@ -147,6 +143,16 @@ def test_partitions_of_one_run_generate_side_by_side(tmp_path: Path) -> None:
         ("flaming", 600),
         ("nuisance", 600),
         ("smouldering", 600),
+    ]
+    # Generated side by side, committed once: one snapshot holds every partition's one file.
+    table = lakehouse.catalog().load_table(TABLE)
+    assert len(table.snapshots()) == 1
+    files = table.inspect.files()["file_path"].to_pylist()
+    assert sorted(f.split("/")[-3] for f in files) == [
+        "scenario_family=baseline",
+        "scenario_family=flaming",
+        "scenario_family=nuisance",
+        "scenario_family=smouldering",
     ]
     history = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
     assert sorted(r.partition_key for r in history) == [

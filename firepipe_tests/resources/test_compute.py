@@ -1,25 +1,29 @@
-"""GeneratorCompute: the generator entry point through Dagster Pipes, in a local subprocess and
-as an AWS Batch job (Batch stubbed with botocore's Stubber, Pipes context and messages on a moto
-S3 server, the job's container simulated by running the entry point with the job's env)."""
+"""GeneratorCompute: the generator entry point through Dagster Pipes, in local subprocesses side
+by side and as AWS Batch jobs submitted together (Batch stubbed with botocore's Stubber, Pipes
+context and messages on a moto S3 server, each job's container simulated by running the entry
+point with the job's env)."""
 
 import json
 import os
 import subprocess
 import sys
-import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import boto3
 import dagster as dg
 import polars as pl
 import pytest
 from botocore.stub import ANY, Stubber
-from dagster._core.errors import DagsterPipesExecutionError
 from dagster._core.pipes import utils as pipes_utils
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, decode_param
 
 from firepipe.core.simulation.simulator import GenerationSpec
+from firepipe.lib import pipes_batch, pipes_subprocesses
+from firepipe.lib.pipes_batch import BatchJobError
+from firepipe.lib.pipes_subprocesses import SubprocessError, available_cores
 from firepipe.resources import compute
 from firepipe.resources.compute import (
     BatchCompute,
@@ -38,6 +42,24 @@ JOB_ID = "0b2c7a1e-job"
 
 def run_generation(resource: GeneratorCompute, request: GenerationRequest) -> GenerationReport:
     return call_in_asset(resource, lambda context, generator: generator.generate(context, request))
+
+
+def run_generations(
+    resource: GeneratorCompute, requests: Mapping[str, GenerationRequest]
+) -> dict[str, GenerationReport]:
+    return call_in_asset(
+        resource, lambda context, generator: generator.generate_all(context, requests)
+    )
+
+
+def requests_in(folder: Path, seeds: tuple[int, ...]) -> dict[str, GenerationRequest]:
+    return {
+        f"seed-{seed}": GenerationRequest(
+            spec=GenerationSpec(devices=3, duration_s=40, seed=seed, families=("flaming",)),
+            directory=str(folder / f"seed-{seed}"),
+        )
+        for seed in seeds
+    }
 
 
 def parquet_rows(files: tuple[str, ...]) -> pl.DataFrame:
@@ -66,8 +88,95 @@ def test_local_compute_surfaces_a_failing_generator(tmp_path: Path) -> None:
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("a file where the output folder should be")
     request = GenerationRequest(spec=SPEC, directory=str(blocked / "out"))
-    with pytest.raises(DagsterPipesExecutionError, match="failed with code 1"):
+    with pytest.raises(
+        SubprocessError, match=r"firepipe\.services\.generate .* failed with code 1"
+    ):
         run_generation(LocalCompute(), request)
+
+
+class RecordedProcess(pipes_subprocesses._Process):
+    """A generator process whose Pipes extras and Popen are kept for the test to look at."""
+
+    started: ClassVar[list["RecordedProcess"]] = []
+
+    def __init__(self, context: Any, command: Any, extras: Any) -> None:
+        super().__init__(context, command, extras)
+        self.extras = dict(extras)
+        RecordedProcess.started.append(self)
+
+
+@pytest.fixture
+def processes(monkeypatch: pytest.MonkeyPatch) -> list[RecordedProcess]:
+    monkeypatch.setattr(RecordedProcess, "started", [])
+    monkeypatch.setattr(pipes_subprocesses, "_Process", RecordedProcess)
+    return RecordedProcess.started
+
+
+@pytest.mark.slow
+def test_local_partitions_run_side_by_side_within_the_cores(
+    tmp_path: Path, processes: list[RecordedProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started_at_each_poll: list[int] = []
+
+    def poll(seconds: float) -> None:
+        started_at_each_poll.append(len(processes))
+        time.sleep(seconds)
+
+    monkeypatch.setattr(pipes_subprocesses, "_wait", poll)
+    requests = requests_in(tmp_path, (11, 12, 13))
+    reports = run_generations(LocalCompute(max_concurrent=2), requests)
+
+    assert list(reports) == ["seed-11", "seed-12", "seed-13"]
+    for key, report in reports.items():
+        assert report.rows == 3 * 40
+        assert [Path(f).parent.name for f in report.files] == [key]
+        assert parquet_rows(report.files)["device_id"][0] == f"syn-{key.removeprefix('seed-')}-0"
+    # Two started before the first poll, the third only once one of them had ended.
+    assert started_at_each_poll[0] == 2
+    assert len(processes) == 3
+    # The cores are shared out among the processes as generator threads.
+    assert {p.extras["workers"] for p in processes} == {max(available_cores() // 2, 1)}
+
+
+@pytest.mark.slow
+def test_local_compute_runs_one_process_per_core_by_default(
+    tmp_path: Path, processes: list[RecordedProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(seconds: float) -> None:
+        raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
+
+    monkeypatch.setattr(pipes_subprocesses, "_wait", interrupt)
+    cores = available_cores()
+    with pytest.raises(dg.DagsterExecutionInterruptedError):
+        run_generations(LocalCompute(), requests_in(tmp_path, tuple(range(cores + 1))))
+    assert len(processes) == cores
+    assert {p.extras["workers"] for p in processes} == {1}
+    # The interrupt ended every process it had started: none outlives the step.
+    assert all(p.process.returncode is not None for p in processes)
+    assert all(p.process.returncode != 0 for p in processes)
+
+
+@pytest.mark.slow
+def test_the_first_failed_local_partition_stops_the_others(
+    tmp_path: Path, processes: list[RecordedProcess]
+) -> None:
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("a file where the output folder should be")
+    requests = {
+        # 20 million readings: many seconds of work, still running when the other fails.
+        "long": GenerationRequest(
+            spec=GenerationSpec(devices=4_000, duration_s=5_000, seed=1),
+            directory=str(tmp_path / "long"),
+        ),
+        "broken": GenerationRequest(spec=SPEC, directory=str(blocked / "out")),
+    }
+    began = time.monotonic()
+    with pytest.raises(SubprocessError, match="failed with code 1"):
+        run_generations(LocalCompute(max_concurrent=2), requests)
+    long_run, broken = processes
+    assert broken.process.returncode == 1
+    assert long_run.process.returncode not in (None, 0)  # interrupted, not finished
+    assert time.monotonic() - began < 60
 
 
 def test_a_report_must_come_exactly_once() -> None:
@@ -123,26 +232,26 @@ def batch(monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, aws_credentials: 
         stubber.assert_no_pending_responses()
 
 
-def job(status: str, **fields: Any) -> dict[str, Any]:
+def described(status: str, job_id: str = JOB_ID, **fields: Any) -> dict[str, Any]:
     return {
-        "jobs": [
-            {
-                "jobName": "firepipe-generate",
-                "jobId": JOB_ID,
-                "jobQueue": "q",
-                "status": status,
-                "startedAt": 1,
-                "jobDefinition": "firepipe-generate:3",
-                **fields,
-            }
-        ]
+        "jobName": "firepipe-generate",
+        "jobId": job_id,
+        "jobQueue": "q",
+        "status": status,
+        "startedAt": 1,
+        "jobDefinition": "firepipe-generate:3",
+        **fields,
     }
 
 
-def expect_submit(batch: Stubber, queue: str) -> None:
+def job(status: str, **fields: Any) -> dict[str, Any]:
+    return {"jobs": [described(status, **fields)]}
+
+
+def expect_submit(batch: Stubber, queue: str, job_id: str = JOB_ID) -> None:
     batch.add_response(
         "submit_job",
-        {"jobName": "firepipe-generate", "jobId": JOB_ID},
+        {"jobName": "firepipe-generate", "jobId": job_id},
         {
             "jobName": ANY,
             "jobQueue": queue,
@@ -234,7 +343,7 @@ def test_gpu_jobs_go_to_the_gpu_queue_with_one_gpu_and_cupy(
         {"jobs": [JOB_ID]},
     )
     request = GenerationRequest(spec=SPEC, directory=str(tmp_path), use_gpu=True)
-    with pytest.raises(GenerationError, match=f"FAILED: {reason}; container exit code 1 \\(OOM\\)"):
+    with pytest.raises(BatchJobError, match=f"FAILED: {reason}; container exit code 1 \\(OOM\\)"):
         run_generation(batch_compute(pipes_bucket), request)
     (params,) = seen
     overrides = params["containerOverrides"]
@@ -244,58 +353,121 @@ def test_gpu_jobs_go_to_the_gpu_queue_with_one_gpu_and_cupy(
     assert backends == ["cupy"]
 
 
-@pytest.mark.aws
-def test_an_interrupted_step_terminates_its_batch_job(
-    batch: Stubber, pipes_bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    expect_submit(batch, "firepipe-cpu")
-    batch.add_response("describe_jobs", job("RUNNABLE"), {"jobs": [JOB_ID]})
-    batch.add_response(
-        "terminate_job", {}, {"jobId": JOB_ID, "reason": "Dagster step was interrupted"}
+def run_the_containers(batch: Stubber, s3: Any, moto_endpoint: str) -> list[str]:
+    """What AWS Batch would start for each submitted job: the job definition's image with the
+    overrides (the entry point in a subprocess). Returns the order of the Batch calls."""
+    calls: list[str] = []
+
+    def run_the_container(params: dict[str, Any], **_: Any) -> None:
+        overrides = params["containerOverrides"]
+        env = {e["name"]: e["value"] for e in overrides["environment"]}
+        command = [sys.executable, *overrides["command"][1:]]
+        container_env = {**os.environ, **env, "AWS_ENDPOINT_URL": moto_endpoint}
+        done = subprocess.run(command, env=container_env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    batch.client.meta.events.register("before-parameter-build.batch.SubmitJob", run_the_container)
+    batch.client.meta.events.register(
+        "before-parameter-build.batch", lambda model, **_: calls.append(model.name)
     )
+    return calls
 
-    def interrupt(stop: threading.Event, seconds: float) -> None:
-        raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
 
-    monkeypatch.setattr(compute, "_wait", interrupt)
-    request = GenerationRequest(spec=SPEC, directory=str(tmp_path))
-    with pytest.raises(dg.DagsterExecutionInterruptedError):
-        run_generation(batch_compute(pipes_bucket), request)
+def assert_generated(reports: dict[str, GenerationReport], s3: Any, bucket: str) -> None:
+    assert list(reports) == ["seed-21", "seed-22", "seed-23"]
+    for key, report in reports.items():
+        assert report.rows == 3 * 40
+        assert parquet_rows(report.files)["device_id"][0] == f"syn-{key.removeprefix('seed-')}-0"
+    # Each job's Pipes session had its own key prefix: three message streams under pipes/.
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len({k.split("/")[1] for k in keys}) == 3
 
 
 @pytest.mark.aws
-def test_a_stopped_generation_in_a_worker_thread_terminates_its_batch_job(
+@pytest.mark.slow
+def test_all_of_a_runs_jobs_are_submitted_before_the_first_completes(
+    batch: Stubber, pipes_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    calls = run_the_containers(batch, s3, moto_endpoint)
+    ids = ["job-1", "job-2", "job-3"]
+    for job_id in ids:
+        expect_submit(batch, "firepipe-cpu", job_id)
+    statuses = [
+        described(s, i) for s, i in zip(["RUNNING", "SUCCEEDED", "RUNNABLE"], ids, strict=True)
+    ]
+    # One DescribeJobs call polls every job in flight.
+    batch.add_response("describe_jobs", {"jobs": statuses}, {"jobs": ids})
+    done = [described("SUCCEEDED", i) for i in ("job-1", "job-3")]
+    batch.add_response("describe_jobs", {"jobs": done}, {"jobs": ["job-1", "job-3"]})
+
+    requests = requests_in(tmp_path, (21, 22, 23))
+    reports = run_generations(batch_compute(pipes_bucket), requests)
+
+    assert calls == ["SubmitJob", "SubmitJob", "SubmitJob", "DescribeJobs", "DescribeJobs"]
+    assert_generated(reports, s3, pipes_bucket)
+
+
+@pytest.mark.aws
+@pytest.mark.slow
+def test_jobs_beyond_max_concurrent_take_the_first_free_slot(
+    batch: Stubber, pipes_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    calls = run_the_containers(batch, s3, moto_endpoint)
+    expect_submit(batch, "firepipe-cpu", "job-1")
+    expect_submit(batch, "firepipe-cpu", "job-2")
+    statuses = [described("SUCCEEDED", "job-1"), described("RUNNING", "job-2")]
+    batch.add_response("describe_jobs", {"jobs": statuses}, {"jobs": ["job-1", "job-2"]})
+    expect_submit(batch, "firepipe-cpu", "job-3")
+    done = [described("SUCCEEDED", i) for i in ("job-2", "job-3")]
+    batch.add_response("describe_jobs", {"jobs": done}, {"jobs": ["job-2", "job-3"]})
+
+    requests = requests_in(tmp_path, (21, 22, 23))
+    reports = run_generations(batch_compute(pipes_bucket, max_concurrent=2), requests)
+
+    assert calls == ["SubmitJob", "SubmitJob", "DescribeJobs", "SubmitJob", "DescribeJobs"]
+    assert_generated(reports, s3, pipes_bucket)
+
+
+@pytest.mark.aws
+def test_the_first_failed_job_terminates_the_others(
     batch: Stubber, pipes_bucket: str, tmp_path: Path
 ) -> None:
-    """Dagster interrupts only the step's main thread: the asset stops its workers' jobs by
-    setting their stop event, and each terminates its Batch job."""
-    expect_submit(batch, "firepipe-cpu")
-    batch.add_response("describe_jobs", job("RUNNABLE"), {"jobs": [JOB_ID]})
-    batch.add_response(
-        "terminate_job", {}, {"jobId": JOB_ID, "reason": "Dagster step was interrupted"}
-    )
-    stop = threading.Event()
-    outcome: list[BaseException] = []
+    ids = ["job-1", "job-2", "job-3"]
+    for job_id in ids:
+        expect_submit(batch, "firepipe-cpu", job_id)
+    statuses = [
+        described("RUNNING", "job-1"),
+        described("FAILED", "job-2", statusReason="Host EC2 instance terminated"),
+        described("RUNNABLE", "job-3"),
+    ]
+    batch.add_response("describe_jobs", {"jobs": statuses}, {"jobs": ids})
+    for job_id in ("job-1", "job-3"):
+        batch.add_response(
+            "terminate_job", {}, {"jobId": job_id, "reason": pipes_batch.SIBLING_FAILED_REASON}
+        )
+    with pytest.raises(BatchJobError, match=r"\(job-2\) FAILED: Host EC2 instance terminated"):
+        run_generations(batch_compute(pipes_bucket), requests_in(tmp_path, (31, 32, 33)))
 
-    @dg.asset
-    def generated(
-        context: dg.AssetExecutionContext, generator: GeneratorCompute
-    ) -> dg.MaterializeResult:
-        def work() -> None:
-            try:
-                generator.generate(
-                    context, GenerationRequest(spec=SPEC, directory=str(tmp_path)), stop
-                )
-            except BaseException as error:  # what the worker's future would hold
-                outcome.append(error)
 
-        worker = threading.Thread(target=work)
-        worker.start()
-        stop.set()  # the step was interrupted
-        worker.join(timeout=30)
-        assert not worker.is_alive()
-        return dg.MaterializeResult()
+@pytest.mark.aws
+def test_an_interrupted_step_terminates_its_batch_jobs(
+    batch: Stubber, pipes_bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ids = ["job-1", "job-2"]
+    for job_id in ids:
+        expect_submit(batch, "firepipe-cpu", job_id)
+    statuses = [described("RUNNABLE", i) for i in ids]
+    batch.add_response("describe_jobs", {"jobs": statuses}, {"jobs": ids})
+    for job_id in ids:
+        batch.add_response(
+            "terminate_job", {}, {"jobId": job_id, "reason": "Dagster step was interrupted"}
+        )
 
-    dg.materialize([generated], resources={"generator": batch_compute(pipes_bucket)})
-    assert [type(e) for e in outcome] == [dg.DagsterExecutionInterruptedError]
-    batch.assert_no_pending_responses()
+    def interrupt(seconds: float) -> None:
+        raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
+
+    monkeypatch.setattr(pipes_batch, "_wait", interrupt)
+    with pytest.raises(dg.DagsterExecutionInterruptedError):
+        run_generations(batch_compute(pipes_bucket), requests_in(tmp_path, (41, 42)))

@@ -3,16 +3,15 @@
 Partitioned by scenario family x batch (firepipe.defs.generation.partitions); each partition's
 seed and spec come from firepipe.core.simulation.partitions, the same function
 `firepipe generate --family F --batch B` calls. The generator runs through the
-`generator_compute` resource (a subprocess locally, AWS Batch in AWS), writes Parquet files into a
-per-run staging folder inside the table's own location, the checks judge them, and only then
-are they committed to `bronze.synthetic_readings` in one Iceberg transaction that replaces
-exactly the partitions of the run (`stage_check_commit`): a crash or a failed blocking check
-leaves no partial data, and re-running never duplicates.
+`generator_compute` resource (subprocesses locally, AWS Batch jobs in AWS), all of a run's
+partitions side by side, and writes Parquet files into a per-run staging folder inside the
+table's own location; the checks judge them, and only then are they committed to
+`bronze.synthetic_readings` in one Iceberg transaction that replaces exactly the partitions of
+the run (`stage_check_commit`): a crash or a failed blocking check leaves no partial data, and
+re-running never duplicates.
 """
 
-import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -91,45 +90,20 @@ def generate_cells(
     staging: str,
     started: dict[Cell, datetime],
 ) -> Generated:
-    """Every partition's files, generated under `staging` (noting when each started)."""
-    stop = threading.Event()
-
-    def generate(cell: Cell) -> GenerationReport:
-        started[cell] = datetime.now(UTC)
-        return compute.generate(
-            context,
-            GenerationRequest(
-                spec=generations[cell].spec,
-                directory=_writer_path(
-                    f"{staging}/scenario_family={cell.family}/batch={cell.batch}"
-                ),
-                backend=config.backend,
-                use_gpu=config.use_gpu,
-                constant_columns=generations[cell].constant_columns,
-                storage_options=lakehouse.storage_options(),
-            ),
-            stop,
+    """Every partition's files, generated together under `staging` (noting when they started)."""
+    requests = {
+        cell: GenerationRequest(
+            spec=generation.spec,
+            directory=_writer_path(f"{staging}/scenario_family={cell.family}/batch={cell.batch}"),
+            backend=config.backend,
+            use_gpu=config.use_gpu,
+            constant_columns=generation.constant_columns,
+            storage_options=lakehouse.storage_options(),
         )
-
-    if compute.max_concurrent == 1:
-        # On the step's own thread, where Dagster delivers an interrupt.
-        reports = {cell: generate(cell) for cell in generations}
-    else:
-        # Side by side; the first failure, or an interrupt of the step (which only the main
-        # thread sees), stops the others: Batch jobs are terminated, not left running.
-        with ThreadPoolExecutor(compute.max_concurrent) as pool:
-            futures = {cell: pool.submit(generate, cell) for cell in generations}
-            try:
-                wait(futures.values(), return_when=FIRST_EXCEPTION)
-            finally:
-                stop.set()
-                for future in futures.values():
-                    future.cancel()
-        ran = [f for f in futures.values() if not f.cancelled()]
-        failures = [error for f in ran if (error := f.exception()) is not None]
-        if failures:
-            raise failures[0]
-        reports = {cell: future.result() for cell, future in futures.items()}
+        for cell, generation in generations.items()
+    }
+    started.update(dict.fromkeys(requests, datetime.now(UTC)))
+    reports = compute.generate_all(context, requests)
     by_cell = {cell: _as_uri(report.files, staging) for cell, report in reports.items()}
     return Generated(reports, by_cell)
 
