@@ -38,13 +38,16 @@ def follow_partial_upstream(partitioned: dg.AssetKey) -> dg.AutomationCondition:
         f"no partition of {partitioned.to_user_string()}"
     )
     other_missing = dg.AutomationCondition.any_deps_missing().ignore(partial)
-    return FOLLOW_UPSTREAM.replace("any_deps_missing", other_missing | none_there)
+    return FOLLOW_UPSTREAM.replace("any_deps_missing", other_missing | none_there).with_label(
+        f"eager, with partitions of {partitioned.to_user_string()} missing"
+    )
 
 
-# Silver and gold are refreshed at least daily (the field extraction schedule), so a day without
-# a new materialisation means the chain is stuck; the warning comes two hours earlier.
+# Silver and gold are refreshed at least daily (the 01:00 field extraction), so a day and an
+# hour without a new materialisation (the daily run's own time, and some jitter) means the
+# chain is late, and two more hours mean it is stuck.
 LAKE_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=timedelta(hours=26), warn_window=timedelta(hours=24)
+    fail_window=timedelta(hours=27), warn_window=timedelta(hours=25)
 )
 
 automation = dg.AutomationConditionSensorDefinition(

@@ -1,11 +1,20 @@
-"""firepipe's Dagster instance: Dagster's own, refusing a run whose partition selection cannot
-work before the run exists.
+"""firepipe's Dagster instance: Dagster's own, with a run's partition tags made to agree and
+checked before the run exists.
 
-Dagster stores a new run first and reads its partition tags after: a range naming a key that
-does not exist leaves a run that never starts and a traceback, and a run of a partitioned asset
-without any partition fails at that asset's step, after the steps before it ran. Here both are
-refused while the run is created, with one line that says what to pass: `dagster job execute`
-prints it as `Error: ...` and exits non-zero, the UI shows it where the launch failed.
+- A job's tags go into every run of it, so the end_to_end job's default range arrives beside a
+  `dagster/partition` the user chose (one partition in the launchpad, `--tags` on the command
+  line), a mix Dagster refuses. One partition named is the user's choice: the range is dropped,
+  on every path that creates a run (`create_run`: the UI, sensors, schedules, `dagster job
+  launch`; `create_run_for_job`: `dagster job execute`, `execute_in_process`).
+- Dagster stores a new run first and reads its partition tags after: a range naming a key that
+  does not exist leaves a run that never starts and a traceback, and a run of a partitioned
+  asset without any partition fails at that asset's step, after the steps before it ran. For
+  runs made from a job definition in this process (`dagster job execute`, `execute_job`,
+  `execute_in_process`) both are refused before the run is stored, with one line that says
+  what to pass: `dagster job execute` prints it as `Error: ...` and exits non-zero. (The UI and
+  the daemon create runs from snapshots, without the partitions definitions at hand; Dagster's
+  own checks apply there.)
+
 The firepipe home's dagster.yaml names this class (firepipe.settings).
 """
 
@@ -65,6 +74,15 @@ def partition_selection_problem(
     return None
 
 
+def agreeing_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """`tags` with a partition range dropped when one partition is named too."""
+    tags = dict(tags or {})
+    if PARTITION_TAG in tags:
+        tags.pop(RANGE_START_TAG, None)
+        tags.pop(RANGE_END_TAG, None)
+    return tags
+
+
 class FirepipeInstance(dg.DagsterInstance):
     """Dagster's instance with the partition selection checked before a run is stored."""
 
@@ -81,9 +99,14 @@ class FirepipeInstance(dg.DagsterInstance):
         return InstanceRef.config_defaults(base_dir)
 
     def create_run_for_job(self, job_def: dg.JobDefinition, *args: Any, **kwargs: Any) -> Any:
+        kwargs["tags"] = agreeing_tags(kwargs.get("tags"))
         problem = partition_selection_problem(
-            job_def, kwargs.get("tags") or {}, kwargs.get("asset_selection")
+            job_def, kwargs["tags"], kwargs.get("asset_selection")
         )
         if problem is not None:
             raise PartitionSelectionError(f"{job_def.name}: {problem}")
         return super().create_run_for_job(job_def, *args, **kwargs)
+
+    def create_run(self, **kwargs: Any) -> Any:
+        kwargs["tags"] = agreeing_tags(kwargs.get("tags"))
+        return super().create_run(**kwargs)

@@ -2,6 +2,7 @@
 SQLite watermark store, a landing folder or S3 on moto, an Iceberg lake) and their sensors
 (dg.build_sensor_context against the same)."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from firepipe.defs.ingestion.assets import (
     field_readings,
     landed_readings,
 )
+from firepipe.defs.ingestion.schedules import field_extraction_daily
 from firepipe.defs.ingestion.sensors import (
     EXTRACTION_AFTER_TAG,
     LANDING_AFTER_TAG,
@@ -166,13 +168,20 @@ def sensor_context(instance: dg.DagsterInstance, cursor: str | None = None, **re
     return dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
 
 
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A persistent instance in a temporary folder: what a schedule's context needs."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
 def test_warehouse_sensor_asks_once_per_watermark_and_again_after_a_failed_run(
     warehouse: DuckDBWarehouseSource,
     watermarks: SqliteWatermarkStore,
     lakehouse: LocalLakehouse,
     tmp_path: Path,
+    instance: dg.DagsterInstance,
 ) -> None:
-    instance = dg.DagsterInstance.ephemeral()
 
     def tick() -> dg.RunRequest | dg.SkipReason:
         context = sensor_context(
@@ -199,7 +208,7 @@ def test_warehouse_sensor_asks_once_per_watermark_and_again_after_a_failed_run(
     assert tick().run_key == "field_readings after start attempt 2"
 
     # A run in flight for the same watermark: wait for it.
-    instance.add_run(
+    in_flight = instance.add_run(
         DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=request.tags)
     )
     assert "already running" in tick().skip_message
@@ -207,9 +216,28 @@ def test_warehouse_sensor_asks_once_per_watermark_and_again_after_a_failed_run(
     extract_run({**resources, "lakehouse": lakehouse}, chunk_rows=100)
     watermark = watermarks.get(EXTRACTION_NAME)
     assert f"nothing after {watermark}" in tick().skip_message
-
+    # The watermark moved on while that run still runs: still one extraction at a time, from
+    # the sensor and from the daily schedule alike (they share the extraction lock).
     append_field_rows(warehouse.path, warehouse.table, raw_rows(1, first_id=51))
+    assert f"already running: {in_flight.run_id}" in tick().skip_message
+    assert f"already running: {in_flight.run_id}" in str(daily_tick(instance, watermarks))
+    instance.report_run_failed(in_flight, "its worker was killed")
+
     assert tick().run_key == f"field_readings after {watermark} attempt 1"
+    daily = daily_tick(instance, watermarks)
+    assert isinstance(daily, dg.RunRequest)
+    assert daily.tags[EXTRACTION_AFTER_TAG] == str(watermark)
+
+
+def daily_tick(
+    instance: dg.DagsterInstance, watermarks: SqliteWatermarkStore
+) -> dg.RunRequest | str:
+    """The daily extraction schedule's request, or its skip message."""
+    with dg.build_schedule_context(
+        instance=instance, resources={"extraction_watermarks": watermarks}
+    ) as context:
+        result = field_extraction_daily(context)
+    return result if isinstance(result, dg.RunRequest) else str(result.skip_message)
 
 
 def test_landing_sensor_asks_once_per_cursor_and_again_after_a_failed_run(
@@ -235,16 +263,19 @@ def test_landing_sensor_asks_once_per_cursor_and_again_after_a_failed_run(
     )
     assert tick().run_key == "landing after start attempt 2"
     # One in flight: wait for it.
-    instance.add_run(
+    in_flight = instance.add_run(
         DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED, tags=request.tags)
     )
     assert "already running" in tick().skip_message
 
-    # Ingested: nothing is asked for until another file lands, then after the new ledger.
+    # Ingested: nothing is asked for until another file lands, then after the new ledger, once
+    # no ingestion run is in flight.
     landing_run(zone, lakehouse)
     assert isinstance(tick(), dg.SkipReason)
     after = zone.load_ledger().fingerprint()
     zone.drop("c.csv", b"device_id,ts\nd3,2026-11-01T08:00:00Z\n")
+    assert f"already running: {in_flight.run_id}" in tick().skip_message
+    instance.report_run_failed(in_flight, "its worker was killed")
     assert tick().run_key == f"landing after {after} attempt 1"
 
 

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.test_utils import create_run_for_test
 
 from firepipe import settings
 from firepipe.definitions import defs
 from firepipe.lib.instance import (
+    PARTITION_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
     PartitionSelectionError,
+    agreeing_tags,
     partition_selection_problem,
 )
 
@@ -43,7 +46,27 @@ def test_a_range_of_existing_keys_or_one_key_is_accepted(definitions: dg.Definit
     assert partition_selection_problem(job, job.run_tags) is None  # the job's own range
     one = {RANGE_START_TAG: "003|flaming", RANGE_END_TAG: "003|flaming"}
     assert partition_selection_problem(job, one) is None
-    assert partition_selection_problem(job, {"dagster/partition": "015|nuisance"}) is None
+    assert partition_selection_problem(job, {PARTITION_TAG: "015|nuisance"}) is None
+
+
+def test_one_partition_named_replaces_the_jobs_range(firepipe_home: Path) -> None:
+    """The launchpad and `--tags` add dagster/partition to the job's own range tags, a mix
+    Dagster refuses: the one partition is what the user chose."""
+    job = defs().resolve_job_def("end_to_end")
+    assert agreeing_tags({**job.run_tags, PARTITION_TAG: "003|flaming"}) == {
+        PARTITION_TAG: "003|flaming"
+    }
+    assert agreeing_tags(job.run_tags) == job.run_tags
+    with dg.DagsterInstance.from_config(str(settings.ensure_dagster_home())) as instance:
+        run = instance.create_run_for_job(job, tags={**job.run_tags, PARTITION_TAG: "003|flaming"})
+        assert run.tags[PARTITION_TAG] == "003|flaming"
+        assert RANGE_START_TAG not in run.tags
+        assert RANGE_END_TAG not in run.tags
+        # The path of the UI, sensors and schedules: a run made from the job's snapshot.
+        launched = create_run_for_test(
+            instance, job_name="end_to_end", tags={**job.run_tags, PARTITION_TAG: "000|nuisance"}
+        )
+        assert launched.tags == {PARTITION_TAG: "000|nuisance"}
 
 
 @pytest.mark.parametrize(
@@ -59,7 +82,7 @@ def test_a_range_of_existing_keys_or_one_key_is_accepted(definitions: dg.Definit
             {RANGE_START_TAG: "002|baseline", RANGE_END_TAG: "001|nuisance"},
             "starts at '002|baseline', after its end '001|nuisance'",
         ),
-        ({"dagster/partition": "baseline|000"}, "no partition 'baseline|000'"),
+        ({PARTITION_TAG: "baseline|000"}, "no partition 'baseline|000'"),
     ],
 )
 def test_a_selection_that_cannot_work_is_named(

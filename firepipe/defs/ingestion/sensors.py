@@ -1,18 +1,15 @@
-"""Sensors and a schedule for outside events: new rows in the field warehouse, new files in the
-landing zone, and a daily field extraction.
+"""Sensors for outside events: new rows in the field warehouse, new files in the landing zone.
 
-The sensors run by default: a deployment ingests from its first tick, and silver, gold and the
-ml assets follow through their automation conditions (firepipe.defs.automation). The daily
-extraction runs even when the warehouse sensor is stopped or found nothing new: its lookback
-re-reads the recent past for late rows, and it keeps bronze, and so silver, inside the lake's
-freshness window.
+Both run by default: a deployment ingests from its first tick, and silver, gold and the ml
+assets follow through their automation conditions (firepipe.defs.automation). The daily field
+extraction (firepipe.defs.ingestion.schedules) asks for its runs the same way (`attempt`).
 """
 
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from firepipe.core.ingestion.extraction import TransientError
+from firepipe.core.ingestion.extraction import TransientError, Watermark
 from firepipe.core.ingestion.landing import due
 from firepipe.defs.ingestion.assets import (
     EXTRACTION_NAME,
@@ -72,27 +69,42 @@ def field_warehouse_sensor(
         return dg.SkipReason(f"{warehouse_source.describe()} unreachable, next tick: {error}")
     if not new_rows:
         return dg.SkipReason(f"nothing after {watermark} in {warehouse_source.describe()}")
-    after = str(watermark) if watermark is not None else "start"
-    return _attempt(context, "field_readings", EXTRACTION_AFTER_TAG, after)
+    return extraction_attempt(context, watermark)
 
 
-def _attempt(
-    context: dg.SensorEvaluationContext, what: str, tag: str, after: str
+def extraction_attempt(
+    context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext, watermark: Watermark | None
 ) -> dg.RunRequest | dg.SkipReason:
-    """A run for the work past `after`, unless one is in flight: its run key names `after` and
-    the attempt, so a restarted daemon asks for the same run (Dagster runs a key once) and a
-    failed run, which leaves the durable cursor or watermark at `after`, is tried again."""
-    earlier = context.instance.get_runs(dg.RunsFilter(tags={tag: after}))
-    active = [run.run_id for run in earlier if run.status in _ACTIVE and _live(context, run)]
+    """An extraction run from `watermark` (None: from the start), unless one is in flight."""
+    after = str(watermark) if watermark is not None else "start"
+    return attempt(context, "field_readings", EXTRACTION_AFTER_TAG, after)
+
+
+def attempt(
+    context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext,
+    what: str,
+    tag: str,
+    after: str,
+) -> dg.RunRequest | dg.SkipReason:
+    """A run for the work past `after`, unless a run of the same work (any run carrying `tag`,
+    whoever asked for it) is in flight: one extraction or one ingestion at a time. Its run key
+    names `after` and the attempt, so a restarted daemon asks for the same run (Dagster runs a
+    key once) and a failed run, which leaves the durable cursor or watermark at `after`, is
+    tried again."""
+    in_flight = context.instance.get_runs(dg.RunsFilter(statuses=_ACTIVE))
+    active = [run.run_id for run in in_flight if tag in run.tags and _live(context, run)]
     if active:
-        return dg.SkipReason(f"{what} after {after} already running: {active[0]}")
+        return dg.SkipReason(f"{what} already running: {active[0]}")
+    earlier = context.instance.get_runs(dg.RunsFilter(tags={tag: after}))
     return dg.RunRequest(
         run_key=f"{what} after {after} attempt {len(earlier) + 1}",
         tags={tag: after, "dagster/max_runtime": str(SENSOR_RUN_MAX_RUNTIME_S)},
     )
 
 
-def _live(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -> bool:
+def _live(
+    context: dg.SensorEvaluationContext | dg.ScheduleEvaluationContext, run: dg.DagsterRun
+) -> bool:
     """False for a run whose processes were killed: it is marked failed here, so the sensor
     asks for the next attempt now instead of waiting on the dead run for good."""
     reason = fail_if_worker_gone(context.instance, run)
@@ -120,21 +132,4 @@ def landing_sensor(
     after = ledger.fingerprint()
     if not new and not rewritten:
         return dg.SkipReason(f"no new files in {landing_zone.describe()} (ledger {after})")
-    return _attempt(context, "landing", LANDING_AFTER_TAG, after)
-
-
-field_extraction = dg.define_asset_job(
-    "field_extraction",
-    selection=[FIELD_READINGS, FIELD_DEAD_LETTERS],
-    description="Extract the field warehouse's rows past the watermark into bronze.",
-)
-
-field_extraction_daily = dg.ScheduleDefinition(
-    name="field_extraction_daily",
-    job=field_extraction,
-    cron_schedule="0 1 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    tags={"dagster/max_runtime": str(SENSOR_RUN_MAX_RUNTIME_S)},
-    description="Extract the field warehouse once a day (01:00 UTC), whatever the sensor saw.",
-)
+    return attempt(context, "landing", LANDING_AFTER_TAG, after)

@@ -315,7 +315,7 @@ class EvaluationConfig(dg.Config):
         dg.AutomationCondition.any_deps_updated().ignore(
             dg.AssetSelection.assets(TRAINING_SET_KEY)
         ),
-    ),
+    ).with_label("eager, on a new detector"),
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,

@@ -6,8 +6,6 @@ last trained: a night without new data asks for no run. The candidate becomes th
 through ml/champion's rules (core `promotion.decide`).
 """
 
-from datetime import UTC, datetime
-
 import dagster as dg
 
 from firepipe.defs.training.assets import (
@@ -51,5 +49,4 @@ def nightly_retrain(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg
             f"{DETECTOR_KEY.to_user_string()} was trained after the newest training set"
         )
     # One run per scheduled night: a restarted daemon asks for the same key.
-    night = context.scheduled_execution_time or datetime.now(UTC)
-    return dg.RunRequest(run_key=f"retrain {night:%Y-%m-%d}")
+    return dg.RunRequest(run_key=f"retrain {context.scheduled_execution_time:%Y-%m-%d}")
