@@ -5,27 +5,32 @@ jobs together: it submits them up to `max_concurrent` in flight (more wait for a
 its own Pipes session under its own S3 key prefix, and polls every job in flight with one
 DescribeJobs call per 100 jobs (the API's limit) from the calling thread, where Dagster delivers
 an interrupt. The first failed job, or an interrupt, terminates the others before it raises.
+What started when (submitted, then as Batch reports it running), and what finished, is kept in a
+`Progress` the caller may hold (firepipe.lib.fan_out).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Generic
 
 import dagster as dg
 
+from firepipe.lib import fan_out
+from firepipe.lib.fan_out import K, Progress, R
 from firepipe.lib.pipes_s3 import s3_pipes_channels
-
-K = TypeVar("K", bound=Hashable)
 
 # AWS Batch job states after which nothing changes (AWS Batch API, DescribeJobs `status`).
 BATCH_DONE = frozenset({"SUCCEEDED", "FAILED"})
+# States in which a job's `startedAt` (when it went from STARTING to RUNNING) is real: the API
+# model marks the field required, but a job that has not run yet has none.
+BATCH_RAN = frozenset({"RUNNING", "SUCCEEDED", "FAILED"})
 # DescribeJobs takes at most 100 job ids a call.
 DESCRIBE_JOBS_MAX = 100
 INTERRUPTED_REASON = "Dagster step was interrupted"
@@ -54,11 +59,6 @@ class _Submitted(Generic[K]):
     closing: ExitStack
 
 
-def _wait(seconds: float) -> None:
-    """Sleep between polls; the step's interrupt is raised out of it."""
-    time.sleep(seconds)
-
-
 def _close_together(sessions: Sequence[ExitStack]) -> None:
     """Close Pipes sessions at once: each S3 reader polls once a second until its job's closing
     message, and without one (a failed or terminated job) waits 10 s more for late messages."""
@@ -80,7 +80,7 @@ def _failure(job: Mapping[str, Any]) -> BatchJobError:
     )
 
 
-class PipesBatchClient(dg.PipesClient):
+class PipesBatchClient:
     """Runs AWS Batch jobs, each under a Pipes session whose context and messages live in S3."""
 
     def __init__(
@@ -94,8 +94,7 @@ class PipesBatchClient(dg.PipesClient):
         message_interval_s: float = 10.0,
         max_concurrent: int = 16,
     ) -> None:
-        if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        fan_out.check_max_concurrent(max_concurrent)
         self._batch = batch
         self._s3 = s3
         self._bucket = bucket
@@ -104,42 +103,47 @@ class PipesBatchClient(dg.PipesClient):
         self._message_interval_s = message_interval_s
         self._max_concurrent = max_concurrent
 
-    def run(  # type: ignore[override]
+    def run_all(
         self,
         *,
         context: dg.AssetExecutionContext,
-        submit_job_params: Mapping[str, Any],
-        extras: Mapping[str, Any] | None = None,
-    ) -> dg.PipesClientCompletedInvocation:
-        """Run one job."""
-        return self.run_all(context=context, jobs={0: BatchJob(submit_job_params, extras)})[0]
-
-    def run_all(
-        self, *, context: dg.AssetExecutionContext, jobs: Mapping[K, BatchJob]
-    ) -> dict[K, dg.PipesClientCompletedInvocation]:
-        """Run every job, up to `max_concurrent` at once; each one's completed invocation, in
-        the order of `jobs`."""
+        jobs: Mapping[K, BatchJob],
+        result: Callable[[dg.PipesClientCompletedInvocation], R],
+        progress: Progress[K, R] | None = None,
+    ) -> dict[K, R]:
+        """Run every job, up to `max_concurrent` at once; `result` of each one's completed
+        invocation, in the order of `jobs`. `progress` records each start and result as they
+        happen."""
+        progress = Progress() if progress is None else progress
         pending = deque(jobs.items())
         in_flight: dict[str, _Submitted[K]] = {}
-        done: dict[K, dg.PipesClientCompletedInvocation] = {}
         try:
             while pending or in_flight:
-                while pending and len(in_flight) < self._max_concurrent:
+                while fan_out.slot_free(pending, in_flight, self._max_concurrent):
                     submitted = self._submit(context, *pending.popleft())
                     in_flight[submitted.job_id] = submitted
-                ended = [j for j in self._describe(list(in_flight)) if j["status"] in BATCH_DONE]
+                    progress.start(submitted.key)
+                described = self._describe(list(in_flight))
+                for job in described:
+                    if job["status"] in BATCH_RAN and job.get("startedAt"):
+                        running_since = datetime.fromtimestamp(job["startedAt"] / 1000, UTC)
+                        progress.start(in_flight[job["jobId"]].key, running_since)
+                ended = [job for job in described if job["status"] in BATCH_DONE]
                 finished = [in_flight.pop(job["jobId"]) for job in ended]
                 _close_together([s.closing for s in finished])
+                # Every job that succeeded counts, also when one that ended with it failed.
                 for job, submitted in zip(ended, finished, strict=True):
-                    if job["status"] != "SUCCEEDED":
-                        raise _failure(job)
-                    done[submitted.key] = self._completed(submitted)
-                if in_flight and not (pending and len(in_flight) < self._max_concurrent):
-                    _wait(self._poll_interval_s)
+                    if job["status"] == "SUCCEEDED":
+                        progress.finish(submitted.key, result(self._completed(submitted)))
+                failed = [job for job in ended if job["status"] != "SUCCEEDED"]
+                if failed:
+                    raise _failure(failed[0])
+                if in_flight and not fan_out.slot_free(pending, in_flight, self._max_concurrent):
+                    fan_out.wait(self._poll_interval_s)
         except BaseException as error:
             self._terminate(context, list(in_flight.values()), error)
             raise
-        return {key: done[key] for key in jobs}
+        return progress.results(jobs)
 
     def _submit(self, context: dg.AssetExecutionContext, key: K, job: BatchJob) -> _Submitted[K]:
         # A reader keeps per-session state (the launched and opened payloads): one per job.

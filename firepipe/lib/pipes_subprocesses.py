@@ -7,7 +7,8 @@ step's main thread, so processes waited on by worker threads would outlive it.
 file for the context and one for the messages, as dagster's client), polls them from the
 calling thread, starts the next as one ends, and on the first failure or an interrupt ends the
 others (SIGINT, as dagster's client forwards it, then SIGKILL after a grace period) before it
-raises.
+raises. What started when, and what finished, is kept in a `Progress` the caller may hold
+(firepipe.lib.fan_out).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import signal
 import subprocess
 import time
 from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from typing import Any, TypeVar
+from typing import Any
 
 import dagster as dg
 
-K = TypeVar("K", bound=Hashable)
+from firepipe.lib import fan_out
+from firepipe.lib.fan_out import K, Progress, R
 
 # Popen offers no portable handle to wait on several processes at once, so they are polled. A
 # generator process of make run's size lives about half a second: 20 ms leaves a slot idle
@@ -42,11 +44,6 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1
-
-
-def _wait(seconds: float) -> None:
-    """Sleep between polls; the step's interrupt is raised out of it."""
-    time.sleep(seconds)
 
 
 class _Process:
@@ -101,23 +98,26 @@ def run_side_by_side(
     command: Sequence[str],
     extras: Mapping[K, Mapping[str, Any]],
     max_concurrent: int,
-) -> dict[K, dg.PipesSession]:
+    result: Callable[[dg.PipesSession], R],
+    progress: Progress[K, R] | None = None,
+) -> dict[K, R]:
     """Run `command` once per entry of `extras` (its Pipes extras), at most `max_concurrent` at
-    a time; the closed Pipes session of each, by key in the order of `extras`."""
-    if max_concurrent < 1:
-        raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
+    a time; `result` of each one's closed Pipes session, by key in the order of `extras`.
+    `progress` records each start and result as they happen."""
+    fan_out.check_max_concurrent(max_concurrent)
+    progress = Progress() if progress is None else progress
     pending = deque(extras.items())
     running: dict[K, _Process] = {}
-    sessions: dict[K, dg.PipesSession] = {}
     try:
         while pending or running:
-            while pending and len(running) < max_concurrent:
+            while fan_out.slot_free(pending, running, max_concurrent):
                 key, job_extras = pending.popleft()
                 running[key] = _Process(context, command, job_extras)
+                progress.start(key)
             for key in [k for k, p in running.items() if p.process.poll() is not None]:
-                sessions[key] = running.pop(key).finish()
-            if running:
-                _wait(POLL_INTERVAL_S)
+                progress.finish(key, result(running.pop(key).finish()))
+            if running and not fan_out.slot_free(pending, running, max_concurrent):
+                fan_out.wait(POLL_INTERVAL_S)
     finally:
         if running:
             pids = ", ".join(str(p.process.pid) for p in running.values())
@@ -127,4 +127,4 @@ def run_side_by_side(
             deadline = time.monotonic() + STOP_GRACE_S
             for process in running.values():
                 process.stop(deadline)
-    return {key: sessions[key] for key in extras}
+    return progress.results(extras)

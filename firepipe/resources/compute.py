@@ -5,24 +5,25 @@ A run's partitions reach the compute together (`generate_all`) and run side by s
 core (firepipe.lib.pipes_subprocesses); `BatchCompute` submits it as AWS Batch jobs on a CPU or a
 GPU queue, with the Pipes context and messages in S3 (firepipe.lib.pipes_batch). Both wait from
 the step's own thread, stop the others on the first failure or an interrupt, and return what
-the entry point reported (`GenerationReport`), so the asset does not know where it ran.
+the entry point reported (`GenerationReport`), so the asset does not know where it ran. A
+`GenerationProgress` the caller passes in keeps, as it happens, when each request started and
+what each finished one reported: the caller reads it also after a failure or an interrupt.
 """
 
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from firepipe.core.simulation.simulator import GenerationSpec
+from firepipe.lib.fan_out import K, Progress
 from firepipe.lib.pipes_batch import BatchJob, PipesBatchClient
 from firepipe.lib.pipes_subprocesses import available_cores, run_side_by_side
 from firepipe.services import generate as entry
-
-K = TypeVar("K", bound=Hashable)
 
 GENERATOR_COMMAND = ("python", "-m", "firepipe.services.generate")
 # The array backend a GPU run uses when the request names a CPU one (issue 3: CuPy on a GPU).
@@ -82,6 +83,16 @@ class GenerationReport:
             backend=str(r["backend"]),
         )
 
+    @classmethod
+    def of(cls, run: dg.PipesSession | dg.PipesClientCompletedInvocation) -> "GenerationReport":
+        """What a finished session or invocation of the entry point reported."""
+        return cls.from_messages(run.get_custom_messages())
+
+
+# When each request of a run started (its process or job; UTC) and what each finished one
+# reported, by the caller's key.
+GenerationProgress = Progress[K, GenerationReport]
+
 
 def resolve_backend(backend: str, use_gpu: bool) -> str:
     """The array backend to run: a GPU run replaces a CPU-only backend by CuPy."""
@@ -95,17 +106,15 @@ class GeneratorCompute(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def generate_all(
-        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+        self,
+        context: dg.AssetExecutionContext,
+        requests: Mapping[K, GenerationRequest],
+        progress: GenerationProgress[K] | None = None,
     ) -> dict[K, GenerationReport]:
         """Run every request, side by side up to the compute's `max_concurrent`, from the
         calling thread (the step's, where Dagster delivers an interrupt); the first failure or
-        an interrupt stops the others. What each reported, by key."""
-
-    def generate(
-        self, context: dg.AssetExecutionContext, request: GenerationRequest
-    ) -> GenerationReport:
-        """Run one request."""
-        return self.generate_all(context, {0: request})[0]
+        an interrupt stops the others. What each reported, by key; `progress` gets each start
+        and report as it happens."""
 
     def _backend(self, request: GenerationRequest) -> tuple[bool, str]:
         use_gpu = self.use_gpu if request.use_gpu is None else request.use_gpu
@@ -123,7 +132,10 @@ class LocalCompute(GeneratorCompute):
     )
 
     def generate_all(
-        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+        self,
+        context: dg.AssetExecutionContext,
+        requests: Mapping[K, GenerationRequest],
+        progress: GenerationProgress[K] | None = None,
     ) -> dict[K, GenerationReport]:
         cores = available_cores()
         slots = max(min(self.max_concurrent or cores, len(requests)), 1)
@@ -136,11 +148,7 @@ class LocalCompute(GeneratorCompute):
             for key, request in requests.items()
         }
         command = [sys.executable, *GENERATOR_COMMAND[1:]]
-        sessions = run_side_by_side(context, command, extras, slots)
-        return {
-            key: GenerationReport.from_messages(session.get_custom_messages())
-            for key, session in sessions.items()
-        }
+        return run_side_by_side(context, command, extras, slots, GenerationReport.of, progress)
 
 
 class BatchCompute(GeneratorCompute):
@@ -176,7 +184,10 @@ class BatchCompute(GeneratorCompute):
         return batch, s3
 
     def generate_all(
-        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+        self,
+        context: dg.AssetExecutionContext,
+        requests: Mapping[K, GenerationRequest],
+        progress: GenerationProgress[K] | None = None,
     ) -> dict[K, GenerationReport]:
         batch, s3 = self._clients()
         client = PipesBatchClient(
@@ -189,11 +200,9 @@ class BatchCompute(GeneratorCompute):
             max_concurrent=self.max_concurrent,
         )
         jobs = {key: self._job(context, request) for key, request in requests.items()}
-        invocations = client.run_all(context=context, jobs=jobs)
-        return {
-            key: GenerationReport.from_messages(invocation.get_custom_messages())
-            for key, invocation in invocations.items()
-        }
+        return client.run_all(
+            context=context, jobs=jobs, result=GenerationReport.of, progress=progress
+        )
 
     def _job(self, context: dg.AssetExecutionContext, request: GenerationRequest) -> BatchJob:
         use_gpu, backend = self._backend(request)

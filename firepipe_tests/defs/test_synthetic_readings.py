@@ -1,8 +1,10 @@
 """bronze/synthetic_readings materialised in process: one partition, its history, and a failure."""
 
 from collections.abc import Hashable, Mapping
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import dagster as dg
 import polars as pl
@@ -13,7 +15,13 @@ from polars.testing import assert_frame_equal
 from firepipe.cli import main
 from firepipe.core.simulation.partitions import partition_seed
 from firepipe.defs.generation.assets import ASSET_KEY, TABLE, synthetic_readings
-from firepipe.resources.compute import GenerationReport, GenerationRequest, LocalCompute
+from firepipe.lib import pipes_subprocesses
+from firepipe.resources.compute import (
+    GenerationProgress,
+    GenerationReport,
+    GenerationRequest,
+    LocalCompute,
+)
 from firepipe.resources.history import SqliteGenerationHistory
 from firepipe.resources.lakehouse import LocalLakehouse
 
@@ -22,23 +30,37 @@ K = TypeVar("K", bound=Hashable)
 CONFIG = {"ops": {"bronze__synthetic_readings": {"config": {"devices": 5, "duration_s": 120}}}}
 
 
-class BrokenCompute(LocalCompute):
-    """Generates like the local compute, then fails as a lost Batch job would."""
+class SecondPartitionFails(LocalCompute):
+    """The local compute whose second partition's generator fails (its output folder lies under
+    a file); with one process at a time, the third never starts."""
+
+    order: ClassVar[list[Hashable]] = []  # the keys of its last run
 
     def generate_all(
-        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+        self,
+        context: dg.AssetExecutionContext,
+        requests: Mapping[K, GenerationRequest],
+        progress: GenerationProgress[K] | None = None,
     ) -> dict[K, GenerationReport]:
-        super().generate_all(context, requests)
-        raise RuntimeError("Batch job failed: Host EC2 instance terminated")
+        SecondPartitionFails.order[:] = list(requests)
+        second = list(requests)[1]
+        blocked = Path(requests[second].directory)
+        blocked.parent.mkdir(parents=True)
+        blocked.write_text("a file where the output folder should be")
+        broken = replace(requests[second], directory=str(blocked / "out"))
+        return super().generate_all(context, {**requests, second: broken}, progress)
 
 
 class MislabellingCompute(LocalCompute):
     """Generates, then corrupts the labels of its files as a buggy generator image would."""
 
     def generate_all(
-        self, context: dg.AssetExecutionContext, requests: Mapping[K, GenerationRequest]
+        self,
+        context: dg.AssetExecutionContext,
+        requests: Mapping[K, GenerationRequest],
+        progress: GenerationProgress[K] | None = None,
     ) -> dict[K, GenerationReport]:
-        reports = super().generate_all(context, requests)
+        reports = super().generate_all(context, requests, progress)
         for path in (f for report in reports.values() for f in report.files):
             frame = pl.read_parquet(path)
             frame.with_columns(pl.lit(True).alias("is_fire")).write_parquet(path)
@@ -58,6 +80,27 @@ def materialise(
             "generation_history": SqliteGenerationHistory(path=str(tmp_path / "history.db")),
         },
         instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def materialise_range(
+    tmp_path: Path, first: str, last: str, compute: LocalCompute
+) -> dg.ExecuteInProcessResult:
+    """One run of the partitions from `first` to `last` (a backfill's single run)."""
+    return dg.materialize(
+        [synthetic_readings],
+        run_config=CONFIG,
+        resources={
+            "lakehouse": LocalLakehouse(root=str(tmp_path / "lake")),
+            "generator_compute": compute,
+            "generation_history": SqliteGenerationHistory(path=str(tmp_path / "history.db")),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
         raise_on_error=False,
     )
 
@@ -96,15 +139,30 @@ def test_one_partition_lands_with_its_checks_and_history(tmp_path: Path) -> None
     assert record.dagster_run_id == result.run_id
 
 
-def test_a_failed_generation_commits_nothing_and_is_recorded(tmp_path: Path) -> None:
-    result = materialise(tmp_path, "000|flaming", BrokenCompute())
+def test_a_failed_partition_commits_nothing_and_records_only_what_started(
+    tmp_path: Path,
+) -> None:
+    compute = SecondPartitionFails(max_concurrent=1)
+    result = materialise_range(tmp_path, "000|baseline", "000|smouldering", compute)
     assert not result.success
     lake = LocalLakehouse(root=str(tmp_path / "lake"))
     assert TABLE not in lake.list_tables()
     staged = tmp_path / "lake" / "warehouse" / "bronze" / "synthetic_readings" / "data" / "staged"
     assert not list(staged.rglob("*.parquet"))  # the run's staged files were discarded
-    [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
-    assert (record.status, record.partition_key, record.rows) == ("failed", "000|flaming", 0)
+    cells = SecondPartitionFails.order
+    assert len(cells) == 3
+    finished, broken = (cell.key for cell in cells[:2])  # type: ignore[attr-defined]
+    history = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
+    records = {r.partition_key: r for r in history}
+    assert set(records) == {finished, broken}  # the third partition never started
+    assert {r.status for r in history} == {"failed"}  # nothing of the run was committed
+    # The first finished: its own rows and generator seconds. The second was the failure.
+    assert records[finished].rows == 5 * 120
+    assert records[finished].duration_s > 0
+    assert records[broken].rows == 0
+    # Each has its own start: one process at a time, the second began after the first ended.
+    ended = records[finished].started_at + timedelta(seconds=records[finished].duration_s)
+    assert records[broken].started_at >= ended
 
 
 def test_rows_failing_a_blocking_check_are_never_committed(tmp_path: Path) -> None:
@@ -117,26 +175,37 @@ def test_rows_failing_a_blocking_check_are_never_committed(tmp_path: Path) -> No
     assert evaluations["schema"] is True
     assert TABLE not in LocalLakehouse(root=str(tmp_path / "lake")).list_tables()
     [record] = SqliteGenerationHistory(path=str(tmp_path / "history.db")).recent()
-    assert record.status == "failed"
+    # Generated, then refused by a blocking check: not committed, its rows still counted.
+    assert (record.status, record.rows) == ("failed", 5 * 120)
 
 
-def test_partitions_of_one_run_generate_side_by_side(tmp_path: Path) -> None:
-    lakehouse = LocalLakehouse(root=str(tmp_path / "lake"))
-    result = dg.materialize(
-        [synthetic_readings],
-        run_config=CONFIG,
-        resources={
-            "lakehouse": lakehouse,
-            "generator_compute": LocalCompute(max_concurrent=3),
-            "generation_history": SqliteGenerationHistory(path=str(tmp_path / "history.db")),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-        tags={
-            "dagster/asset_partition_range_start": "000|baseline",
-            "dagster/asset_partition_range_end": "000|nuisance",
-        },
+class TracedProcess(pipes_subprocesses._Process):
+    """A generator process that notes when the runner started it and when it saw it finish."""
+
+    events: ClassVar[list[str]] = []
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        TracedProcess.events.append("start")
+
+    def finish(self) -> dg.PipesSession:
+        TracedProcess.events.append("finish")
+        return super().finish()
+
+
+def test_partitions_of_one_run_generate_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(TracedProcess, "events", [])
+    monkeypatch.setattr(pipes_subprocesses, "_Process", TracedProcess)
+    result = materialise_range(
+        tmp_path, "000|baseline", "000|nuisance", LocalCompute(max_concurrent=3)
     )
     assert result.success
+    # Three processes started before the first finished; the fourth took the first free slot.
+    assert TracedProcess.events[:4] == ["start", "start", "start", "finish"]
+    assert TracedProcess.events.count("start") == 4
+    lakehouse = LocalLakehouse(root=str(tmp_path / "lake"))
     rows = lakehouse.read(TABLE)
     assert rows.group_by("scenario_family").len().sort("scenario_family").rows() == [
         ("baseline", 600),
@@ -162,6 +231,17 @@ def test_partitions_of_one_run_generate_side_by_side(tmp_path: Path) -> None:
         "000|smouldering",
     ]
     assert {r.status for r in history} == {"succeeded"}
+    # Each partition has its own start; the run's rate is per second of its wall time, and
+    # the generators' own seconds are reported apart, added up.
+    assert len({r.started_at for r in history}) == 4
+    events = result.get_asset_materialization_events()  # one a partition, the run's metadata
+    assert len(events) == 4
+    metadata = {k: v.value for k, v in events[0].materialization.metadata.items()}
+    wall_s = metadata["generation_wall_s"]
+    assert wall_s >= max(r.duration_s for r in history) - 0.001
+    assert metadata["rows_per_wall_s"] == pytest.approx(2400 / wall_s, rel=0.01)
+    summed = metadata["generation_s_summed_over_partitions"]
+    assert summed == pytest.approx(sum(r.duration_s for r in history), abs=0.002)
 
 
 def test_the_cli_makes_the_same_bytes_as_the_asset_for_a_partition(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,13 +22,14 @@ from dagster._core.pipes import utils as pipes_utils
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, decode_param
 
 from firepipe.core.simulation.simulator import GenerationSpec
-from firepipe.lib import pipes_batch, pipes_subprocesses
+from firepipe.lib import fan_out, pipes_batch, pipes_subprocesses
 from firepipe.lib.pipes_batch import BatchJobError
 from firepipe.lib.pipes_subprocesses import SubprocessError, available_cores
 from firepipe.resources import compute
 from firepipe.resources.compute import (
     BatchCompute,
     GenerationError,
+    GenerationProgress,
     GenerationReport,
     GenerationRequest,
     GeneratorCompute,
@@ -40,16 +42,18 @@ SPEC = GenerationSpec(devices=3, duration_s=40, seed=5, families=("flaming",))
 JOB_ID = "0b2c7a1e-job"
 
 
-def run_generation(resource: GeneratorCompute, request: GenerationRequest) -> GenerationReport:
-    return call_in_asset(resource, lambda context, generator: generator.generate(context, request))
-
-
 def run_generations(
-    resource: GeneratorCompute, requests: Mapping[str, GenerationRequest]
+    resource: GeneratorCompute,
+    requests: Mapping[str, GenerationRequest],
+    progress: GenerationProgress[str] | None = None,
 ) -> dict[str, GenerationReport]:
     return call_in_asset(
-        resource, lambda context, generator: generator.generate_all(context, requests)
+        resource, lambda context, generator: generator.generate_all(context, requests, progress)
     )
+
+
+def run_generation(resource: GeneratorCompute, request: GenerationRequest) -> GenerationReport:
+    return run_generations(resource, {"only": request})["only"]
 
 
 def requests_in(folder: Path, seeds: tuple[int, ...]) -> dict[str, GenerationRequest]:
@@ -122,11 +126,17 @@ def test_local_partitions_run_side_by_side_within_the_cores(
         started_at_each_poll.append(len(processes))
         time.sleep(seconds)
 
-    monkeypatch.setattr(pipes_subprocesses, "_wait", poll)
+    monkeypatch.setattr(fan_out, "wait", poll)
     requests = requests_in(tmp_path, (11, 12, 13))
-    reports = run_generations(LocalCompute(max_concurrent=2), requests)
+    progress: GenerationProgress[str] = GenerationProgress()
+    began = datetime.now(UTC)
+    reports = run_generations(LocalCompute(max_concurrent=2), requests, progress)
 
     assert list(reports) == ["seed-11", "seed-12", "seed-13"]
+    # The progress saw what was returned, and when each process started: the third last.
+    assert progress.finished == reports
+    assert list(progress.started) == list(reports)
+    assert began <= progress.started["seed-11"] <= progress.started["seed-13"]
     for key, report in reports.items():
         assert report.rows == 3 * 40
         assert [Path(f).parent.name for f in report.files] == [key]
@@ -145,7 +155,7 @@ def test_local_compute_runs_one_process_per_core_by_default(
     def interrupt(seconds: float) -> None:
         raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
 
-    monkeypatch.setattr(pipes_subprocesses, "_wait", interrupt)
+    monkeypatch.setattr(fan_out, "wait", interrupt)
     cores = available_cores()
     with pytest.raises(dg.DagsterExecutionInterruptedError):
         run_generations(LocalCompute(), requests_in(tmp_path, tuple(range(cores + 1))))
@@ -171,12 +181,16 @@ def test_the_first_failed_local_partition_stops_the_others(
         "broken": GenerationRequest(spec=SPEC, directory=str(blocked / "out")),
     }
     began = time.monotonic()
+    progress: GenerationProgress[str] = GenerationProgress()
     with pytest.raises(SubprocessError, match="failed with code 1"):
-        run_generations(LocalCompute(max_concurrent=2), requests)
+        run_generations(LocalCompute(max_concurrent=2), requests, progress)
     long_run, broken = processes
     assert broken.process.returncode == 1
     assert long_run.process.returncode not in (None, 0)  # interrupted, not finished
     assert time.monotonic() - began < 60
+    # Both started, neither finished: what the caller still knows after the failure.
+    assert set(progress.started) == {"long", "broken"}
+    assert progress.finished == {}
 
 
 def test_a_report_must_come_exactly_once() -> None:
@@ -468,6 +482,35 @@ def test_an_interrupted_step_terminates_its_batch_jobs(
     def interrupt(seconds: float) -> None:
         raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
 
-    monkeypatch.setattr(pipes_batch, "_wait", interrupt)
+    monkeypatch.setattr(fan_out, "wait", interrupt)
     with pytest.raises(dg.DagsterExecutionInterruptedError):
         run_generations(batch_compute(pipes_bucket), requests_in(tmp_path, (41, 42)))
+
+
+@pytest.mark.aws
+@pytest.mark.slow
+def test_a_failed_job_leaves_the_progress_of_those_that_succeeded_or_never_started(
+    batch: Stubber, pipes_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    run_the_containers(batch, s3, moto_endpoint)
+    expect_submit(batch, "firepipe-cpu", "job-1")
+    expect_submit(batch, "firepipe-cpu", "job-2")
+    running_since_ms = 1_767_225_600_000  # 2026-01-01T00:00:00Z, as Batch reports startedAt
+    # The failure is listed first: job-1's success in the same answer still counts.
+    ended = [
+        described("FAILED", "job-2", statusReason="Host EC2 instance terminated"),
+        described("SUCCEEDED", "job-1", startedAt=running_since_ms),
+    ]
+    batch.add_response("describe_jobs", {"jobs": ended}, {"jobs": ["job-1", "job-2"]})
+
+    progress: GenerationProgress[str] = GenerationProgress()
+    requests = requests_in(tmp_path, (51, 52, 53))
+    with pytest.raises(BatchJobError, match=r"\(job-2\) FAILED"):
+        run_generations(batch_compute(pipes_bucket, max_concurrent=2), requests, progress)
+
+    # seed-53 waited for a slot and never started; seed-51's start is Batch's, not the submit's.
+    assert list(progress.started) == ["seed-51", "seed-52"]
+    assert progress.started["seed-51"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert list(progress.finished) == ["seed-51"]
+    assert progress.finished["seed-51"].rows == 3 * 40

@@ -11,12 +11,14 @@ Spark start)."""
 
 import itertools
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -26,6 +28,7 @@ from dagster_pipes import PipesContext, decode_param
 
 from firepipe.core.features.spec import ID_COLUMNS, Difference, FeatureSpec, Rolling
 from firepipe.core.features.spec import compute_features as polars_features
+from firepipe.resources import spark_emr, spark_glue
 from firepipe.resources.spark import SparkCompute, SparkComputeError
 from firepipe.resources.spark_emr import STEP_NAME, EmrStepsSparkCompute
 from firepipe.resources.spark_glue import GlueSparkCompute
@@ -127,6 +130,18 @@ def assert_matches_polars(report: dict[str, Any], silver: pl.DataFrame) -> None:
         got = written[name].cast(pl.Float64).to_numpy()
         want = expected[name].cast(pl.Float64).to_numpy()
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=name)
+
+
+class InterruptingClock:
+    """The `time` module as a wait loop sees it, but its sleep is where the step's interrupt
+    arrives (Dagster raises it in the step's thread, which waits there between polls)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
 
 
 class FakeRun:
@@ -304,6 +319,26 @@ def test_a_failed_emr_step_raises_an_error_with_emrs_reasons(
             output_dir="s3://lake/gold/staged/run",
         )
     assert reason in str(raised.value)
+
+
+@pytest.mark.aws
+def test_an_interrupted_emr_run_terminates_its_cluster(
+    emr: Stubber, pipes_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wait is firepipe's; dagster-aws's run() catches the interrupt and terminates the
+    # cluster (PipesEMRClient, forward_termination on by default).
+    emr.add_response("run_job_flow", {"JobFlowId": CLUSTER})
+    emr.add_response("describe_cluster", cluster("STARTING"), {"ClusterId": CLUSTER})
+    emr.add_response("terminate_job_flows", {}, {"JobFlowIds": [CLUSTER]})
+    monkeypatch.setattr(spark_emr, "time", InterruptingClock())
+    with pytest.raises(dg.DagsterExecutionInterruptedError):
+        compute(
+            emr_compute(pipes_bucket),
+            input_files=["s3://lake/silver/a.parquet"],
+            spec=SPEC,
+            output_dir="s3://lake/gold/staged/run",
+        )
+    # The emr fixture then requires every stubbed call made, TerminateJobFlows among them.
 
 
 @pytest.mark.aws
@@ -500,6 +535,34 @@ def test_a_failed_glue_job_run_raises_an_error_with_glues_reason(
                 output_dir="s3://lake/gold/staged/run",
             )
         stubbed.assert_no_pending_responses()
+
+
+@pytest.mark.aws
+def test_an_interrupted_glue_run_is_stopped(
+    s3: Any, pipes_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    glue = boto3.client("glue", region_name=REGION)
+    use_glue(monkeypatch, glue, s3)
+    monkeypatch.setattr(spark_glue, "time", InterruptingClock())
+    ids = {"JobName": JOB, "RunId": "jr_0123"}
+    running = {"JobRun": {"Id": "jr_0123", "JobName": JOB, "JobRunState": "RUNNING"}}
+    with Stubber(glue) as stubbed:
+        stubbed.add_response("start_job_run", {"JobRunId": "jr_0123"})
+        stubbed.add_response("get_job_run", running, ids)  # dagster-aws's look after starting
+        stubbed.add_response("get_job_run", running, ids)  # the first poll of firepipe's wait
+        stubbed.add_response(
+            "batch_stop_job_run",
+            {"SuccessfulSubmissions": [{"JobName": JOB, "JobRunId": "jr_0123"}], "Errors": []},
+            {"JobName": JOB, "JobRunIds": ["jr_0123"]},
+        )
+        with pytest.raises(dg.DagsterExecutionInterruptedError):
+            compute(
+                glue_compute(pipes_bucket),
+                input_files=["s3://lake/silver/a.parquet"],
+                spec=SPEC,
+                output_dir="s3://lake/gold/staged/run",
+            )
+        stubbed.assert_no_pending_responses()  # BatchStopJobRun was called, for this run
 
 
 def test_the_glue_request_carries_the_runs_settings_over_the_jobs() -> None:

@@ -8,14 +8,17 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import polars as pl
 import pytest
 from botocore.stub import Stubber
 from dagster._core.pipes import utils as pipes_utils
+from dagster_aws.pipes.clients import emr_serverless as dagster_emr_serverless
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, decode_param
 
 from firepipe.core.features.spec import Difference, FeatureSpec, Rolling
@@ -243,6 +246,43 @@ def test_a_failed_job_run_raises_an_error_with_emrs_reason(
             spec=SPEC,
             output_dir="s3://lake/gold/staged/run",
         )
+
+
+class InterruptingClock:
+    """The `time` module as a wait loop sees it, but its sleep is where the step's interrupt
+    arrives (Dagster raises it in the step's thread, which waits there between polls)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
+
+
+@pytest.mark.aws
+def test_an_interrupted_job_run_is_cancelled(
+    emr: Stubber, pipes_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # firepipe's wait defers to dagster-aws's loop, which sleeps between polls; its run()
+    # catches the interrupt and cancels the run (forward_termination on by default).
+    monkeypatch.setattr(dagster_emr_serverless, "time", InterruptingClock())
+    expect_start(emr)
+    expect_poll(emr, "RUNNING")
+    expect_dashboard(emr)
+    emr.add_response(
+        "cancel_job_run",
+        {"applicationId": APPLICATION, "jobRunId": JOB_RUN},
+        {"applicationId": APPLICATION, "jobRunId": JOB_RUN},
+    )
+    with pytest.raises(dg.DagsterExecutionInterruptedError):
+        compute(
+            emr_compute(pipes_bucket),
+            input_files=["s3://lake/silver/a.parquet"],
+            spec=SPEC,
+            output_dir="s3://lake/gold/staged/run",
+        )
+    # The emr fixture then requires every stubbed call made, CancelJobRun among them.
 
 
 def test_packaging_and_logging_options_reach_the_job_request() -> None:
