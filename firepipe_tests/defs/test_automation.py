@@ -1,8 +1,10 @@
 """What runs by itself: the automation conditions evaluated with Dagster's own evaluator on the
-whole code location, the schedules ticked with their contexts, and what starts by default.
+code location's asset graph, the schedules ticked with their contexts, and what starts by
+default.
 
-Upstream updates are reported as runless materialisations: the conditions read the instance's
-event log, so this is what a real run leaves behind, without running one."""
+The conditions run on a stand-in of the graph (each asset's own condition and partitions,
+bodies that do nothing), materialised by real runs: what a condition reads is the instance's
+runs and materialisations, and which assets a run included."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,9 +15,11 @@ import pytest
 
 from firepipe.definitions import defs
 from firepipe.defs.generation.partitions import default_range_tags
+from firepipe.lib.instance import RANGE_END_TAG, RANGE_START_TAG
 
 SYNTHETIC = dg.AssetKey(["bronze", "synthetic_readings"])
 FIELD = dg.AssetKey(["bronze", "field_readings"])
+LANDED = dg.AssetKey(["bronze", "landed_readings"])
 SILVER = dg.AssetKey(["silver", "sensor_readings"])
 QUARANTINE = dg.AssetKey(["silver", "quarantine"])
 GOLD = dg.AssetKey(["gold", "sensor_features"])
@@ -40,8 +44,39 @@ FOLLOWS_BRONZE = {
 
 
 @pytest.fixture
-def definitions(firepipe_home: Path) -> dg.Definitions:
+def location(firepipe_home: Path) -> dg.Definitions:
+    """The whole code location."""
     return defs()
+
+
+@pytest.fixture
+def definitions(location: dg.Definitions) -> dg.Definitions:
+    """The code location's asset graph, each asset with its own automation condition and
+    partitions, and bodies that do nothing: the conditions read the runs and materialisations
+    in the instance, and which assets a run included is what they turn on."""
+    graph = location.resolve_asset_graph()
+    order = graph.toposorted_asset_keys
+    specs = {
+        key: dg.AssetSpec(
+            key,
+            deps=graph.get(key).parent_keys,
+            automation_condition=graph.get(key).automation_condition,
+            partitions_def=graph.get(key).partitions_def,
+        )
+        for key in graph.get_all_asset_keys()
+    }
+
+    @dg.multi_asset(specs=[s for k, s in specs.items() if k != SYNTHETIC], can_subset=True)
+    def lake(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult]:
+        for key in order:  # a multi-asset yields in dependency order
+            if key in context.selected_asset_keys:
+                yield dg.MaterializeResult(asset_key=key)
+
+    @dg.multi_asset(specs=[specs[SYNTHETIC]])
+    def synthetic() -> dg.MaterializeResult:
+        return dg.MaterializeResult()
+
+    return dg.Definitions(assets=[lake, synthetic])
 
 
 @pytest.fixture
@@ -51,17 +86,23 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 def materialised(
-    instance: dg.DagsterInstance, *keys: dg.AssetKey, partition: str | None = None
+    instance: dg.DagsterInstance,
+    definitions: dg.Definitions,
+    *keys: dg.AssetKey,
+    partition: str | None = None,
 ) -> None:
-    for key in keys:
-        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+    """One run that materialises `keys` (bronze/synthetic_readings in `partition`)."""
+    tags = {RANGE_START_TAG: partition, RANGE_END_TAG: partition} if partition else {}
+    assets = definitions.resolve_implicit_global_asset_job_def()
+    assert assets.execute_in_process(
+        instance=instance, asset_selection=list(keys), tags=tags
+    ).success
 
 
 def everything(instance: dg.DagsterInstance, definitions: dg.Definitions) -> None:
-    """What a finished end_to_end run leaves: every asset, bronze in one partition."""
-    materialised(instance, SYNTHETIC, partition="000|baseline")
-    keys = definitions.resolve_asset_graph().get_all_asset_keys() - {SYNTHETIC}
-    materialised(instance, *keys)
+    """What a finished end_to_end run leaves: every asset, bronze in one partition, one run."""
+    keys = definitions.resolve_asset_graph().get_all_asset_keys()
+    materialised(instance, definitions, *keys, partition="000|baseline")
 
 
 class Ticks:
@@ -87,11 +128,13 @@ def test_a_new_bronze_materialisation_sets_off_silver_gold_dbt_and_the_training_
     everything(instance, definitions)
     assert ticks.requested() == set()  # all up to date
 
-    materialised(instance, FIELD)  # the field sensor's run
+    materialised(instance, definitions, FIELD)  # the field sensor's run
     assert ticks.requested() == FOLLOWS_BRONZE
     assert ticks.requested() == set()  # handled: not asked for again
 
-    materialised(instance, SYNTHETIC, partition="001|flaming")  # one more generated partition
+    materialised(
+        instance, definitions, SYNTHETIC, partition="001|flaming"
+    )  # one more generated partition
     assert ticks.requested() == FOLLOWS_BRONZE
 
 
@@ -100,10 +143,12 @@ def test_silver_waits_for_a_first_synthetic_partition_but_not_for_all_of_them(
 ) -> None:
     ticks = Ticks(definitions, instance)
     ticks.requested()
-    materialised(instance, FIELD, dg.AssetKey(["bronze", "landed_readings"]))
+    materialised(instance, definitions, FIELD, LANDED)
     assert "silver/sensor_readings" not in ticks.requested()  # no synthetic table yet
 
-    materialised(instance, SYNTHETIC, partition="000|smouldering")  # 1 of 64 partitions
+    materialised(
+        instance, definitions, SYNTHETIC, partition="000|smouldering"
+    )  # 1 of 64 partitions
     assert {"silver/sensor_readings", "silver/quarantine"} <= ticks.requested()
 
 
@@ -114,17 +159,17 @@ def test_a_new_detector_is_evaluated_and_judged_but_a_new_training_set_alone_is_
     everything(instance, definitions)
     ticks.requested()
 
-    materialised(instance, TRAINING_SET)
+    materialised(instance, definitions, TRAINING_SET)
     assert ticks.requested() == set()  # the candidate is scored on its own snapshot
 
-    materialised(instance, DETECTOR)
+    materialised(instance, definitions, DETECTOR)
     assert ticks.requested() == {"ml/evaluation", "ml/champion"}
 
 
 def retrain_tick(
-    definitions: dg.Definitions, instance: dg.DagsterInstance
+    location: dg.Definitions, instance: dg.DagsterInstance
 ) -> dg.RunRequest | dg.SkipReason:
-    schedule = definitions.resolve_schedule_def("nightly_retrain")
+    schedule = location.resolve_schedule_def("nightly_retrain")
     night = datetime(2026, 12, 6, 2, tzinfo=UTC)
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=night)
     data = schedule.evaluate_tick(context)
@@ -135,29 +180,27 @@ def retrain_tick(
 
 
 def test_the_nightly_retrain_runs_only_on_a_training_set_newer_than_the_detector(
-    definitions: dg.Definitions, instance: dg.DagsterInstance
+    location: dg.Definitions, definitions: dg.Definitions, instance: dg.DagsterInstance
 ) -> None:
-    skipped = retrain_tick(definitions, instance)
+    skipped = retrain_tick(location, instance)
     assert isinstance(skipped, dg.SkipReason)
     assert "ml/training_set was never materialised" in str(skipped.skip_message)
 
-    materialised(instance, TRAINING_SET)
-    request = retrain_tick(definitions, instance)
+    materialised(instance, definitions, TRAINING_SET)
+    request = retrain_tick(location, instance)
     assert isinstance(request, dg.RunRequest)
     assert request.run_key == "retrain 2026-12-06"
-    retrain = definitions.resolve_job_def("retrain")
+    retrain = location.resolve_job_def("retrain")
     assert retrain.asset_layer.executable_asset_keys == {DETECTOR, EVALUATION, CHAMPION}
 
-    materialised(instance, DETECTOR)
-    assert isinstance(retrain_tick(definitions, instance), dg.SkipReason)
-    materialised(instance, TRAINING_SET)
-    assert isinstance(retrain_tick(definitions, instance), dg.RunRequest)
+    materialised(instance, definitions, DETECTOR)
+    assert isinstance(retrain_tick(location, instance), dg.SkipReason)
+    materialised(instance, definitions, TRAINING_SET)
+    assert isinstance(retrain_tick(location, instance), dg.RunRequest)
 
 
-def test_sensors_schedules_and_the_automation_run_by_default(
-    definitions: dg.Definitions,
-) -> None:
-    repository = definitions.get_repository_def()
+def test_sensors_schedules_and_the_automation_run_by_default(location: dg.Definitions) -> None:
+    repository = location.get_repository_def()
     sensors = {s.name: s for s in repository.sensor_defs}
     automation = sensors["automation"]
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
@@ -167,7 +210,7 @@ def test_sensors_schedules_and_the_automation_run_by_default(
     assert set(schedules) == {"field_extraction_daily", "nightly_retrain", "lake_maintenance_daily"}
     for schedule in schedules.values():
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING, schedule.name
-    extraction = definitions.resolve_job_def(schedules["field_extraction_daily"].job_name)
+    extraction = location.resolve_job_def(schedules["field_extraction_daily"].job_name)
     assert extraction.asset_layer.executable_asset_keys == {
         FIELD,
         dg.AssetKey(["bronze", "field_dead_letters"]),
@@ -175,9 +218,9 @@ def test_sensors_schedules_and_the_automation_run_by_default(
 
 
 def test_silver_and_gold_carry_freshness_policies_and_the_detector_no_condition(
-    definitions: dg.Definitions,
+    location: dg.Definitions,
 ) -> None:
-    graph = definitions.resolve_asset_graph()
+    graph = location.resolve_asset_graph()
     for key in (SILVER, GOLD):
         policy = graph.get(key).freshness_policy
         assert isinstance(policy, dg.FreshnessPolicy), key
