@@ -12,11 +12,15 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.dagster_run import DagsterRun
 
 from firepipe.definitions import defs
 from firepipe.defs.generation.partitions import default_range_tags
+from firepipe.defs.lake import sensors as lake_sensors
+from firepipe.defs.lake.sensors import silver_catch_up
 from firepipe.lib.instance import RANGE_END_TAG, RANGE_START_TAG
 
+STARTED = dg.DagsterRunStatus.STARTED
 SYNTHETIC = dg.AssetKey(["bronze", "synthetic_readings"])
 FIELD = dg.AssetKey(["bronze", "field_readings"])
 LANDED = dg.AssetKey(["bronze", "landed_readings"])
@@ -204,7 +208,7 @@ def test_sensors_schedules_and_the_automation_run_by_default(location: dg.Defini
     sensors = {s.name: s for s in repository.sensor_defs}
     automation = sensors["automation"]
     assert isinstance(automation, dg.AutomationConditionSensorDefinition)
-    for name in ("automation", "field_warehouse_sensor", "landing_sensor"):
+    for name in ("automation", "field_warehouse_sensor", "landing_sensor", "silver_catch_up"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING, name
     schedules = {s.name: s for s in repository.schedule_defs}
     assert set(schedules) == {"field_extraction_daily", "nightly_retrain", "lake_maintenance_daily"}
@@ -238,3 +242,33 @@ def test_end_to_end_names_its_own_partitions() -> None:
         "dagster/asset_partition_range_start": "000|baseline",
         "dagster/asset_partition_range_end": "001|nuisance",
     }
+
+
+def catch_up_tick(instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    with dg.build_sensor_context(instance=instance) as context:
+        return silver_catch_up(context)
+
+
+def test_silver_catches_up_on_a_bronze_update_its_latest_run_did_not_read(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "never materialised" in str(catch_up_tick(instance).skip_message)
+    everything(instance, definitions)
+    assert isinstance(catch_up_tick(instance), dg.SkipReason)
+
+    # A file lands after silver's run started (here: after it ended), and eager, whose tick
+    # counted it as handled, does not ask again.
+    materialised(instance, definitions, LANDED)
+    assert "older than the grace" in str(catch_up_tick(instance).skip_message)  # eager's turn
+    monkeypatch.setattr(lake_sensors, "GRACE_S", 0)
+    request = catch_up_tick(instance)
+    assert isinstance(request, dg.RunRequest)
+    assert "bronze/landed_readings" in str(request.run_key)
+    assert catch_up_tick(instance).run_key == request.run_key  # one run per missed update
+
+    in_flight = instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=STARTED))
+    assert f"in flight: {in_flight.run_id}" in str(catch_up_tick(instance).skip_message)
+    instance.report_run_failed(in_flight, "stopped")
+
+    materialised(instance, definitions, SILVER, QUARANTINE)  # silver rebuilt: nothing missed
+    assert isinstance(catch_up_tick(instance), dg.SkipReason)
