@@ -128,7 +128,7 @@ def test_a_killed_dagster_job_execute_stops_stalling_the_landing_sensor(tmp_path
             return landing_sensor(context)
 
         [run] = instance.get_runs()
-        assert tick().skip_message == f"landing after start already running: {run.run_id}"
+        assert tick().skip_message == f"landing already running: {run.run_id}"
         # The run worker (the CLI process itself) dies; its step process goes on waiting.
         cli.kill()
         cli.wait()  # as its shell would
