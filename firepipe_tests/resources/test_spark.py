@@ -6,7 +6,6 @@ in test_spark_clusters.py)."""
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,15 +25,13 @@ from firepipe.resources.spark import (
 from firepipe.resources.spark_emr import EmrStepsSparkCompute
 from firepipe.resources.spark_emr_serverless import EmrServerlessSparkCompute
 from firepipe.resources.spark_glue import GlueSparkCompute
-from firepipe_tests.core.features.feature_sample import silver_sample
+from firepipe_tests.core.features.feature_sample import assert_same_features, silver_sample
 from firepipe_tests.resources.one_off_asset import call_in_asset
 
 GOLD = "gold.sensor_features"
 PARTITIONING = ["day(ts)"]  # as the gold asset declares it
 # The engines' parity tolerance (firepipe_tests/core/test_features_spark.py): Float32 outputs
 # round to about 6e-8 relative; the rest is summation order.
-RTOL = 1e-6
-ATOL = 1e-6
 
 
 def compute(resource: SparkCompute, **request: Any) -> dict[str, Any]:
@@ -85,12 +82,7 @@ def test_local_spark_writes_the_gold_features_polars_computes(
     assert {schema.field(n).type for n in spec.names} == {pa.float32()}
     written = pl.concat([pl.read_parquet(p, hive_partitioning=False) for p in paths])
     written = written.sort("device_id", "ts")
-    assert written.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
-    for name in spec.names:
-        got = written[name].cast(pl.Float64).to_numpy()
-        want = expected[name].cast(pl.Float64).to_numpy()
-        assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: nulls differ"
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=name)
+    assert_same_features(written, expected, spec.names)
 
     # What the gold asset does next: commit the staged files as the table's new snapshot.
     result = lakehouse.commit_staged(GOLD, report["files"], tables.parse_partitioning(PARTITIONING))

@@ -11,15 +11,12 @@ Spark start)."""
 
 import itertools
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import dagster as dg
-import numpy as np
 import polars as pl
 import pytest
 from botocore.stub import Stubber
@@ -33,10 +30,11 @@ from firepipe.resources.spark import SparkCompute, SparkComputeError
 from firepipe.resources.spark_emr import STEP_NAME, EmrStepsSparkCompute
 from firepipe.resources.spark_glue import GlueSparkCompute
 from firepipe.services import spark_features
-from firepipe_tests.core.features.feature_sample import silver_sample
+from firepipe_tests.core.features.feature_sample import assert_same_features, silver_sample
+from firepipe_tests.local_spark import local_spark
+from firepipe_tests.resources.conftest import REGION, InterruptingClock
 from firepipe_tests.resources.one_off_asset import call_in_asset
 
-REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 CLUSTER = "j-2AXXXXXXGAPLF"
 STEP = "s-3BXXXXXXL0GGD"
@@ -46,7 +44,6 @@ APP_MASTER_ENV = "spark.yarn.appMasterEnv."
 SPEC = FeatureSpec(
     (Rolling("co_ppm", "mean", 30), Rolling("temperature_c", "max", 60), Difference("co_ppm", 10))
 )
-RTOL = ATOL = 1e-6  # as firepipe_tests/resources/test_spark.py
 
 
 def compute(resource: SparkCompute, **request: Any) -> dict[str, Any]:
@@ -57,37 +54,7 @@ def compute(resource: SparkCompute, **request: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[1]")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
-    # End the driver's JVM too (as firepipe_tests/core/features/test_spark.py does).
-    gateway = SparkContext._gateway
-    if gateway is not None:
-        gateway.shutdown()
-        gateway.proc.kill()
-        gateway.proc.wait(timeout=30)
-        SparkContext._gateway = None
-        SparkContext._jvm = None
-
-
-@pytest.fixture
-def s3(moto_endpoint: str, aws_credentials: None) -> Any:
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
-
-
-@pytest.fixture
-def pipes_bucket(s3: Any, request: pytest.FixtureRequest) -> str:
-    bucket = f"pipes-{uuid.uuid4().hex[:12]}"  # parametrised tests share a node name prefix
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return bucket
+    yield from local_spark("firepipe-spark-engines")
 
 
 @pytest.fixture(autouse=True)
@@ -125,23 +92,7 @@ def assert_matches_polars(report: dict[str, Any], silver: pl.DataFrame) -> None:
     expected = polars_features(silver, SPEC)
     assert written.height == report["rows"] == expected.height
     assert written.columns == [*ID_COLUMNS, *SPEC.names]
-    assert written.select(ID_COLUMNS).equals(expected.select(ID_COLUMNS))
-    for name in SPEC.names:
-        got = written[name].cast(pl.Float64).to_numpy()
-        want = expected[name].cast(pl.Float64).to_numpy()
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=name)
-
-
-class InterruptingClock:
-    """The `time` module as a wait loop sees it, but its sleep is where the step's interrupt
-    arrives (Dagster raises it in the step's thread, which waits there between polls)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
+    assert_same_features(written, expected, SPEC.names)
 
 
 class FakeRun:

@@ -8,7 +8,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from firepipe.resources.spark import SparkCompute, SparkComputeError
 from firepipe.resources.spark_emr_serverless import EmrServerlessSparkCompute
 from firepipe_tests.conftest import REPO_ROOT
 from firepipe_tests.core.features.feature_sample import silver_sample
+from firepipe_tests.resources.conftest import REGION, InterruptingClock
 from firepipe_tests.resources.one_off_asset import call_in_asset
 
-REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 APPLICATION = "00fm4oe0607u5a1d"
 JOB_RUN = "00fm4p1s2a3b4c5d"
@@ -44,18 +43,6 @@ def compute(resource: SparkCompute, **request: Any) -> dict[str, Any]:
     return call_in_asset(
         resource, lambda context, spark: spark.compute_features(context, **request)
     )
-
-
-@pytest.fixture
-def s3(moto_endpoint: str, aws_credentials: None) -> Any:
-    return boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
-
-
-@pytest.fixture
-def pipes_bucket(s3: Any, request: pytest.FixtureRequest) -> str:
-    bucket = f"pipes-{request.node.name.replace('_', '-')[:40]}"
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return bucket
 
 
 @pytest.fixture
@@ -246,18 +233,6 @@ def test_a_failed_job_run_raises_an_error_with_emrs_reason(
             spec=SPEC,
             output_dir="s3://lake/gold/staged/run",
         )
-
-
-class InterruptingClock:
-    """The `time` module as a wait loop sees it, but its sleep is where the step's interrupt
-    arrives (Dagster raises it in the step's thread, which waits there between polls)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        raise dg.DagsterExecutionInterruptedError("SIGTERM while waiting")
 
 
 @pytest.mark.aws

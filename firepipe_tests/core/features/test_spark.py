@@ -12,6 +12,7 @@ from firepipe.core.features.spec import (
     reference_features,
 )
 from firepipe_tests.core.features.feature_sample import assert_same_features, silver_sample
+from firepipe_tests.local_spark import local_spark
 
 pytestmark = pytest.mark.slow
 # Float32 outputs round to about 6e-8 relative; assert_same_features' 1e-6 leaves room for
@@ -20,29 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def spark():
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("firepipe-feature-parity")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
-    # stop() keeps the driver's JVM for a next session in this process, and none comes: end it,
-    # rather than carry ~0.5 GB and its py4j gateway through the rest of the suite.
-    from pyspark import SparkContext
-
-    gateway = SparkContext._gateway
-    if gateway is not None:
-        gateway.shutdown()
-        gateway.proc.kill()
-        gateway.proc.wait(timeout=30)
-        SparkContext._gateway = None
-        SparkContext._jvm = None
+    yield from local_spark("firepipe-feature-parity")
 
 
 def to_spark(spark, frame: pl.DataFrame):
