@@ -332,10 +332,16 @@ class ModelRegistry(dg.ConfigurableResource, ABC):
             if not local.is_dir():
                 raise ValueError(f"{uri!r} is neither a model URI nor an existing folder")
             return Detector.load(detector_directory(local))
-        # models:/ URIs resolve through MLflow's global registry URI, whatever is passed.
-        with self._mlflow() as mlflow, tempfile.TemporaryDirectory() as scratch:
-            downloaded = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch)
-            return Detector.load(detector_directory(Path(downloaded)))
+        with tempfile.TemporaryDirectory() as scratch:
+            return Detector.load(self.download_model(uri, Path(scratch)))
+
+    def download_model(self, uri: str, dst: Path) -> Path:
+        """The saved detector's folder of the model at `uri` (models:/ or another MLflow
+        artifact URI), downloaded under `dst`, with what was saved beside the detector (the
+        compiled model the inference service loads)."""
+        with self._mlflow() as mlflow:
+            downloaded = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+        return detector_directory(Path(downloaded))
 
     def record_evaluation(
         self, name: str, version: int, metrics: Mapping[str, float], artifacts: Mapping[str, bytes]

@@ -381,3 +381,27 @@ def test_the_newest_version_is_found_and_the_feature_spec_travels_with_it(
     # The alias a search leaves out is there.
     registry.promote(name, 3, "newest")
     assert registry.latest_version(name).aliases == ("champion",)  # type: ignore[union-attr]
+
+
+def test_the_registered_model_carries_the_compiled_detector(tmp_path: Path) -> None:
+    """A detector exported for serving before registration is downloaded with its compiled
+    library, which the service loads; the pyfunc still loads the detector as before."""
+    from firepipe.core.serving.export import export_compiled
+    from firepipe.core.serving.scoring import load_serving_model
+
+    directory = tmp_path / "detector"
+    detector = saved_detector(directory)
+    assert export_compiled(detector, directory, feature_frame(seed=3)).backend == "tl2cgen"
+    registry = LocalModelRegistry(root=str(tmp_path / "mlflow"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(REPO_ROOT)
+        info = log(registry, directory)
+    served = load_serving_model(registry.download_model(info.uri, tmp_path / "m"), info.uri)
+    assert served.scorer.backend == "tl2cgen"
+    assert served.fallback_reason is None
+    frame = feature_frame(seed=4)
+    x = np.ascontiguousarray(frame.select(FEATURES).to_numpy(), dtype=np.float64)
+    np.testing.assert_allclose(served.scorer.scores(x), detector.scores(frame), atol=1e-12)
+    pyfunc = registry.load_pyfunc(info.uri)
+    predicted = pyfunc.predict(input_example_pandas(detector, frame))
+    np.testing.assert_allclose(predicted["score"].to_numpy(), detector.scores(frame))

@@ -5,7 +5,9 @@ The train and validation splits are read once, only the columns training uses, a
 channels with the string hyperparameters both backends take; tuned first when asked. Then the
 operating point is chosen on validation (no false alarm there, fires detected soonest), and one
 point per channel profile on that profile's own validation devices. The detector is saved with
-its points and the feature spec it reads, so the model carries what replaying it needs.
+its points and the feature spec it reads, so the model carries what replaying it needs, and
+with its trees compiled for the inference service, checked against LightGBM on the test split
+(`firepipe.core.serving.export`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Protocol
 import polars as pl
 
 from firepipe.core.features.spec import FeatureSpec
+from firepipe.core.serving.export import ExportOutcome, export_compiled
 from firepipe.core.training import dataset, evaluation, inputs
 from firepipe.core.training.inputs import FeatureSet
 from firepipe.core.training.job import (
@@ -86,6 +89,7 @@ class Candidate:
     tuning_objective: float | None  # the best validation average precision when tuned
     operating_points: pl.DataFrame  # `operating_points_table`
     input_example: pl.DataFrame  # a few validation rows, as a served request carries them
+    serving: ExportOutcome  # the compiled model saved beside it for serving, or why none
 
 
 def learning_columns(frame: pl.LazyFrame, feature_names: Sequence[str]) -> list[str]:
@@ -172,6 +176,9 @@ def fit_candidate(
         validation = validation.with_columns(*profiles)
     detector = with_operating_points(trained, validation, settings)
     detector.save(model_dir)
+    serving = export_compiled(
+        detector, model_dir, parity_rows(frame, detector.feature_names, channels["validation"])
+    )
     return Candidate(
         detector=detector,
         model_dir=model_dir,
@@ -185,7 +192,18 @@ def fit_candidate(
         .select(*request.feature_names, "device_id", "ts")
         .with_columns(*profiles)
         .head(5),
+        serving=serving,
     )
+
+
+def parity_rows(
+    frame: pl.LazyFrame, feature_names: Sequence[str], validation: pl.DataFrame
+) -> pl.DataFrame:
+    """The rows a compiled model is checked on against LightGBM: the test split's features
+    (read now, after training; none of it reached the trainer), or the validation rows when
+    the training set has no test split."""
+    test = frame.filter(pl.col(dataset.SPLIT) == "test").select(*feature_names).collect()
+    return test if test.height else validation.select(*feature_names)
 
 
 def with_operating_points(

@@ -261,6 +261,7 @@ def detector(
                 TRAINING_SET_SNAPSHOT_TAG: str(training_snapshot),
                 "git_sha": git_sha(),
                 "dagster_run_id": context.run.run_id,
+                **fitted.serving.tags(),
             },
             artifacts={},
             input_example=fitted.input_example,
@@ -283,6 +284,7 @@ def detector(
             "operating_points": markdown_table(fitted.operating_points),
             "profile_points": len(model.profile_points),
             "hyperparameters": dg.MetadataValue.json(fitted.hyperparameters),
+            **fitted.serving.tags(),
             **{name: dg.MetadataValue.float(value) for name, value in fitted.metrics.items()},
         }
     )

@@ -172,3 +172,16 @@ def test_the_logistic_reference_takes_no_monotone_constraints() -> None:
     )
     monotone = candidate.training_request(spec, candidate.CandidateSettings())
     assert monotone.increasing == inputs.increasing_inputs(spec, monotone.feature_names) != ()
+
+
+def test_the_candidate_is_compiled_and_checked_on_the_test_split(
+    fitted, small_training_set: pl.DataFrame
+) -> None:
+    fit, _ = fitted
+    test_rows = small_training_set.filter(pl.col(dataset.SPLIT) == "test").height
+    assert fit.serving.backend == "tl2cgen", fit.serving.reason
+    assert fit.serving.check_rows == test_rows > 0
+    assert fit.serving.max_abs_diff is not None
+    assert fit.serving.max_abs_diff <= 1e-6
+    assert (fit.model_dir / "compiled" / "compiled.json").is_file()
+    assert fit.serving.tags()["serving_backend"] == "tl2cgen"

@@ -1,0 +1,1 @@
+"""Serving: online features, fast scoring and the engine the inference service runs."""
