@@ -47,7 +47,7 @@ EXACT_SHARE = 1e-4
 RESTART_WINDOWS = 64
 
 
-def _compiled(kernel: _Kernel) -> _Kernel:
+def compiled(kernel: _Kernel) -> _Kernel:
     """numba.njit with an on-disk cache, or without one where no cache folder is writable
     (numba raises at decoration then: a read-only install with a read-only home). numpy's
     error model: a division by zero gives inf/NaN rather than a check on every division."""
@@ -57,7 +57,7 @@ def _compiled(kernel: _Kernel) -> _Kernel:
         return cast(_Kernel, numba.njit(nogil=True, error_model="numpy")(kernel))
 
 
-@_compiled
+@compiled
 def _exact(x: Values, begin: int, end: int) -> tuple[int, float, float]:
     """Count, mean and M2 of the non-NaN x[begin:end], two-pass."""
     n, total = 0, 0.0
@@ -77,7 +77,7 @@ def _exact(x: Values, begin: int, end: int) -> tuple[int, float, float]:
     return n, mean, m2
 
 
-@_compiled
+@compiled
 def rolling_window(
     ts: I64,
     x: Values,
@@ -187,7 +187,7 @@ def window_scratch(window: int) -> F64:
     return scratch
 
 
-@_compiled
+@compiled
 def change(ts: I64, x: Values, starts: I64, lag: int, per: float, out: F32) -> None:
     """(x - the reading exactly `lag` seconds earlier) * `per`; NaN without that reading."""
     base = starts[0]
@@ -202,7 +202,7 @@ def change(ts: I64, x: Values, starts: I64, lag: int, per: float, out: F32) -> N
             out[i - base] = (now - earlier) * per if ts[j] == then else np.nan
 
 
-@_compiled
+@compiled
 def smoke_heat_lag(
     ts: I64,
     smoke: Values,
