@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from firepipe.cli import bench, generate, lake, models, notifications, runs
+from firepipe.cli import bench, generate, lake, models, notifications, runs, serve
 
 DEBUG_VAR = "FIREPIPE_DEBUG"
 
@@ -90,5 +90,6 @@ for command in (
     lake.lake,
     bench.bench,
     notifications.notifications,
+    serve.serve,
 ):
     main.add_command(command)

@@ -45,3 +45,15 @@ EMR_SECURITY_CONFIGURATION_VAR = "FIREPIPE_EMR_SECURITY_CONFIGURATION"
 EMR_BOOTSTRAP_SCRIPT_VAR = "FIREPIPE_EMR_BOOTSTRAP_SCRIPT"  # s3:// script: Python 3.11 + firepipe
 # Spark features as runs of a Glue 5 job (FIREPIPE_SPARK_ENGINE=glue) that the CDK app defines.
 GLUE_JOB_NAME_VAR = "FIREPIPE_GLUE_JOB_NAME"
+# The inference service's API keys on ECS: a Secrets Manager secret's ARN or name.
+API_KEYS_SECRET_VAR = "FIREPIPE_API_KEYS_SECRET"
+# Serving (firepipe.resources.endpoint): the inference image in ECR, the execution role of the
+# SageMaker models (reads the model archives, pulls the image, runs batch transform jobs) and
+# the bucket of model archives and transform input/output.
+SERVING_IMAGE_URI_VAR = "FIREPIPE_SERVING_IMAGE_URI"
+SERVING_ROLE_ARN_VAR = "FIREPIPE_SERVING_ROLE_ARN"
+SERVING_BUCKET_VAR = "FIREPIPE_SERVING_BUCKET"
+# The feature store (firepipe.resources.feature_store): the role Feature Store writes the
+# offline store with, and the s3:// prefix of the offline store's Iceberg table.
+FEATURE_STORE_ROLE_ARN_VAR = "FIREPIPE_FEATURE_STORE_ROLE_ARN"
+FEATURE_STORE_OFFLINE_URI_VAR = "FIREPIPE_FEATURE_STORE_OFFLINE_URI"
