@@ -23,6 +23,11 @@ TRAINING_SET: AssetPath = ("ml", "training_set")
 DETECTOR: AssetPath = ("ml", "detector")
 EVALUATION: AssetPath = ("ml", "evaluation")
 CHAMPION: AssetPath = ("ml", "champion")
+# Serving: the champion's SageMaker endpoint (a record of the deployment locally), gold scored
+# by the champion (a table), and the latest gold features per device in the feature store.
+ENDPOINT: AssetPath = ("ml", "endpoint")
+SCORES: AssetPath = ("ml", "scores")
+ONLINE_FEATURES: AssetPath = ("ml", "online_features")
 # The dbt models' layer: analytics/<model name>.
 ANALYTICS = "analytics"
 

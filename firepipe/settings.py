@@ -132,6 +132,16 @@ class LocalPaths:
         """The SQLite outbox of notifications (LocalNotifier; `firepipe notifications list`)."""
         return self.home / "notifications.db"
 
+    @property
+    def endpoint_deployments(self) -> Path:
+        """The SQLite record of the champion's deployments (LocalModelEndpoint)."""
+        return self.home / "endpoint.db"
+
+    @property
+    def online_features(self) -> Path:
+        """The SQLite online store: the latest gold features per device (LocalFeatureStore)."""
+        return self.home / "online_features.db"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()

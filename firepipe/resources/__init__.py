@@ -276,6 +276,39 @@ def _sns_notifier(paths: LocalPaths) -> Any:
     return SnsNotifier(topic_arn=dg.EnvVar(var.NOTIFICATIONS_TOPIC_ARN_VAR), region=_region())
 
 
+def _local_endpoint(paths: LocalPaths) -> Any:
+    from firepipe.resources.endpoint import LocalModelEndpoint
+
+    return LocalModelEndpoint(path=str(paths.endpoint_deployments))
+
+
+def _sagemaker_endpoint(paths: LocalPaths) -> Any:
+    from firepipe.resources.endpoint import SageMakerEndpoint
+
+    return SageMakerEndpoint(
+        region=_region(),
+        role_arn=dg.EnvVar(var.SERVING_ROLE_ARN_VAR),
+        image_uri=dg.EnvVar(var.SERVING_IMAGE_URI_VAR),
+        bucket=dg.EnvVar(var.SERVING_BUCKET_VAR),
+    )
+
+
+def _local_feature_store(paths: LocalPaths) -> Any:
+    from firepipe.resources.feature_store import LocalFeatureStore
+
+    return LocalFeatureStore(path=str(paths.online_features))
+
+
+def _sagemaker_feature_store(paths: LocalPaths) -> Any:
+    from firepipe.resources.feature_store import SageMakerFeatureStore
+
+    return SageMakerFeatureStore(
+        region=_region(),
+        role_arn=dg.EnvVar(var.FEATURE_STORE_ROLE_ARN_VAR),
+        offline_store_uri=dg.EnvVar(var.FEATURE_STORE_OFFLINE_URI_VAR),
+    )
+
+
 # resource key -> its implementation in each environment.
 IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "lakehouse": {LOCAL: _local_lakehouse, AWS: _glue_lakehouse},
@@ -291,6 +324,8 @@ IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "training_backend": {LOCAL: _local_training, AWS: _sagemaker_training},
     "model_registry": {LOCAL: _mlflow_registry, AWS: _sagemaker_registry},
     "notifier": {LOCAL: _local_notifier, AWS: _sns_notifier},
+    "model_endpoint": {LOCAL: _local_endpoint, AWS: _sagemaker_endpoint},
+    "feature_store": {LOCAL: _local_feature_store, AWS: _sagemaker_feature_store},
 }
 
 

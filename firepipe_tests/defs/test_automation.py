@@ -38,12 +38,15 @@ DBT_MODELS = {
     "analytics/site_daily_alarm_rates",
 }
 # What a change in bronze sets off within one tick: silver, then (as will-be-requested counts as
-# updated) everything that follows it eagerly. The detector waits for the nightly retrain.
+# updated) everything that follows it eagerly, the champion's scores of gold and the online
+# features included. The detector waits for the nightly retrain.
 FOLLOWS_BRONZE = {
     "silver/sensor_readings",
     "silver/quarantine",
     "gold/sensor_features",
     "ml/training_set",
+    "ml/scores",
+    "ml/online_features",
 } | DBT_MODELS
 
 
@@ -167,7 +170,8 @@ def test_a_new_detector_is_evaluated_and_judged_but_a_new_training_set_alone_is_
     assert ticks.requested() == set()  # the candidate is scored on its own snapshot
 
     materialised(instance, definitions, DETECTOR)
-    assert ticks.requested() == {"ml/evaluation", "ml/champion"}
+    # and, should it promote, the endpoint (deployed once already) and the scores follow
+    assert ticks.requested() == {"ml/evaluation", "ml/champion", "ml/endpoint", "ml/scores"}
 
 
 def retrain_tick(

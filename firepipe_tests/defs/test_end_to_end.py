@@ -51,8 +51,21 @@ DBT_MODELS = {
     "analytics/device_alarm_events",
     "analytics/site_daily_alarm_rates",
 }
-ML_ASSETS = {"ml/detector", "ml/evaluation", "ml/champion"}  # ml/training_set is a table
+ML_ASSETS = {"ml/detector", "ml/evaluation", "ml/champion", "ml/online_features"}
 ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS | ML_ASSETS
+# Materialised only when the candidate became the champion (no champion: nothing to serve).
+SERVING_TABLES = ["ml.scores"]
+SERVING_ASSETS = {"ml/endpoint", "ml/scores"}
+
+
+def expected_tables(champion: bool) -> list[str]:
+    return sorted(TABLES + SERVING_TABLES) if champion else TABLES
+
+
+def expected_assets(champion: bool) -> set[str]:
+    return ASSETS | SERVING_ASSETS if champion else ASSETS
+
+
 # bronze: schema, physical_ranges, label_consistency, scenario_mix, distribution_vs_reference;
 # bronze/field_readings: daily_counts_match_source; silver: null_rate, ranges, duplicate_rate,
 # freshness; gold: finite_features. dbt's tests come on top, one check each.
@@ -92,10 +105,12 @@ def test_end_to_end_materialises_every_asset_into_the_home(
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         result = run_end_to_end(instance)
         assert result.success
+        registry = LocalModelRegistry(root=str(firepipe_home / "mlflow"))
+        champion = registry.champion(MODEL_NAME) is not None
         materialised = {
             e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
         }
-        assert materialised == ASSETS
+        assert materialised == expected_assets(champion)
         checks = result.get_asset_check_evaluations()
         assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
         lake_checks = [c for c in checks if c.asset_key.path[0] != "analytics"]
@@ -107,7 +122,7 @@ def test_end_to_end_materialises_every_asset_into_the_home(
         )
 
         lake = LocalLakehouse(root=str(firepipe_home / "lake"))
-        assert lake.list_tables() == TABLES
+        assert lake.list_tables() == expected_tables(champion)
         assert lake.table_rows("bronze.synthetic_readings") == ROWS
         assert lake.table_rows("gold.generator_validation") > 0
         bronze_partitions = {
@@ -146,13 +161,14 @@ def test_end_to_end_materialises_every_asset_into_the_home(
         assert originals.height == by_source["synthetic"]
         learning = originals.filter(pl.col("split") != "test").height
         assert training.filter(copies).height == 2 * learning > 0  # two sensor copies each
-        registry = LocalModelRegistry(root=str(firepipe_home / "mlflow"))
         candidate = registry.version(MODEL_NAME, 1)
         assert candidate.approval_status in (promotion.APPROVED, promotion.REJECTED)
         assert registry.version_metrics(MODEL_NAME, 1)["real_stations"] == 29
-        assert (registry.champion(MODEL_NAME) is not None) == (
-            candidate.approval_status == promotion.APPROVED
-        )
+        assert champion == (candidate.approval_status == promotion.APPROVED)
+        if champion:  # the champion scored gold, every row once
+            scores = lake.read("ml.scores")
+            assert scores.height == gold.height
+            assert scores["model_version"].unique().to_list() == [f"{MODEL_NAME}/1"]
 
         # Then the field stream delivers its next batch and a gateway uploads a file: the
         # sensors, the automation and the nightly retrain take both to gold and a new candidate
@@ -162,13 +178,15 @@ def test_end_to_end_materialises_every_asset_into_the_home(
         assert len(source_ids(firepipe_home)) > len(landed_ids(lake))  # the stream's new seconds
         zone = LocalLandingZone(root=str(firepipe_home / "landing"))
         zone.drop("gateway-7/later.jsonl", late_gateway_file())
-        follow_without_a_click(instance)
+        follow_without_a_click(instance, champion)
 
         assert landed_ids(lake) == source_ids(firepipe_home)  # only the new rows, once each
         second = {t: lake.catalog().load_table(t).current_snapshot().snapshot_id for t in TABLES}
         moved = {t for t in TABLES if first[t] != second[t]}
         untouched = {"bronze.synthetic_readings", "gold.generator_validation"}
         assert moved == set(TABLES) - untouched
+        if champion:  # the new gold was scored by the champion
+            assert lake.read("ml.scores").height == lake.read("gold.sensor_features").height
         silver = lake.read("silver.sensor_readings")
         assert silver.height == silver.select("device_id", "ts").n_unique()
         assert silver.filter(pl.col("device_id").str.starts_with("late-")).height > 0
@@ -185,9 +203,10 @@ def late_gateway_file() -> bytes:
     return jsonl.replace(b'"landed-', b'"late-')
 
 
-def follow_without_a_click(instance: dg.DagsterInstance) -> None:
+def follow_without_a_click(instance: dg.DagsterInstance, champion: bool) -> None:
     """What the daemon does: tick both sensors and run what they ask for, tick the automation
-    until it asks for nothing, then tick the nightly retrain and run it."""
+    until it asks for nothing, then tick the nightly retrain and run it. `champion`: the first
+    run made one (so the endpoint, deployed then, follows the champion)."""
     definitions = defs()
     graph = definitions.resolve_asset_graph()
     assets = definitions.resolve_implicit_global_asset_job_def()
@@ -219,7 +238,14 @@ def follow_without_a_click(instance: dg.DagsterInstance) -> None:
         assert assets.execute_in_process(instance=instance, asset_selection=sorted(keys)).success
     # One round: silver, with what follows it eagerly in the same run.
     assert rounds == [
-        {"silver/sensor_readings", "silver/quarantine", "gold/sensor_features", "ml/training_set"}
+        {
+            "silver/sensor_readings",
+            "silver/quarantine",
+            "gold/sensor_features",
+            "ml/training_set",
+            "ml/online_features",
+            "ml/scores",  # with no champion it finds nothing to score
+        }
         | DBT_MODELS
     ]
     night = datetime.now(UTC)
@@ -230,7 +256,10 @@ def follow_without_a_click(instance: dg.DagsterInstance) -> None:
     assert len(tick.run_requests) == 1, tick.skip_message
     assert definitions.resolve_job_def("retrain").execute_in_process(instance=instance).success
     after = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=cursor)
-    assert after.total_requested == 0  # evaluation and champion ran in the retrain
+    # evaluation and champion ran in the retrain; the scores follow the champion's run, and the
+    # endpoint too once it was deployed
+    requested = {r.key.to_user_string() for r in after.results if r.true_subset.size}
+    assert requested == ({"ml/scores", "ml/endpoint"} if champion else {"ml/scores"})
 
 
 @pytest.mark.slow
@@ -266,14 +295,15 @@ def test_dagster_cli_run_then_summary(tmp_path: Path) -> None:
     report = json.loads(summary.stdout)
     assert report["status"] == "SUCCESS"
     assert report["tables"]["bronze.synthetic_readings"] == ROWS
-    assert set(report["tables"]) == set(TABLES)
-    assert {m["asset"] for m in report["materialisations"]} == ASSETS
+    champion = LocalModelRegistry(root=str(home / "mlflow")).champion(MODEL_NAME) is not None
+    assert set(report["tables"]) == set(expected_tables(champion))
+    assert {m["asset"] for m in report["materialisations"]} == expected_assets(champion)
     assert str(home / "lake") in report["where"]["warehouse"]
 
     text = subprocess.run(
         [bin_dir / "firepipe", "summary"], env=env, capture_output=True, text=True
     ).stdout
-    assert f"Assets materialised ({len(ASSETS)})" in text
+    assert f"Assets materialised ({len(expected_assets(champion))})" in text
     assert "bronze/synthetic_readings (8 partitions)" in text
     assert "median" in text
     passed = len(report["checks"])
