@@ -49,7 +49,9 @@ class BenchOptions:
     repeats: int = 3
     min_seconds: float = 1.0  # time each figure at least this long, over repeated calls
     devices: int | None = None  # `bench lake`: devices x seconds readings instead of rows
-    seconds: int | None = None
+    seconds: int | None = None  # `bench serve`: seconds of load at `rate`; devices streaming
+    rate: float | None = None  # `bench serve`: requests per second (open loop)
+    model: str | None = None  # `bench serve`: a model URI or a firepipe home; None: its own
 
 
 def best_seconds(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from firepipe.bench import BenchOptions, Figure, generate, iceberg, lake, train
+from firepipe.bench import BenchOptions, Figure, generate, iceberg, lake, serve, train
 
 SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "generate": generate.run,
@@ -12,4 +12,5 @@ SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "commits": iceberg.run_commits,
     "lake": lake.run,
     "train": train.run,
+    "serve": serve.run,
 }

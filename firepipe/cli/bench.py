@@ -28,13 +28,28 @@ import click
     help="Keep sampling each figure until this much time was measured (at most 50 calls).",
 )
 @click.option(
-    "--devices", type=click.IntRange(min=1), default=None, help="lake: devices (default 2,000)."
+    "--devices",
+    type=click.IntRange(min=1),
+    default=None,
+    help="lake: devices (default 2,000); serve: devices streaming readings (default 300).",
 )
 @click.option(
     "--seconds",
     type=click.IntRange(min=1),
     default=None,
-    help="lake: seconds per device (default 5,000).",
+    help="lake: seconds per device (default 5,000); serve: seconds of load (default 30).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="serve: requests per second of the open-loop load (default 1,000).",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="serve: a registered model's URI or a firepipe home (its champion); default: a "
+    "small detector trained for the bench.",
 )
 def bench(
     suites: tuple[str, ...],
@@ -44,6 +59,8 @@ def bench(
     min_seconds: float,
     devices: int | None,
     seconds: int | None,
+    rate: float | None,
+    model: str | None,
 ) -> None:
     """Run benchmark SUITES (all when none is named) and print their figures."""
     from firepipe.bench import BenchOptions, render_table
@@ -55,7 +72,13 @@ def bench(
             f"unknown suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}"
         )
     options = BenchOptions(
-        rows=rows, repeats=repeats, min_seconds=min_seconds, devices=devices, seconds=seconds
+        rows=rows,
+        repeats=repeats,
+        min_seconds=min_seconds,
+        devices=devices,
+        seconds=seconds,
+        rate=rate,
+        model=model,
     )
     figures = []
     for name in suites or tuple(SUITES):
