@@ -130,8 +130,10 @@ class ScoringEngine:
 
     @property
     def horizon_s(self) -> int:
-        """How far before its device's newest reading a reading is still held."""
-        return self._compiled.plan.lookback_s + self._late_s
+        """How far before its device's newest reading a reading is still held: what the
+        features (or the alarm rule's persistence) of a reading `late_s` late read back."""
+        compiled = self._compiled
+        return max(compiled.plan.lookback_s, compiled.keep_rows - 1) + self._late_s
 
     def swap(self, model: ServingModel) -> None:
         """Serve `model` from the next request on; the devices' readings are kept (they are

@@ -213,11 +213,11 @@ class DeviceReadings:
         return row
 
     def trim(self, horizon_s: int, keep_rows: int) -> None:
-        """Forget readings more than `horizon_s` before the newest, keeping at least the last
-        `keep_rows` whatever their age."""
+        """Forget readings more than `horizon_s` seconds before the newest (one exactly that far
+        back stays), keeping at least the last `keep_rows` whatever their age."""
         if not self.n:
             return
-        drop = int(np.searchsorted(self.ts[: self.n], self.ts[self.n - 1] - horizon_s, "right"))
+        drop = int(np.searchsorted(self.ts[: self.n], self.ts[self.n - 1] - horizon_s, "left"))
         drop = min(drop, max(0, self.n - keep_rows))
         if drop:
             kept = self.n - drop

@@ -113,9 +113,9 @@ def test_memory_is_bounded_by_devices_idleness_and_horizon() -> None:
 
 def test_readings_silver_would_quarantine_are_refused() -> None:
     scoring = engine()
-    late = Reading("d", START + timedelta(days=2), {}, "2026-03-03T00:00:00Z")
+    future = Reading("d", START + timedelta(days=2), {}, "2026-03-03T00:00:00Z")
     with pytest.raises(RejectedReadingsError, match=r"reading 1 .*after now \+ 300 s"):
-        scoring.score([reading("d", 0, 20.0), late])
+        scoring.score([reading("d", 0, 20.0), future])
     with pytest.raises(RejectedReadingsError, match="co_ppm=-1 outside"):
         scoring.score([reading("d", 0, 20.0, co=-1.0)])
     assert scoring.devices == 0

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from firepipe.core.features.spec import FeatureSpec, Rolling, compute_features, default_spec
+from firepipe.core.features.spec import (
+    Difference,
+    FeatureSpec,
+    Rolling,
+    compute_features,
+    default_spec,
+)
 from firepipe.core.lake.standardise import to_silver
 from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, SYNTHETIC_SCHEMA
 from firepipe.core.realdata import nist
@@ -218,3 +224,23 @@ def test_a_reading_later_than_late_s_is_refused_and_nothing_changes() -> None:
     engine.score([reading(LATE_S + 10, 50.0)])
     mean_30 = scorer.rows[-1][SPEC.names.index("temperature_c__mean_30s")]
     assert mean_30 == pytest.approx((29 * 20.0 + 50.0) / 30)
+
+
+def test_a_reading_exactly_late_s_late_still_has_its_whole_window() -> None:
+    """The oldest reading the engine accepts reads back the whole lookback: the buffer keeps
+    the reading exactly `horizon_s` before the newest."""
+    spec = FeatureSpec((Difference("temperature_c", 10), Rolling("temperature_c", "min", 11)))
+    engine, scorer = recording_engine(spec)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def reading(second: int) -> Reading:
+        ts = start + timedelta(seconds=second)
+        return Reading("d", ts, {"temperature_c": float(second)}, ts.isoformat())
+
+    late = 50
+    newest = late + LATE_S
+    engine.score([reading(s) for s in range(newest + 1) if s != late])
+    engine.score([reading(late)])  # exactly LATE_S behind the newest
+    difference, low = scorer.rows[-1]
+    assert difference == 10.0  # its reading 10 s earlier, the oldest the window reads
+    assert low == late - 10
