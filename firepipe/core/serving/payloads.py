@@ -19,7 +19,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,7 +57,10 @@ PREDICTION_FIELDS = ("device_id", "ts", "score", "alarm", "model_version")
 # silver's shapes (firepipe.core.readings.parse_iso_times): 'T' or a space, an optional
 # fraction, an offset Z, +hh:mm or +hhmm, or none (UTC). fromisoformat alone takes more (week
 # dates, a date without a time), which silver would not read.
-_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?")
+# The shapes silver's parser takes (firepipe.core.readings.parse_iso_times); the OpenAPI
+# document gives it as the pattern of `ts`.
+ISO_TIME_PATTERN = r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?"
+_ISO_TIME = re.compile(ISO_TIME_PATTERN)
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -186,13 +189,23 @@ def _jsonlines_readings(body: bytes) -> list[Reading]:
     return readings
 
 
-def _csv_readings(body: bytes) -> list[Reading]:
-    text = _text(body)
+def _csv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of each CSV record; the csv module's own errors (a field over its
+    size limit, a stray quote in strict mode) as PayloadError."""
     rows = csv.reader(io.StringIO(text, newline=""))
-    header = next(rows, None)
-    if header is None:
+    try:
+        for row in rows:
+            yield rows.line_num, row
+    except csv.Error as e:
+        raise PayloadError(f"line {rows.line_num}: {e}") from e
+
+
+def _csv_readings(body: bytes) -> list[Reading]:
+    rows = _csv_rows(_text(body))
+    first = next(rows, None)
+    if first is None:
         raise PayloadError("the body holds no header row")
-    columns = [name.strip() for name in header]
+    columns = [name.strip() for name in first[1]]
     for required in ("device_id", "ts"):
         if required not in columns:
             raise PayloadError(f"line 1: the header names no {required!r} column")
@@ -200,8 +213,8 @@ def _csv_readings(body: bytes) -> list[Reading]:
     if len(set(columns)) != len(columns):
         raise PayloadError(f"line 1: a column is named twice in {columns}")
     readings = []
-    for row in rows:
-        where = f"line {rows.line_num}"
+    for line, row in rows:
+        where = f"line {line}"
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(columns):

@@ -4,12 +4,12 @@ holds them to the same rules."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from firepipe.core.readings import CHANNELS
+from firepipe.core.serving.payloads import ISO_TIME_PATTERN
 
 _CHANNEL_FIELDS = {
     c.name: (
@@ -29,9 +29,10 @@ class _ReadingKeys(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device_id: str = Field(pattern=r"\S", description="the device (its online state's key)")
-    ts: datetime = Field(
-        description="ISO 8601 time of the reading; without an offset it is UTC; echoed back "
-        "as sent",
+    ts: str = Field(
+        pattern=f"^{ISO_TIME_PATTERN}$",
+        description="ISO 8601 time of the reading (as silver reads one: T or a space, an "
+        "optional fraction, Z or an offset or none, which is UTC); echoed back as sent",
         examples=["2026-12-06T00:00:01Z"],
     )
     site_id: str | None = Field(None, description="the site; accepted, not read by scoring")

@@ -281,3 +281,9 @@ def test_execution_parameters_fit_the_body_limit() -> None:
         "MaxPayloadInMB": 6,
     }
     assert len(CHANNELS) == 8
+
+
+def test_a_csv_field_over_the_csv_modules_limit_is_a_payload_error() -> None:
+    body = b"device_id,ts,temperature_c\n" + b"d," + b"x" * 200_000 + b",20\n"
+    with pytest.raises(PayloadError, match="line 2: field larger than field limit"):
+        parse_readings(body, CSV)

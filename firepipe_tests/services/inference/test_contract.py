@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def test_jsonlines_answer_one_line_per_line(open_server, http, media):  # type: 
     lines = answer.content.splitlines()
     assert len(lines) == len(body.splitlines()) == 7
     assert [json.loads(line)["ts"] for line in lines] == [r["ts"] for r in sent]
+
+
+def test_a_new_sagemaker_session_is_opened_on_request(open_server, http):  # type: ignore[no-untyped-def]
+    body = orjson.dumps({"readings": readings("session-a", 2)})
+    plain = invoke(http, open_server, body, JSON)
+    assert "x-amzn-sagemaker-new-session-id" not in plain.headers
+    opened = invoke(http, open_server, body, JSON, **{"X-Amzn-SageMaker-Session-Id": "NEW_SESSION"})
+    assert opened.status_code == 200, opened.text
+    # SageMaker's NewSessionResponseHeader pattern
+    assert re.fullmatch(
+        r"[a-zA-Z0-9](-*[a-zA-Z0-9])*;\sExpires=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+        opened.headers["x-amzn-sagemaker-new-session-id"],
+    )
+    again = invoke(http, open_server, body, JSON, **{"X-Amzn-SageMaker-Session-Id": "abc-1"})
+    assert "x-amzn-sagemaker-new-session-id" not in again.headers
 
 
 def test_execution_parameters_for_batch_transform(open_server, http):  # type: ignore[no-untyped-def]
