@@ -53,6 +53,9 @@ API_KEYS_SECRET_VAR = "FIREPIPE_API_KEYS_SECRET"
 SERVING_IMAGE_URI_VAR = "FIREPIPE_SERVING_IMAGE_URI"
 SERVING_ROLE_ARN_VAR = "FIREPIPE_SERVING_ROLE_ARN"
 SERVING_BUCKET_VAR = "FIREPIPE_SERVING_BUCKET"
+# Set by the endpoint resource in the inference container's environment: the registered version
+# it serves ("firepipe-fire-detector/7"), its predictions' model_version.
+MODEL_VERSION_VAR = "FIREPIPE_MODEL_VERSION"
 # The feature store (firepipe.resources.feature_store): the role Feature Store writes the
 # offline store with, and the s3:// prefix of the offline store's Iceberg table.
 FEATURE_STORE_ROLE_ARN_VAR = "FIREPIPE_FEATURE_STORE_ROLE_ARN"

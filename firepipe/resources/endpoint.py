@@ -37,12 +37,11 @@ from firepipe.core.serving import batch
 from firepipe.core.serving.scoring import load_serving_model
 from firepipe.core.training.promotion import APPROVED, ApprovalError
 from firepipe.lib import sqlite_state
+from firepipe.lib.aws_env import MODEL_VERSION_VAR
 from firepipe.lib.s3 import object_exists
 from firepipe.resources.registry import ModelVersionInfo
 
 DEFAULT_ENDPOINT = "firepipe-fire-detector"
-# The container's environment names the version it serves (its predictions' model_version).
-MODEL_VERSION_ENV = "FIREPIPE_MODEL_VERSION"
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 TRANSITIONAL = ("Creating", "Updating", "SystemUpdating", "RollingBack")
 # A mini-batch of a transform job is one request: under the container's 6 MiB body limit,
@@ -206,7 +205,10 @@ class SageMakerEndpoint(ModelEndpoint):
     instance_type: str = "ml.c5.large"
     initial_instance_count: int = Field(default=1, ge=1)
     min_instances: int = Field(default=1, ge=1)
-    max_instances: int = Field(default=4, ge=1)
+    # One by default: each instance holds its own devices' recent readings, so an endpoint of
+    # several serves correct features only to clients that keep each device on one instance
+    # (a SageMaker stateful session per gateway: docs/serving.md). Raise it for those.
+    max_instances: int = Field(default=1, ge=1)
     # SageMakerVariantInvocationsPerInstance is per minute. The service answers about 1,000
     # single-reading requests a second on two cores (firepipe bench serve): a third of that
     # leaves room for bursts while a new instance starts.
@@ -240,7 +242,7 @@ class SageMakerEndpoint(ModelEndpoint):
         from sagemaker.core.resources import Model
         from sagemaker.core.shapes import ContainerDefinition, Tag
 
-        environment = {MODEL_VERSION_ENV: champion.version}
+        environment = {MODEL_VERSION_VAR: champion.version}
         settings = (self.image_uri, model_data, self.role_arn, sorted(environment.items()))
         name = sagemaker_name(self.endpoint_name, f"v{champion.info.version}-{_digest(settings)}")
         try:
@@ -416,7 +418,7 @@ class SageMakerEndpoint(ModelEndpoint):
         )
         (variant,) = [v for v in config.production_variants if v.variant_name == self.variant_name]
         container = Model.get(model_name=variant.model_name, **self._sdk(session)).primary_container
-        version = container.environment[MODEL_VERSION_ENV]
+        version = container.environment[MODEL_VERSION_VAR]
         return Deployment(
             self.endpoint_name,
             version,

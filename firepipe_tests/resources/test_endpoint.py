@@ -18,8 +18,8 @@ from firepipe.core.serving import batch
 from firepipe.core.training.dataset import LABEL
 from firepipe.core.training.models import Detector, train_detector
 from firepipe.core.training.promotion import APPROVED, PENDING, REJECTED, ApprovalError
+from firepipe.lib.aws_env import MODEL_VERSION_VAR
 from firepipe.resources.endpoint import (
-    MODEL_VERSION_ENV,
     ChampionModel,
     EndpointError,
     LocalModelEndpoint,
@@ -216,7 +216,7 @@ def test_sagemaker_deploy_creates_model_config_endpoint_and_autoscaling(api, mod
     assert model["PrimaryContainer"] == {
         "Image": SETTINGS["image_uri"],
         "ModelDataUrl": archive_uri,
-        "Environment": {MODEL_VERSION_ENV: f"{NAME}/3"},
+        "Environment": {MODEL_VERSION_VAR: f"{NAME}/3"},
     }
     assert model["ExecutionRoleArn"] == SETTINGS["role_arn"]
     (config,) = api.sent("CreateEndpointConfig")

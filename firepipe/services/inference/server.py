@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from firepipe.core.serving.scoring import ServingModel
+from firepipe.lib.aws_env import MODEL_VERSION_VAR
 from firepipe.services.inference.app import InferenceApp, create_app
 from firepipe.services.inference.keys import load_access
 from firepipe.services.inference.source import FolderSource, ModelHolder
@@ -115,7 +116,8 @@ def sagemaker_main(model_dir: Path = SAGEMAKER_MODEL_DIR) -> None:
             file=sys.stderr,
         )
     try:
-        holder = ModelHolder(FolderSource(model_dir))
+        version = environ.get(MODEL_VERSION_VAR, "").strip() or None
+        holder = ModelHolder(FolderSource(model_dir, version))
         model = holder.load_now()
         sock = listen("0.0.0.0", int(environ.get(SAGEMAKER_PORT_VAR, "") or 8080))
     except Exception as e:  # the container ends, with the reason in its log

@@ -45,14 +45,16 @@ class ModelSource(Protocol):
 class FolderSource:
     follows = False
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, version: str | None = None) -> None:
+        """`version`: what predictions name as their model (the registered version a
+        SageMaker model was made from); the folder by default."""
         if not folder.is_dir():
             raise ValueError(f"{folder} is not a folder holding a model")
-        self.folder = folder
+        self.folder, self.version = folder, version or str(folder)
         self.description = str(folder)
 
     def current(self) -> str:
-        return str(self.folder)
+        return self.version
 
     def load(self, version: str) -> ServingModel:
         from firepipe.resources.registry import detector_directory

@@ -31,6 +31,7 @@ def test_serve_answers_on_sagemakers_port_without_keys(detector_dir: Path) -> No
         "SAGEMAKER_BIND_TO_PORT": str(port),
         "SAGEMAKER_MODEL_SERVER_WORKERS": "4",
         "FIREPIPE_API_KEYS": "not-needed-here",
+        "FIREPIPE_MODEL_VERSION": "firepipe-fire-detector/7",  # set by the endpoint resource
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, "-c", START, str(detector_dir)]
@@ -56,7 +57,11 @@ def test_serve_answers_on_sagemakers_port_without_keys(detector_dir: Path) -> No
                 timeout=10,
             )
             assert answer.status_code == 200, answer.text
-            assert len(answer.content.splitlines()) == 3
+            lines = answer.content.splitlines()
+            assert len(lines) == 3
+            assert {orjson.loads(line)["model_version"] for line in lines} == {
+                "firepipe-fire-detector/7"
+            }
         finally:
             process.send_signal(signal.SIGTERM)
             out, err = process.communicate(timeout=20)
