@@ -106,6 +106,8 @@ class Reader(FastHttpUser):
         self.headers = {"content-type": "application/json"}
         if API_KEY:
             self.headers["x-api-key"] = API_KEY
+        if RATE > 0:  # locust runs the first task before any wait: wait for its due time here
+            time.sleep(self.wait_time())  # gevent's sleep: the process is monkey-patched
 
     @task
     def send(self) -> None:
