@@ -114,6 +114,9 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         "ml/detector",
         "ml/evaluation",
         "ml/champion",
+        "ml/endpoint",
+        "ml/scores",
+        "ml/online_features",
     }
     edges = {
         ("/".join(d["path"]), "/".join(n["assetKey"]["path"]))
@@ -137,6 +140,11 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         ("ml/training_set", "ml/evaluation"),
         ("ml/detector", "ml/evaluation"),
         ("ml/evaluation", "ml/champion"),
+        # serving: the champion deployed, gold scored by it, gold's latest rows in the store
+        ("ml/champion", "ml/endpoint"),
+        ("ml/champion", "ml/scores"),
+        ("gold/sensor_features", "ml/scores"),
+        ("gold/sensor_features", "ml/online_features"),
     }
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     # Each asset sits in the group of its layer, the first part of its key.

@@ -414,7 +414,7 @@ def test_kernels_compile_where_no_cache_folder_is_writable(monkeypatch):
 
     with pytest.raises(RuntimeError, match="no locator available"):
         numba.njit(cache=True)(first_plus_last)
-    compiled = kernels._compiled(first_plus_last)
+    compiled = kernels.compiled(first_plus_last)
     assert compiled(np.array([2.0, 5.0, 40.0])) == 42.0
 
 
