@@ -426,9 +426,10 @@ def summarise(
     target: str,
     errors: dict[str, int] | None = None,
 ) -> dict[str, float]:
-    """p50 and p99 latency (ms) of the requests started after the warm-up, and the rate they
-    were sent at; any failed request fails the bench (its latency would flatter the server),
-    saying the commonest of `errors` (failures by message)."""
+    """p50 and p99 latency (ms) of the requests due after the warm-up (samples: due, latency,
+    succeeded, answered), and the rate they were answered at (a server that falls behind the
+    schedule answers slower than it is asked); any failed request fails the bench (its latency
+    would flatter the server), saying the commonest of `errors` (failures by message)."""
     if not samples:
         raise RuntimeError(f"{target}: locust sent no request")
     data = np.asarray(samples, dtype=np.float64)
@@ -442,7 +443,7 @@ def summarise(
         )
     if len(kept) < 2:
         raise RuntimeError(f"{target}: too few requests after the warm-up ({len(kept)})")
-    span_s = kept[:, 0].max() - kept[:, 0].min()
+    span_s = kept[:, 3].max() - kept[:, 3].min()
     return {
         "p50_ms": float(np.percentile(kept[:, 1], 50)),
         "p99_ms": float(np.percentile(kept[:, 1], 99)),

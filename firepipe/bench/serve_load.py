@@ -55,7 +55,8 @@ CHANNELS: list[str] = STREAM["channels"]
 FEATURES: list[str] = STREAM["features"]
 PERIOD_S: int = STREAM["period_s"]  # one pass over a device's recorded readings
 DEVICES: list[dict[str, Any]] = STREAM["devices"]
-SAMPLES: list[tuple[float, float, bool]] = []  # start (Unix s), latency (ms), succeeded
+# due (Unix s), latency (ms), succeeded, answered (Unix s)
+SAMPLES: list[tuple[float, float, bool, float]] = []
 _user_numbers = itertools.count()
 
 
@@ -132,4 +133,5 @@ class Reader(FastHttpUser):
         due = self.due if RATE > 0 else start
         since = start if start - due <= TIMER_SLACK_S else due
         response = self.client.post("/invocations", data=data, headers=self.headers)
-        SAMPLES.append((due, (time.time() - since) * 1000.0, response.status_code == 200))
+        answered = time.time()
+        SAMPLES.append((due, (answered - since) * 1000.0, response.status_code == 200, answered))

@@ -53,17 +53,18 @@ def test_the_stream_sends_each_devices_readings_in_order_with_their_features() -
 
 
 def test_the_summary_drops_the_warm_up_and_refuses_failed_requests() -> None:
-    # 10 s at 100 requests/s: latency 50 ms in the first 2 s, then 1-100 ms evenly.
+    # 10 s at 100 requests/s: latency 50 ms in the first 2 s, then 1-100 ms evenly; answered
+    # at half the rate asked after the warm-up (the server falls behind).
     start = 1_000.0
-    warm = [[start + i / 100, 50.0, 1] for i in range(200)]
-    steady = [[start + 2 + i / 100, 1.0 + (i % 100), 1] for i in range(800)]
+    warm = [[start + i / 100, 50.0, 1, start + i / 100] for i in range(200)]
+    steady = [[start + 2 + i / 100, 1.0 + (i % 100), 1, start + 2 + i / 50] for i in range(800)]
     summary = serve.summarise(warm + steady, warm_up_s=2, target="t")
     assert summary["p50_ms"] == pytest.approx(
         np.percentile([1.0 + i % 100 for i in range(800)], 50)
     )
     assert summary["p99_ms"] == pytest.approx(99.01, abs=0.01)
-    assert summary["rps"] == pytest.approx(800 / 7.99)
-    failed = [*warm, *steady[:-1], [start + 9.99, 1.0, 0]]
+    assert summary["rps"] == pytest.approx(800 / 15.98)
+    failed = [*warm, *steady[:-1], [start + 9.99, 1.0, 0, start + 18]]
     errors = {"HTTP 400 too late": 1, "HTTP 429": 0}
     with pytest.raises(RuntimeError, match=r"1 of 800 requests failed.*\(1 times\): HTTP 400 too"):
         serve.summarise(failed, warm_up_s=2, target="t", errors=errors)
