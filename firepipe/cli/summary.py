@@ -287,4 +287,9 @@ def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:
         ]
     if uri:
         lines.append(f"  replay the NIST fires: firepipe evaluate-real --model {uri}")
+    if decision.get("champion_version") is not None:
+        lines.append(
+            "  score readings with the champion over HTTP: firepipe serve "
+            "(README, Scoring readings)"
+        )
     return lines

@@ -77,6 +77,10 @@ def test_the_detector_section_shows_the_candidate_its_figures_and_the_decision()
     assert "fail: lead 3 s vs champion 9 s" in text
     assert "pass: floors" not in text  # only the reasons that decided it
     assert "firepipe evaluate-real --model models:/d/3" in text
+    assert "score readings with the champion over HTTP: firepipe serve" in text
+    run.detector["ml/champion"]["champion_version"] = None  # nothing promoted, ever
+    assert "firepipe serve" not in render(run, "/home")
+    run.detector["ml/champion"]["champion_version"] = 2
     assert "Detector:" not in render(summary(), "/home")
     run.detector["ml/evaluation"]["real_summary"]["warm_up_s"] = 0.0
     assert "alarms before ignition 0 (replayed from ignition)" in render(run, "/home")
