@@ -142,6 +142,16 @@ class LocalPaths:
         """The SQLite online store: the latest gold features per device (LocalFeatureStore)."""
         return self.home / "online_features.db"
 
+    @property
+    def state_store(self) -> Path:
+        """The SQLite state store: the agents' state per device, with history (LocalStateStore)."""
+        return self.home / "state_store.db"
+
+    @property
+    def queues(self) -> Path:
+        """The SQLite file of the agents' queues and topic (LocalQueue, LocalTopic)."""
+        return self.home / "queues.db"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()

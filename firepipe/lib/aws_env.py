@@ -60,3 +60,12 @@ MODEL_VERSION_VAR = "FIREPIPE_MODEL_VERSION"
 # offline store with, and the s3:// prefix of the offline store's Iceberg table.
 FEATURE_STORE_ROLE_ARN_VAR = "FIREPIPE_FEATURE_STORE_ROLE_ARN"
 FEATURE_STORE_OFFLINE_URI_VAR = "FIREPIPE_FEATURE_STORE_OFFLINE_URI"
+# The agents' state store (firepipe.resources.state_store): the table of each key's current
+# state and the table of its history (the CDK app creates both, with point-in-time recovery).
+STATE_TABLE_VAR = "FIREPIPE_STATE_TABLE"
+STATE_HISTORY_TABLE_VAR = "FIREPIPE_STATE_HISTORY_TABLE"
+# The agents' messaging (firepipe.resources.queue, .topic): the SQS queues are named
+# <prefix><name> with dead-letter queues <prefix><name>-dlq (prefix e.g. "firepipe-"); the SNS
+# topic of agent events fans out to them.
+QUEUE_PREFIX_VAR = "FIREPIPE_QUEUE_PREFIX"
+EVENTS_TOPIC_ARN_VAR = "FIREPIPE_EVENTS_TOPIC_ARN"

@@ -309,6 +309,50 @@ def _sagemaker_feature_store(paths: LocalPaths) -> Any:
     )
 
 
+def _local_state_store(paths: LocalPaths) -> Any:
+    from firepipe.resources.state_store import LocalStateStore
+
+    return LocalStateStore(path=str(paths.state_store))
+
+
+def _dynamo_state_store(paths: LocalPaths) -> Any:
+    from firepipe.resources.state_store import DynamoStateStore
+
+    return DynamoStateStore(
+        state_table=dg.EnvVar(var.STATE_TABLE_VAR),
+        history_table=dg.EnvVar(var.STATE_HISTORY_TABLE_VAR),
+        region=_region(),
+    )
+
+
+def _local_queues(paths: LocalPaths) -> Any:
+    from firepipe.resources.queue import LocalQueue
+
+    return LocalQueue(path=str(paths.queues))
+
+
+def _sqs_queues(paths: LocalPaths) -> Any:
+    from firepipe.resources.queue import SqsQueue
+
+    return SqsQueue(prefix=dg.EnvVar(var.QUEUE_PREFIX_VAR), region=_region())
+
+
+def _local_topic(paths: LocalPaths) -> Any:
+    from firepipe.resources.topic import LocalTopic
+
+    return LocalTopic(path=str(paths.queues))
+
+
+def _sns_topic(paths: LocalPaths) -> Any:
+    from firepipe.resources.topic import SnsTopic
+
+    return SnsTopic(
+        topic_arn=dg.EnvVar(var.EVENTS_TOPIC_ARN_VAR),
+        queue_prefix=dg.EnvVar(var.QUEUE_PREFIX_VAR),
+        region=_region(),
+    )
+
+
 # resource key -> its implementation in each environment.
 IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "lakehouse": {LOCAL: _local_lakehouse, AWS: _glue_lakehouse},
@@ -326,6 +370,10 @@ IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "notifier": {LOCAL: _local_notifier, AWS: _sns_notifier},
     "model_endpoint": {LOCAL: _local_endpoint, AWS: _sagemaker_endpoint},
     "feature_store": {LOCAL: _local_feature_store, AWS: _sagemaker_feature_store},
+    "state_store": {LOCAL: _local_state_store, AWS: _dynamo_state_store},
+    # Every named queue (readings, scores, alarms) through one resource; the agents' topic.
+    "queues": {LOCAL: _local_queues, AWS: _sqs_queues},
+    "events_topic": {LOCAL: _local_topic, AWS: _sns_topic},
 }
 
 
