@@ -19,6 +19,7 @@ from firepipe.core.training.models import FEATURE_SPEC_FILE, train_detector
 from firepipe.names import MODEL_NAME
 from firepipe.resources.registry import LocalModelRegistry
 from firepipe_tests.conftest import nist_data_dir
+from firepipe_tests.services.detector_sample import register_detector
 
 # Rises of smoke and heat: features every NIST station with those sensors has.
 FEATURES = ("smoke_obscuration_pct_per_m__rise_per_min_30s", "temperature_c__rise_per_min_30s")
@@ -45,16 +46,7 @@ def champion(firepipe_home, tmp_path):  # type: ignore[no-untyped-def]
     model_dir = tmp_path / "model"
     rise_detector(model_dir)
     example = pl.DataFrame({name: [0.0] for name in FEATURES})
-    tags = {"feature_spec_hash": default_spec().hash(), "training_snapshot_id": "1", "git_sha": "x"}
-    version = registry.log_candidate(
-        model_dir,
-        name=MODEL_NAME,
-        metrics={},
-        params={},
-        tags=tags,
-        artifacts={},
-        input_example=example,
-    )
+    version = register_detector(registry, model_dir, MODEL_NAME, example, default_spec().hash())
     registry.promote(MODEL_NAME, version.version, "test")
     return version
 
@@ -154,18 +146,9 @@ def test_the_cli_registry_resolves_its_aws_variables(monkeypatch):
 def test_promote_by_hand_moves_the_champion_and_refuses_what_cannot_be(champion, tmp_path):
     registry = LocalModelRegistry(root=str(settings.local_paths().mlflow))
     rise_detector(tmp_path / "second")
-    second = registry.log_candidate(
-        tmp_path / "second",
-        name=MODEL_NAME,
-        metrics={},
-        params={},
-        tags={
-            "feature_spec_hash": default_spec().hash(),
-            "training_snapshot_id": "2",
-            "git_sha": "y",
-        },
-        artifacts={},
-        input_example=pl.DataFrame({name: [0.0] for name in FEATURES}),
+    example = pl.DataFrame({name: [0.0] for name in FEATURES})
+    second = register_detector(
+        registry, tmp_path / "second", MODEL_NAME, example, default_spec().hash(), snapshot="2"
     )
     result = CliRunner().invoke(main, ["promote", str(second.version), "--reason", "new replay"])
     assert result.exit_code == 0, result.output

@@ -29,6 +29,7 @@ from firepipe.resources.endpoint import LocalModelEndpoint
 from firepipe.resources.feature_store import LocalFeatureStore, feature_records, latest_per_device
 from firepipe.resources.registry import LocalModelRegistry
 from firepipe.resources.spark import LocalSparkCompute
+from firepipe_tests.services.detector_sample import register_detector
 
 SERVING = [endpoint, scores, online_features]
 # A device whose CO sensor never reported: its own channel profile.
@@ -85,16 +86,7 @@ def promote_a_champion(lake, tmp_path) -> Detector:
         .with_operating_point(0.0, 0, {NO_CO_PROFILE: (1.0, 0)})
     )
     detector.save(tmp_path / "detector")
-    tags = {"feature_spec_hash": spec.hash(), "training_snapshot_id": "1", "git_sha": "test"}
-    registry.log_candidate(
-        tmp_path / "detector",
-        name=MODEL_NAME,
-        metrics={},
-        params={},
-        tags=tags,
-        artifacts={},
-        input_example=gold.head(5),
-    )
+    register_detector(registry, tmp_path / "detector", MODEL_NAME, gold.head(5), spec.hash())
     registry.promote(MODEL_NAME, 1, "the test's champion")
     return detector
 

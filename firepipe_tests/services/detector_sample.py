@@ -7,6 +7,7 @@ import polars as pl
 
 from firepipe.core.training.dataset import LABEL
 from firepipe.core.training.models import Detector, train_detector
+from firepipe.resources.registry import ModelRegistry, ModelVersionInfo
 
 FEATURES = ("temperature__mean_30s", "smoke__max_60s", "co__slope_30s")
 
@@ -40,3 +41,25 @@ def saved_detector(
     detector = detector.with_operating_point(threshold, persistence_s)
     detector.save(directory)
     return detector
+
+
+def register_detector(
+    registry: ModelRegistry,
+    directory: Path,
+    name: str,
+    example: pl.DataFrame,
+    spec_hash: str = "spec-hash",
+    snapshot: str = "1",
+) -> ModelVersionInfo:
+    """Register the detector saved in `directory` as a new version of `name`, with the tags a
+    candidate needs and no metrics or plots (the tests' shortcut around ml/detector)."""
+    tags = {"feature_spec_hash": spec_hash, "training_snapshot_id": snapshot, "git_sha": "test"}
+    return registry.log_candidate(
+        directory,
+        name=name,
+        metrics={},
+        params={},
+        tags=tags,
+        artifacts={},
+        input_example=example,
+    )

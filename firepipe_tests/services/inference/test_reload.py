@@ -18,6 +18,7 @@ from firepipe.resources.registry import LocalModelRegistry
 from firepipe.services.inference.app import create_app
 from firepipe.services.inference.keys import Access
 from firepipe.services.inference.source import ModelHolder, RegistrySource
+from firepipe_tests.services.detector_sample import register_detector
 from firepipe_tests.services.inference.serving_sample import FEATURES, running, saved_detector
 
 pytestmark = pytest.mark.slow
@@ -25,18 +26,8 @@ pytestmark = pytest.mark.slow
 
 def register(registry: LocalModelRegistry, folder: Path, seed: int) -> int:
     saved_detector(folder, seed=seed, rounds=10 + seed)
-    tags = {"feature_spec_hash": "x", "training_snapshot_id": "1", "git_sha": "x"}
     example = pl.DataFrame({name: [1.0] for name in FEATURES})
-    info = registry.log_candidate(
-        folder,
-        name=MODEL_NAME,
-        metrics={},
-        params={},
-        tags=tags,
-        artifacts={},
-        input_example=example,
-    )
-    return info.version
+    return register_detector(registry, folder, MODEL_NAME, example).version
 
 
 def test_a_new_champion_is_served_without_a_failed_request(
