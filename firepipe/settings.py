@@ -152,6 +152,11 @@ class LocalPaths:
         """The SQLite file of the agents' queues and topic (LocalQueue, LocalTopic)."""
         return self.home / "queues.db"
 
+    @property
+    def escalations(self) -> Path:
+        """The SQLite file of the alerts' escalation timers (LocalEscalationTimer)."""
+        return self.home / "escalations.db"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()

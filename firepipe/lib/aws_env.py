@@ -69,3 +69,12 @@ STATE_HISTORY_TABLE_VAR = "FIREPIPE_STATE_HISTORY_TABLE"
 # topic of agent events fans out to them.
 QUEUE_PREFIX_VAR = "FIREPIPE_QUEUE_PREFIX"
 EVENTS_TOPIC_ARN_VAR = "FIREPIPE_EVENTS_TOPIC_ARN"
+# The escalation state machine (firepipe.resources.escalation; the CDK app creates it from
+# firepipe.core.agents.escalation.state_machine_definition): one execution per alert.
+ESCALATION_STATE_MACHINE_ARN_VAR = "FIREPIPE_ESCALATION_STATE_MACHINE_ARN"
+# Powertools idempotency records of the agents' handlers (firepipe.lib.idempotency): a table
+# with partition key `id` and TTL on `expiration` (the CDK app creates it).
+IDEMPOTENCY_TABLE_VAR = "FIREPIPE_IDEMPOTENCY_TABLE"
+# The local notifier's optional webhook (read where the local outbox is built, unset: none):
+# each new notification is POSTed there as JSON.
+ALERT_WEBHOOK_URL_VAR = "FIREPIPE_ALERT_WEBHOOK_URL"

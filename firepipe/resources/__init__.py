@@ -267,7 +267,9 @@ def _sagemaker_registry(paths: LocalPaths) -> Any:
 def _local_notifier(paths: LocalPaths) -> Any:
     from firepipe.resources.notifier import LocalNotifier
 
-    return LocalNotifier(path=str(paths.notifications))
+    return LocalNotifier(
+        path=str(paths.notifications), webhook_url=_optional(var.ALERT_WEBHOOK_URL_VAR)
+    )
 
 
 def _sns_notifier(paths: LocalPaths) -> Any:
@@ -353,6 +355,20 @@ def _sns_topic(paths: LocalPaths) -> Any:
     )
 
 
+def _local_escalation(paths: LocalPaths) -> Any:
+    from firepipe.resources.escalation import LocalEscalationTimer
+
+    return LocalEscalationTimer(path=str(paths.escalations))
+
+
+def _sfn_escalation(paths: LocalPaths) -> Any:
+    from firepipe.resources.escalation import StepFunctionsEscalation
+
+    return StepFunctionsEscalation(
+        state_machine_arn=dg.EnvVar(var.ESCALATION_STATE_MACHINE_ARN_VAR), region=_region()
+    )
+
+
 # resource key -> its implementation in each environment.
 IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "lakehouse": {LOCAL: _local_lakehouse, AWS: _glue_lakehouse},
@@ -374,6 +390,7 @@ IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     # Every named queue (readings, scores, alarms) through one resource; the agents' topic.
     "queues": {LOCAL: _local_queues, AWS: _sqs_queues},
     "events_topic": {LOCAL: _local_topic, AWS: _sns_topic},
+    "escalation": {LOCAL: _local_escalation, AWS: _sfn_escalation},
 }
 
 
