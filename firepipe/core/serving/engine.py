@@ -1,16 +1,23 @@
 """The scoring engine behind the inference service: raw readings in, one prediction each out.
 
 Each reading joins its device's recent readings (`online.DeviceReadings`), gets gold's features
-(`online.point_features`), is scored by the model's scorer and alarms by the rule evaluation
-and the real-fire replay use (`evaluation.alarm_sounding`): the score has stayed at or above the
+(`online.features`), is scored by the model's scorer and alarms by the rule evaluation and the
+real-fire replay use (`evaluation.alarm_sounding`): the score has stayed at or above the
 threshold of the device's operating point for `persistence_s` seconds. A device's operating
-point is that of its channel profile, the channels it has reported since the engine first held
-it (a device that never sends CO has no CO sensor).
+point is that of its channel profile: the channels it was declared to have (`profiles`, e.g. a
+replayed NIST station's instruments), else the channels it has reported since the engine first
+held it (a device that never sends CO has no CO sensor). A prediction is `warm` once the
+device's held readings cover the features' lookback (a device learned recently, e.g. after a
+worker restart, has partial windows).
 
 A reading silver would quarantine (a value outside its channel's range, a time in the future)
 or one too late to score online refuses the whole request before anything changes. Answers are
 never revised: a late reading changes the features of readings after it, which were already
 answered (gold computes them again when the readings land).
+
+A device's readings that arrive in increasing time after its newest (the common case) are
+placed and featurised in one kernel call; others (out of order, a second sent twice) one by
+one, each from what had arrived before it. Both give the same numbers.
 
 Memory is bounded: a device holds the readings its features and its alarm rule can still read
 (`horizon_s`), at most `max_devices` devices are held (the least recently heard from go first)
@@ -23,14 +30,15 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 
 from firepipe.core.lake.standardise import MAX_CLOCK_SKEW_S
-from firepipe.core.readings import CHANNELS
+from firepipe.core.readings import CHANNEL_NAMES, CHANNELS
 from firepipe.core.serving import online
 from firepipe.core.serving.scoring import ServingModel
 from firepipe.core.training.dataset import profile_name
@@ -43,6 +51,10 @@ IDLE_S = 3_600.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 _SKEW = timedelta(seconds=MAX_CLOCK_SKEW_S)
+_LOW = np.array([c.min_value for c in CHANNELS])
+_HIGH = np.array([c.max_value for c in CHANNELS])
+_NEVER = -(2**62)
+_NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 class RejectedReadingsError(ValueError):
@@ -64,6 +76,8 @@ class Prediction:
     score: float
     alarm: bool
     model_version: str
+    threshold: float  # of the operating point the alarm was decided at
+    warm: bool  # the device's held readings cover the features' lookback
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,7 @@ class _Compiled:
 
     model: ServingModel
     plan: online.FeaturePlan
-    columns: np.ndarray  # the plan's column of each of the detector's features
+    columns: npt.NDArray[np.int64]  # the plan's column of each of the detector's features
     keep_rows: int  # rows the alarm rule may walk back through
     points: dict[int, tuple[float, int]] = field(default_factory=dict)  # by channel bits
 
@@ -80,21 +94,46 @@ class _Compiled:
     def of(cls, model: ServingModel) -> _Compiled:
         detector = model.detector
         plan = online.compile_plan(detector.require_feature_spec())
-        columns = np.array([plan.names.index(n) for n in detector.feature_names], dtype=np.intp)
+        columns = np.array([plan.names.index(n) for n in detector.feature_names], dtype=np.int64)
         persistence = [detector.persistence_s, *(p for _, p in detector.profile_points.values())]
         return cls(model, plan, columns, max(persistence) + 1)
 
-    def point(self, seen: int) -> tuple[float, int]:
-        if seen not in self.points:
-            channels = [c.name for i, c in enumerate(CHANNELS) if seen >> i & 1]
-            profile = profile_name(channels) if channels else None
-            self.points[seen] = self.model.detector.operating_point(profile)
-        return self.points[seen]
+    @property
+    def kernel_plan(self) -> tuple[online.I64, online.F64, online.I64]:
+        return self.plan.ops, self.plan.params, self.plan.spans
+
+    def point(self, channels: int) -> tuple[float, int]:
+        """(threshold, persistence_s) of the channel profile with these bits."""
+        if channels not in self.points:
+            names = [c.name for i, c in enumerate(CHANNELS) if channels >> i & 1]
+            profile = profile_name(names) if names else None
+            self.points[channels] = self.model.detector.operating_point(profile)
+        return self.points[channels]
 
 
-def _second(ts: datetime) -> int:
-    """The reading's second since the epoch (floored, as silver floors it)."""
-    return (ts - _EPOCH) // _SECOND
+class _Group:
+    """A device's readings in a request: their indices among the readings scored (`at`, then
+    `index`), whether they come in increasing time after the device's newest, and once placed
+    their rows."""
+
+    __slots__ = ("at", "index", "newest", "ordered", "rows")
+
+    def __init__(self, newest: int) -> None:
+        self.newest, self.ordered = newest, True
+        self.at: list[int] = []
+        self.index = self.rows = _NO_ROWS
+
+
+@dataclass
+class _Request:
+    """Checked readings: those to score (and their positions among those sent), their seconds
+    and channels (NaN where not sent), by device."""
+
+    readings: list[Reading]
+    positions: list[int]
+    seconds: online.I64
+    values: online.F32
+    devices: dict[str, _Group]
 
 
 class ScoringEngine:
@@ -142,50 +181,136 @@ class ScoringEngine:
         with self._lock:
             self._compiled = compiled
 
-    def score(self, readings: Sequence[Reading]) -> list[Prediction]:
+    def score(
+        self, readings: Sequence[Reading], profiles: Mapping[str, Collection[str]] | None = None
+    ) -> list[Prediction]:
+        """One prediction per reading, in order. `profiles`: by device, the channels it has
+        (e.g. a replayed station's instruments), its channel profile from its first reading on
+        and until declared again; a device never declared has the channels it has sent."""
+        return self._score(readings, profiles, skip_late=False)[1]
+
+    def score_available(
+        self, readings: Sequence[Reading], profiles: Mapping[str, Collection[str]] | None = None
+    ) -> tuple[list[int], list[Prediction]]:
+        """As `score`, but readings more than `late_s` behind their device's newest are left to
+        gold instead of refusing the request: the positions scored and their predictions."""
+        return self._score(readings, profiles, skip_late=True)
+
+    def _score(
+        self,
+        readings: Sequence[Reading],
+        profiles: Mapping[str, Collection[str]] | None,
+        skip_late: bool,
+    ) -> tuple[list[int], list[Prediction]]:
         with self._lock:
             compiled = self._compiled
-            seconds = self._check(readings)
-            held = [self._held(r.device_id) for r in readings]
-            rows = self._place(readings, seconds, held, compiled)
+            declared = _declared(profiles or {})
+            request = self._check(readings, skip_late)
+            held = self._held(request)
+            for device_id, bits in declared.items():
+                if device_id in held:
+                    held[device_id].declared = bits
+            rows = self._place(request, held, compiled)
             scores = compiled.model.scorer.scores(rows)
-            predictions = self._predict(readings, seconds, held, scores, compiled)
+            predictions = self._predict(request, held, scores, compiled)
             # Only now: a reading later in the request may be older than one before it.
-            for device in {id(d): d for d in held}.values():
-                device.trim(self.horizon_s, compiled.keep_rows)
-            return predictions
+            horizon_s = self.horizon_s
+            for device in held.values():
+                device.trim(horizon_s, compiled.keep_rows)
+            return request.positions, predictions
 
-    def _check(self, readings: Sequence[Reading]) -> list[int]:
-        """Each reading's second; RejectedReadingsError for the first that cannot be scored."""
+    def _check(self, readings: Sequence[Reading], skip_late: bool) -> _Request:
+        """The readings to score, grouped by device; RejectedReadingsError for the first that
+        cannot be scored (`_refusal` words it: this loop only notices that one may exist)."""
         latest = self._now() + _SKEW
+        index, width = online.CHANNEL_INDEX, online.N_CHANNELS
+        flat = [math.nan] * (len(readings) * width)
+        positions: list[int] = []
+        seconds: list[int] = []
+        devices: dict[str, _Group] = {}
+        sent, suspect = 0, False
+        for position, reading in enumerate(readings):
+            base = position * width
+            try:
+                for name, value in reading.values.items():
+                    flat[base + index[name]] = value
+            except KeyError:  # an unknown channel
+                suspect = True
+                continue
+            sent += len(reading.values)
+            suspect |= reading.ts > latest
+            second = (reading.ts - _EPOCH) // _SECOND
+            device = devices.get(reading.device_id)
+            if device is None:
+                device = devices[reading.device_id] = _Group(self._newest(reading.device_id))
+            if second < device.newest - self._late_s:
+                suspect |= not skip_late
+                continue
+            if second > device.newest:
+                device.newest = second
+            else:
+                device.ordered = False
+            device.at.append(len(positions))
+            positions.append(position)
+            seconds.append(second)
+        every = np.array(flat, dtype=np.float64).reshape(len(readings), width)
+        values, present, outside = online.screen(every, _LOW, _HIGH)
+        if suspect or outside or present != sent:
+            error = self._refusal(readings, latest, skip_late)
+            if error is not None:
+                raise error
+        if len(positions) < len(readings):
+            values = values[positions]
+        kept = [readings[p] for p in positions] if skip_late else list(readings)
+        groups = {d: group for d, group in devices.items() if group.at}
+        for group in groups.values():
+            group.index = np.array(group.at, dtype=np.int64)
+        return _Request(kept, positions, np.array(seconds, dtype=np.int64), values, groups)
+
+    def _refusal(
+        self, readings: Sequence[Reading], latest: datetime, skip_late: bool
+    ) -> RejectedReadingsError | None:
+        """The refusal of the first reading that cannot be scored, if any, reading by
+        reading: a value out of range (or of an unknown channel), then a time in the future,
+        then too late (unless `skip_late`)."""
         newest: dict[str, int] = {}
-        seconds = []
         for position, reading in enumerate(readings):
             problem = _range_problem(reading.values)
             if problem is None and reading.ts > latest:
                 problem = f"ts {reading.ts_text} is after now + {MAX_CLOCK_SKEW_S:g} s"
-            second = _second(reading.ts)
+            second = (reading.ts - _EPOCH) // _SECOND
             device = reading.device_id
             if device not in newest:
-                held = self._devices.get(device)
-                newest[device] = -(2**62) if held is None else held[0].newest or -(2**62)
+                newest[device] = self._newest(device)
             if problem is None and second < newest[device] - self._late_s:
+                if skip_late:
+                    continue
                 problem = (
                     f"ts {reading.ts_text} is {newest[device] - second} s before the device's "
                     f"newest reading: readings more than {self._late_s} s late are not scored "
                     "online (gold scores them once they land)"
                 )
             if problem is not None:
-                raise RejectedReadingsError(f"reading {position} (device {device!r}): {problem}")
+                return RejectedReadingsError(f"reading {position} (device {device!r}): {problem}")
             newest[device] = max(newest[device], second)
-            seconds.append(second)
-        return seconds
+        return None
 
-    def _held(self, device: str) -> online.DeviceReadings:
+    def _newest(self, device: str) -> int:
+        entry = self._devices.get(device)
+        newest = None if entry is None else entry[0].newest
+        return _NEVER if newest is None else newest
+
+    def _held(self, request: _Request) -> dict[str, online.DeviceReadings]:
+        """The request's devices' readings, the devices now the most recently heard from (in
+        the order of their last reading); the devices over `max_devices` or idle go."""
         now = self._clock()
-        entry = self._devices.pop(device, None)
-        readings = online.DeviceReadings() if entry is None else entry[0]
-        self._devices[device] = (readings, now)
+        held = {}
+        groups = request.devices
+        for device in sorted(groups, key=lambda d: groups[d].at[-1]):
+            entry = self._devices.pop(device, None)
+            first = int(request.seconds[groups[device].at[0]])
+            held[device] = online.DeviceReadings(first) if entry is None else entry[0]
+            self._devices[device] = (held[device], now)
         while len(self._devices) > self._max_devices:
             self._devices.popitem(last=False)
         while self._devices:
@@ -193,78 +318,85 @@ class ScoringEngine:
             if heard >= now - self._idle_s:
                 break
             del self._devices[oldest]
-        return readings
+        return held
 
     def _place(
-        self,
-        readings: Sequence[Reading],
-        seconds: list[int],
-        held: list[online.DeviceReadings],
-        compiled: _Compiled,
-    ) -> np.ndarray:
+        self, request: _Request, held: Mapping[str, online.DeviceReadings], compiled: _Compiled
+    ) -> npt.NDArray[np.float64]:
         """Place every reading and compute its features: the model's input rows."""
-        plan = compiled.plan
-        features = np.empty(len(plan.names), dtype=np.float32)
-        rows = np.empty((len(readings), compiled.columns.size), dtype=np.float64)
-        values = np.empty(len(CHANNELS), dtype=np.float32)
-        for k, (reading, second, device) in enumerate(zip(readings, seconds, held, strict=True)):
-            values.fill(np.nan)
-            for name, value in reading.values.items():
-                index = online.CHANNEL_INDEX[name]
-                values[index] = value
-                device.seen |= 1 << index
-            row = device.place(second, values)
-            device.scores[row] = np.nan  # not scored yet
-            online.point_features(device.ts, device.x, row, plan.ops, plan.params, features)
-            rows[k] = features[compiled.columns]
+        rows = np.empty((len(request.readings), compiled.columns.size), dtype=np.float64)
+        plan = compiled.kernel_plan
+        columns = compiled.columns
+        for device_id, group in request.devices.items():
+            device, at = held[device_id], group.index
+            if group.ordered:
+                group.rows = device.append(request.seconds[at], request.values[at])
+                device.seen = online.features(
+                    device.ts, device.x, group.rows, device.seen, plan, columns, rows, at
+                )
+                continue
+            for k in range(at.size):  # each from the readings that had arrived before it
+                row = device.place(int(request.seconds[at[k]]), request.values[at[k]])
+                one, to = np.array([row], dtype=np.int64), at[k : k + 1]
+                device.seen = online.features(
+                    device.ts, device.x, one, device.seen, plan, columns, rows, to
+                )
+            group.rows = np.searchsorted(device.ts[: device.n], request.seconds[at])
         return rows
 
     def _predict(
         self,
-        readings: Sequence[Reading],
-        seconds: list[int],
-        held: list[online.DeviceReadings],
-        scores: np.ndarray,
+        request: _Request,
+        held: Mapping[str, online.DeviceReadings],
+        scores: npt.NDArray[np.float64],
         compiled: _Compiled,
     ) -> list[Prediction]:
+        n = len(request.readings)
+        alarm, warm = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
+        threshold = [0.0] * n
+        lookback_s = compiled.plan.lookback_s
+        for device_id, group in request.devices.items():
+            device = held[device_id]
+            at_threshold, persistence_s = compiled.point(device.declared or device.seen)
+            rule = (at_threshold, persistence_s, device.first + lookback_s)
+            online.outcomes(
+                device.ts, device.scores, group.rows, group.index, rule, scores, alarm, warm
+            )
+            for k in group.at:
+                threshold[k] = at_threshold
         version = compiled.model.version
-        predictions = []
-        for reading, second, device, score in zip(
-            readings, seconds, held, scores.tolist(), strict=True
-        ):
-            row = int(np.searchsorted(device.ts[: device.n], second))
-            device.scores[row] = score
-            threshold, persistence_s = compiled.point(device.seen)
-            alarm = (
-                score >= threshold
-                and _held_s(device, row, threshold, persistence_s) >= persistence_s
+        return [
+            Prediction(r.device_id, r.ts_text, s, a, version, t, w)
+            for r, s, a, t, w in zip(
+                request.readings,
+                scores.tolist(),
+                alarm.tolist(),
+                threshold,
+                warm.tolist(),
+                strict=True,
             )
-            predictions.append(
-                Prediction(reading.device_id, reading.ts_text, score, alarm, version)
-            )
-        return predictions
+        ]
 
 
-def _held_s(device: online.DeviceReadings, row: int, threshold: float, enough_s: int) -> int:
-    """Seconds the device's scores have stayed >= threshold up to `row`, whose score is: back
-    to the first of the unbroken run of such scores, or `enough_s` when it is at least that.
-    A row not scored yet (NaN: a reading later in this request, earlier in time) had not
-    arrived when `row` did, so it is passed."""
-    first = row
-    t = device.ts[row]
-    for k in range(row - 1, -1, -1):
-        if t - device.ts[first] >= enough_s:
-            break
-        score = device.scores[k]
-        if score != score:
-            continue
-        if score < threshold:
-            break
-        first = k
-    return int(device.ts[row] - device.ts[first])
+def _declared(profiles: Mapping[str, Collection[str]]) -> dict[str, int]:
+    """The channel bits of each declared profile; RejectedReadingsError for a bad one."""
+    bits = {}
+    for device, channels in profiles.items():
+        names = {channels} if isinstance(channels, str) else set(channels)
+        unknown = sorted(names - online.CHANNEL_INDEX.keys())
+        if unknown or not names:
+            problem = f"unknown channel(s) {unknown}" if unknown else "no channels"
+            raise RejectedReadingsError(
+                f"profile of device {device!r}: {problem}; known: {', '.join(CHANNEL_NAMES)}"
+            )
+        bits[device] = sum(1 << online.CHANNEL_INDEX[name] for name in names)
+    return bits
 
 
 def _range_problem(values: dict[str, float]) -> str | None:
+    unknown = sorted(values.keys() - online.CHANNEL_INDEX.keys())
+    if unknown:
+        return f"unknown channel(s) {unknown}"
     for channel in CHANNELS:
         value = values.get(channel.name)
         if value is not None and not (channel.min_value <= value <= channel.max_value):

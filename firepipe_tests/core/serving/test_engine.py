@@ -119,3 +119,98 @@ def test_readings_silver_would_quarantine_are_refused() -> None:
     with pytest.raises(RejectedReadingsError, match="co_ppm=-1 outside"):
         scoring.score([reading("d", 0, 20.0, co=-1.0)])
     assert scoring.devices == 0
+
+
+def test_a_declared_profile_sets_the_operating_point_from_the_first_reading() -> None:
+    """A device declared with temperature and CO alarms at that profile's point (0.3 after
+    2 s) though it has sent no CO yet; the same readings undeclared alarm at the one point."""
+    rng = np.random.default_rng(5)
+    seconds = list(range(200))
+    temperature = (20 + 60 * (np.sin(np.arange(200) / 15.0) > 0.5) + rng.normal(0, 8, 200)).clip(
+        -40, 1200
+    )
+    scoring = engine()
+    declared, undeclared = [], []
+    for s, t in zip(seconds, temperature.tolist(), strict=True):
+        declared += scoring.score([reading("d", s, t)], {"d": ["co_ppm", "temperature_c"]})
+        undeclared += scoring.score([reading("u", s, t)])
+    for answers, point in ((declared, (0.3, 2)), (undeclared, (0.5, 4))):
+        frame = pl.DataFrame(
+            {
+                "device_id": "d",
+                "ts": [START + timedelta(seconds=s) for s in seconds],
+                "score": [a.score for a in answers],
+            }
+        )
+        assert [a.alarm for a in answers] == evaluation.alarm_sounding(frame, *point).to_list()
+        assert {a.threshold for a in answers} == {point[0]}
+    assert [a.alarm for a in declared] != [a.alarm for a in undeclared]
+    # the declaration stays with the device: a later request need not repeat it
+    (later,) = scoring.score([reading("d", 200, 20.0)])
+    assert later.threshold == 0.3
+
+
+def test_a_profile_with_an_unknown_channel_is_refused_before_anything_changes() -> None:
+    scoring = engine()
+    with pytest.raises(RejectedReadingsError, match=r"profile of device 'd': unknown .*'co'"):
+        scoring.score([reading("d", 0, 20.0)], {"d": ["temperature_c", "co"]})
+    with pytest.raises(RejectedReadingsError, match="no channels"):
+        scoring.score([reading("d", 0, 20.0)], {"d": []})
+    assert scoring.devices == 0
+
+
+def test_predictions_are_warm_once_the_held_readings_cover_the_lookback() -> None:
+    """SPEC's 5 s windows read 4 s back: warm from 4 s after the first reading held, and again
+    only 4 s after a restart (a new engine) or after the device was forgotten."""
+    scoring = engine(idle_s=60.0, clock=lambda: clock[0])
+    clock = [0.0]
+    answers = scoring.score([reading("d", s, 20.0) for s in range(8)])
+    assert [a.warm for a in answers] == [False] * 4 + [True] * 4
+    (late,) = scoring.score([reading("d", 2, 20.0)])  # late, before the 4 s were held
+    assert not late.warm
+    restarted = engine().score([reading("d", s, 20.0) for s in range(8, 14)])
+    assert [a.warm for a in restarted] == [False] * 4 + [True] * 2
+    clock[0] = 61.0
+    scoring.score([reading("other", 100, 20.0)])  # d, idle for 61 s, is forgotten
+    assert [a.warm for a in scoring.score([reading("d", 100, 20.0)])] == [False]
+
+
+def test_a_request_answers_each_reading_as_if_it_had_come_alone() -> None:
+    """Runs in time order (one kernel call per device), readings out of order and seconds
+    sent twice (one by one) mixed in one request: the same predictions as one per request."""
+    rng = np.random.default_rng(11)
+    sent = []
+    for s in range(400):
+        for device in ("a", "b", "c"):
+            heat = 20 + 70 * (s % 90 > 50) + rng.normal(0, 5)
+            late = s - int(rng.integers(1, 8)) if device == "b" and rng.random() < 0.2 else s
+            co = 5.0 if device == "c" else None
+            sent.append(reading(device, max(late, 0), float(np.clip(heat, -40, 1200)), co))
+    alone, together = engine(), engine()
+    one_by_one = [p for r in sent for p in alone.score([r])]
+    batched = [p for i in range(0, len(sent), 37) for p in together.score(sent[i : i + 37])]
+    assert batched == one_by_one
+    # and the scores are those of the 5 s mean of what had arrived (the last write wins)
+    arrived: dict[str, dict[int, float]] = {}
+    for r, p in zip(sent, batched, strict=True):
+        second = int((r.ts - START).total_seconds())
+        held = arrived.setdefault(r.device_id, {})
+        held[second] = float(np.float32(r.values["temperature_c"]))
+        window = [held[k] for k in range(second - 4, second + 1) if k in held]
+        assert p.score == pytest.approx(min(max((np.mean(window) - 20) / 50, 0.0), 1.0), abs=1e-6)
+    assert 0 < sum(p.alarm for p in batched) < len(batched)
+
+
+def test_score_available_leaves_late_readings_to_gold() -> None:
+    scoring = engine()
+    scoring.score([reading("d", 400, 20.0)])
+    positions, answers = scoring.score_available(
+        [reading("d", 401, 20.0), reading("d", 10, 20.0), reading("e", 0, 70.0)]
+    )
+    assert positions == [0, 2]
+    assert [(a.device_id, a.ts) for a in answers] == [
+        ("d", "2026-03-01T00:06:41Z"),
+        ("e", "2026-03-01T00:00:00Z"),
+    ]
+    with pytest.raises(RejectedReadingsError, match="co_ppm=-1 outside"):
+        scoring.score_available([reading("d", 11, 20.0, co=-1.0)])

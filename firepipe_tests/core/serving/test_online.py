@@ -14,10 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from firepipe.core.features.kernels import compiled
 from firepipe.core.features.spec import (
+    STATISTICS,
     Difference,
     FeatureSpec,
+    RateOfRise,
+    Ratio,
+    Rise,
     Rolling,
+    SmokeHeatLag,
     compute_features,
     default_spec,
 )
@@ -244,3 +250,155 @@ def test_a_reading_exactly_late_s_late_still_has_its_whole_window() -> None:
     difference, low = scorer.rows[-1]
     assert difference == 10.0  # its reading 10 s earlier, the oldest the window reads
     assert low == late - 10
+
+
+# The kernel before per-span statistics (one window pass per feature, a binary search per row
+# of a lag's onset): the engine's answers are held to it bit for bit.
+@compiled
+def _old_first_after(ts: np.ndarray, end: int, t: int) -> int:
+    return int(np.searchsorted(ts[:end], t, side="right"))
+
+
+@compiled
+def _old_at(ts: np.ndarray, end: int, t: int) -> int:
+    k = int(np.searchsorted(ts[:end], t, side="left"))
+    return k if k < end and ts[k] == t else -1
+
+
+@compiled
+def _old_mean(x: np.ndarray, channel: int, begin: int, end: int) -> float:
+    n, total = 0, 0.0
+    for k in range(begin, end):
+        v = np.float64(x[k, channel])
+        if v == v:
+            n += 1
+            total += v
+    return total / n if n else np.nan
+
+
+@compiled
+def _old_onset(
+    ts: np.ndarray, x: np.ndarray, channel: int, begin: int, end: int, lag: int, rise: float
+) -> int:
+    for k in range(begin, end):
+        j = _old_at(ts, k, ts[k] - lag)
+        if j >= 0 and np.float64(x[k, channel]) - np.float64(x[j, channel]) >= rise:
+            return k
+    return -1
+
+
+@compiled
+def old_point_features(
+    ts: np.ndarray, x: np.ndarray, row: int, ops: np.ndarray, params: np.ndarray, out: np.ndarray
+) -> None:
+    t = ts[row]
+    end = row + 1
+    for i in range(ops.shape[0]):
+        op, a, b, s1, s2 = ops[i, 0], ops[i, 1], ops[i, 2], ops[i, 3], ops[i, 4]
+        value = np.nan
+        if op <= 3:  # mean, std, max, min
+            begin = _old_first_after(ts, end, t - s1)
+            if op == 0:
+                value = _old_mean(x, a, begin, end)
+            elif op == 1:
+                mean = _old_mean(x, a, begin, end)
+                n, m2 = 0, 0.0
+                for k in range(begin, end):
+                    v = np.float64(x[k, a])
+                    if v == v:
+                        n += 1
+                        m2 += (v - mean) * (v - mean)
+                if n >= 2:
+                    value = np.sqrt(m2 / (n - 1))
+            else:
+                best = np.nan
+                for k in range(begin, end):
+                    v = np.float64(x[k, a])
+                    if v == v and (best != best or (v > best if op == 2 else v < best)):
+                        best = v
+                value = best
+        elif op == 4:  # change
+            j = _old_at(ts, end, t - s1)
+            if j >= 0:
+                value = (np.float64(x[row, a]) - np.float64(x[j, a])) * params[i, 0]
+        elif op == 5:  # rise
+            short = _old_mean(x, a, _old_first_after(ts, end, t - s1), end)
+            value = short - _old_mean(x, a, _old_first_after(ts, end, t - s2), end)
+        elif op == 6:  # ratio
+            den = np.float64(x[row, b])
+            if den != 0:
+                value = np.float64(x[row, a]) / den
+        else:  # smoke-heat lag
+            begin = _old_first_after(ts, end, t - s1)
+            smoke = _old_onset(ts, x, a, begin, end, s2, params[i, 0])
+            heat = _old_onset(ts, x, b, begin, end, s2, params[i, 1])
+            if smoke >= 0 and heat >= 0:
+                value = np.float64(ts[heat] - ts[smoke])
+        out[i] = value
+
+
+SMALL_SPEC = FeatureSpec(
+    (
+        *(Rolling(c, s, w) for c in CHANNEL_NAMES[:3] for s in STATISTICS for w in (3, 8)),
+        Rolling("co_ppm", "std", 20),
+        Rolling("co_ppm", "min", 20),
+        Difference("temperature_c", 2),
+        Difference("co_ppm", 7),
+        RateOfRise("temperature_c", 3),
+        Rise("temperature_c", 3, 8),
+        Rise("co_ppm", 4, 12),
+        Ratio("co_ppm", "co2_ppm"),
+        SmokeHeatLag(10, 2, 0.5, 0.25),
+        SmokeHeatLag(6, 1, 0.25, 0.5, "co_ppm", "humidity_pct"),
+    )
+)
+_SPECS = {"small": SMALL_SPEC, "default": SPEC}
+# Sums of these run through every rounding case (thirds, huge and tiny neighbours, signed
+# zeros, infinities cancelling to NaN), and their changes land on the lags' thresholds.
+_VALUES = st.one_of(
+    st.sampled_from([np.nan, 0.0, -0.0, 0.25, 0.5, 1.0, -0.5, 1 / 3, 1e30, -1e30, np.inf]),
+    st.sampled_from([np.nan, 0.0, 0.25, 0.5, 0.75, 1.0]),
+    st.floats(-1e6, 1e6, width=32),
+    st.floats(-1.0, 1.0, width=32),
+)
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray]:
+    """A device's held readings: seconds with gaps, channels with nulls (a few never sent)."""
+    n = draw(st.integers(1, 60))
+    gaps = draw(st.lists(st.sampled_from([1, 1, 1, 2, 3, 9, 40]), min_size=n, max_size=n))
+    ts = 1_700_000_000 + np.cumsum(gaps).astype(np.int64)
+    x = np.array(draw(st.lists(_VALUES, min_size=8 * n, max_size=8 * n)), dtype=np.float32)
+    x = x.reshape(n, 8)
+    x[:, draw(st.lists(st.integers(0, 7), max_size=3))] = np.nan
+    return ts, x
+
+
+@settings(max_examples=300, deadline=None)
+@given(window=windows(), spec=st.sampled_from(sorted(_SPECS)), data=st.data())
+def test_features_are_bit_identical_to_the_one_window_per_feature_kernel(
+    window: tuple[np.ndarray, np.ndarray], spec: str, data: st.DataObject
+) -> None:
+    ts, x = window
+    plan = online.compile_plan(_SPECS[spec])
+    old = np.empty((ts.size, len(plan.names)), dtype=np.float32)
+    for row in range(ts.size):
+        old_point_features(ts, x, row, plan.ops[:, :5].copy(), plan.params, old[row])
+    present = int(sum(1 << c for c in range(8) if (~np.isnan(x[:, c])).any()))
+    seen = data.draw(st.sampled_from([present, 0xFF]), label="seen")
+    first = data.draw(st.integers(0, ts.size - 1), label="first row")
+    rows = np.arange(first, ts.size, dtype=np.int64)
+    columns = np.arange(len(plan.names), dtype=np.int64)
+    kernel = (plan.ops, plan.params, plan.spans)
+    together = np.full((ts.size, columns.size), -1.0)  # every row from `first` in one call
+    online.features(ts, x, rows, seen, kernel, columns, together, rows)
+    alone = np.full((ts.size, columns.size), -1.0)  # one row a call
+    for row in rows:
+        one = np.array([row])
+        online.features(ts, x, one, seen, kernel, columns, alone, one)
+    for new in (together[first:].astype(np.float32), alone[first:].astype(np.float32)):
+        want = old[first:]
+        assert np.array_equal(np.isnan(new), np.isnan(want))
+        both = ~np.isnan(want)  # the same bits: signed zeros apart, infinities alike
+        assert np.array_equal(new[both].view(np.uint32), want[both].view(np.uint32))

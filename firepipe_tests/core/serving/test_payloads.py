@@ -249,8 +249,8 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_header() -> None:
 
 
 PREDICTIONS = [
-    Prediction("d,1", "2026-01-01T00:00:00Z", 0.125, False, "m/7"),
-    Prediction('d"2', "2026-01-01T00:00:01+01:00", 1.0, True, "m/7"),
+    Prediction("d,1", "2026-01-01T00:00:00Z", 0.125, False, "m/7", 0.5, False),
+    Prediction('d"2', "2026-01-01T00:00:01+01:00", 1.0, True, "m/7", 0.5, True),
 ]
 
 
