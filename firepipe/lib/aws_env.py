@@ -69,6 +69,9 @@ STATE_HISTORY_TABLE_VAR = "FIREPIPE_STATE_HISTORY_TABLE"
 # topic of agent events fans out to them.
 QUEUE_PREFIX_VAR = "FIREPIPE_QUEUE_PREFIX"
 EVENTS_TOPIC_ARN_VAR = "FIREPIPE_EVENTS_TOPIC_ARN"
+# "true" when the agents' queues (and the events topic) are FIFO: names ending .fifo, each
+# message group kept in order (a worker's crash cannot let later readings overtake earlier).
+QUEUE_FIFO_VAR = "FIREPIPE_QUEUE_FIFO"
 # The escalation state machine (firepipe.resources.escalation; the CDK app creates it from
 # firepipe.core.agents.escalation.state_machine_definition): one execution per alert.
 ESCALATION_STATE_MACHINE_ARN_VAR = "FIREPIPE_ESCALATION_STATE_MACHINE_ARN"

@@ -336,7 +336,10 @@ def _local_queues(paths: LocalPaths) -> Any:
 def _sqs_queues(paths: LocalPaths) -> Any:
     from firepipe.resources.queue import SqsQueue
 
-    return SqsQueue(prefix=dg.EnvVar(var.QUEUE_PREFIX_VAR), region=_region())
+    # FIFO queues keep each message group (a device's readings, its incidents) in order through
+    # a worker's crash; the deployment says which kind it made.
+    fifo = (_optional(var.QUEUE_FIFO_VAR) or "false").lower() in ("1", "true", "yes")
+    return SqsQueue(prefix=dg.EnvVar(var.QUEUE_PREFIX_VAR), region=_region(), fifo=fifo)
 
 
 def _local_topic(paths: LocalPaths) -> Any:

@@ -3,11 +3,19 @@ queue. SQS in AWS; locally a durable SQLite file under FIREPIPE_HOME (firepipe.l
 
 One resource serves every queue of the deployment, so a worker that reads one queue and writes
 another holds one resource; methods take the queue's short name ("readings"). SQS names it
-`<prefix><name>` and its dead-letter queue `<prefix><name>-dlq`; the CDK app creates them.
+`<prefix><name>` and its dead-letter queue `<prefix><name>-dlq` (FIFO: both end in .fifo); the
+CDK app creates them.
 
 Semantics both keep (the contract suite checks them on both):
 - At-least-once, no order promised. A received message is invisible for its visibility
   timeout, then reappears unless deleted; each receive counts and issues a new receipt.
+- Message groups, as SQS FIFO: messages with the same `message_group` attribute are received
+  in send order, and while one of them is in flight (received, neither deleted, dead-lettered
+  nor past its visibility timeout) no other message of its group is handed out, so a message
+  that comes back after a crash comes back before the later ones of its group. One receive
+  may return several messages of a group, in order. The local queue applies this to any
+  message with the attribute; in AWS it takes a FIFO queue (`SqsQueue.fifo`), where every
+  message needs the attribute, and a standard queue only carries it.
 - Only the latest receipt is sure to delete a message: locally an older one deletes nothing;
   SQS says it "might not" (moto deletes with any receipt the message had).
 - A message received `max_receives` times without being deleted goes to the dead-letter queue
@@ -20,6 +28,7 @@ import json
 import re
 import sqlite3
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,9 +50,14 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 # SQS allows 10 attributes; one is kept for the dead-letter reason.
 MAX_ATTRIBUTES = 9
 REASON_ATTRIBUTE = "dead_letter_reason"
+# The reserved attribute naming a message's group (SQS FIFO's MessageGroupId).
+MESSAGE_GROUP = "message_group"
 DLQ_SUFFIX = "-dlq"
+FIFO_SUFFIX = ".fifo"
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,60}")
 _ATTRIBUTE_NAME = re.compile(r"(?!\.)(?!.*\.\.)(?!(?i:aws\.|amazon\.))[A-Za-z0-9_.-]{1,256}(?<!\.)")
+# What SQS and SNS accept as a MessageGroupId: 1-128 ASCII letters, digits and punctuation.
+_GROUP_ID = re.compile(r"[!-~]{1,128}")
 # The characters SQS accepts in a body or attribute value.
 _SQS_TEXT = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
 
@@ -112,6 +126,11 @@ def check_message(body: str, attributes: Mapping[str, str]) -> None:
         if not isinstance(value, str) or not value:
             raise ValueError(f"attribute {name!r} must be a non-empty string, got {value!r}")
         size += len(name.encode()) + len(value.encode())
+    group = attributes.get(MESSAGE_GROUP)
+    if group is not None and not _GROUP_ID.fullmatch(group):
+        raise ValueError(
+            f"{MESSAGE_GROUP} {group!r}: 1-128 ASCII letters, digits or punctuation (no spaces)"
+        )
     if not all(_SQS_TEXT.fullmatch(text) for text in (body, *attributes.values())):
         raise ValueError("the message holds characters SQS does not accept")
     if size > MAX_PAYLOAD_BYTES:
@@ -214,6 +233,24 @@ def _utc(epoch_s: float) -> datetime:
     return datetime.fromtimestamp(epoch_s, UTC)
 
 
+_GROUP_OF = f"json_extract(attributes, '$.{MESSAGE_GROUP}')"
+# The oldest visible messages, less those whose group has a message in flight (not dead,
+# hidden until later); no group reads as '', which no group is. The in-flight groups are an
+# uncorrelated subquery, evaluated once per claim from the few in-flight rows the (queue, dead,
+# visible_at) index finds. A free group has no message in flight, so all its messages are
+# visible and its share of the LIMIT is its oldest. Measured against the claim without groups,
+# one receive of 1 plus its delete, 500 (3,000) visible messages: 0.36 (1.7) ms, was 0.20 (0.69).
+# ?1: hidden until, ?2: queue, ?3: now, ?4: how many.
+_CLAIM = (
+    "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?1, "
+    "receipt = lower(hex(randomblob(16))) WHERE seq IN (SELECT seq FROM messages "
+    f"WHERE queue = ?2 AND dead = 0 AND visible_at <= ?3 AND ifnull({_GROUP_OF}, '') NOT IN "
+    f"(SELECT {_GROUP_OF} FROM messages WHERE queue = ?2 AND dead = 0 AND visible_at > ?3 "
+    f"AND {_GROUP_OF} IS NOT NULL) ORDER BY seq LIMIT ?4) "
+    "RETURNING seq, id, body, attributes, receipt, receive_count, sent_at"
+)
+
+
 class LocalQueue(MessageQueue):
     """Durable queues in one SQLite file, shared by the worker processes of one home."""
 
@@ -258,16 +295,12 @@ class LocalQueue(MessageQueue):
                 "AND dead = 0 AND visible_at <= ? AND receive_count >= ?",
                 [exhausted_reason(limit), queue, now, limit],
             )
-            rows = db.execute(
-                "UPDATE messages SET receive_count = receive_count + 1, visible_at = ?, "
-                "receipt = lower(hex(randomblob(16))) WHERE seq IN (SELECT seq FROM messages "
-                "WHERE queue = ? AND dead = 0 AND visible_at <= ? ORDER BY seq LIMIT ?) "
-                "RETURNING id, body, attributes, receipt, receive_count, sent_at",
-                [now + visibility_timeout_s, queue, now, max_messages],
-            ).fetchall()
+            rows = db.execute(_CLAIM, [now + visibility_timeout_s, queue, now, max_messages])
+            # RETURNING promises no order: sorted back into send order for the groups.
+            claimed = sorted(rows.fetchall())
         return [
             Message(id_, body, json.loads(attrs), receipt, count, _utc(sent))
-            for id_, body, attrs, receipt, count, sent in rows
+            for _, id_, body, attrs, receipt, count, sent in claimed
         ]
 
     def delete(self, queue: str, receipt: str) -> None:
@@ -340,12 +373,17 @@ class LocalQueue(MessageQueue):
 
 
 class SqsQueue(MessageQueue):
-    """SQS queues `<prefix><name>` with dead-letter queues `<prefix><name>-dlq`; credentials
-    from the default AWS chain."""
+    """SQS queues `<prefix><name>` with dead-letter queues `<prefix><name>-dlq` (FIFO:
+    `<prefix><name>.fifo`, `<prefix><name>-dlq.fifo`); credentials from the default AWS chain."""
 
     prefix: str = Field(description="prepended to each queue's name, e.g. 'firepipe-'")
     region: str
     endpoint_url: str | None = None
+    fifo: bool = Field(
+        default=False,
+        description="FIFO queues: the message_group attribute is each message's "
+        "MessageGroupId, and every message needs one",
+    )
 
     @cached_property
     def _sqs(self) -> Any:
@@ -366,18 +404,27 @@ class SqsQueue(MessageQueue):
                 raise QueueError(f"no SQS queue {name!r} in {self.region}") from None
         return self._urls[name]
 
+    def _name(self, queue: str, suffix: str = "") -> str:
+        return self.prefix + check_queue_name(queue) + suffix + (FIFO_SUFFIX if self.fifo else "")
+
     def _queue_url(self, queue: str) -> str:
-        return self._url(self.prefix + check_queue_name(queue))
+        return self._url(self._name(queue))
 
     def _dlq_url(self, queue: str) -> str:
-        return self._url(self.prefix + check_queue_name(queue) + DLQ_SUFFIX)
+        return self._url(self._name(queue, DLQ_SUFFIX))
 
     def ensure_queue(self, queue: str) -> None:
-        name = self.prefix + check_queue_name(queue)
-        dlq = self._sqs.create_queue(QueueName=name + DLQ_SUFFIX)["QueueUrl"]
-        dlq_arn = self._arn(dlq)
-        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.max_receives}
-        self._sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(redrive)})
+        # A FIFO queue's dead-letter queue must be FIFO too. Deduplication ids are ours (see
+        # fifo_fields), not a hash of the body that SQS would compute.
+        kind = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if self.fifo else {}
+        dlq = self._sqs.create_queue(QueueName=self._name(queue, DLQ_SUFFIX), Attributes=kind)
+        redrive = {
+            "deadLetterTargetArn": self._arn(dlq["QueueUrl"]),
+            "maxReceiveCount": self.max_receives,
+        }
+        self._sqs.create_queue(
+            QueueName=self._name(queue), Attributes={**kind, "RedrivePolicy": json.dumps(redrive)}
+        )
 
     def _arn(self, url: str) -> str:
         attributes = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
@@ -399,15 +446,27 @@ class SqsQueue(MessageQueue):
         self._sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
         return arn
 
+    def _fifo(self, attributes: Mapping[str, str]) -> dict[str, str]:
+        return fifo_fields(attributes, "SQS FIFO queues") if self.fifo else {}
+
     def _send_batch(self, queue: str, messages: Sequence[OutgoingMessage]) -> list[str]:
         url = self._queue_url(queue)
+        fifo = [self._fifo(attrs) for _, attrs in messages]  # refused before any is sent
         ids: list[str] = []
-        # One SendMessageBatch per 10 messages or 256 KiB, whichever comes first.
+        sent = 0
+        # One SendMessageBatch per 10 messages or 256 KiB, whichever comes first; a FIFO
+        # queue keeps the order of the entries within and across batches.
         for chunk in _chunks(messages):
             entries = [
-                {"Id": str(i), "MessageBody": body, "MessageAttributes": _sqs_attributes(attrs)}
+                {
+                    "Id": str(i),
+                    "MessageBody": body,
+                    "MessageAttributes": _sqs_attributes(attrs),
+                    **fifo[sent + i],
+                }
                 for i, (body, attrs) in enumerate(chunk)
             ]
+            sent += len(chunk)
             response = self._sqs.send_message_batch(QueueUrl=url, Entries=entries)
             _raise_failed(response, f"sending to {queue!r}")
             by_entry = {item["Id"]: item["MessageId"] for item in response["Successful"]}
@@ -462,6 +521,7 @@ class SqsQueue(MessageQueue):
             QueueUrl=self._dlq_url(queue),
             MessageBody=message.body,
             MessageAttributes=_sqs_attributes(attributes),
+            **self._fifo(message.attributes),
         )
         self.delete(queue, message.receipt)
 
@@ -523,6 +583,22 @@ class SqsQueue(MessageQueue):
             in_flight=int(source[names[1]]),
             dead=sum(int(dlq["Attributes"][name]) for name in names),
         )
+
+
+def fifo_fields(attributes: Mapping[str, str], where: str) -> dict[str, str]:
+    """The MessageGroupId (the message_group attribute, which still travels as an attribute
+    for the consumers) and MessageDeduplicationId of a send to SQS or SNS FIFO `where`.
+
+    The deduplication id is a fresh uuid, not a hash of the message: SQS drops a send whose id
+    it saw in the last 5 minutes, so a hash would silently lose a message redriven, or dead-
+    lettered again, within 5 minutes of its first send. botocore's own retries resend the same
+    request, id included, so they are still deduplicated; a duplicate a caller sends itself is
+    the consumers' to absorb, as every redelivery is (they are idempotent).
+    """
+    group = attributes.get(MESSAGE_GROUP)
+    if group is None:
+        raise ValueError(f"{where} need a {MESSAGE_GROUP!r} attribute on every message")
+    return {"MessageGroupId": group, "MessageDeduplicationId": str(uuid.uuid4())}
 
 
 def _chunks(messages: Sequence[OutgoingMessage]) -> list[list[OutgoingMessage]]:

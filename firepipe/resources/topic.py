@@ -12,6 +12,10 @@ alike (anything else is refused before it reaches SNS):
 Alternatives in one list match if any does; every key of the policy must match (at most 5
 keys). A message with no such attribute matches only `{"exists": false}`. An empty policy, or
 none, matches every message.
+
+The `message_group` attribute (firepipe.resources.queue.MESSAGE_GROUP) reaches every copy, so
+the subscribed queues keep the message groups. A FIFO SNS topic (its ARN ends in .fifo, its
+queues are FIFO SQS queues) also takes it as the MessageGroupId, and needs it on every message.
 """
 
 import json
@@ -25,7 +29,13 @@ import dagster as dg
 from pydantic import Field
 
 from firepipe.lib import sqlite_queue
-from firepipe.resources.queue import QueueError, check_message, check_queue_name
+from firepipe.resources.queue import (
+    FIFO_SUFFIX,
+    QueueError,
+    check_message,
+    check_queue_name,
+    fifo_fields,
+)
 
 FilterPolicy = Mapping[str, Any]
 MAX_POLICY_KEYS = 5
@@ -166,13 +176,19 @@ class SnsTopic(Topic):
 
         return boto3.client("sns", region_name=self.region, endpoint_url=self.endpoint_url)
 
+    @property
+    def _fifo(self) -> bool:
+        return self.topic_arn.endswith(FIFO_SUFFIX)
+
     def _publish(self, body: str, attributes: Mapping[str, str]) -> str:
+        fifo = fifo_fields(attributes, "SNS FIFO topics") if self._fifo else {}
         response = self._sns.publish(
             TopicArn=self.topic_arn,
             Message=body,
             MessageAttributes={
                 k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()
             },
+            **fifo,
         )
         return str(response["MessageId"])
 
@@ -181,7 +197,10 @@ class SnsTopic(Topic):
         from firepipe.resources.queue import SqsQueue
 
         queues = SqsQueue(
-            prefix=self.queue_prefix, region=self.region, endpoint_url=self.endpoint_url
+            prefix=self.queue_prefix,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            fifo=self._fifo,  # SNS FIFO delivers to FIFO queues only
         )
         queue_arn = queues.allow_publisher(queue, self.topic_arn)
         # SNS removes a subscription's policy when it is set to {}, but refuses {} on Subscribe.

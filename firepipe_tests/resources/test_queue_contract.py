@@ -1,8 +1,12 @@
 """The queue contract, run against both implementations: the SQLite queue on a temporary file and
-SQS on moto. No order is promised, so no test asserts one. Then what only the local queue
-can show: a receipt replaced by a later receive deletes nothing, concurrent processes never
-share a message, and messages outlive the connection that sent them."""
+SQS on moto. No order is promised, so no test asserts one, except within a message group, whose
+cases run on the SQLite queue and a FIFO SQS queue on moto (moto keeps FIFO groups as SQS does:
+send order, a group held while one of its messages is in flight, several of a group in one
+receive). Then what only the local queue can show: a receipt replaced by a later receive deletes
+nothing, concurrent processes never share a message, messages outlive the connection that sent
+them, and messages without a group are never held by a group."""
 
+import json
 import multiprocessing
 import sqlite3
 import time
@@ -11,10 +15,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 
 from firepipe.resources import resource_for
 from firepipe.resources.queue import (
+    MESSAGE_GROUP,
     LocalQueue,
     Message,
     MessageQueue,
@@ -46,6 +52,33 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageQu
         queue = SqsQueue(prefix=prefix, region=REGION, max_receives=MAX_RECEIVES)
         queue.ensure_queue("work")
         yield queue
+
+
+@pytest.fixture(params=["local", pytest.param("sqs-fifo", marks=pytest.mark.aws)])
+def grouped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageQueue]:
+    """A queue "work" that keeps message groups: the local one, or a FIFO SQS queue."""
+    queue: MessageQueue
+    if request.param == "local":
+        queue = LocalQueue(path=str(tmp_path / "queues.db"), max_receives=MAX_RECEIVES)
+        queue.ensure_queue("work")
+        yield queue
+        return
+    from moto import mock_aws
+
+    request.getfixturevalue("aws_credentials")
+    with mock_aws():
+        prefix = f"t{uuid.uuid4().hex[:8]}-"
+        queue = SqsQueue(prefix=prefix, region=REGION, max_receives=MAX_RECEIVES, fifo=True)
+        queue.ensure_queue("work")
+        yield queue
+
+
+def in_group(group: str, *bodies: str) -> list[tuple[str, dict[str, str]]]:
+    return [(body, {MESSAGE_GROUP: group}) for body in bodies]
+
+
+def bodies_of(messages: list[Message]) -> list[str]:
+    return [m.body for m in messages]
 
 
 def receive_all(queues: MessageQueue) -> list[Message]:
@@ -249,3 +282,147 @@ def test_two_processes_never_receive_the_same_message(tmp_path: Path) -> None:
     assert sorted(first + second) == sorted(sent)
     assert len(first) + len(second) == 600
     assert queues.depth("work") == QueueDepth(visible=0, in_flight=0, dead=0)
+
+
+# -- message groups (local and FIFO SQS) --------------------------------------------------------
+
+
+def test_a_group_is_received_in_send_order_across_receives(grouped: MessageQueue) -> None:
+    sent = {group: [f"{group}-{i}" for i in range(5)] for group in ("d-1", "d-2", "d-3")}
+    # Interleaved as a stream of three devices sends them; one body twice: the second send is
+    # a message of its own (the FIFO deduplication id is not the body's hash).
+    stream = [(sent[g][i], {MESSAGE_GROUP: g}) for i in range(5) for g in sent]
+    grouped.send_batch("work", [*stream, ("d-2-4", {MESSAGE_GROUP: "d-2"})])
+
+    got: dict[str, list[str]] = {group: [] for group in sent}
+    while batch := grouped.receive("work", max_messages=4, visibility_timeout_s=60):
+        for message in batch:
+            got[message.attributes[MESSAGE_GROUP]].append(message.body)
+        grouped.delete_batch("work", [m.receipt for m in batch])
+
+    assert got == {**sent, "d-2": [*sent["d-2"], "d-2-4"]}
+    assert grouped.depth("work") == QueueDepth(visible=0, in_flight=0, dead=0)
+
+
+def test_a_group_is_held_while_one_of_its_messages_is_in_flight(grouped: MessageQueue) -> None:
+    grouped.send_batch("work", [*in_group("d-1", "a1", "a2", "a3"), *in_group("d-2", "b1", "b2")])
+    [head] = grouped.receive("work", max_messages=1, visibility_timeout_s=60)
+    held, other = ("d-1", "d-2") if head.body == "a1" else ("d-2", "d-1")
+    assert head.body == {"d-1": "a1", "d-2": "b1"}[held]  # a group's first message first
+
+    # The other group goes on, the held one waits, however many are asked for.
+    rest = grouped.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert bodies_of(rest) == {"d-1": ["a1", "a2", "a3"], "d-2": ["b1", "b2"]}[other]
+    assert grouped.receive("work", max_messages=10) == []
+
+    grouped.delete("work", head.receipt)  # done with the head: its group goes on, in order
+    following = grouped.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert bodies_of(following) == {"d-1": ["a2", "a3"], "d-2": ["b2"]}[held]
+
+
+def test_an_expired_message_comes_back_before_the_later_ones_of_its_group(
+    grouped: MessageQueue,
+) -> None:
+    grouped.send_batch("work", in_group("d-1", "r1", "r2", "r3"))
+    [first] = grouped.receive("work", max_messages=1, visibility_timeout_s=1)
+    assert first.body == "r1"
+    assert grouped.receive("work", max_messages=10) == []  # a worker killed while holding r1
+    time.sleep(1.3)  # moto keeps visibility timeouts in real time
+
+    again = grouped.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert bodies_of(again) == ["r1", "r2", "r3"]
+    assert [m.receive_count for m in again] == [2, 1, 1]
+
+    # Given back early with change_visibility: the same, first again.
+    grouped.change_visibility("work", again[0].receipt, 0)
+    grouped.delete_batch("work", [m.receipt for m in again[1:]])
+    [back] = grouped.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert (back.body, back.receive_count) == ("r1", 3)
+
+
+def test_a_dead_lettered_head_no_longer_holds_its_group(grouped: MessageQueue) -> None:
+    grouped.send_batch("work", [*in_group("d-1", "bad", "a2"), *in_group("d-2", "crash", "b2")])
+    received = grouped.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert bodies_of(received) == ["bad", "a2", "crash", "b2"]  # both groups free at first
+    for message in received[1:]:  # all but "bad" given back; "bad" holds d-1
+        grouped.change_visibility("work", message.receipt, 0)
+
+    # Given up by its consumer: the next of its group is handed out.
+    grouped.dead_letter("work", received[0], "body is not JSON")
+    [a2] = grouped.receive("work", max_messages=1, visibility_timeout_s=60)
+    assert a2.body == "a2"
+
+    # Received too often: "crash" holds d-2 for each of its receives, then the receive that
+    # dead-letters it hands out "b2".
+    for count in range(2, MAX_RECEIVES + 1):
+        [crash] = grouped.receive("work", max_messages=1, visibility_timeout_s=60)
+        assert (crash.body, crash.receive_count) == ("crash", count)
+        assert grouped.receive("work", max_messages=10) == []
+        grouped.change_visibility("work", crash.receipt, 0)
+    [b2] = grouped.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert b2.body == "b2"
+    assert sorted(d.body for d in grouped.dead_letters("work")) == ["bad", "crash"]
+
+    # Redriven, each goes back to the end of its group, keeping its attribute: held while
+    # a2 and b2 are in flight.
+    assert grouped.redrive("work") == 2
+    assert grouped.receive("work", max_messages=10) == []
+    grouped.delete_batch("work", [a2.receipt, b2.receipt])
+    back = grouped.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert sorted((m.body, m.attributes[MESSAGE_GROUP]) for m in back) == [
+        ("bad", "d-1"),
+        ("crash", "d-2"),
+    ]
+
+
+def test_a_message_group_must_be_one_sqs_accepts(grouped: MessageQueue) -> None:
+    with pytest.raises(ValueError, match="message_group 'd 1'"):
+        grouped.send("work", "x", {MESSAGE_GROUP: "d 1"})
+    with pytest.raises(ValueError, match="message_group"):
+        grouped.send("work", "x", {MESSAGE_GROUP: "d" * 129})
+    grouped.send("work", "x", {MESSAGE_GROUP: "site/7:d-1"})
+    assert grouped.depth("work").visible == 1
+
+
+@pytest.mark.aws
+def test_fifo_sqs_queues_are_named_fifo_and_need_a_group(aws_credentials: None) -> None:
+    from moto import mock_aws
+
+    with mock_aws():
+        queues = SqsQueue(prefix="fp-", region=REGION, fifo=True)
+        queues.ensure_queue("scores")
+        sqs = boto3.client("sqs", region_name=REGION)
+        dlq_url = sqs.get_queue_url(QueueName="fp-scores-dlq.fifo")["QueueUrl"]
+        url = sqs.get_queue_url(QueueName="fp-scores.fifo")["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert (attributes["FifoQueue"], attributes["ContentBasedDeduplication"]) == (
+            "true",
+            "false",
+        )
+        assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(
+            "fp-scores-dlq.fifo"
+        )
+        assert dlq_url.endswith("fp-scores-dlq.fifo")
+
+        with pytest.raises(ValueError, match="SQS FIFO queues need a 'message_group'"):
+            # Refused before any is sent: the first message does not go alone.
+            queues.send_batch("scores", [("ok", {MESSAGE_GROUP: "d-1"}), ("lost", {})])
+        assert queues.depth("scores") == QueueDepth(visible=0, in_flight=0, dead=0)
+
+
+def test_a_standard_sqs_queue_carries_the_group_as_an_attribute(queues: MessageQueue) -> None:
+    queues.send("work", "reading", {MESSAGE_GROUP: "d-1", "kind": "reading"})
+    [message] = queues.receive("work")
+    assert dict(message.attributes) == {MESSAGE_GROUP: "d-1", "kind": "reading"}
+
+
+def test_local_messages_without_a_group_are_never_held(tmp_path: Path) -> None:
+    queues = LocalQueue(path=str(tmp_path / "queues.db"))
+    queues.ensure_queue("work")
+    queues.send_batch("work", [*in_group("d-1", "a1", "a2"), ("free 1", {}), ("free 2", {})])
+    [head] = queues.receive("work", max_messages=1, visibility_timeout_s=60)
+    assert head.body == "a1"
+
+    [free] = queues.receive("work", max_messages=1, visibility_timeout_s=60)
+    assert free.body == "free 1"  # a1 in flight holds a2 but not the ungrouped messages
+    assert bodies_of(queues.receive("work", max_messages=10)) == ["free 2"]

@@ -1,6 +1,7 @@
 """The topic contract, run against both implementations: the SQLite topic fanning out into
-local queues, and SNS with SQS subscriptions on moto. Then the filter-policy subset on its own,
-and the local fan-out's all-or-nothing."""
+local queues, and SNS with SQS subscriptions on moto (for message groups, a FIFO topic with
+FIFO queues). Then the filter-policy subset on its own, and the local fan-out's
+all-or-nothing."""
 
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,13 @@ import pytest
 
 from firepipe.lib import sqlite_queue
 from firepipe.resources import resource_for
-from firepipe.resources.queue import LocalQueue, MessageQueue, QueueError, SqsQueue
+from firepipe.resources.queue import (
+    MESSAGE_GROUP,
+    LocalQueue,
+    MessageQueue,
+    QueueError,
+    SqsQueue,
+)
 from firepipe.resources.topic import (
     LocalTopic,
     SnsTopic,
@@ -47,6 +54,33 @@ def messaging(
         for name in QUEUES:
             sqs.ensure_queue(name)
         arn = boto3.client("sns", region_name=REGION).create_topic(Name=f"{prefix}events")
+        yield sqs, SnsTopic(topic_arn=arn["TopicArn"], queue_prefix=prefix, region=REGION)
+
+
+@pytest.fixture(params=["local", pytest.param("sns-fifo", marks=pytest.mark.aws)])
+def grouped_messaging(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[MessageQueue, Topic]]:
+    """As `messaging`, keeping message groups: the local ones, or a FIFO topic and queues."""
+    if request.param == "local":
+        path = str(tmp_path / "queues.db")
+        local = LocalQueue(path=path)
+        for name in QUEUES:
+            local.ensure_queue(name)
+        yield local, LocalTopic(path=path)
+        return
+    from moto import mock_aws
+
+    request.getfixturevalue("aws_credentials")
+    with mock_aws():
+        prefix = f"t{uuid.uuid4().hex[:8]}-"
+        sqs = SqsQueue(prefix=prefix, region=REGION, fifo=True)
+        for name in QUEUES:
+            sqs.ensure_queue(name)
+        arn = boto3.client("sns", region_name=REGION).create_topic(
+            Name=f"{prefix}events.fifo",
+            Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "false"},
+        )
         yield sqs, SnsTopic(topic_arn=arn["TopicArn"], queue_prefix=prefix, region=REGION)
 
 
@@ -139,6 +173,44 @@ def test_the_environment_table_picks_the_sqlite_or_sns_topic(tmp_path: Path) -> 
     assert isinstance(local, LocalTopic)
     assert local.path == resource_for("queues", Environment.LOCAL, paths).path
     assert isinstance(resource_for("events_topic", Environment.AWS, paths), SnsTopic)
+
+
+def test_a_fan_out_keeps_the_message_groups(
+    grouped_messaging: tuple[MessageQueue, Topic],
+) -> None:
+    queues, topic = grouped_messaging
+    topic.subscribe("scores")
+    topic.subscribe("alarms", {"kind": ["alarm"]})
+    for body, device, kind in [
+        ("s1", "d-1", "score"),
+        ("t1", "d-2", "score"),
+        ("s2", "d-1", "alarm"),
+        ("s3", "d-1", "score"),
+    ]:
+        topic.publish(body, {MESSAGE_GROUP: device, "kind": kind})
+
+    [head] = queues.receive("scores", max_messages=1, visibility_timeout_s=60)
+    assert (head.body, dict(head.attributes)) == ("s1", {MESSAGE_GROUP: "d-1", "kind": "score"})
+    # s1 in flight holds d-1's later copies in "scores", not d-2's, nor the "alarms" copy.
+    assert [m.body for m in queues.receive("scores", visibility_timeout_s=60)] == ["t1"]
+    [alarm] = queues.receive("alarms")
+    assert (alarm.body, alarm.attributes[MESSAGE_GROUP]) == ("s2", "d-1")
+    queues.delete("scores", head.receipt)
+    assert [m.body for m in queues.receive("scores")] == ["s2", "s3"]
+
+
+@pytest.mark.aws
+def test_a_fifo_sns_topic_needs_a_group(aws_credentials: None) -> None:
+    from moto import mock_aws
+
+    with mock_aws():
+        arn = boto3.client("sns", region_name=REGION).create_topic(
+            Name="fp-events.fifo", Attributes={"FifoTopic": "true"}
+        )["TopicArn"]
+        topic = SnsTopic(topic_arn=arn, queue_prefix="fp-", region=REGION)
+        with pytest.raises(ValueError, match="SNS FIFO topics need a 'message_group'"):
+            topic.publish("score", {"kind": "score"})
+        assert topic.publish("score", {MESSAGE_GROUP: "d-1"})
 
 
 # -- the policy subset, and the local fan-out ---------------------------------------------------
