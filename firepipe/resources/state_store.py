@@ -22,7 +22,6 @@ import json
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -147,8 +146,11 @@ def _check_limit(limit: int | None) -> None:
 
 
 _SCHEMA = (
-    # WAL: readers (`get`, `history`) do not wait for a writer, nor a writer for them.
+    # WAL: readers (`get`, `history`) do not wait for a writer, nor a writer for them. NORMAL
+    # sync loses nothing in WAL mode when a process is killed, only on power loss (FULL's
+    # fsync per put measured 0.3 ms idle and tens of ms with the disk busy).
     "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
     "CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, version INTEGER NOT NULL, "
     "state TEXT NOT NULL, updated_at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS history (key TEXT NOT NULL, version INTEGER NOT NULL, "
@@ -166,15 +168,14 @@ class LocalStateStore(StateStore):
     path: str = Field(description="the SQLite database file; created on first use")
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite_state.connect(self.path, *_SCHEMA)
-        connection.isolation_level = None  # put begins its own transaction
-        return connection
+        # Kept per process and thread; isolation_level None: put begins its own transaction.
+        return sqlite_state.kept(self.path, *_SCHEMA)
 
     def get(self, key: str) -> Item | None:
-        with closing(self._connect()) as connection:
-            row = connection.execute(
-                "SELECT key, version, state, updated_at FROM states WHERE key = ?", [key]
-            ).fetchone()
+        connection = self._connect()
+        row = connection.execute(
+            "SELECT key, version, state, updated_at FROM states WHERE key = ?", [key]
+        ).fetchone()
         return None if row is None else _item(*row)
 
     def put(
@@ -183,43 +184,42 @@ class LocalStateStore(StateStore):
         _check_put(key, expected_version)
         text, at, new = _state_text(state), timestamp_text(datetime.now(UTC)), expected_version + 1
         t = transition
-        with closing(self._connect()) as connection:
-            # IMMEDIATE takes the write lock before the checks, so no other process can move
-            # the key between the check and the write.
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                _refuse_locally(connection, key, expected_version, t.event_id)
-                connection.execute(
-                    "INSERT INTO states (key, version, state, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
-                    "state = excluded.state, updated_at = excluded.updated_at",
-                    [key, new, text, at],
-                )
-                connection.execute(
-                    f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [key, new, at, t.from_state, t.to_state, t.reason, t.event_id, text],
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+        connection = self._connect()
+        # IMMEDIATE takes the write lock before the checks, so no other process can move
+        # the key between the check and the write.
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            _refuse_locally(connection, key, expected_version, t.event_id)
+            connection.execute(
+                "INSERT INTO states (key, version, state, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET version = excluded.version, "
+                "state = excluded.state, updated_at = excluded.updated_at",
+                [key, new, text, at],
+            )
+            connection.execute(
+                f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [key, new, at, t.from_state, t.to_state, t.reason, t.event_id, text],
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
         return _item(key, new, text, at)
 
     def history(self, key: str, limit: int | None = None) -> list[HistoryRecord]:
         _check_limit(limit)
         query = f"SELECT {_HISTORY_COLUMNS} FROM history WHERE key = ? ORDER BY version DESC"
-        with closing(self._connect()) as connection:
-            rows = connection.execute(f"{query} LIMIT ?", [key, limit or -1]).fetchall()
+        connection = self._connect()
+        rows = connection.execute(f"{query} LIMIT ?", [key, limit or -1]).fetchall()
         return [_record(*row) for row in reversed(rows)]
 
     def scan(self, limit: int = 100, cursor: str | None = None) -> ItemPage:
         _check_limit(limit)
-        with closing(self._connect()) as connection:
-            rows = connection.execute(
-                "SELECT key, version, state, updated_at FROM states WHERE key > ? "
-                "ORDER BY key LIMIT ?",
-                [cursor or "", limit + 1],
-            ).fetchall()
+        connection = self._connect()
+        rows = connection.execute(
+            "SELECT key, version, state, updated_at FROM states WHERE key > ? ORDER BY key LIMIT ?",
+            [cursor or "", limit + 1],
+        ).fetchall()
         items = [_item(*row) for row in rows[:limit]]
         return ItemPage(items, items[-1].key if len(rows) > limit else None)
 
