@@ -28,6 +28,8 @@ CHAMPION: AssetPath = ("ml", "champion")
 ENDPOINT: AssetPath = ("ml", "endpoint")
 SCORES: AssetPath = ("ml", "scores")
 ONLINE_FEATURES: AssetPath = ("ml", "online_features")
+# The NIST tests replayed through the monitoring, analysis and response agents.
+AGENTS_REPLAY: AssetPath = ("agents", "nist_replay")
 # The dbt models' layer: analytics/<model name>.
 ANALYTICS = "analytics"
 

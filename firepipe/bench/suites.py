@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from firepipe.bench import BenchOptions, Figure, generate, iceberg, lake, serve, train
+from firepipe.bench import BenchOptions, Figure, agents, generate, iceberg, lake, serve, train
 
 SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "generate": generate.run,
@@ -13,4 +13,5 @@ SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "lake": lake.run,
     "train": train.run,
     "serve": serve.run,
+    "agents": agents.run,
 }

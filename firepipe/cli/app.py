@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from firepipe.cli import bench, generate, lake, models, notifications, runs, serve
+from firepipe.cli import agents, bench, generate, lake, models, notifications, runs, serve
 
 DEBUG_VAR = "FIREPIPE_DEBUG"
 
@@ -91,5 +91,8 @@ for command in (
     bench.bench,
     notifications.notifications,
     serve.serve,
+    agents.agents,
+    agents.alerts,
+    agents.replay,
 ):
     main.add_command(command)

@@ -31,25 +31,29 @@ import click
     "--devices",
     type=click.IntRange(min=1),
     default=None,
-    help="lake: devices (default 2,000); serve: devices streaming readings (default 300).",
+    help="lake: devices (default 2,000); serve: devices streaming readings (default 300); "
+    "agents: devices streaming readings (default 2,000).",
 )
 @click.option(
     "--seconds",
     type=click.IntRange(min=1),
     default=None,
-    help="lake: seconds per device (default 5,000); serve: seconds of load (default 30).",
+    help="lake: seconds per device (default 5,000); serve: seconds of load (default 30); "
+    "agents: seconds of readings per device in each run (default 60).",
 )
 @click.option(
     "--rate",
     type=click.FloatRange(min=1),
     default=None,
-    help="serve: requests per second of the open-loop load (default 1,000).",
+    help="serve: requests per second of the open-loop load (default 1,000); agents: readings "
+    "per second of the load under which alarm latency is measured (default 80% of "
+    "readings_per_s, at most 50,000).",
 )
 @click.option(
     "--model",
     default=None,
-    help="serve: a registered model's URI or a firepipe home (its champion); default: a "
-    "small detector trained for the bench.",
+    help="serve, agents: a registered model's URI or a firepipe home (its champion); "
+    "default: a small detector trained for the bench.",
 )
 def bench(
     suites: tuple[str, ...],

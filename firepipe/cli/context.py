@@ -16,15 +16,6 @@ if TYPE_CHECKING:
     from firepipe.resources.registry import ModelRegistry
 
 
-# The hooks a ConfigurableResource may override to do work when it is initialised.
-_LIFECYCLE = (
-    "create_resource",
-    "setup_for_execution",
-    "teardown_after_execution",
-    "yield_for_execution",
-)
-
-
 def initialised(resource: Any) -> Any:
     """A Dagster resource's value, its dg.EnvVar fields resolved as a run would resolve them
     (unresolved, they read as the variables' names), for the running command.
@@ -34,28 +25,16 @@ def initialised(resource: Any) -> Any:
     ephemeral instance, which loads SQLAlchemy and Alembic and took over half of `firepipe
     history`'s time (1.3 s of 2.7 s, measured). Any other resource goes through Dagster, its
     init context closing with the command, not in the interpreter's teardown."""
-    import dagster as dg
+    from firepipe.lib.plain_resources import UnsetVariableError, is_plain, resolved
 
-    cls, base = type(resource), dg.ConfigurableResource
-    plain = all(getattr(cls, hook) is getattr(base, hook) for hook in _LIFECYCLE)
-    if plain and not resource.nested_resources:
-        fields = {name: getattr(resource, name) for name in cls.model_fields}
-        return cls(**{name: _env_value(cls, name, value) for name, value in fields.items()})
+    if is_plain(resource):
+        try:
+            return resolved(resource)
+        except UnsetVariableError as error:
+            raise click.ClickException(
+                f"{error} ({settings.ENV_VAR}={settings.environment().value})"
+            ) from None
     return click.get_current_context().with_resource(resource.process_config_and_initialize_cm())
-
-
-def _env_value(cls: type, field: str, value: Any) -> Any:
-    import dagster as dg
-
-    if not isinstance(value, dg.EnvVar):
-        return value
-    resolved = value.get_value()
-    if resolved is None:
-        raise click.ClickException(
-            f"{value.env_var_name} is not set: {cls.__name__}.{field} reads it "
-            f"({settings.ENV_VAR}={settings.environment().value})"
-        )
-    return resolved
 
 
 def lakehouse() -> Lakehouse:

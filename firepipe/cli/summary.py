@@ -43,6 +43,8 @@ class RunSummary:
     where: dict[str, str] = field(default_factory=dict)
     # The ml/* assets' metadata of this run (plain values), by asset key.
     detector: dict[str, dict[str, object]] = field(default_factory=dict)
+    # agents/nist_replay's figures: stations, agree_with_evaluate_real, alarms, readings.
+    agents: dict[str, object] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -85,6 +87,12 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
                 k: _metadata_value(mat.metadata, k)
                 for k in mat.metadata
                 if k in DETECTOR_FIELDS or k.startswith(("test/", ALL_PROFILES_PREFIX))
+            }
+        if mat.asset_key.path[0] == "agents":
+            summary.agents = {
+                k: _metadata_value(mat.metadata, k)
+                for k in ("stations", "agree_with_evaluate_real", "alarms", "readings")
+                if k in mat.metadata
             }
         snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
         summary.materialisations.append(
@@ -204,6 +212,7 @@ def render(summary: RunSummary, dagster_home: str) -> str:
     lines.append(f"  {'dagster instance':<17}{dagster_home}")
     lines += render_validation(summary.validation)
     lines += render_detector(summary.detector)
+    lines += render_agents(summary.agents)
     lines += ["", "Browse the asset lineage with `make dev` (http://127.0.0.1:3000)."]
     return "\n".join(lines)
 
@@ -227,6 +236,21 @@ def _warm_up(real: Mapping[str, object]) -> str:
         return "replayed from ignition"
     held = f"first {basis:g} s median" if isinstance(basis, int | float) else "held start"
     return f"after {_seconds(warm_up)} of each station's {held}"
+
+
+def render_agents(agents: Mapping[str, object]) -> list[str]:
+    """The NIST tests replayed through the monitoring, analysis and response agents."""
+    if not agents:
+        return []
+    return [
+        "",
+        f"Agents (the NIST tests through monitoring, analysis and response, "
+        f"{agents.get('readings')} readings):",
+        f"  {agents.get('alarms')} of {agents.get('stations')} stations alarmed; "
+        f"{agents.get('agree_with_evaluate_real')} at evaluate-real's time",
+        "  run them yourself: firepipe agents run, firepipe replay --test SDC02, "
+        "firepipe alerts list (README, Agents)",
+    ]
 
 
 def render_detector(detector: Mapping[str, Mapping[str, object]]) -> list[str]:

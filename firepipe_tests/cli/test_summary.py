@@ -95,3 +95,17 @@ def test_a_candidate_that_already_is_the_champion_is_not_called_rejected() -> No
     text = render(run, "/home")
     assert "champion: already the champion; champion now 3" in text
     assert "not promoted" not in text
+
+
+def test_the_agents_section_shows_the_replay_against_evaluate_real() -> None:
+    summary = RunSummary(
+        "end_to_end",
+        "0123456789",
+        dg.DagsterRunStatus.SUCCESS.value,
+        10.0,
+        agents={"stations": 36, "agree_with_evaluate_real": 35, "alarms": 30, "readings": 9000},
+    )
+    text = render(summary, "/home/dagster")
+    assert "(the NIST tests through monitoring, analysis and response, 9000 readings)" in text
+    assert "30 of 36 stations alarmed; 35 at evaluate-real's time" in text
+    assert "Agents" not in render(RunSummary("end_to_end", "0", "SUCCESS", 1.0), "/h")

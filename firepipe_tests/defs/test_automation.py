@@ -170,8 +170,15 @@ def test_a_new_detector_is_evaluated_and_judged_but_a_new_training_set_alone_is_
     assert ticks.requested() == set()  # the candidate is scored on its own snapshot
 
     materialised(instance, definitions, DETECTOR)
-    # and, should it promote, the endpoint (deployed once already) and the scores follow
-    assert ticks.requested() == {"ml/evaluation", "ml/champion", "ml/endpoint", "ml/scores"}
+    # and, should it promote, the endpoint (deployed once already), the scores and the agents'
+    # replay of the NIST tests follow
+    assert ticks.requested() == {
+        "ml/evaluation",
+        "ml/champion",
+        "ml/endpoint",
+        "ml/scores",
+        "agents/nist_replay",
+    }
 
 
 def retrain_tick(

@@ -55,7 +55,7 @@ ML_ASSETS = {"ml/detector", "ml/evaluation", "ml/champion", "ml/online_features"
 ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS | ML_ASSETS
 # Materialised only when the candidate became the champion (no champion: nothing to serve).
 SERVING_TABLES = ["ml.scores"]
-SERVING_ASSETS = {"ml/endpoint", "ml/scores"}
+SERVING_ASSETS = {"ml/endpoint", "ml/scores", "agents/nist_replay"}
 
 
 def expected_tables(champion: bool) -> list[str]:
@@ -111,6 +111,15 @@ def test_end_to_end_materialises_every_asset_into_the_home(
             e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
         }
         assert materialised == expected_assets(champion)
+        if champion:  # the agents alarm when evaluate-real does, station by station
+            (replayed,) = [
+                e.materialization.metadata
+                for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "agents/nist_replay"
+            ]
+            stations = replayed["stations"].value
+            assert stations > 0
+            assert replayed["agree_with_evaluate_real"].value == stations
         checks = result.get_asset_check_evaluations()
         assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
         lake_checks = [c for c in checks if c.asset_key.path[0] != "analytics"]
@@ -256,10 +265,11 @@ def follow_without_a_click(instance: dg.DagsterInstance, champion: bool) -> None
     assert len(tick.run_requests) == 1, tick.skip_message
     assert definitions.resolve_job_def("retrain").execute_in_process(instance=instance).success
     after = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=cursor)
-    # evaluation and champion ran in the retrain; the scores follow the champion's run, and the
-    # endpoint too once it was deployed
+    # evaluation and champion ran in the retrain; the scores and the agents' replay follow the
+    # champion's run, and the endpoint too once it was deployed
     requested = {r.key.to_user_string() for r in after.results if r.true_subset.size}
-    assert requested == ({"ml/scores", "ml/endpoint"} if champion else {"ml/scores"})
+    follow = {"ml/scores", "agents/nist_replay"}
+    assert requested == (follow | {"ml/endpoint"} if champion else follow)
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""The agents: the NIST tests replayed through monitoring, analysis and response."""
