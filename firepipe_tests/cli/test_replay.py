@@ -1,0 +1,60 @@
+"""`firepipe replay` through real worker processes: a NIST test's stations alarm when
+`firepipe evaluate-real` says they do, with the same model, and a replay run again on the same
+home raises its alerts again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from firepipe.services.agents.response import alert_records
+from firepipe.services.agents.runtime import ports
+from firepipe_tests.services.agents.processes import register_champion
+
+TEST = "SDC02"
+
+
+@pytest.mark.slow
+def test_replay_alarms_as_evaluate_real_and_again_when_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("FIREPIPE_HOME", str(home))
+    monkeypatch.setenv("FIREPIPE_ENV", "local")
+    register_champion(tmp_path / "detector")
+    env = {**os.environ, "FIREPIPE_HOME": str(home), "FIREPIPE_ENV": "local"}
+    firepipe = str(Path(sys.executable).parent / "firepipe")
+
+    def run(*args: str) -> dict[str, object]:
+        done = subprocess.run(
+            [firepipe, *args, "--json"], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        document: dict[str, object] = json.loads(done.stdout)
+        return document
+
+    first = run("replay", "--test", TEST, "--speed", "0")
+    expected = run("evaluate-real")
+    (test,) = [t for t in expected["tests"] if t["test"] == TEST]  # type: ignore[attr-defined]
+    want = {s["station"]: s["model_alarm_s"] for s in test["stations"]}
+    got = {s["station"]: s["alarm_s"] for s in first["stations"]}  # type: ignore[attr-defined]
+    assert got.keys() == want.keys()
+    for station, alarm_s in got.items():
+        assert (alarm_s is None) == (want[station] is None), station
+        if alarm_s is not None:
+            assert alarm_s == pytest.approx(want[station], abs=1e-3), station
+    alarms = sum(a is not None for a in got.values())
+    assert alarms > 0  # the sample detector alarms on the fires
+
+    second = run("replay", "--test", TEST, "--speed", "0")
+    assert second["run_id"] != first["run_id"]
+    assert {s["station"]: s["alarm_s"] for s in second["stations"]} == got  # type: ignore[attr-defined]
+    records = list(alert_records(ports().store))
+    for run_id in (first["run_id"], second["run_id"]):  # new incidents each time
+        mine = [r for r in records if r.alert.device_id.startswith(f"{run_id}.")]
+        assert len({r.alert.alert_id for r in mine}) >= alarms
