@@ -74,14 +74,20 @@ def nist_plan(test: NistTest, run_id: str, warm_up_s: float) -> ReplayPlan:
 
 
 def frame_plan(
-    frame: pl.DataFrame, run_id: str, test: str, ignitions: Mapping[str, datetime | None]
+    frame: pl.DataFrame,
+    run_id: str,
+    test: str,
+    ignitions: Mapping[str, datetime | None],
+    *,
+    rename: bool = True,
 ) -> ReplayPlan:
     """A plan of readings already in hand (a synthetic scenario's: device_id, ts, channels);
-    `ignitions`: each device's ignition, None for a device with no fire."""
+    `ignitions`: each device's ignition, None for a device with no fire. `rename=False` keeps
+    the devices' own ids (a feed of real readings, not a replay)."""
     devices, renamed = {}, {}
     for source in frame["device_id"].unique(maintain_order=True):
         own = frame.filter(pl.col("device_id") == source)
-        device = _device_id(run_id, source)
+        device = _device_id(run_id, source) if rename else source
         channels = tuple(c for c in CHANNEL_NAMES if c in own.columns and own[c].count())
         devices[device] = ReplayDevice(device, test, source, ignitions.get(source), channels)
         renamed[source] = device
