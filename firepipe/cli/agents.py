@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,28 @@ def _ports() -> Ports:
         raise click.ClickException(str(error)) from None
     found.wire()
     return found
+
+
+def _sending(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a command that sends readings through the agents and waits for them."""
+    for option in reversed(
+        [
+            click.option(
+                "--speed",
+                type=click.FloatRange(min=0),
+                default=0.0,
+                show_default=True,
+                help="Times faster than the readings' own clock; 0: as fast as the agents "
+                "take them.",
+            ),
+            click.option(
+                "--timeout-s", type=click.FloatRange(min=1), default=600.0, show_default=True
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+        ]
+    ):
+        command = option(command)
+    return command
 
 
 @click.group()
@@ -102,15 +125,7 @@ def agents_status(as_json: bool) -> None:
 
 @agents.command("feed")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--speed",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Times faster than the readings' own clock; 0: as fast as the agents take them.",
-)
-@click.option("--timeout-s", type=click.FloatRange(min=1), default=600.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_sending
 def agents_feed(path: Path, speed: float, timeout_s: float, as_json: bool) -> None:
     """Send the readings of a file through the agents, as the landing zone takes files (CSV,
     Parquet or JSON lines: device_id, ts and channels, in any unit silver converts), and print
@@ -240,15 +255,7 @@ def alerts_ack(alert_id: str, by: str | None) -> None:
 @click.option("--devices", type=click.IntRange(1, 1000), default=8, show_default=True)
 @click.option("--duration-s", type=click.IntRange(60, 86_400), default=900, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option(
-    "--speed",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Times faster than the record's own clock; 0: as fast as the agents take it.",
-)
-@click.option("--timeout-s", type=click.FloatRange(min=1), default=600.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_sending
 def replay(
     nist_dir: Path | None,
     test_name: str | None,

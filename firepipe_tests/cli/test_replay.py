@@ -20,20 +20,25 @@ from firepipe_tests.services.agents.processes import register_champion
 TEST = "SDC02"
 
 
-@pytest.mark.slow
-def test_replay_alarms_as_evaluate_real_and_again_when_run_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    home = tmp_path / "home"
-    monkeypatch.setenv("FIREPIPE_HOME", str(home))
+FIREPIPE = str(Path(sys.executable).parent / "firepipe")
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A FIREPIPE_HOME whose champion is the sample detector; the environment of a command."""
+    home = str(tmp_path / "home")
+    monkeypatch.setenv("FIREPIPE_HOME", home)
     monkeypatch.setenv("FIREPIPE_ENV", "local")
     register_champion(tmp_path / "detector")
-    env = {**os.environ, "FIREPIPE_HOME": str(home), "FIREPIPE_ENV": "local"}
-    firepipe = str(Path(sys.executable).parent / "firepipe")
+    return {**os.environ, "FIREPIPE_HOME": home, "FIREPIPE_ENV": "local"}
+
+
+@pytest.mark.slow
+def test_replay_alarms_as_evaluate_real_and_again_when_run_again(env: dict[str, str]) -> None:
 
     def run(*args: str) -> dict[str, object]:
         done = subprocess.run(
-            [firepipe, *args, "--json"], env=env, capture_output=True, text=True, timeout=600
+            [FIREPIPE, *args, "--json"], env=env, capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stderr[-3000:]
         document: dict[str, object] = json.loads(done.stdout)
@@ -63,12 +68,8 @@ def test_replay_alarms_as_evaluate_real_and_again_when_run_again(
 
 @pytest.mark.slow
 def test_agents_feed_sends_a_landed_file_and_reports_each_device(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, env: dict[str, str]
 ) -> None:
-    home = tmp_path / "home"
-    monkeypatch.setenv("FIREPIPE_HOME", str(home))
-    monkeypatch.setenv("FIREPIPE_ENV", "local")
-    register_champion(tmp_path / "detector")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     lines = ["device_id,ts,temperature_f,smoke_obscuration_pct_per_m"]
     for k in range(120):
@@ -79,10 +80,8 @@ def test_agents_feed_sends_a_landed_file_and_reports_each_device(
     lines.append(f"hall,{start:%Y-%m-%dT%H:%M:%SZ},5000.0,0.1")  # quarantined: out of range
     landed = tmp_path / "readings.csv"
     landed.write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "FIREPIPE_HOME": str(home), "FIREPIPE_ENV": "local"}
-    firepipe = str(Path(sys.executable).parent / "firepipe")
     done = subprocess.run(
-        [firepipe, "agents", "feed", str(landed), "--json"],
+        [FIREPIPE, "agents", "feed", str(landed), "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -99,7 +98,7 @@ def test_agents_feed_sends_a_landed_file_and_reports_each_device(
     bad = tmp_path / "readings.xlsx"
     bad.write_bytes(b"x")
     refused = subprocess.run(
-        [firepipe, "agents", "feed", str(bad)], env=env, capture_output=True, text=True
+        [FIREPIPE, "agents", "feed", str(bad)], env=env, capture_output=True, text=True
     )
     assert refused.returncode == 1
     assert refused.stderr.strip().startswith(f"Error: {bad}: unsupported_format")

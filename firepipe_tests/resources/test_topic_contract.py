@@ -33,11 +33,12 @@ from firepipe_tests.resources.conftest import REGION
 QUEUES = ("scores", "alarms", "audit")
 
 
-@pytest.fixture(params=["local", pytest.param("sns", marks=pytest.mark.aws)])
-def messaging(
-    request: pytest.FixtureRequest, tmp_path: Path
+def _messaging(
+    request: pytest.FixtureRequest, tmp_path: Path, *, fifo: bool
 ) -> Iterator[tuple[MessageQueue, Topic]]:
-    """Queues "scores", "alarms" and "audit", and a topic with no subscribers yet."""
+    """The implementation `request.param` names: queues "scores", "alarms" and "audit" and a
+    topic with no subscribers yet; local (which keeps message groups either way) or SNS and
+    SQS, FIFO when asked."""
     if request.param == "local":
         path = str(tmp_path / "queues.db")
         local = LocalQueue(path=path)
@@ -50,11 +51,23 @@ def messaging(
     request.getfixturevalue("aws_credentials")
     with mock_aws():
         prefix = f"t{uuid.uuid4().hex[:8]}-"
-        sqs = SqsQueue(prefix=prefix, region=REGION)
+        sqs = SqsQueue(prefix=prefix, region=REGION, fifo=fifo)
         for name in QUEUES:
             sqs.ensure_queue(name)
-        arn = boto3.client("sns", region_name=REGION).create_topic(Name=f"{prefix}events")
+        fifo_topic = {"FifoTopic": "true", "ContentBasedDeduplication": "false"}
+        arn = boto3.client("sns", region_name=REGION).create_topic(
+            Name=f"{prefix}events.fifo" if fifo else f"{prefix}events",
+            Attributes=fifo_topic if fifo else {},
+        )
         yield sqs, SnsTopic(topic_arn=arn["TopicArn"], queue_prefix=prefix, region=REGION)
+
+
+@pytest.fixture(params=["local", pytest.param("sns", marks=pytest.mark.aws)])
+def messaging(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[MessageQueue, Topic]]:
+    """Queues "scores", "alarms" and "audit", and a topic with no subscribers yet."""
+    yield from _messaging(request, tmp_path, fifo=False)
 
 
 @pytest.fixture(params=["local", pytest.param("sns-fifo", marks=pytest.mark.aws)])
@@ -62,26 +75,7 @@ def grouped_messaging(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[MessageQueue, Topic]]:
     """As `messaging`, keeping message groups: the local ones, or a FIFO topic and queues."""
-    if request.param == "local":
-        path = str(tmp_path / "queues.db")
-        local = LocalQueue(path=path)
-        for name in QUEUES:
-            local.ensure_queue(name)
-        yield local, LocalTopic(path=path)
-        return
-    from moto import mock_aws
-
-    request.getfixturevalue("aws_credentials")
-    with mock_aws():
-        prefix = f"t{uuid.uuid4().hex[:8]}-"
-        sqs = SqsQueue(prefix=prefix, region=REGION, fifo=True)
-        for name in QUEUES:
-            sqs.ensure_queue(name)
-        arn = boto3.client("sns", region_name=REGION).create_topic(
-            Name=f"{prefix}events.fifo",
-            Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "false"},
-        )
-        yield sqs, SnsTopic(topic_arn=arn["TopicArn"], queue_prefix=prefix, region=REGION)
+    yield from _messaging(request, tmp_path, fifo=True)
 
 
 def bodies(queues: MessageQueue, queue: str) -> set[str]:

@@ -21,14 +21,6 @@ from firepipe_tests.services.agents.chain import (
     timeline,
     workers,
 )
-from firepipe_tests.services.inference.serving_sample import saved_detector
-
-
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("detector")
-    saved_detector(folder)
-    return folder
 
 
 @pytest.fixture

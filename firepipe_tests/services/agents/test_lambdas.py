@@ -52,7 +52,7 @@ from firepipe.services.agents.runtime import (
     wire,
 )
 from firepipe_tests.services.detector_sample import register_detector
-from firepipe_tests.services.inference.serving_sample import FEATURES, saved_detector
+from firepipe_tests.services.inference.serving_sample import FEATURES
 
 EVENTS = Path(__file__).parent / "events"
 REGION = "eu-west-1"
@@ -433,13 +433,6 @@ def test_the_handler_runs_in_an_xray_subsegment_when_tracing_is_on(
 
 
 # --- locally: the monitoring function needs a champion ----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("detector")
-    saved_detector(folder)
-    return folder
 
 
 @pytest.fixture
