@@ -6,6 +6,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 # Processes opening a fresh file at once race to switch it to WAL, and SQLite answers the
@@ -16,11 +17,14 @@ _OPEN_TIMEOUT_S = 30.0
 _KEPT_PER_THREAD = 16
 _kept = threading.local()
 _INHERITED: list[sqlite3.Connection] = []
+# A schema step: a statement, or a function of the connection for a step that depends on what
+# the file holds (moving an older layout's rows).
+SchemaStep = str | Callable[[sqlite3.Connection], None]
 
 
-def connect(path: str, *schema: str) -> sqlite3.Connection:
-    """A connection to the SQLite file at `path`, its folder created and the `schema` statements
-    (CREATE ... IF NOT EXISTS) applied in one transaction.
+def connect(path: str, *schema: SchemaStep) -> sqlite3.Connection:
+    """A connection to the SQLite file at `path`, its folder created and the `schema` steps
+    (CREATE ... IF NOT EXISTS statements, or functions of the connection) applied in order.
 
     Several processes of one local run share the file: a connection waits up to 30 s for
     another's lock instead of failing.
@@ -31,8 +35,11 @@ def connect(path: str, *schema: str) -> sqlite3.Connection:
         connection = sqlite3.connect(path, timeout=30.0)
         try:
             with connection:
-                for statement in schema:
-                    connection.execute(statement)
+                for step in schema:
+                    if isinstance(step, str):
+                        connection.execute(step)
+                    else:
+                        step(connection)
             return connection
         except sqlite3.OperationalError as error:
             connection.close()
@@ -41,7 +48,7 @@ def connect(path: str, *schema: str) -> sqlite3.Connection:
             time.sleep(0.01)
 
 
-def kept(path: str, *schema: str) -> sqlite3.Connection:
+def kept(path: str, *schema: SchemaStep) -> sqlite3.Connection:
     """A connection to the SQLite file at `path` (made by `connect`, isolation_level None: the
     caller runs its own transactions) kept open for this process and thread.
 

@@ -35,9 +35,11 @@ from firepipe_tests.resources.conftest import REGION
 MAX_RECEIVES = 3
 
 
-@pytest.fixture(params=["local", pytest.param("sqs", marks=pytest.mark.aws)])
-def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageQueue]:
-    """Both implementations with a queue "work" (and its dead-letter queue) ready."""
+def _work_queue(
+    request: pytest.FixtureRequest, tmp_path: Path, *, fifo: bool
+) -> Iterator[MessageQueue]:
+    """The implementation `request.param` names with a queue "work" (and its dead-letter
+    queue) ready: local (which keeps message groups either way) or SQS, FIFO when asked."""
     queue: MessageQueue
     if request.param == "local":
         queue = LocalQueue(path=str(tmp_path / "queues.db"), max_receives=MAX_RECEIVES)
@@ -49,28 +51,21 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageQu
     request.getfixturevalue("aws_credentials")
     with mock_aws():
         prefix = f"t{uuid.uuid4().hex[:8]}-"
-        queue = SqsQueue(prefix=prefix, region=REGION, max_receives=MAX_RECEIVES)
+        queue = SqsQueue(prefix=prefix, region=REGION, max_receives=MAX_RECEIVES, fifo=fifo)
         queue.ensure_queue("work")
         yield queue
+
+
+@pytest.fixture(params=["local", pytest.param("sqs", marks=pytest.mark.aws)])
+def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageQueue]:
+    """Both implementations with a queue "work" (and its dead-letter queue) ready."""
+    yield from _work_queue(request, tmp_path, fifo=False)
 
 
 @pytest.fixture(params=["local", pytest.param("sqs-fifo", marks=pytest.mark.aws)])
 def grouped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MessageQueue]:
     """A queue "work" that keeps message groups: the local one, or a FIFO SQS queue."""
-    queue: MessageQueue
-    if request.param == "local":
-        queue = LocalQueue(path=str(tmp_path / "queues.db"), max_receives=MAX_RECEIVES)
-        queue.ensure_queue("work")
-        yield queue
-        return
-    from moto import mock_aws
-
-    request.getfixturevalue("aws_credentials")
-    with mock_aws():
-        prefix = f"t{uuid.uuid4().hex[:8]}-"
-        queue = SqsQueue(prefix=prefix, region=REGION, max_receives=MAX_RECEIVES, fifo=True)
-        queue.ensure_queue("work")
-        yield queue
+    yield from _work_queue(request, tmp_path, fifo=True)
 
 
 def in_group(group: str, *bodies: str) -> list[tuple[str, dict[str, str]]]:
@@ -426,3 +421,44 @@ def test_local_messages_without_a_group_are_never_held(tmp_path: Path) -> None:
     [free] = queues.receive("work", max_messages=1, visibility_timeout_s=60)
     assert free.body == "free 1"  # a1 in flight holds a2 but not the ungrouped messages
     assert bodies_of(queues.receive("work", max_messages=10)) == ["free 2"]
+
+
+def test_a_file_with_bodies_in_the_rows_keeps_its_messages(tmp_path: Path) -> None:
+    """A queue file written before bodies moved to their own table: its waiting messages and
+    dead letters are still there, in order, when a LocalQueue opens it."""
+    path = str(tmp_path / "queues.db")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE queues (name TEXT PRIMARY KEY, max_receives INTEGER NOT NULL)")
+        db.execute(
+            "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, body TEXT NOT NULL, "
+            "attributes TEXT NOT NULL, sent_at REAL NOT NULL, visible_at REAL NOT NULL, "
+            "receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT UNIQUE, "
+            "dead INTEGER NOT NULL DEFAULT 0, reason TEXT)"
+        )
+        db.execute("INSERT INTO queues VALUES ('work', 3)")
+        rows = [
+            ("m1", "first", '{"message_group": "g"}', 0, None),
+            ("m2", "second", '{"message_group": "g"}', 0, None),
+            ("m3", "poison", "{}", 1, "unreadable"),
+        ]
+        db.executemany(
+            "INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at, dead, "
+            "reason) VALUES (?, 'work', ?, ?, 1.0, 1.0, ?, ?)",
+            rows,
+        )
+    queues = LocalQueue(path=path)
+
+    received = queues.receive("work", max_messages=10, visibility_timeout_s=60)
+    assert [(m.id, m.body, m.attributes) for m in received] == [
+        ("m1", "first", {MESSAGE_GROUP: "g"}),
+        ("m2", "second", {MESSAGE_GROUP: "g"}),
+    ]
+    [letter] = queues.dead_letters("work")
+    assert (letter.id, letter.body, letter.reason) == ("m3", "poison", "unreadable")
+    queues.delete_batch("work", [m.receipt for m in received])
+    assert queues.depth("work") == QueueDepth(visible=0, in_flight=0, dead=1)
+    with sqlite3.connect(path) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        assert "messages" not in tables
+        assert db.execute("SELECT count(*) FROM queue_bodies").fetchone() == (1,)
