@@ -165,7 +165,7 @@ def test_poison_messages_are_dead_lettered_with_their_reason(
     reasons = {d.body: d.reason for d in p.queues.dead_letters(messages.INCIDENTS_QUEUE)}
     assert reasons.keys() == {never_opened, listed, "{not json"}
     assert reasons[listed].startswith("unreadable: ")
-    assert 'is a JSON object, got \'["not"' in reasons[listed]
+    assert 'must be a JSON object, got \'["not"' in reasons[listed]
     assert reasons["{not json"].startswith("unreadable: the incident message is not JSON")
     assert reasons[never_opened] == (
         "failed 3 times: IncidentNotOpenError: alert inc-x is not open yet: retrying"
