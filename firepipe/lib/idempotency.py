@@ -60,14 +60,8 @@ class SqlitePersistenceLayer(BasePersistenceLayer):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One BEGIN IMMEDIATE transaction: the write lock is taken before the read, so of two
         processes taking one key, the second sees the first's record."""
-        connection = self._connection()
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_state.immediate(self._connection()) as connection:
             yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
 
     def _get_record(self, idempotency_key: str) -> DataRecord:
         row = _select(self._connection(), idempotency_key)

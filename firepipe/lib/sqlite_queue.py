@@ -21,16 +21,6 @@ from contextlib import contextmanager
 
 from firepipe.lib import sqlite_state
 
-# How long a change waits for another process's write lock before it fails.
-LOCK_TIMEOUT_S = 30.0
-# SQLite's own wait for a lock (its busy timeout) sleeps 1, 2, 5, 10, ... up to 100 ms between
-# tries, so a writer lost up to 25-100 ms to a lock that another worker held for one ms
-# (measured in the agents' bench: BEGIN IMMEDIATE waits of 8-34 ms). BEGIN IMMEDIATE is tried
-# here instead with sleeps from 0.1 ms, doubling up to this.
-_LOCK_RETRY_MAX_S = 0.002
-# The busy timeout of the file's other statements (reads, which WAL rarely makes wait).
-_BUSY_TIMEOUT_MS = int(LOCK_TIMEOUT_S * 1000)
-
 
 def _move_bodies_out(connection: sqlite3.Connection) -> None:
     """Move a file written before bodies were kept apart (one `messages` table, body in the
@@ -39,17 +29,12 @@ def _move_bodies_out(connection: sqlite3.Connection) -> None:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
     ).fetchone():
         return
-    connection.execute("BEGIN IMMEDIATE")
-    try:
+    with sqlite_state.immediate(connection):
         connection.execute(
             f"INSERT INTO queue_messages ({_ROW}) SELECT {_ROW} FROM messages ORDER BY seq"
         )
         connection.execute("INSERT INTO queue_bodies (seq, body) SELECT seq, body FROM messages")
         connection.execute("DROP TABLE messages")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
 
 
 _ROW = "seq, id, queue, attributes, sent_at, visible_at, receive_count, receipt, dead, reason"
@@ -91,33 +76,8 @@ def write(path: str) -> Iterator[sqlite3.Connection]:
     committed when the block ends, rolled back when it raises."""
     # Kept per process and thread (isolation_level None: the transactions are ours); one
     # opened per call cost 1-12 ms a receive or publish (the last close checkpoints the WAL).
-    db = connection(path)
-    _begin_immediate(db)
-    try:
+    with sqlite_state.immediate(connection(path)) as db:
         yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _begin_immediate(db: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, waiting for another process's write lock in short sleeps."""
-    db.execute("PRAGMA busy_timeout = 0")
-    try:
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        pause = 0.0001
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(2 * pause, _LOCK_RETRY_MAX_S)
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
 
 def max_receives(connection: sqlite3.Connection, queue: str) -> int:

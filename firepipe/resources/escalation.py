@@ -13,7 +13,7 @@ import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -73,15 +73,8 @@ class LocalEscalationTimer(EscalationScheduler):
     def _write(self) -> Iterator[sqlite3.Connection]:
         # BEGIN IMMEDIATE takes the write lock before reading: two claimers never see the same
         # level as free.
-        with closing(sqlite_state.connect(self.path, *_SCHEMA)) as db:
-            db.isolation_level = None
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with sqlite_state.immediate(sqlite_state.kept(self.path, *_SCHEMA)) as db:
+            yield db
 
     def schedule(self, alert: Alert) -> str:
         now = time.time()

@@ -184,11 +184,9 @@ class LocalStateStore(StateStore):
         _check_put(key, expected_version)
         text, at, new = _state_text(state), timestamp_text(datetime.now(UTC)), expected_version + 1
         t = transition
-        connection = self._connect()
         # IMMEDIATE takes the write lock before the checks, so no other process can move
         # the key between the check and the write.
-        connection.execute("BEGIN IMMEDIATE")
-        try:
+        with sqlite_state.immediate(self._connect()) as connection:
             _refuse_locally(connection, key, expected_version, t.event_id)
             connection.execute(
                 "INSERT INTO states (key, version, state, updated_at) VALUES (?, ?, ?, ?) "
@@ -200,10 +198,6 @@ class LocalStateStore(StateStore):
                 f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [key, new, at, t.from_state, t.to_state, t.reason, t.event_id, text],
             )
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
         return _item(key, new, text, at)
 
     def history(self, key: str, limit: int | None = None) -> list[HistoryRecord]:
