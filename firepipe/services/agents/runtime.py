@@ -182,9 +182,9 @@ def idempotent(
         handle(messages_by_id.pop(message["id"]))
         return {"handled": True}
 
-    # The decorator hashes a JSON-able argument; the message itself travels beside it.
+    # The decorator hashes a JSON-able argument; the message itself travels beside it. The
+    # key names the agent: one message id seen by two agents is two keys.
     messages_by_id: dict[str, Message] = {}
-    once.__name__ = f"firepipe_{name}"
 
     def run(message: Message) -> object:
         key = f"{name}:{message.id}"
