@@ -117,6 +117,7 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         "ml/endpoint",
         "ml/scores",
         "ml/online_features",
+        "agents/nist_replay",
     }
     edges = {
         ("/".join(d["path"]), "/".join(n["assetKey"]["path"]))
@@ -145,8 +146,10 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         ("ml/champion", "ml/scores"),
         ("gold/sensor_features", "ml/scores"),
         ("gold/sensor_features", "ml/online_features"),
+        # the agents replay the NIST tests with each new champion
+        ("ml/champion", "agents/nist_replay"),
     }
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     # Each asset sits in the group of its layer, the first part of its key.
     assert {key: key.split("/")[0] for key in groups} == groups
-    assert set(groups.values()) == {"bronze", "silver", "gold", "ml", "analytics"}
+    assert set(groups.values()) == {"bronze", "silver", "gold", "ml", "analytics", "agents"}
