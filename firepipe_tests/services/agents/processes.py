@@ -88,12 +88,23 @@ class Chaos:
                 if starts(self.supervisor.home, agent) >= self.spawned[agent]:
                     self._doomed[worker] = now + self.rng.uniform(0.0, 2.0)
             elif 0 < self._doomed[worker] <= now:
-                self.holding[agent] += self.queues.depth(QUEUE_OF[agent]).in_flight > 0
+                self.holding[agent] += self._await_held(QUEUE_OF[agent])
                 os.kill(self.supervisor.pid(agent), signal.SIGKILL)
                 self._doomed[worker] = 0  # not killed twice before its restart is seen
                 self.kills[agent] += 1
                 killed.append(agent)
         return killed
+
+    def _await_held(self, queue: str, within_s: float = 1.0) -> bool:
+        """Wait (briefly) until `queue` has a message in flight, so the kill falls on a worker
+        holding messages: a fast worker holds the readings just sent for milliseconds only.
+        Whether it did."""
+        deadline = time.monotonic() + within_s
+        while self.queues.depth(queue).in_flight == 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+        return True
 
 
 def settle(chaos: Chaos, timeout_s: float, settle_s: float = 1.0) -> None:
