@@ -11,7 +11,7 @@ last 10 s of each of their devices, in readings messages of 500 (50 devices x 10
 - `readings_per_s`: every reading of the devices' first `--seconds` enqueued at once, divided
   by the time from the first enqueue until the readings and scores queues are empty (the last
   score event applied by the analysis agent). Baseline: the same readings scored in one call
-  by the serving core in this process (`ScoringEngine.score_available`), best of --repeats.
+  by the serving core in this process (`ScoringEngine.score_columns`), best of --repeats.
 - `load_readings_per_s`: the devices' next `--seconds` of readings sent at a steady rate,
   --rate readings/s or 80% of `readings_per_s` (at most the 50,000/s target); the rate held.
 - `alarm_latency_p50_ms`, `alarm_latency_p99_ms`: under that load, from the enqueue of the
@@ -46,7 +46,7 @@ from firepipe.bench import BenchOptions, Figure, best_seconds, serve
 from firepipe.core.agents import messages
 from firepipe.core.lake.standardise import to_silver
 from firepipe.core.readings import CHANNEL_NAMES
-from firepipe.core.serving.engine import Reading, ScoringEngine
+from firepipe.core.serving.engine import ReadingColumns, ScoringEngine
 from firepipe.core.serving.scoring import ServingModel, load_serving_model
 from firepipe.core.simulation.simulator import GenerationSpec, simulate
 from firepipe.lib import aws_env
@@ -109,7 +109,7 @@ def run(options: BenchOptions) -> list[Figure]:
         model = champion_model(home, work)
         stream = reading_stream(model, devices, seconds, seed=7)
         bodies = encode(stream.throughput, "t")
-        readings = [r for body in bodies for r in messages.decode_readings(body).readings]
+        readings = ReadingColumns.concat([messages.decode_readings(b).readings for b in bodies])
         baseline_s = engine_seconds(model, readings, options)
         del readings
         agents = RunningAgents(home)
@@ -260,9 +260,9 @@ def alarm_moments(model: ServingModel, fires: pl.DataFrame) -> dict[str, str]:
     score it: the devices' readings in order through a fresh engine."""
     rows = _rows(fires.sort("device_id", "epoch_s").with_columns(_ts_column()))
     readings = messages.decode_readings(messages.encode_readings("dry", rows)).readings
-    _, predictions = ScoringEngine(model).score_available(readings, {})
+    scored = ScoringEngine(model).score_columns(readings, skip_late=True)
     alarms: dict[str, str] = {}
-    for prediction in predictions:
+    for prediction in scored.predictions():
         if prediction.alarm:
             alarms.setdefault(prediction.device_id, prediction.ts)
     return alarms
@@ -304,7 +304,7 @@ def stamped(body: str, sent_at: float) -> str:
 # -- the serving core alone -----------------------------------------------------------------
 
 
-def engine_seconds(model: ServingModel, readings: list[Reading], options: BenchOptions) -> float:
+def engine_seconds(model: ServingModel, readings: ReadingColumns, options: BenchOptions) -> float:
     """Seconds for a fresh engine to score `readings` in one call, the best of --repeats."""
     engines: list[ScoringEngine] = []
 
@@ -312,7 +312,7 @@ def engine_seconds(model: ServingModel, readings: list[Reading], options: BenchO
         engines[:] = [ScoringEngine(model)]
 
     def score() -> None:
-        engines[0].score_available(readings, {})
+        engines[0].score_columns(readings, skip_late=True)
 
     return best_seconds(score, options.repeats, fresh, options.min_seconds)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -16,6 +17,7 @@ from firepipe.bench import BenchOptions, Figure, agents
 from firepipe.bench.suites import SUITES
 from firepipe.cli.bench import bench
 from firepipe.core.agents import messages
+from firepipe.core.serving.online import CHANNEL_INDEX
 from firepipe.core.serving.scoring import ServingModel, load_serving_model
 from firepipe.names import MODEL_NAME
 from firepipe.resources.registry import LocalModelRegistry
@@ -74,16 +76,29 @@ def test_messages_hold_500_readings_in_order_and_are_stamped_as_they_are_sent(
     batches = [messages.decode_readings(body) for body in bodies]
     assert [b.batch_id for b in batches] == [f"t{k}" for k in range(len(bodies))]
     assert all(len(b.readings) == agents.BATCH for b in batches[:-1])
-    sent = [(r.device_id, r.ts_text) for b in batches for r in b.readings]
+    sent = [
+        pair for b in batches for pair in zip(b.readings.device_id, b.readings.ts_text, strict=True)
+    ]
     assert sent == list(stream.throughput.select("device_id", "ts").iter_rows())
     # Only the channels a device has are sent: the fire devices' three.
-    fire = next(r for b in batches for r in b.readings if r.device_id.startswith("fire-"))
-    assert set(fire.values) == {"temperature_c", "smoke_obscuration_pct_per_m", "co_ppm"}
+    fire = next(
+        b.readings.values[k]
+        for b in batches
+        for k, device in enumerate(b.readings.device_id)
+        if device.startswith("fire-")
+    )
+    assert {name for name, k in CHANNEL_INDEX.items() if not np.isnan(fire[k])} == {
+        "temperature_c",
+        "smoke_obscuration_pct_per_m",
+        "co_ppm",
+    }
     assert batches[0].sent_at is None
 
     stamped = messages.decode_readings(agents.stamped(bodies[0], 1_796_000_000.25))
     assert stamped.sent_at == 1_796_000_000.25
-    assert stamped.readings == batches[0].readings
+    assert stamped.readings.device_id == batches[0].readings.device_id
+    assert stamped.readings.ts_us.tolist() == batches[0].readings.ts_us.tolist()
+    assert np.array_equal(stamped.readings.values, batches[0].readings.values, equal_nan=True)
     with pytest.raises(ValueError, match="without sent_at"):
         agents.stamped(agents.stamped(bodies[0], 1.0), 2.0)
 

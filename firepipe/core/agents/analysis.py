@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 from firepipe.core.features.spec import RISE_LAG_S
 from firepipe.core.history import parse_timestamp, timestamp_text
+from firepipe.core.serving.engine import epoch_us
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 class Phase(StrEnum):
@@ -229,11 +229,16 @@ def _unchanged(state: DeviceState, events: EventColumns, k: int, policy: Analysi
 
 
 def _seen(state: DeviceState, events: EventColumns, k: int) -> DeviceState:
-    return replace(state, last_ts=from_epoch_us(events.ts_us[k]), last_event_id=events.event_id(k))
-
-
-def epoch_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // _MICROSECOND
+    # `replace`, spelt out: this runs once per device and message, and replace is slow.
+    return DeviceState(
+        device_id=state.device_id,
+        phase=state.phase,
+        last_ts=from_epoch_us(events.ts_us[k]),
+        last_event_id=events.event_id(k),
+        incident_id=state.incident_id,
+        incident_started=state.incident_started,
+        clear_since=state.clear_since,
+    )
 
 
 def from_epoch_us(us: int) -> datetime:

@@ -25,12 +25,12 @@ from typing import Any
 
 import orjson
 
-from firepipe.core.agents.analysis import Phase, ScoreEvent, epoch_us, from_epoch_us
+from firepipe.core.agents.analysis import Phase, ScoreEvent, from_epoch_us
 from firepipe.core.agents.response import IncidentChange
 from firepipe.core.history import parse_timestamp, timestamp_text
 from firepipe.core.readings import CHANNEL_NAMES
-from firepipe.core.serving.engine import Prediction, Reading
-from firepipe.core.serving.payloads import PayloadError, reading_list
+from firepipe.core.serving.engine import ReadingColumns, Scored
+from firepipe.core.serving.payloads import PayloadError, reading_columns
 
 READINGS_QUEUE = "readings"
 SCORES_QUEUE = "scores"
@@ -54,7 +54,7 @@ class MessageError(ValueError):
 @dataclass(frozen=True)
 class ReadingBatch:
     batch_id: str
-    readings: list[Reading]
+    readings: ReadingColumns
     profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sent_at: float | None = None
 
@@ -88,24 +88,28 @@ class ScoreBatch:
             rows.setdefault(device, []).append(k)
         if len(rows) == 1:
             return {self.device_id[0]: self}
-        return {device: self._select(ks) for device, ks in rows.items()}
-
-    def _select(self, ks: list[int]) -> ScoreBatch:
-        def pick(column: list[Any]) -> list[Any]:
-            return [column[k] for k in ks]
-
-        return ScoreBatch(
-            self.batch_id,
-            self.model_version,
-            pick(self.index),
-            pick(self.device_id),
-            pick(self.ts_us),
-            pick(self.score),
-            pick(self.alarm),
-            pick(self.threshold),
-            pick(self.warm),
-            self.sent_at,
-        )
+        # Every column reordered once, device after device; each device's events a slice.
+        order = [k for ks in rows.values() for k in ks]
+        every = (self.index, self.ts_us, self.score, self.alarm, self.threshold, self.warm)
+        columns: list[list[Any]] = [[column[k] for k in order] for column in every]
+        parts, start = {}, 0
+        for device, ks in rows.items():
+            part = slice(start, start + len(ks))
+            index, ts_us, score, alarm, threshold, warm = (column[part] for column in columns)
+            parts[device] = ScoreBatch(
+                self.batch_id,
+                self.model_version,
+                index,
+                [device] * len(ks),
+                ts_us,
+                score,
+                alarm,
+                threshold,
+                warm,
+                self.sent_at,
+            )
+            start += len(ks)
+        return parts
 
     def event(self, k: int) -> ScoreEvent:
         return ScoreEvent(
@@ -149,7 +153,7 @@ def decode_readings(body: str) -> ReadingBatch:
     document = _object(body, "readings")
     batch_id = _batch_id(document)
     try:
-        readings = reading_list(document.get("readings"))
+        readings = reading_columns(document.get("readings"))
     except PayloadError as error:
         raise MessageError(f"readings batch {batch_id}: {error}") from None
     profiles = document.get("profiles") or {}
@@ -169,26 +173,25 @@ def decode_readings(body: str) -> ReadingBatch:
     )
 
 
-def encode_scores(
-    batch: ReadingBatch, predictions: Sequence[Prediction], positions: Sequence[int]
-) -> list[str]:
-    """The score messages of `batch`'s predictions (`batch.readings[positions[k]]` scored as
-    `predictions[k]`): at most MAX_EVENTS_PER_MESSAGE each."""
+def encode_scores(batch: ReadingBatch, scored: Scored) -> list[str]:
+    """The score messages of `batch`'s predictions (`scored.positions[k]` its reading's
+    position in the batch): at most MAX_EVENTS_PER_MESSAGE each."""
+    columns = {
+        "index": scored.positions.tolist(),
+        "device_id": scored.device_id,
+        "ts_us": scored.ts_us.tolist(),
+        "score": scored.score.tolist(),
+        "alarm": scored.alarm.tolist(),
+        "threshold": scored.threshold.tolist(),
+        "warm": scored.warm.tolist(),
+    }
     messages = []
-    for start in range(0, len(predictions), MAX_EVENTS_PER_MESSAGE):
-        part = predictions[start : start + MAX_EVENTS_PER_MESSAGE]
-        index = positions[start : start + MAX_EVENTS_PER_MESSAGE]
-        scored = [batch.readings[k] for k in index]
+    for start in range(0, len(scored), MAX_EVENTS_PER_MESSAGE):
+        part = slice(start, start + MAX_EVENTS_PER_MESSAGE)
         document = {
             "batch_id": batch.batch_id,
-            "model_version": part[0].model_version,
-            "index": list(index),
-            "device_id": [p.device_id for p in part],
-            "ts_us": [epoch_us(r.ts) for r in scored],
-            "score": [p.score for p in part],
-            "alarm": [p.alarm for p in part],
-            "threshold": [p.threshold for p in part],
-            "warm": [p.warm for p in part],
+            "model_version": scored.model_version,
+            **{name: column[part] for name, column in columns.items()},
             "sent_at": batch.sent_at,
         }
         messages.append(orjson.dumps(document).decode())

@@ -19,6 +19,10 @@ A device's readings that arrive in increasing time after its newest (the common 
 placed and featurised in one kernel call; others (out of order, a second sent twice) one by
 one, each from what had arrived before it. Both give the same numbers.
 
+Readings come as `Reading` objects (`score`, the service's bodies) or in columns
+(`score_columns`, the agents' messages: no Python object per reading on the way in or out);
+the first are put in columns and scored by the same code.
+
 Memory is bounded: a device holds the readings its features and its alarm rule can still read
 (`horizon_s`), at most `max_devices` devices are held (the least recently heard from go first)
 and a device not heard from for `idle_s` seconds is forgotten.
@@ -49,7 +53,8 @@ LATE_S = 300
 MAX_DEVICES = 10_000
 IDLE_S = 3_600.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SECOND = timedelta(seconds=1)
+_MICROSECOND = timedelta(microseconds=1)
+_US_PER_S = 1_000_000
 _SKEW = timedelta(seconds=MAX_CLOCK_SKEW_S)
 _LOW = np.array([c.min_value for c in CHANNELS])
 _HIGH = np.array([c.max_value for c in CHANNELS])
@@ -78,6 +83,105 @@ class Prediction:
     model_version: str
     threshold: float  # of the operating point the alarm was decided at
     warm: bool  # the device's held readings cover the features' lookback
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since the Unix epoch of an aware time, exactly."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+@dataclass(frozen=True)
+class ReadingColumns:
+    """Readings in columns, as the engine scores them: reading i is `device_id[i]`'s at
+    `ts_us[i]` (`ts_text[i]` as sent) with `values[i]` by `online.CHANNEL_INDEX`, NaN where a
+    channel was not sent. `problems`: by position, what makes a reading unscoreable that the
+    values cannot show (an unknown channel, a NaN sent), in `_range_problem`'s words."""
+
+    device_id: list[str]
+    ts_text: list[str]
+    ts_us: online.I64
+    values: online.F64  # (n, N_CHANNELS)
+    problems: Mapping[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.device_id)
+        if not (len(self.ts_text) == self.ts_us.size == n == self.values.shape[0]):
+            raise ValueError("reading columns of different lengths")
+        if self.values.shape[1:] != (online.N_CHANNELS,):
+            raise ValueError(f"values must be (n, {online.N_CHANNELS}), got {self.values.shape}")
+
+    def __len__(self) -> int:
+        return len(self.device_id)
+
+    @classmethod
+    def of(cls, readings: Sequence[Reading]) -> ReadingColumns:
+        index, width = online.CHANNEL_INDEX, online.N_CHANNELS
+        flat = [math.nan] * (len(readings) * width)
+        problems = {}
+        for position, reading in enumerate(readings):
+            base = position * width
+            for name, value in reading.values.items():
+                if name not in index or value != value:
+                    problems[position] = _range_problem(reading.values) or f"{name}={value!r}"
+                    break
+                flat[base + index[name]] = value
+        return cls(
+            [r.device_id for r in readings],
+            [r.ts_text for r in readings],
+            np.array([epoch_us(r.ts) for r in readings], dtype=np.int64),
+            np.array(flat, dtype=np.float64).reshape(len(readings), width),
+            problems,
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[ReadingColumns]) -> ReadingColumns:
+        """The readings of `parts`, one after another."""
+        problems: dict[int, str] = {}
+        offset = 0
+        for part in parts:
+            problems |= {offset + k: problem for k, problem in part.problems.items()}
+            offset += len(part)
+        return cls(
+            [d for part in parts for d in part.device_id],
+            [t for part in parts for t in part.ts_text],
+            np.concatenate([part.ts_us for part in parts]),
+            np.concatenate([part.values for part in parts]).reshape(offset, online.N_CHANNELS),
+            problems,
+        )
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Predictions in columns: the reading at `positions[k]` among those sent was scored
+    `score[k]`, and so on (see `Prediction`)."""
+
+    positions: online.I64
+    device_id: list[str]
+    ts_text: list[str]
+    ts_us: online.I64
+    score: online.F64
+    alarm: npt.NDArray[np.bool_]
+    threshold: online.F64
+    warm: npt.NDArray[np.bool_]
+    model_version: str
+
+    def __len__(self) -> int:
+        return len(self.device_id)
+
+    def predictions(self) -> list[Prediction]:
+        version = self.model_version
+        return [
+            Prediction(d, t, s, a, version, h, w)
+            for d, t, s, a, h, w in zip(
+                self.device_id,
+                self.ts_text,
+                self.score.tolist(),
+                self.alarm.tolist(),
+                self.threshold.tolist(),
+                self.warm.tolist(),
+                strict=True,
+            )
+        ]
 
 
 @dataclass(frozen=True)
@@ -112,25 +216,24 @@ class _Compiled:
 
 
 class _Group:
-    """A device's readings in a request: their indices among the readings scored (`at`, then
-    `index`), whether they come in increasing time after the device's newest, and once placed
-    their rows."""
+    """A device's readings in a request: their indices among the readings scored (`index`),
+    whether they come in increasing time after the device's newest, and once placed their
+    rows."""
 
-    __slots__ = ("at", "index", "newest", "ordered", "rows")
+    __slots__ = ("index", "ordered", "rows")
 
-    def __init__(self, newest: int) -> None:
-        self.newest, self.ordered = newest, True
-        self.at: list[int] = []
-        self.index = self.rows = _NO_ROWS
+    def __init__(self, index: online.I64, ordered: bool) -> None:
+        self.index, self.ordered = index, ordered
+        self.rows = _NO_ROWS
 
 
 @dataclass
 class _Request:
-    """Checked readings: those to score (and their positions among those sent), their seconds
-    and channels (NaN where not sent), by device."""
+    """Checked readings: those to score (their positions among those sent), their seconds and
+    channels (NaN where not sent), by device."""
 
-    readings: list[Reading]
-    positions: list[int]
+    columns: ReadingColumns
+    positions: online.I64
     seconds: online.I64
     values: online.F32
     devices: dict[str, _Group]
@@ -187,21 +290,25 @@ class ScoringEngine:
         """One prediction per reading, in order. `profiles`: by device, the channels it has
         (e.g. a replayed station's instruments), its channel profile from its first reading on
         and until declared again; a device never declared has the channels it has sent."""
-        return self._score(readings, profiles, skip_late=False)[1]
+        return self.score_columns(ReadingColumns.of(readings), profiles).predictions()
 
     def score_available(
         self, readings: Sequence[Reading], profiles: Mapping[str, Collection[str]] | None = None
     ) -> tuple[list[int], list[Prediction]]:
         """As `score`, but readings more than `late_s` behind their device's newest are left to
         gold instead of refusing the request: the positions scored and their predictions."""
-        return self._score(readings, profiles, skip_late=True)
+        scored = self.score_columns(ReadingColumns.of(readings), profiles, skip_late=True)
+        return scored.positions.tolist(), scored.predictions()
 
-    def _score(
+    def score_columns(
         self,
-        readings: Sequence[Reading],
-        profiles: Mapping[str, Collection[str]] | None,
-        skip_late: bool,
-    ) -> tuple[list[int], list[Prediction]]:
+        readings: ReadingColumns,
+        profiles: Mapping[str, Collection[str]] | None = None,
+        *,
+        skip_late: bool = False,
+    ) -> Scored:
+        """`score` (or with `skip_late`, `score_available`) of readings in columns, the
+        predictions in columns: no Python object per reading on the way."""
         with self._lock:
             compiled = self._compiled
             declared = _declared(profiles or {})
@@ -212,81 +319,104 @@ class ScoringEngine:
                     held[device_id].declared = bits
             rows = self._place(request, held, compiled)
             scores = compiled.model.scorer.scores(rows)
-            predictions = self._predict(request, held, scores, compiled)
+            scored = self._predict(request, held, scores, compiled)
             # Only now: a reading later in the request may be older than one before it.
             horizon_s = self.horizon_s
             for device in held.values():
                 device.trim(horizon_s, compiled.keep_rows)
-            return request.positions, predictions
+            return scored
 
-    def _check(self, readings: Sequence[Reading], skip_late: bool) -> _Request:
+    def _check(self, readings: ReadingColumns, skip_late: bool) -> _Request:
         """The readings to score, grouped by device; RejectedReadingsError for the first that
-        cannot be scored (`_refusal` words it: this loop only notices that one may exist)."""
-        latest = self._now() + _SKEW
-        index, width = online.CHANNEL_INDEX, online.N_CHANNELS
-        flat = [math.nan] * (len(readings) * width)
-        positions: list[int] = []
-        seconds: list[int] = []
-        devices: dict[str, _Group] = {}
-        sent, suspect = 0, False
-        for position, reading in enumerate(readings):
-            base = position * width
-            try:
-                for name, value in reading.values.items():
-                    flat[base + index[name]] = value
-            except KeyError:  # an unknown channel
-                suspect = True
-                continue
-            sent += len(reading.values)
-            suspect |= reading.ts > latest
-            second = (reading.ts - _EPOCH) // _SECOND
-            device = devices.get(reading.device_id)
-            if device is None:
-                device = devices[reading.device_id] = _Group(self._newest(reading.device_id))
-            if second < device.newest - self._late_s:
-                suspect |= not skip_late
-                continue
-            if second > device.newest:
-                device.newest = second
-            else:
-                device.ordered = False
-            device.at.append(len(positions))
-            positions.append(position)
-            seconds.append(second)
-        every = np.array(flat, dtype=np.float64).reshape(len(readings), width)
-        values, present, outside = online.screen(every, _LOW, _HIGH)
-        if suspect or outside or present != sent:
-            error = self._refusal(readings, latest, skip_late)
+        cannot be scored (`_refusal` words it: this only notices that one may exist)."""
+        latest_us = epoch_us(self._now() + _SKEW)
+        seconds = readings.ts_us // _US_PER_S
+        values, _, outside = online.screen(readings.values, _LOW, _HIGH)
+        suspect = bool(readings.problems) or outside or bool((readings.ts_us > latest_us).any())
+        codes: dict[str, int] = {}
+        code = np.array(
+            [codes.setdefault(d, len(codes)) for d in readings.device_id], dtype=np.int64
+        )
+        newest = np.array([self._newest(d) for d in codes], dtype=np.int64)
+        # By device, in the order sent: every device's readings after its newest and in
+        # increasing time (the common case) need no reading-by-reading look.
+        order = np.argsort(code, kind="stable")
+        by_device, in_seconds = code[order], seconds[order]
+        starts = np.flatnonzero(np.diff(by_device, prepend=-1))
+        later = np.diff(in_seconds) > 0
+        same = by_device[1:] == by_device[:-1]
+        if bool((in_seconds[starts] > newest).all()) and bool(later[same].all()):
+            positions = np.arange(len(readings), dtype=np.int64)
+            bounds = [*starts.tolist(), len(readings)]
+            groups = {
+                device: _Group(order[bounds[k] : bounds[k + 1]], True)
+                for k, device in enumerate(codes)
+            }
+        else:
+            positions, groups, late = self._sorted_out(readings, seconds, newest, codes)
+            suspect |= late and not skip_late
+        if suspect:
+            error = self._refusal(readings, latest_us, skip_late)
             if error is not None:
                 raise error
-        if len(positions) < len(readings):
-            values = values[positions]
-        kept = [readings[p] for p in positions] if skip_late else list(readings)
-        groups = {d: group for d, group in devices.items() if group.at}
-        for group in groups.values():
-            group.index = np.array(group.at, dtype=np.int64)
-        return _Request(kept, positions, np.array(seconds, dtype=np.int64), values, groups)
+        if positions.size < len(readings):
+            values, seconds = values[positions], seconds[positions]
+        return _Request(readings, positions, seconds, values, groups)
+
+    def _sorted_out(
+        self,
+        readings: ReadingColumns,
+        seconds: online.I64,
+        newest_of: online.I64,
+        codes: Mapping[str, int],
+    ) -> tuple[online.I64, dict[str, _Group], bool]:
+        """Reading by reading: those to score and their groups, and whether one is too
+        late (more than `late_s` behind its device's newest before it)."""
+        newest = newest_of.tolist()
+        ordered = [True] * len(codes)
+        at: list[list[int]] = [[] for _ in codes]
+        positions: list[int] = []
+        late = False
+        for position, (device_id, second) in enumerate(
+            zip(readings.device_id, seconds.tolist(), strict=True)
+        ):
+            k = codes[device_id]
+            if second < newest[k] - self._late_s:
+                late = True
+                continue
+            if second > newest[k]:
+                newest[k] = second
+            else:
+                ordered[k] = False
+            at[k].append(len(positions))
+            positions.append(position)
+        groups = {
+            device: _Group(np.array(at[k], dtype=np.int64), ordered[k])
+            for device, k in codes.items()
+            if at[k]
+        }
+        return np.array(positions, dtype=np.int64), groups, late
 
     def _refusal(
-        self, readings: Sequence[Reading], latest: datetime, skip_late: bool
+        self, readings: ReadingColumns, latest_us: int, skip_late: bool
     ) -> RejectedReadingsError | None:
         """The refusal of the first reading that cannot be scored, if any, reading by
         reading: a value out of range (or of an unknown channel), then a time in the future,
         then too late (unless `skip_late`)."""
         newest: dict[str, int] = {}
-        for position, reading in enumerate(readings):
-            problem = _range_problem(reading.values)
-            if problem is None and reading.ts > latest:
-                problem = f"ts {reading.ts_text} is after now + {MAX_CLOCK_SKEW_S:g} s"
-            second = (reading.ts - _EPOCH) // _SECOND
-            device = reading.device_id
+        for position, device in enumerate(readings.device_id):
+            ts_us, ts_text = int(readings.ts_us[position]), readings.ts_text[position]
+            problem = readings.problems.get(position) or _row_problem(readings.values[position])
+            if problem is None and ts_us > latest_us:
+                problem = f"ts {ts_text} is after now + {MAX_CLOCK_SKEW_S:g} s"
+            second = ts_us // _US_PER_S
             if device not in newest:
                 newest[device] = self._newest(device)
             if problem is None and second < newest[device] - self._late_s:
                 if skip_late:
                     continue
                 problem = (
-                    f"ts {reading.ts_text} is {newest[device] - second} s before the device's "
+                    f"ts {ts_text} is {newest[device] - second} s before the device's "
                     f"newest reading: readings more than {self._late_s} s late are not scored "
                     "online (gold scores them once they land)"
                 )
@@ -306,9 +436,9 @@ class ScoringEngine:
         now = self._clock()
         held = {}
         groups = request.devices
-        for device in sorted(groups, key=lambda d: groups[d].at[-1]):
+        for device in sorted(groups, key=lambda d: int(groups[d].index[-1])):
             entry = self._devices.pop(device, None)
-            first = int(request.seconds[groups[device].at[0]])
+            first = int(request.seconds[groups[device].index[0]])
             held[device] = online.DeviceReadings(first) if entry is None else entry[0]
             self._devices[device] = (held[device], now)
         while len(self._devices) > self._max_devices:
@@ -324,7 +454,7 @@ class ScoringEngine:
         self, request: _Request, held: Mapping[str, online.DeviceReadings], compiled: _Compiled
     ) -> npt.NDArray[np.float64]:
         """Place every reading and compute its features: the model's input rows."""
-        rows = np.empty((len(request.readings), compiled.columns.size), dtype=np.float64)
+        rows = np.empty((request.positions.size, compiled.columns.size), dtype=np.float64)
         plan = compiled.kernel_plan
         columns = compiled.columns
         for device_id, group in request.devices.items():
@@ -350,10 +480,10 @@ class ScoringEngine:
         held: Mapping[str, online.DeviceReadings],
         scores: npt.NDArray[np.float64],
         compiled: _Compiled,
-    ) -> list[Prediction]:
-        n = len(request.readings)
+    ) -> Scored:
+        n = request.positions.size
         alarm, warm = np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.bool_)
-        threshold = [0.0] * n
+        threshold = np.empty(n, dtype=np.float64)
         lookback_s = compiled.plan.lookback_s
         for device_id, group in request.devices.items():
             device = held[device_id]
@@ -362,20 +492,17 @@ class ScoringEngine:
             online.outcomes(
                 device.ts, device.scores, group.rows, group.index, rule, scores, alarm, warm
             )
-            for k in group.at:
-                threshold[k] = at_threshold
+            threshold[group.index] = at_threshold
+        columns, positions = request.columns, request.positions
+        if n == len(columns):
+            device_ids, texts, ts_us = columns.device_id, columns.ts_text, columns.ts_us
+        else:
+            kept = positions.tolist()
+            device_ids = [columns.device_id[p] for p in kept]
+            texts = [columns.ts_text[p] for p in kept]
+            ts_us = columns.ts_us[positions]
         version = compiled.model.version
-        return [
-            Prediction(r.device_id, r.ts_text, s, a, version, t, w)
-            for r, s, a, t, w in zip(
-                request.readings,
-                scores.tolist(),
-                alarm.tolist(),
-                threshold,
-                warm.tolist(),
-                strict=True,
-            )
-        ]
+        return Scored(positions, device_ids, texts, ts_us, scores, alarm, threshold, warm, version)
 
 
 def _declared(profiles: Mapping[str, Collection[str]]) -> dict[str, int]:
@@ -393,7 +520,14 @@ def _declared(profiles: Mapping[str, Collection[str]]) -> dict[str, int]:
     return bits
 
 
-def _range_problem(values: dict[str, float]) -> str | None:
+def _row_problem(row: online.F64) -> str | None:
+    """`_range_problem` of a reading's values in columns (NaN: not sent)."""
+    return _range_problem(
+        {name: float(row[k]) for name, k in online.CHANNEL_INDEX.items() if row[k] == row[k]}
+    )
+
+
+def _range_problem(values: Mapping[str, float]) -> str | None:
     unknown = sorted(values.keys() - online.CHANNEL_INDEX.keys())
     if unknown:
         return f"unknown channel(s) {unknown}"

@@ -23,10 +23,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 
 from firepipe.core.readings import CHANNEL_NAMES
-from firepipe.core.serving.engine import Prediction, Reading
+from firepipe.core.serving.engine import Prediction, Reading, ReadingColumns, epoch_us
+from firepipe.core.serving.online import CHANNEL_INDEX, N_CHANNELS
 
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
@@ -189,6 +191,64 @@ def reading_list(readings: object) -> list[Reading]:
         reading = _plain_reading(fields, times)
         found.append(_reading(fields, f"readings[{i}]") if reading is None else reading)
     return found
+
+
+def reading_columns(readings: object) -> ReadingColumns:
+    """`reading_list`'s readings in columns (the agents' readings messages).
+
+    A list of well-formed objects is read column by column (`_plain_columns`: the rules of
+    `_plain_reading`, checked over each column at once); any other goes through
+    `reading_list`, which reads it or says what is wrong."""
+    if isinstance(readings, list) and readings:
+        columns = _plain_columns(readings)
+        if columns is not None:
+            return columns
+    return ReadingColumns.of(reading_list(readings))
+
+
+_VALUE_TYPES = frozenset({float, int, type(None)})
+_TEXT = frozenset({str})
+
+
+def _plain_columns(rows: list[Any]) -> ReadingColumns | None:
+    """The readings of well-formed objects in columns, or None for anything `reading_list`
+    must judge."""
+    if set(map(type, rows)) != {dict}:
+        return None
+    names = set().union(*rows)
+    if not names <= _FIELDS:
+        return None
+    device_id = [row.get("device_id") for row in rows]
+    ts_text = [row.get("ts") for row in rows]
+    if set(map(type, device_id)) != _TEXT or set(map(type, ts_text)) != _TEXT:
+        return None
+    if not all(device.strip() for device in set(device_id)):
+        return None
+    if "site_id" in names and not set(map(type, (r.get("site_id") for r in rows))) <= {
+        str,
+        type(None),
+    }:
+        return None
+    times = {}
+    for text in set(ts_text):
+        try:
+            times[text] = epoch_us(_timestamp(text, ""))
+        except PayloadError:
+            return None
+    values = np.full((len(rows), N_CHANNELS), np.nan)
+    for name in names & _CHANNELS:
+        column = [row.get(name) for row in rows]
+        if not set(map(type, column)) <= _VALUE_TYPES:
+            return None
+        try:
+            numbers = np.array(column, dtype=np.float64)  # None: NaN, not sent
+        except OverflowError:  # an integer beyond float's range
+            return None
+        if np.isinf(numbers).any():
+            return None
+        values[:, CHANNEL_INDEX[name]] = numbers
+    ts_us = np.fromiter(map(times.__getitem__, ts_text), dtype=np.int64, count=len(rows))
+    return ReadingColumns(device_id, ts_text, ts_us, values)
 
 
 def _plain_reading(fields: object, times: dict[str, datetime]) -> Reading | None:

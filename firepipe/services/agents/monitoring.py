@@ -31,12 +31,12 @@ class MonitoringAgent:
         try:
             # Readings too late to score online are left to gold, not refused: a batch that
             # waited out a worker's crash is late through no fault of its own.
-            positions, predictions = engine.score_available(batch.readings, batch.profiles)
+            scored = engine.score_columns(batch.readings, batch.profiles, skip_late=True)
         except RejectedReadingsError as error:
             raise messages.MessageError(f"readings batch {batch.batch_id}: {error}") from None
         attributes = {messages.KIND: messages.SCORES}
         if group:
             attributes[messages.GROUP] = group
-        for body_out in messages.encode_scores(batch, predictions, positions):
+        for body_out in messages.encode_scores(batch, scored):
             self.topic.publish(body_out, attributes)
-        return len(predictions)
+        return len(scored)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,8 @@ from firepipe.core.agents import messages
 from firepipe.core.agents.analysis import AnalysisPolicy, DeviceState, Phase, advance, step
 from firepipe.core.agents.messages import MessageError, ScoreBatch
 from firepipe.core.agents.response import IncidentChange
-from firepipe.core.serving.engine import Prediction
+from firepipe.core.serving.engine import ReadingColumns, Scored
+from firepipe.core.serving.online import CHANNEL_INDEX
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 EPOCH_US = int(START.timestamp()) * 1_000_000
@@ -30,13 +32,33 @@ def readings_body(n: int = 3, batch_id: str = "b1") -> str:
     return messages.encode_readings(batch_id, rows, {"d0": ["temperature_c"]}, sent_at=12.5)
 
 
+def scored(readings: ReadingColumns, positions: list[int]) -> Scored:
+    """Made-up predictions of `readings[positions]`: score 0.1 k, alarm at k = 4, warm after 2."""
+    at = np.array(positions, dtype=np.int64)
+    return Scored(
+        at,
+        [readings.device_id[k] for k in positions],
+        [readings.ts_text[k] for k in positions],
+        readings.ts_us[at],
+        0.1 * at,
+        at == 4,
+        np.full(at.size, 0.5),
+        at > 2,
+        "m/3",
+    )
+
+
 def test_readings_round_trip() -> None:
     batch = messages.decode_readings(readings_body())
     assert batch.batch_id == "b1"
     assert batch.sent_at == 12.5
-    assert [r.device_id for r in batch.readings] == ["d0", "d1", "d0"]
-    assert batch.readings[2].values == {"temperature_c": 22.0}
-    assert batch.readings[1].ts == START + timedelta(seconds=1)
+    readings = batch.readings
+    assert readings.device_id == ["d0", "d1", "d0"]
+    temperature = CHANNEL_INDEX["temperature_c"]
+    assert readings.values[2, temperature] == 22.0
+    assert np.isnan(np.delete(readings.values[2], temperature)).all()  # not sent
+    assert readings.ts_us.tolist() == [EPOCH_US + k * 1_000_000 for k in range(3)]
+    assert readings.ts_text[1] == "2026-05-01T00:00:01Z"
     assert batch.profiles == {"d0": ("temperature_c",)}
 
 
@@ -69,11 +91,7 @@ def test_unreadable_readings_are_message_errors(body: str, why: str) -> None:
 def test_scores_round_trip_keep_positions_and_split_large_batches() -> None:
     batch = messages.decode_readings(readings_body(5))
     positions = [0, 2, 3, 4]  # reading 1 was too late to score
-    predictions = [
-        Prediction(batch.readings[k].device_id, "", 0.1 * k, k == 4, "m/3", 0.5, k > 2)
-        for k in positions
-    ]
-    (body,) = messages.encode_scores(batch, predictions, positions)
+    (body,) = messages.encode_scores(batch, scored(batch.readings, positions))
     scores = messages.decode_scores(body)
     assert scores.index == positions
     assert scores.model_version == "m/3"
@@ -89,8 +107,8 @@ def test_scores_round_trip_keep_positions_and_split_large_batches() -> None:
     by_device = scores.by_device()
     assert by_device["d1"].index == [3]
     assert by_device["d0"].index == [0, 2, 4]
-    many = [predictions[0]] * (messages.MAX_EVENTS_PER_MESSAGE + 1)
-    bodies = messages.encode_scores(batch, many, [0] * len(many))
+    many = scored(batch.readings, [0] * (messages.MAX_EVENTS_PER_MESSAGE + 1))
+    bodies = messages.encode_scores(batch, many)
     assert [len(messages.decode_scores(b)) for b in bodies] == [messages.MAX_EVENTS_PER_MESSAGE, 1]
 
 

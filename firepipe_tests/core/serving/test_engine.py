@@ -3,6 +3,7 @@ swaps that keep the devices' readings, bounded memory and refusals."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -10,7 +11,13 @@ import polars as pl
 import pytest
 
 from firepipe.core.features.spec import FeatureSpec, Rolling
-from firepipe.core.serving.engine import Reading, RejectedReadingsError, ScoringEngine
+from firepipe.core.serving.engine import (
+    Reading,
+    ReadingColumns,
+    RejectedReadingsError,
+    ScoringEngine,
+)
+from firepipe.core.serving.online import N_CHANNELS
 from firepipe.core.serving.scoring import ServingModel
 from firepipe.core.training import evaluation
 from firepipe.core.training.models import Detector
@@ -214,3 +221,29 @@ def test_score_available_leaves_late_readings_to_gold() -> None:
     ]
     with pytest.raises(RejectedReadingsError, match="co_ppm=-1 outside"):
         scoring.score_available([reading("d", 11, 20.0, co=-1.0)])
+
+
+def test_readings_in_columns_keep_what_the_values_cannot_show() -> None:
+    """A NaN sent and an unknown channel are not 'not sent': refused by position, in the
+    words the reading would get; columns join in order, and must be of one length."""
+    scoring = engine()
+    nan = Reading("d", START, {"temperature_c": math.nan}, "2026-03-01T00:00:00Z")
+    smell = Reading("d", START, {"smell": 1.0}, "2026-03-01T00:00:00Z")
+    columns = ReadingColumns.of([reading("d", 0, 20.0), nan, smell])
+    assert columns.problems == {
+        1: "temperature_c=NaN outside [-40, 1200]",
+        2: "unknown channel(s) ['smell']",
+    }
+    with pytest.raises(RejectedReadingsError, match=r"reading 1 \(device 'd'\): temp.*=NaN"):
+        scoring.score_columns(columns)
+    with pytest.raises(RejectedReadingsError, match=r"reading 0 .*unknown channel.*'smell'"):
+        scoring.score([smell])
+    assert scoring.devices == 0
+    joined = ReadingColumns.concat([ReadingColumns.of([reading("e", 0, 20.0)]), columns])
+    assert joined.device_id == ["e", "d", "d", "d"]
+    assert joined.problems == {2: columns.problems[1], 3: columns.problems[2]}
+    scored = scoring.score_columns(ReadingColumns.of([reading("e", s, 70.0) for s in range(6)]))
+    assert scored.predictions() == engine().score([reading("e", s, 70.0) for s in range(6)])
+    assert scored.alarm.tolist() == [False] * 4 + [True] * 2  # 4 s at or over 0.5
+    with pytest.raises(ValueError, match="different lengths"):
+        ReadingColumns(["d"], [], np.array([0]), np.full((1, N_CHANNELS), np.nan))

@@ -8,6 +8,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import orjson
 import polars as pl
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firepipe.core.readings import CHANNEL_NAMES, CHANNELS, parse_iso_times
-from firepipe.core.serving.engine import Prediction, Reading
+from firepipe.core.serving.engine import Prediction, Reading, ReadingColumns
 from firepipe.core.serving.payloads import (
     CSV,
     EXECUTION_PARAMETERS,
@@ -24,6 +25,8 @@ from firepipe.core.serving.payloads import (
     MediaTypeError,
     PayloadError,
     parse_readings,
+    reading_columns,
+    reading_list,
     render_predictions,
     request_media,
     response_media,
@@ -121,6 +124,74 @@ def test_the_three_media_types_read_the_same_readings(rows: list[dict[str, objec
     assert [r.values for r in from_json] == [
         {k: float(v) for k, v in r.items() if k in CHANNEL_NAMES and v is not None} for r in rows
     ]
+
+
+sites = st.one_of(st.none(), st.text(max_size=3))
+whole_numbers = st.dictionaries(st.sampled_from(CHANNEL_NAMES), st.integers(-(10**6), 10**6))
+
+
+@given(
+    st.lists(
+        st.tuples(reading_dicts, sites, whole_numbers).map(
+            lambda t: {**t[0], **t[2], **({} if t[1] is None else {"site_id": t[1]})}
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_readings_in_columns_are_the_readings_one_by_one(rows: list[dict[str, object]]) -> None:
+    """The agents' column-wise reading (`reading_columns`) gives what reading each reading
+    gives (`reading_list`), nulls as channels not sent."""
+    fast = reading_columns(rows)
+    each = ReadingColumns.of(reading_list(rows))
+    assert fast.device_id == each.device_id == [r["device_id"] for r in rows]
+    assert fast.ts_text == each.ts_text
+    assert fast.ts_us.tolist() == each.ts_us.tolist()
+    assert np.array_equal(fast.values, each.values, equal_nan=True)
+    assert fast.problems == each.problems == {}
+
+
+@pytest.mark.parametrize(
+    ("readings", "reason"),
+    [
+        (
+            [{"device_id": "d", "ts": "2026-01-01T00:00:00Z"}, {"ts": 5}],
+            "readings[1]: field device_id",
+        ),
+        ([{"device_id": " ", "ts": "2026-01-01T00:00:00Z"}], "readings[0]: field device_id"),
+        (
+            [{"device_id": "d", "ts": "2026-01-01T00:00:00Z", "co_ppm": "4"}],
+            "readings[0]: field co_ppm",
+        ),
+        (
+            [{"device_id": "d", "ts": "2026-01-01T00:00:00Z", "co_ppm": True}],
+            "readings[0]: field co_ppm",
+        ),
+        (
+            [{"device_id": "d", "ts": "2026-01-01T00:00:00Z", "co_ppm": 1e999}],
+            "readings[0]: field co_ppm",
+        ),
+        (
+            [{"device_id": "d", "ts": "2026-01-01T00:00:00Z", "CO": 1}],
+            "readings[0]: unknown field(s)",
+        ),
+        (
+            [{"device_id": "d", "ts": "2026-01-01T00:00:00Z", "site_id": 7}],
+            "readings[0]: field site_id",
+        ),
+        (
+            [{"device_id": "d", "ts": "2026-01-01T00:00:00Z"}, "x"],
+            "readings[1]: a reading is an object",
+        ),
+        ([{"device_id": "d", "ts": "yesterday"}], "readings[0]: field ts"),
+        ([], '"readings" must be a non-empty list'),
+    ],
+)
+def test_readings_in_columns_are_refused_as_one_by_one(readings: object, reason: str) -> None:
+    with pytest.raises(PayloadError) as refused:
+        reading_columns(readings)
+    assert str(refused.value).startswith(reason)
 
 
 offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))

@@ -28,6 +28,7 @@ import polars as pl
 import pytest
 
 from firepipe.core.agents import messages
+from firepipe.core.agents.analysis import from_epoch_us
 from firepipe.core.agents.escalation import (
     execution_input,
     execution_name,
@@ -469,7 +470,7 @@ def test_readings_through_the_three_functions_raise_one_alert(local: Ports) -> N
     assert scores.model_version == f"{MODEL_NAME}/1"
     first_alarm = scores.alarm.index(True)
     assert first_alarm >= 30  # the first 30 readings are quiet, the last 10 hot
-    assert scores.ts_us[first_alarm] == int(readings[first_alarm].ts.timestamp() * 1_000_000)
+    assert scores.ts_us[first_alarm] == readings.ts_us[first_alarm]
     # the same record again: its idempotency record (SQLite locally) answers, nothing is scored
     assert lambdas.monitoring(event, context("monitoring")) == {"batchItemFailures": []}
     assert queues.depth(messages.SCORES_QUEUE).visible == 0
@@ -485,7 +486,7 @@ def test_readings_through_the_three_functions_raise_one_alert(local: Ports) -> N
     (record,) = list(alert_records(local.store))
     assert record.alert.device_id == "kitchen-2"
     assert record.status == "open"
-    assert record.alert.created_at == readings[first_alarm].ts
+    assert record.alert.created_at == from_epoch_us(int(readings.ts_us[first_alarm]))
     (note,) = local.notifier.recent(10)
     assert note.notification.attributes["kind"] == "alarm"
     assert isinstance(local.escalation, LocalEscalationTimer)
