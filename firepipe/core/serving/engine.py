@@ -19,9 +19,9 @@ A device's readings that arrive in increasing time after its newest (the common 
 placed and featurised in one kernel call; others (out of order, a second sent twice) one by
 one, each from what had arrived before it. Both give the same numbers.
 
-Readings come as `Reading` objects (`score`, the service's bodies) or in columns
-(`score_columns`, the agents' messages: no Python object per reading on the way in or out);
-the first are put in columns and scored by the same code.
+Readings come in columns (`score_columns`: the service's bodies, the agents' messages; no
+Python object per reading on the way in or out) or as `Reading` objects (`score`, put in
+columns and scored by the same code).
 
 Memory is bounded: a device holds the readings its features and its alarm rule can still read
 (`horizon_s`), at most `max_devices` devices are held (the least recently heard from go first)
@@ -292,14 +292,6 @@ class ScoringEngine:
         and until declared again; a device never declared has the channels it has sent."""
         return self.score_columns(ReadingColumns.of(readings), profiles).predictions()
 
-    def score_available(
-        self, readings: Sequence[Reading], profiles: Mapping[str, Collection[str]] | None = None
-    ) -> tuple[list[int], list[Prediction]]:
-        """As `score`, but readings more than `late_s` behind their device's newest are left to
-        gold instead of refusing the request: the positions scored and their predictions."""
-        scored = self.score_columns(ReadingColumns.of(readings), profiles, skip_late=True)
-        return scored.positions.tolist(), scored.predictions()
-
     def score_columns(
         self,
         readings: ReadingColumns,
@@ -307,8 +299,10 @@ class ScoringEngine:
         *,
         skip_late: bool = False,
     ) -> Scored:
-        """`score` (or with `skip_late`, `score_available`) of readings in columns, the
-        predictions in columns: no Python object per reading on the way."""
+        """`score` of readings in columns, the predictions in columns: no Python object per
+        reading on the way. With `skip_late`, readings more than `late_s` behind their
+        device's newest are left to gold instead of refusing the request (`positions` says
+        which were scored)."""
         with self._lock:
             compiled = self._compiled
             declared = _declared(profiles or {})

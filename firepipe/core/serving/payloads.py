@@ -118,16 +118,16 @@ def response_media(request: str, accept: str | None) -> str:
     return request
 
 
-def parse_readings(body: bytes, media: str) -> list[Reading]:
+def parse_readings(body: bytes, media: str) -> ReadingColumns:
     """The readings of a body of `media` (a value of MEDIA_TYPES), in order."""
     if body.startswith(_BOM):
         body = body[len(_BOM) :]
     if media == JSON:
         return _json_readings(body)
     if media == JSONLINES:
-        return _jsonlines_readings(body)
+        return ReadingColumns.of(_jsonlines_readings(body))
     if media == CSV:
-        return _csv_readings(body)
+        return ReadingColumns.of(_csv_readings(body))
     raise MediaTypeError(f"{media!r} is not read here")
 
 
@@ -167,38 +167,31 @@ def _prediction_row(p: Prediction) -> dict[str, object]:
     }
 
 
-def _json_readings(body: bytes) -> list[Reading]:
+def _json_readings(body: bytes) -> ReadingColumns:
     document = _loads(body, "")
     if not isinstance(document, dict) or "readings" not in document:
         raise PayloadError('the body must be a JSON object {"readings": [...]}')
     extra = document.keys() - {"readings"}
     if extra:
         raise PayloadError(f'unknown field(s) {sorted(extra)} beside "readings"')
-    return reading_list(document["readings"])
+    return reading_columns(document["readings"])
 
 
 def reading_list(readings: object) -> list[Reading]:
-    """The readings of a JSON body's "readings" list (the agents' readings messages too).
-
-    Each reading takes the fast path (`_plain_reading`: the same rules, checked by exact type,
-    a timestamp parsed once per distinct text, as a gateway's batch repeats its seconds); one
-    it does not accept goes through `_reading`, which accepts it or says what is wrong."""
+    """The readings of a JSON body's "readings" list, one by one, or a PayloadError that names
+    the first reading that cannot be read and why."""
     if not isinstance(readings, list) or not readings:
         raise PayloadError('"readings" must be a non-empty list of readings')
-    times: dict[str, datetime] = {}
-    found = []
-    for i, fields in enumerate(readings):
-        reading = _plain_reading(fields, times)
-        found.append(_reading(fields, f"readings[{i}]") if reading is None else reading)
-    return found
+    return [_reading(fields, f"readings[{i}]") for i, fields in enumerate(readings)]
 
 
 def reading_columns(readings: object) -> ReadingColumns:
-    """`reading_list`'s readings in columns (the agents' readings messages).
+    """`reading_list`'s readings in columns: a JSON body's, an agents' readings message's.
 
-    A list of well-formed objects is read column by column (`_plain_columns`: the rules of
-    `_plain_reading`, checked over each column at once); any other goes through
-    `reading_list`, which reads it or says what is wrong."""
+    A list of well-formed objects is read column by column (`_plain_columns`: `_reading`'s
+    rules by exact type, over each column at once, a timestamp parsed once per distinct text,
+    as a gateway's batch repeats its seconds); any other goes through `reading_list`, which
+    reads it or says what is wrong."""
     if isinstance(readings, list) and readings:
         columns = _plain_columns(readings)
         if columns is not None:
@@ -249,36 +242,6 @@ def _plain_columns(rows: list[Any]) -> ReadingColumns | None:
         values[:, CHANNEL_INDEX[name]] = numbers
     ts_us = np.fromiter(map(times.__getitem__, ts_text), dtype=np.int64, count=len(rows))
     return ReadingColumns(device_id, ts_text, ts_us, values)
-
-
-def _plain_reading(fields: object, times: dict[str, datetime]) -> Reading | None:
-    """The reading of a well-formed object, or None for anything `_reading` must judge."""
-    if type(fields) is not dict or not fields.keys() <= _FIELDS:
-        return None
-    device_id, ts_text = fields.get("device_id"), fields.get("ts")
-    if type(device_id) is not str or type(ts_text) is not str or not device_id.strip():
-        return None
-    site_id = fields.get("site_id")
-    if site_id is not None and type(site_id) is not str:
-        return None
-    values = {}
-    for name, value in fields.items():
-        if value is None or name not in _CHANNELS:
-            continue
-        kind = type(value)
-        if kind is not float and kind is not int:
-            return None
-        number = float(value)
-        if number - number != 0.0:  # inf or nan
-            return None
-        values[name] = number
-    ts = times.get(ts_text)
-    if ts is None:
-        try:
-            ts = times[ts_text] = _timestamp(ts_text, "")
-        except PayloadError:
-            return None
-    return Reading(device_id=device_id, ts=ts, values=values, ts_text=ts_text)
 
 
 def _jsonlines_readings(body: bytes) -> list[Reading]:

@@ -171,7 +171,8 @@ class Invocations:
 
 
 def _score(engine: ScoringEngine, body: bytes, media: str, answer_media: str) -> bytes:
-    return render_predictions(engine.score(parse_readings(body, media)), answer_media)
+    scored = engine.score_columns(parse_readings(body, media))
+    return render_predictions(scored.predictions(), answer_media)
 
 
 async def _send(

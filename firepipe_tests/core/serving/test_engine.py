@@ -208,19 +208,19 @@ def test_a_request_answers_each_reading_as_if_it_had_come_alone() -> None:
     assert 0 < sum(p.alarm for p in batched) < len(batched)
 
 
-def test_score_available_leaves_late_readings_to_gold() -> None:
+def test_skip_late_leaves_late_readings_to_gold() -> None:
     scoring = engine()
     scoring.score([reading("d", 400, 20.0)])
-    positions, answers = scoring.score_available(
-        [reading("d", 401, 20.0), reading("d", 10, 20.0), reading("e", 0, 70.0)]
-    )
-    assert positions == [0, 2]
+    sent = [reading("d", 401, 20.0), reading("d", 10, 20.0), reading("e", 0, 70.0)]
+    scored = scoring.score_columns(ReadingColumns.of(sent), skip_late=True)
+    assert scored.positions.tolist() == [0, 2]
+    answers = scored.predictions()
     assert [(a.device_id, a.ts) for a in answers] == [
         ("d", "2026-03-01T00:06:41Z"),
         ("e", "2026-03-01T00:00:00Z"),
     ]
     with pytest.raises(RejectedReadingsError, match="co_ppm=-1 outside"):
-        scoring.score_available([reading("d", 11, 20.0, co=-1.0)])
+        scoring.score_columns(ReadingColumns.of([reading("d", 11, 20.0, co=-1.0)]), skip_late=True)
 
 
 def test_readings_in_columns_keep_what_the_values_cannot_show() -> None:

@@ -53,7 +53,7 @@ def test_json_readings_get_the_engines_predictions_in_order(open_server, http, d
     assert all(0.0 <= p["score"] <= 1.0 for p in predictions)
     # the same numbers as the engine itself, fresh, gives for the same readings
     model = load_serving_model(detector_dir, str(detector_dir))
-    expected = ScoringEngine(model).score(parse_readings(body, JSON))
+    expected = ScoringEngine(model).score_columns(parse_readings(body, JSON)).predictions()
     assert [(p["score"], p["alarm"]) for p in predictions] == [(e.score, e.alarm) for e in expected]
     # hot readings score high and alarm, cool ones do not
     assert not any(p["alarm"] for p in predictions[:40])
