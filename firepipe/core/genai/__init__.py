@@ -1,0 +1,1 @@
+"""Synthetic data generator agent: tabular generation, schema checks, quality metrics."""
