@@ -21,6 +21,7 @@ Constraints, per type (anything else is refused with a ValueError naming the fie
 from __future__ import annotations
 
 import math
+import os
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -358,8 +359,8 @@ def generate_field(spec: FieldSpec, rows: int, rng: np.random.Generator) -> pl.S
 def generate(schema: TabularSchema, rows: int, seed: int) -> pl.DataFrame:
     """A frame of `rows` synthetic rows; the same seed gives the same frame.
 
-    Each field draws from its own stream (seed, position), so adding a field leaves the others'
-    values unchanged.
+    Each field draws from its own stream (seed, position), so appending a field leaves the
+    others' values unchanged.
     """
     if rows < 0 or seed < 0:
         raise ValueError(f"rows and seed must be >= 0, got rows={rows}, seed={seed}")
@@ -371,17 +372,26 @@ def generate(schema: TabularSchema, rows: int, seed: int) -> pl.DataFrame:
 
 
 def write(frame: pl.DataFrame, output_format: str, path: Path) -> Path:
-    """Write the frame as parquet, csv or json (JSON lines: one object per row); return the path."""
+    """Write the frame as parquet, csv or json (JSON lines: one object per row); return the path.
+
+    The file appears whole or not at all: it is written beside its path and then renamed, so a
+    crash mid-write leaves no partial file under the name."""
     kind = output_format.strip().lower()
     if kind not in OUTPUT_FORMATS:
         raise ValueError(
             f"unknown output format {output_format!r}; allowed: {', '.join(OUTPUT_FORMATS)}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "parquet":
-        frame.write_parquet(path)
-    elif kind == "csv":
-        frame.write_csv(path)
-    else:
-        frame.write_ndjson(path)
+    partial = path.with_name(f"{path.name}.partial")
+    try:
+        if kind == "parquet":
+            frame.write_parquet(partial)
+        elif kind == "csv":
+            frame.write_csv(partial)
+        else:
+            frame.write_ndjson(partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
     return path

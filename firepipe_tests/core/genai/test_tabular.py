@@ -190,6 +190,15 @@ def test_write_round_trip(frame: pl.DataFrame, tmp_path: Path, fmt: str) -> None
     else:
         back = pl.read_ndjson(path, schema=frame.schema)
     assert_frame_equal(back, frame)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no partial file left
+
+
+def test_a_failed_write_leaves_no_file_under_the_name(tmp_path: Path) -> None:
+    unwritable = pl.DataFrame({"o": [object()]}, schema={"o": pl.Object})
+    target = tmp_path / "data.parquet"
+    with pytest.raises(pl.exceptions.ComputeError, match="Object"):
+        write(unwritable, "parquet", target)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_write_refuses_unknown_format(frame: pl.DataFrame, tmp_path: Path) -> None:
