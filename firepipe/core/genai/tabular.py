@@ -133,9 +133,12 @@ def number_bound(value: object, field: str, which: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"field {field!r}: {which} must be a number, not {value!r}")
     try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"field {field!r}: {which} must be a number, got {value!r}") from None
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"field {field!r}: {which} must be a finite number, got {value!r}")
+    return number
 
 
 def datetime_bound(value: object, field: str, which: str) -> datetime:

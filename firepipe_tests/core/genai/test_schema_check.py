@@ -39,6 +39,9 @@ def test_good_schema_is_valid() -> None:
     [
         (_field("n", "integr"), "did you mean 'integer'"),
         (_field("n", "integer", min=9, max=3), "greater than max"),
+        (_field("n", "integer", max=10**400), "finite number"),
+        (_field("n", "float", min=float("nan")), "finite number"),
+        (_field("n", "float", max="inf"), "finite number"),
         (_field("n", "boolean", min=0), "takes no min/max"),
         (_field("n", "uuid", max=3), "takes no min/max"),
         (_field("n", "date", min="31.12.2024"), "ISO text"),

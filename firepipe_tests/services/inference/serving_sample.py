@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -17,7 +18,6 @@ from firepipe.core.features.spec import FeatureSpec, default_spec
 from firepipe.core.training.dataset import LABEL
 from firepipe.core.training.models import Detector, train_detector
 from firepipe.services.inference import server
-from firepipe.services.inference.app import InferenceApp
 from firepipe_tests.conftest import REPO_ROOT
 
 # Written by `firepipe serve --openapi docs/openapi/inference.json`.
@@ -68,9 +68,9 @@ def readings(device: str, count: int, hot: bool = False) -> list[dict[str, objec
 
 
 @contextmanager
-def running(app: InferenceApp) -> Iterator[str]:
-    """`app` served by uvicorn (as `firepipe serve` configures it) in a thread on a free
-    loopback port; its base URL."""
+def running(app: Any) -> Iterator[str]:
+    """`app` (an ASGI app: the inference service's, the action API's) served by uvicorn (as
+    `firepipe serve` configures it) in a thread on a free loopback port; its base URL."""
     sock = server.listen("127.0.0.1", 0)
     uvicorn_server = server.uvicorn_server(app)
     thread = threading.Thread(

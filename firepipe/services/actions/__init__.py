@@ -1,0 +1,1 @@
+"""The synthetic data generator's action API: generate, validate a schema, score quality."""
