@@ -8,10 +8,10 @@ reads the body, so a caller without a key learns nothing about the request forma
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,21 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _KEY = [Security(APIKeyHeader(name="x-api-key", auto_error=False))]  # documents the scheme
 
 
+def _action(
+    api: FastAPI, path: str, operation_id: str, answer: Any, body: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A POST operation as Bedrock reads it: an operationId, the key scheme, the 4xx answers and
+    a description of the request body."""
+    return api.post(
+        path,
+        operation_id=operation_id,
+        response_model=answer,
+        responses=_ERRORS,
+        dependencies=_KEY,
+        openapi_extra={"requestBody": {"description": body}},
+    )
+
+
 class ActionError(Exception):
     """A well-formed request that cannot be served: answered 400 with the reason."""
 
@@ -65,19 +80,13 @@ class RequireKey:
         self.app, self.access = app, access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        keys, limiter = self.access.keys, self.access.limiter
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or keys is None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
-        presented = dict(scope["headers"]).get(b"x-api-key")
-        caller = None if presented is None else keys.match(presented)
-        answer: JSONResponse | None = None
-        if caller is None:
-            answer = JSONResponse({"detail": "a valid x-api-key header is required"}, 401)
-        elif limiter is not None and (wait_s := limiter.wait_s(caller)) > 0:
-            retry = {"retry-after": str(max(1, math.ceil(wait_s)))}
-            answer = JSONResponse({"detail": "rate limit of this key exceeded"}, 429, retry)
-        if answer is None:
+        refused = self.access.refusal(dict(scope["headers"]).get(b"x-api-key"))
+        if refused is None:
             return await self.app(scope, receive, send)
+        retry = {} if refused.retry_after is None else {"retry-after": refused.retry_after}
+        answer = JSONResponse({"detail": refused.detail}, refused.status, retry)
         await answer(scope, receive, send)
 
 
@@ -100,13 +109,12 @@ def create_app(access: Access, output_root: Path | None = None) -> FastAPI:
         body = ErrorBody(detail=exc.detail, errors=exc.errors)
         return JSONResponse(body.model_dump(), status_code=400)
 
-    @api.post(
+    @_action(
+        api,
         "/generate-synthetic-data",
-        operation_id="generateSyntheticData",
-        response_model=GenerateResponse,
-        responses=_ERRORS,
-        dependencies=_KEY,
-        openapi_extra={"requestBody": {"description": "What to generate and where to put it."}},
+        "generateSyntheticData",
+        GenerateResponse,
+        "What to generate and where to put it.",
     )
     def generate_synthetic_data(request: GenerateRequest) -> GenerateResponse:
         """Generate a table of synthetic rows from a schema (data_type 'custom'): inline rows
@@ -114,13 +122,12 @@ def create_app(access: Access, output_root: Path | None = None) -> FastAPI:
         folder, with quality metrics, schema warnings and compliance notes."""
         return _generate(request, root)
 
-    @api.post(
+    @_action(
+        api,
         "/validate-schema",
-        operation_id="validateSchema",
-        response_model=SchemaCheck,
-        responses=_ERRORS,
-        dependencies=_KEY,
-        openapi_extra={"requestBody": {"description": "The schema and the frameworks to check."}},
+        "validateSchema",
+        SchemaCheck,
+        "The schema and the frameworks to check.",
     )
     def validate(request: ValidateRequest) -> SchemaCheck:
         """Check a schema: errors per field (with severity), suggestions, and the fields that
@@ -128,13 +135,12 @@ def create_app(access: Access, output_root: Path | None = None) -> FastAPI:
         (valid false), not a bad request."""
         return validate_schema(request.table, request.compliance_requirements)
 
-    @api.post(
+    @_action(
+        api,
         "/calculate-quality-metrics",
-        operation_id="calculateQualityMetrics",
-        response_model=dict[str, Any],
-        responses=_ERRORS,
-        dependencies=_KEY,
-        openapi_extra={"requestBody": {"description": "The schema and the rows to measure."}},
+        "calculateQualityMetrics",
+        dict[str, Any],
+        "The schema and the rows to measure.",
     )
     def calculate_quality_metrics(request: QualityRequest) -> dict[str, Any]:
         """Completeness, validity, uniqueness and per-field distributions of rows against

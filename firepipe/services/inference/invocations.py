@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -110,18 +109,11 @@ class Invocations:
             elif name == SESSION_HEADER:
                 opens_session = value == NEW_SESSION
 
-        keys, limiter = self.access.keys, self.access.limiter
-        if keys is not None:
-            caller = None if api_key is None else keys.match(api_key)
-            if caller is None:
-                return await _error(send, 401, "a valid x-api-key header is required")
-            if limiter is not None:
-                wait_s = limiter.wait_s(caller)
-                if wait_s > 0:
-                    retry = str(max(1, math.ceil(wait_s))).encode()
-                    return await _error(
-                        send, 429, "rate limit of this key exceeded", ((b"retry-after", retry),)
-                    )
+        refused = self.access.refusal(api_key)
+        if refused is not None:
+            retry = refused.retry_after
+            headers = () if retry is None else ((b"retry-after", retry.encode()),)
+            return await _error(send, refused.status, refused.detail, headers)
         engine = self.holder.engine
         if engine is None:
             return await _error(send, 503, "no model loaded yet", ((b"retry-after", b"1"),))

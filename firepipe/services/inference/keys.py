@@ -126,10 +126,32 @@ class RateLimiter:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """Why a request is not let through: its status, detail and Retry-After (for a 429)."""
+
+    status: int
+    detail: str
+    retry_after: str | None = None
+
+
+@dataclass(frozen=True)
 class Access:
     keys: ApiKeys | None
     limiter: RateLimiter | None
     sagemaker: bool = False
+
+    def refusal(self, presented: bytes | None) -> Refusal | None:
+        """None when a request with this `x-api-key` (None: none sent) may go (a rate token is
+        taken), else a 401 (no valid key, when keys are on) or a 429 (the key's rate)."""
+        if self.keys is None:
+            return None
+        caller = None if presented is None else self.keys.match(presented)
+        if caller is None:
+            return Refusal(401, "a valid x-api-key header is required")
+        wait_s = 0.0 if self.limiter is None else self.limiter.wait_s(caller)
+        if wait_s > 0:
+            return Refusal(429, "rate limit of this key exceeded", str(max(1, math.ceil(wait_s))))
+        return None
 
     def describe(self) -> str:
         if self.sagemaker:

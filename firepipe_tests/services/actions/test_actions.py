@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from firepipe.services.actions.app import create_app
-from firepipe.services.inference.keys import load_access
+from firepipe.services.inference.keys import Access, ApiKeys, RateLimiter, load_access
 from firepipe_tests.services.actions.conftest import KEY, SCHEMA, running
 
 
@@ -214,3 +214,17 @@ def test_keys_are_required_except_for_the_document(output_root, http, monkeypatc
         document = http.get(f"{url}/openapi.json")
         assert document.status_code == 200
         assert document.json()["openapi"] == "3.0.0"
+
+
+def test_a_key_over_its_rate_waits(output_root, http):  # type: ignore[no-untyped-def]
+    """The inference service's limiter, per key: a burst of 2 at 0.1/s, the third request 429
+    with the seconds to wait; the document is not counted."""
+    access = Access(ApiKeys([KEY]), RateLimiter(0.1, 2))
+    with running(create_app(access, output_root)) as url:
+        body, headers = {"schema": SCHEMA}, {"x-api-key": KEY}
+        for _ in range(3):
+            assert http.get(f"{url}/openapi.json").status_code == 200
+        codes = [http.post(f"{url}/validate-schema", json=body, headers=headers) for _ in range(3)]
+        assert [c.status_code for c in codes] == [200, 200, 429]
+        assert codes[2].json() == {"detail": "rate limit of this key exceeded"}
+        assert 9 <= int(codes[2].headers["retry-after"]) <= 10
