@@ -30,6 +30,8 @@ SCORES: AssetPath = ("ml", "scores")
 ONLINE_FEATURES: AssetPath = ("ml", "online_features")
 # The NIST tests replayed through the monitoring, analysis and response agents.
 AGENTS_REPLAY: AssetPath = ("agents", "nist_replay")
+# The knowledge base's index over firepipe's own documents (faiss locally, Bedrock in AWS).
+KB_INDEX: AssetPath = ("genai", "kb_index")
 # The dbt models' layer: analytics/<model name>.
 ANALYTICS = "analytics"
 

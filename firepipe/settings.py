@@ -157,6 +157,12 @@ class LocalPaths:
         """The SQLite file of the alerts' escalation timers (LocalEscalationTimer)."""
         return self.home / "escalations.db"
 
+    @property
+    def knowledge_base(self) -> Path:
+        """The knowledge base: its faiss index versions (index/) and the embedding model's
+        ONNX graph (model/), written once from the model's weights (LocalKnowledgeBase)."""
+        return self.home / "knowledge_base"
+
 
 def local_paths() -> LocalPaths:
     raw = os.environ.get(HOME_VAR, "").strip()

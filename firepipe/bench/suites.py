@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from firepipe.bench import BenchOptions, Figure, agents, generate, iceberg, lake, serve, train
+from firepipe.bench import BenchOptions, Figure, agents, generate, iceberg, kb, lake, serve, train
 
 SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "generate": generate.run,
@@ -14,4 +14,5 @@ SUITES: dict[str, Callable[[BenchOptions], list[Figure]]] = {
     "train": train.run,
     "serve": serve.run,
     "agents": agents.run,
+    "kb": kb.run,
 }

@@ -1,0 +1,1 @@
+"""The generator agent's knowledge base: firepipe's documents, indexed for search."""

@@ -1,0 +1,215 @@
+"""The knowledge base port: passages that answer a question, from firepipe's own documents
+(firepipe.core.genai.kb.documents: README, docs/, the NIST source note, the scenario catalog).
+
+- `LocalKnowledgeBase`: all-MiniLM-L6-v2 on ONNX Runtime and an exact faiss index in a folder
+  under FIREPIPE_HOME (firepipe.core.genai.kb.index); `sync` re-embeds the changed chunks only.
+- `BedrockKnowledgeBase`: a Bedrock Knowledge Base (OpenSearch Serverless) over an S3 data
+  source; `search` is bedrock-agent-runtime `retrieve`, `sync` uploads the documents that
+  changed (each with a metadata sidecar naming its source) and starts an ingestion job.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from firepipe.core.genai.kb.documents import Document, collect_documents, corpus_sha256
+from firepipe.core.genai.kb.index import Passage
+
+DEFAULT_K = 5
+# Bedrock parses .md but not .py: the rendered scenario catalog is uploaded as markdown.
+_MARKDOWN = ".md"
+# S3 user metadata holding a document's sha256: an unchanged document is not uploaded again.
+_SHA_KEY = "firepipe-sha256"
+_SIDECAR = ".metadata.json"
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    location: str  # the index folder, or the data source's s3:// prefix
+    documents: int
+    chunks: int | None  # Bedrock chunks the documents itself: None in AWS
+    updated: int  # chunks re-embedded locally; documents uploaded or removed in AWS
+    corpus_sha256: str
+    changed: bool
+    ingestion_job_id: str | None = None
+
+
+class KnowledgeBase(dg.ConfigurableResource, ABC):
+    project_root: str | None = Field(
+        default=None,
+        description="the project folder holding README.md and docs/ (default: the checkout "
+        "around the installed package)",
+    )
+
+    def documents(self) -> list[Document]:
+        return collect_documents(Path(self.project_root) if self.project_root else None)
+
+    @abstractmethod
+    def search(self, question: str, k: int = DEFAULT_K) -> list[Passage]:
+        """The k passages that best answer `question`, best first."""
+
+    @abstractmethod
+    def sync(self) -> SyncReport:
+        """Bring the knowledge base up to date with the documents."""
+
+    @abstractmethod
+    def describe(self) -> str: ...
+
+
+@lru_cache(maxsize=2)
+def _embedder(model_cache: str) -> Any:
+    from firepipe.core.genai.kb.minilm import MiniLM
+
+    return MiniLM(Path(model_cache))
+
+
+@lru_cache(maxsize=2)
+def _loaded(folder: str, version: str) -> Any:
+    from firepipe.core.genai.kb.index import load_index
+
+    return load_index(Path(folder))
+
+
+class LocalKnowledgeBase(KnowledgeBase):
+    """The faiss index in `folder`; the model's ONNX graph cached in `model_cache`."""
+
+    folder: str = Field(description="the index's folder of versions (built by sync)")
+    model_cache: str = Field(description="where the model's ONNX graph is written once")
+
+    def search(self, question: str, k: int = DEFAULT_K) -> list[Passage]:
+        from firepipe.core.genai.kb.index import current_folder
+
+        if not question.strip():
+            raise ValueError("the question is empty")
+        # Keyed by the current version, so a process that searches again after a rebuild
+        # (the action API) reads the new index.
+        index = _loaded(self.folder, current_folder(Path(self.folder)).name)
+        return list(index.search(_embedder(self.model_cache).embed([question])[0], k))
+
+    def sync(self) -> SyncReport:
+        from firepipe.core.genai.kb.index import build_index
+
+        report = build_index(Path(self.folder), self.documents(), _embedder(self.model_cache))
+        return SyncReport(
+            report.folder,
+            report.documents,
+            report.chunks,
+            report.reembedded,
+            report.corpus_sha256,
+            report.changed,
+        )
+
+    def describe(self) -> str:
+        return f"local knowledge base in {self.folder}"
+
+
+class BedrockKnowledgeBase(KnowledgeBase):
+    """A Bedrock Knowledge Base and its S3 data source; credentials from the default chain."""
+
+    knowledge_base_id: str
+    data_source_id: str
+    bucket: str
+    prefix: str = Field(description="the data source's key prefix, e.g. 'kb/'")
+    region: str
+    endpoint_url: str | None = None  # S3's, for tests against moto
+
+    def _client(self, service: str) -> Any:
+        import boto3
+
+        endpoint = self.endpoint_url if service == "s3" else None
+        return boto3.client(service, region_name=self.region, endpoint_url=endpoint)
+
+    def key(self, source: str) -> str:
+        name = source if source.endswith(_MARKDOWN) else source + _MARKDOWN
+        return f"{self.prefix.rstrip('/')}/{name}" if self.prefix.strip("/") else name
+
+    def retrieve_request(self, question: str, k: int) -> dict[str, Any]:
+        return {
+            "knowledgeBaseId": self.knowledge_base_id,
+            "retrievalQuery": {"text": question},
+            "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": k}},
+        }
+
+    def search(self, question: str, k: int = DEFAULT_K) -> list[Passage]:
+        if not question.strip():
+            raise ValueError("the question is empty")
+        answer = self._client("bedrock-agent-runtime").retrieve(
+            **self.retrieve_request(question, k)
+        )
+        return [self._passage(r) for r in answer.get("retrievalResults", [])]
+
+    def _passage(self, result: dict[str, Any]) -> Passage:
+        metadata = result.get("metadata") or {}
+        uri = result.get("location", {}).get("s3Location", {}).get("uri", "")
+        source = metadata.get("source") or uri
+        return Passage(
+            str(source),
+            str(metadata.get("heading", "")),
+            result["content"]["text"],
+            float(result.get("score", 0.0)),
+        )
+
+    def sync(self) -> SyncReport:
+        documents = self.documents()
+        s3 = self._client("s3")
+        wanted = {self.key(d.source): d for d in documents}
+        updated = sum(self._upload_if_changed(s3, key, d) for key, d in wanted.items())
+        updated += self._remove_stale(s3, set(wanted))
+        corpus = corpus_sha256(documents)
+        location = f"s3://{self.bucket}/{self.prefix}"
+        if not updated:
+            return SyncReport(location, len(documents), None, 0, corpus, False)
+        job = self._client("bedrock-agent").start_ingestion_job(
+            knowledgeBaseId=self.knowledge_base_id,
+            dataSourceId=self.data_source_id,
+            # The same corpus asks for the same job: a retried sync starts it once.
+            clientToken=corpus,
+            description=f"firepipe documents {corpus[:12]}",
+        )
+        job_id = job["ingestionJob"]["ingestionJobId"]
+        return SyncReport(location, len(documents), None, updated, corpus, True, job_id)
+
+    def _upload_if_changed(self, s3: Any, key: str, document: Document) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = s3.head_object(Bucket=self.bucket, Key=key)
+            if head.get("Metadata", {}).get(_SHA_KEY) == document.sha256:
+                return False
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                raise
+        s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=document.text.encode(),
+            ContentType="text/markdown",
+            Metadata={_SHA_KEY: document.sha256},
+        )
+        sidecar = {"metadataAttributes": {"source": document.source}}
+        s3.put_object(Bucket=self.bucket, Key=key + _SIDECAR, Body=json.dumps(sidecar).encode())
+        return True
+
+    def _remove_stale(self, s3: Any, wanted: set[str]) -> int:
+        """Remove the documents (and sidecars) under the prefix that the corpus no longer has."""
+        removed = 0
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                document_key = key.removesuffix(_SIDECAR)
+                if document_key not in wanted:
+                    s3.delete_object(Bucket=self.bucket, Key=key)
+                    removed += key == document_key
+        return removed
+
+    def describe(self) -> str:
+        return f"Bedrock knowledge base {self.knowledge_base_id} (s3://{self.bucket}/{self.prefix})"

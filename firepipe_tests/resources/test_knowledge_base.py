@@ -1,0 +1,207 @@
+"""The knowledge base port: the local faiss index, and Bedrock (retrieve and the ingestion job
+through botocore's Stubber, since moto has neither; the S3 data source on moto)."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from firepipe.core.genai.kb import catalog
+from firepipe.core.genai.kb.documents import (
+    NIST_SOURCE,
+    chunk_corpus,
+    collect_documents,
+    corpus_sha256,
+)
+from firepipe.core.genai.kb.index import IndexMissingError, Passage
+from firepipe.core.genai.kb.minilm import WordPieces
+from firepipe.resources import LOCAL, resource_for
+from firepipe.resources.knowledge_base import BedrockKnowledgeBase, LocalKnowledgeBase
+from firepipe.settings import LocalPaths
+from firepipe_tests.core.genai.kb.shared import MODEL_CACHE, write_project
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_project(tmp_path / "project")
+
+
+def _local(tmp_path: Path, project: Path) -> LocalKnowledgeBase:
+    return LocalKnowledgeBase(
+        folder=str(tmp_path / "kb"), model_cache=str(MODEL_CACHE), project_root=str(project)
+    )
+
+
+def test_local_search_after_sync(tmp_path: Path, project: Path) -> None:
+    kb = _local(tmp_path, project)
+    with pytest.raises(IndexMissingError):
+        kb.search("anything")
+    report = kb.sync()
+    packaged = chunk_corpus(collect_documents(project)[3:], WordPieces())  # NIST note, catalog
+    chunks = 3 + len(packaged)  # one per project document
+    assert (report.documents, report.chunks, report.updated, report.changed) == (
+        5,
+        chunks,
+        chunks,
+        True,
+    )
+    assert report.location.startswith(str(tmp_path / "kb"))
+    passages = kb.search("where does the Iceberg catalog keep its snapshots?", k=2)
+    assert passages[0].source == "docs/lake.md"
+    assert len(passages) == 2
+    assert kb.sync().changed is False
+    with pytest.raises(ValueError, match="empty"):
+        kb.search("  ")
+
+
+def test_local_search_reads_a_rebuilt_index(tmp_path: Path, project: Path) -> None:
+    kb = _local(tmp_path, project)
+    kb.sync()
+    assert kb.search("Iceberg snapshots", k=1)[0].text.startswith("The Iceberg catalog")
+    (project / "docs" / "lake.md").write_text("# Lake\n\nDuckDB answers the lake's queries.\n")
+    assert kb.sync().updated == 1
+    lake = [p.text for p in kb.search("Iceberg snapshots", k=10) if p.source == "docs/lake.md"]
+    assert lake == ["DuckDB answers the lake's queries."]
+
+
+def test_local_factory_puts_the_index_under_the_home(tmp_path: Path) -> None:
+    kb = resource_for("knowledge_base", LOCAL, LocalPaths(home=tmp_path))
+    assert isinstance(kb, LocalKnowledgeBase)
+    assert kb.folder == str(tmp_path / "knowledge_base" / "index")
+    assert kb.model_cache == str(tmp_path / "knowledge_base" / "model")
+
+
+def _bedrock(project: Path, **extra: Any) -> BedrockKnowledgeBase:
+    return BedrockKnowledgeBase(
+        knowledge_base_id="KB12345678",
+        data_source_id="DS12345678",
+        bucket="kb-docs",
+        prefix="firepipe/",
+        region=REGION,
+        project_root=str(project),
+        **extra,
+    )
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, clients: dict[str, Any]) -> None:
+    monkeypatch.setattr(BedrockKnowledgeBase, "_client", lambda self, service: clients[service])
+
+
+def test_bedrock_search_is_retrieve(
+    project: Path, monkeypatch: pytest.MonkeyPatch, aws_credentials: None
+) -> None:
+    runtime = boto3.client("bedrock-agent-runtime", region_name=REGION)
+    kb = _bedrock(project)
+    with Stubber(runtime) as stub:
+        stub.add_response(
+            "retrieve",
+            {
+                "retrievalResults": [
+                    {
+                        "content": {"type": "TEXT", "text": "Smouldering fires raise CO."},
+                        "location": {
+                            "type": "S3",
+                            "s3Location": {"uri": "s3://kb-docs/firepipe/docs/smoke.md"},
+                        },
+                        "metadata": {"source": "docs/smoke.md"},
+                        "score": 0.71,
+                    },
+                    {
+                        "content": {"type": "TEXT", "text": "No sidecar here."},
+                        "location": {"type": "S3", "s3Location": {"uri": "s3://kb-docs/x.md"}},
+                        "score": 0.2,
+                    },
+                ]
+            },
+            {
+                "knowledgeBaseId": "KB12345678",
+                "retrievalQuery": {"text": "which gas first?"},
+                "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 3}},
+            },
+        )
+        _use(monkeypatch, {"bedrock-agent-runtime": runtime})
+        passages = kb.search("which gas first?", k=3)
+        stub.assert_no_pending_responses()
+    assert passages == [
+        Passage("docs/smoke.md", "", "Smouldering fires raise CO.", 0.71),
+        Passage("s3://kb-docs/x.md", "", "No sidecar here.", 0.2),
+    ]
+
+
+def _keys(s3: Any) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket="kb-docs").get("Contents", [])}
+
+
+def _ingestion(stub: Stubber, corpus: str, job_id: str) -> None:
+    stub.add_response(
+        "start_ingestion_job",
+        {
+            "ingestionJob": {
+                "knowledgeBaseId": "KB12345678",
+                "dataSourceId": "DS12345678",
+                "ingestionJobId": job_id,
+                "status": "STARTING",
+                "startedAt": "2026-12-06T00:00:00Z",
+                "updatedAt": "2026-12-06T00:00:00Z",
+            }
+        },
+        {
+            "knowledgeBaseId": "KB12345678",
+            "dataSourceId": "DS12345678",
+            "clientToken": corpus,
+            "description": f"firepipe documents {corpus[:12]}",
+        },
+    )
+
+
+def test_bedrock_sync_uploads_changed_documents_then_ingests(
+    project: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, aws_credentials: None
+) -> None:
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3.create_bucket(Bucket="kb-docs", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket="kb-docs", Key="firepipe/docs/gone.md", Body=b"# Gone\n")
+    s3.put_object(Bucket="kb-docs", Key="elsewhere/keep.md", Body=b"# Not ours\n")
+    agent = boto3.client("bedrock-agent", region_name=REGION)
+    kb = _bedrock(project, endpoint_url=moto_endpoint)
+    _use(monkeypatch, {"s3": s3, "bedrock-agent": agent})
+    documents = collect_documents(project)
+    with Stubber(agent) as stub:
+        _ingestion(stub, corpus_sha256(documents), "JOB0000001")
+        report = kb.sync()
+        stub.assert_no_pending_responses()
+    assert (report.documents, report.updated, report.changed) == (5, 6, True)  # 5 up, 1 gone
+    assert report.ingestion_job_id == "JOB0000001"
+    assert report.location == "s3://kb-docs/firepipe/"
+    catalog_key = f"firepipe/{catalog.SOURCE}.md"
+    assert _keys(s3) == {
+        "elsewhere/keep.md",
+        *(
+            k
+            for d in ("README.md", "docs/lake.md", "docs/smoke.md", NIST_SOURCE)
+            for k in (f"firepipe/{d}", f"firepipe/{d}.metadata.json")
+        ),
+        catalog_key,
+        catalog_key + ".metadata.json",
+    }
+    sidecar = s3.get_object(Bucket="kb-docs", Key=catalog_key + ".metadata.json")["Body"].read()
+    assert json.loads(sidecar) == {"metadataAttributes": {"source": catalog.SOURCE}}
+    body = s3.get_object(Bucket="kb-docs", Key=catalog_key)["Body"].read().decode()
+    assert body.startswith("# Scenario catalog")
+
+    with Stubber(agent):  # nothing changed: no upload, no ingestion job (none is stubbed)
+        again = kb.sync()
+    assert (again.updated, again.changed, again.ingestion_job_id) == (0, False, None)
+
+    (project / "docs" / "lake.md").write_text("# Lake\n\nNow on DuckDB.\n")
+    documents = collect_documents(project)
+    with Stubber(agent) as stub:
+        _ingestion(stub, corpus_sha256(documents), "JOB0000002")
+        third = kb.sync()
+    assert (third.updated, third.ingestion_job_id) == (1, "JOB0000002")
+    lake = s3.get_object(Bucket="kb-docs", Key="firepipe/docs/lake.md")["Body"].read()
+    assert lake == b"# Lake\n\nNow on DuckDB.\n"
