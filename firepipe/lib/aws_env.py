@@ -81,3 +81,13 @@ IDEMPOTENCY_TABLE_VAR = "FIREPIPE_IDEMPOTENCY_TABLE"
 # The local notifier's optional webhook (read where the local outbox is built, unset: none):
 # each new notification is POSTed there as JSON.
 ALERT_WEBHOOK_URL_VAR = "FIREPIPE_ALERT_WEBHOOK_URL"
+# The Bedrock Knowledge Base (firepipe.resources.knowledge_base): its id, its S3 data source's
+# id, and the bucket and key prefix that data source reads the documents from.
+KB_ID_VAR = "FIREPIPE_KB_ID"
+KB_DATA_SOURCE_ID_VAR = "FIREPIPE_KB_DATA_SOURCE_ID"
+KB_BUCKET_VAR = "FIREPIPE_KB_BUCKET"
+KB_PREFIX_VAR = "FIREPIPE_KB_PREFIX"
+# The Bedrock agent that `firepipe agent ask` talks to (firepipe.resources.agent_runtime): its
+# id and the alias to invoke (e.g. TSTALIASID for the working draft).
+AGENT_ID_VAR = "FIREPIPE_AGENT_ID"
+AGENT_ALIAS_ID_VAR = "FIREPIPE_AGENT_ALIAS_ID"

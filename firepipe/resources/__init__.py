@@ -372,6 +372,43 @@ def _sfn_escalation(paths: LocalPaths) -> Any:
     )
 
 
+def _local_knowledge_base(paths: LocalPaths) -> Any:
+    from firepipe.resources.knowledge_base import LocalKnowledgeBase
+
+    return LocalKnowledgeBase(
+        folder=str(paths.knowledge_base / "index"),
+        model_cache=str(paths.knowledge_base / "model"),
+    )
+
+
+def _bedrock_knowledge_base(paths: LocalPaths) -> Any:
+    from firepipe.resources.knowledge_base import BedrockKnowledgeBase
+
+    return BedrockKnowledgeBase(
+        knowledge_base_id=dg.EnvVar(var.KB_ID_VAR),
+        data_source_id=dg.EnvVar(var.KB_DATA_SOURCE_ID_VAR),
+        bucket=dg.EnvVar(var.KB_BUCKET_VAR),
+        prefix=dg.EnvVar(var.KB_PREFIX_VAR),
+        region=_region(),
+    )
+
+
+def _local_agent(paths: LocalPaths) -> Any:
+    from firepipe.resources.agent_runtime import LocalAgent
+
+    return LocalAgent(output_root=str(paths.home / "generated"))
+
+
+def _bedrock_agent(paths: LocalPaths) -> Any:
+    from firepipe.resources.agent_runtime import BedrockAgent
+
+    return BedrockAgent(
+        agent_id=dg.EnvVar(var.AGENT_ID_VAR),
+        agent_alias_id=dg.EnvVar(var.AGENT_ALIAS_ID_VAR),
+        region=_region(),
+    )
+
+
 # resource key -> its implementation in each environment.
 IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "lakehouse": {LOCAL: _local_lakehouse, AWS: _glue_lakehouse},
@@ -394,6 +431,8 @@ IMPLEMENTATIONS: dict[str, dict[Environment, Factory]] = {
     "queues": {LOCAL: _local_queues, AWS: _sqs_queues},
     "events_topic": {LOCAL: _local_topic, AWS: _sns_topic},
     "escalation": {LOCAL: _local_escalation, AWS: _sfn_escalation},
+    "knowledge_base": {LOCAL: _local_knowledge_base, AWS: _bedrock_knowledge_base},
+    "agent_runtime": {LOCAL: _local_agent, AWS: _bedrock_agent},
 }
 
 

@@ -32,6 +32,23 @@ SECONDS_SINCE_IGNITION_TOLERANCE_S = 1.0
 SCENARIO_MIX_FALSE_ALARM_RATE = 6.3e-5
 _SAMPLE_KEY = "__firepipe_sample_key"
 
+# SDMetrics scores lie in [0, 1]; 0.8 is the lower edge of the band SDMetrics users read as
+# "good" (KSComplement = 1 - KS statistic, so at most a 20-point gap between the two ECDFs).
+# Two batches of one family differ only by their seed, so each channel should clear it easily.
+KS_COMPLEMENT_MIN = 0.8
+# Rows of one device share its room (base temperature, humidity, occupancy), so a partition is
+# a sample of devices more than of rows: two seeds of 24 devices gave temperature_c KS
+# complements of 0.78-0.82, of 400 devices 0.95. With few devices the floor is lowered to what
+# two samples of that many devices reach by chance with probability below this significance.
+KS_DEVICE_SIGNIFICANCE = 0.001
+# The same floor for the Quality Report's overall score (mean of KS and correlation means).
+OVERALL_QUALITY_MIN = 0.8
+# Rows sampled from each side for the distribution check: the KS statistic's sampling noise is
+# about 1.36 * sqrt(2 / n) = 0.004 at n = 200k, far below the 0.2 allowed, and 8 float64
+# channels of 200k rows are 13 MB per side.
+DISTRIBUTION_SAMPLE_ROWS = 200_000
+DISTRIBUTION_SAMPLE_SEED = 0
+
 
 def _lazy(frame: Frame) -> pl.LazyFrame:
     return frame.lazy() if isinstance(frame, pl.DataFrame) else frame
@@ -262,6 +279,17 @@ def ks_critical_gap(n: int, m: int, alpha: float) -> float:
     if n < 1 or m < 1 or not 0.0 < alpha < 1.0:
         raise ValueError(f"need n, m >= 1 and alpha in (0, 1), got {n}, {m}, {alpha}")
     return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
+
+
+def distribution_floors(candidate_devices: int, reference_devices: int) -> tuple[float, float]:
+    """The KS-complement floor and the overall-score floor of a comparison between samples of
+    these many devices: KS_COMPLEMENT_MIN and OVERALL_QUALITY_MIN, lowered to what two samples
+    of few devices reach by chance (KS_DEVICE_SIGNIFICANCE)."""
+    devices = (candidate_devices, reference_devices)
+    chance_gap = ks_critical_gap(*devices, KS_DEVICE_SIGNIFICANCE) if all(devices) else 1.0
+    ks_floor = min(KS_COMPLEMENT_MIN, 1.0 - chance_gap)
+    # The overall score averages the same device-limited KS scores, so it gets the same slack.
+    return ks_floor, min(OVERALL_QUALITY_MIN, ks_floor)
 
 
 def distinct_devices(readings: Frame) -> int:

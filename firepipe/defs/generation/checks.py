@@ -14,6 +14,13 @@ import polars as pl
 
 from firepipe import names
 from firepipe.core.lake import quality
+
+# The floors and the sample of the distribution check are core's (the action API's quality
+# metrics apply the same ones); re-exported under their old names here.
+from firepipe.core.lake.quality import DISTRIBUTION_SAMPLE_ROWS, DISTRIBUTION_SAMPLE_SEED
+from firepipe.core.lake.quality import KS_COMPLEMENT_MIN as KS_COMPLEMENT_MIN
+from firepipe.core.lake.quality import KS_DEVICE_SIGNIFICANCE as KS_DEVICE_SIGNIFICANCE
+from firepipe.core.lake.quality import OVERALL_QUALITY_MIN as OVERALL_QUALITY_MIN
 from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.schemas import validate_readings
 from firepipe.core.simulation import scenarios as sc
@@ -29,22 +36,6 @@ BLOCKING = ("schema", "physical_ranges", "label_consistency")
 DISTRIBUTION = "distribution_vs_reference"
 ADVISORY = ("scenario_mix", "distribution_vs_reference")
 
-# SDMetrics scores lie in [0, 1]; 0.8 is the lower edge of the band SDMetrics users read as
-# "good" (KSComplement = 1 - KS statistic, so at most a 20-point gap between the two ECDFs).
-# Two batches of one family differ only by their seed, so each channel should clear it easily.
-KS_COMPLEMENT_MIN = 0.8
-# Rows of one device share its room (base temperature, humidity, occupancy), so a partition is
-# a sample of devices more than of rows: two seeds of 24 devices gave temperature_c KS
-# complements of 0.78-0.82, of 400 devices 0.95. With few devices the floor is lowered to what
-# two samples of that many devices reach by chance with probability below this significance.
-KS_DEVICE_SIGNIFICANCE = 0.001
-# The same floor for the Quality Report's overall score (mean of KS and correlation means).
-OVERALL_QUALITY_MIN = 0.8
-# Rows sampled from each side for the distribution check: the KS statistic's sampling noise is
-# about 1.36 * sqrt(2 / n) = 0.004 at n = 200k, far below the 0.2 allowed, and 8 float64
-# channels of 200k rows are 13 MB per side.
-DISTRIBUTION_SAMPLE_ROWS = 200_000
-DISTRIBUTION_SAMPLE_SEED = 0
 # Offending rows quoted in check metadata: enough to find them, small enough for the UI.
 EXAMPLE_ROWS = 5
 EXAMPLE_COLUMNS = ("device_id", "ts", "scenario")
@@ -167,10 +158,7 @@ def _distribution(
         channels=CHANNEL_NAMES,
     )
     devices = (quality.distinct_devices(readings), quality.distinct_devices(reference))
-    chance_gap = quality.ks_critical_gap(*devices, KS_DEVICE_SIGNIFICANCE) if all(devices) else 1.0
-    ks_floor = min(KS_COMPLEMENT_MIN, 1.0 - chance_gap)
-    # The overall score averages the same device-limited KS scores, so it gets the same slack.
-    overall_floor = min(OVERALL_QUALITY_MIN, ks_floor)
+    ks_floor, overall_floor = quality.distribution_floors(*devices)
     low = [c for c, s in report.ks_complement.items() if s is not None and s < ks_floor]
     # All-null on one side only is a different distribution; on both, there is nothing to judge.
     one_sided_nulls = [c for c, sides in report.channel_gaps.items() if len(sides) == 1]

@@ -1,5 +1,6 @@
 """The action API's ASGI app: generateSyntheticData, validateSchema, calculateQualityMetrics,
-and its OpenAPI 3.0.0 document at GET /openapi.json (committed at docs/openapi/actions.json).
+getGeneration, listGenerations, searchKnowledgeBase, and its OpenAPI 3.0.0 document at
+GET /openapi.json (committed at docs/openapi/actions.json).
 
 Keys are the inference service's (`FIREPIPE_API_KEYS`, `keys.Access`), checked before FastAPI
 reads the body, so a caller without a key learns nothing about the request format.
@@ -8,10 +9,10 @@ reads the body, so a caller without a key learns nothing about the request forma
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Any
 
-from fastapi import FastAPI, Request, Security
+from fastapi import FastAPI, Path, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,10 +20,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from firepipe.core.genai.schema_check import SchemaCheck
 from firepipe.services.actions import openapi
 from firepipe.services.actions.models import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
     ErrorBody,
     GenerateRequest,
     GenerateResponse,
+    Generation,
+    GenerationList,
     QualityRequest,
+    SearchAnswer,
+    SearchRequest,
     ValidateRequest,
 )
 from firepipe.services.actions.operations import ActionError, Actions
@@ -35,11 +42,26 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No valid x-api-key (when keys are on)"},
     429: {"model": ErrorBody, "description": "The key's rate limit; see Retry-After"},
 }
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No generation with that id"}
+}
+_BUSY: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The generation has not succeeded yet"},
+    **_NOT_FOUND,
+}
+_NO_INDEX: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "No knowledge base index: run `firepipe kb build`"}
+}
 _KEY = [Security(APIKeyHeader(name="x-api-key", auto_error=False))]  # documents the scheme
 
 
 def _action(
-    api: FastAPI, path: str, operation_id: str, answer: Any, body: str
+    api: FastAPI,
+    path: str,
+    operation_id: str,
+    answer: Any,
+    body: str,
+    more: dict[int | str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A POST operation as Bedrock reads it: an operationId, the key scheme, the 4xx answers and
     a description of the request body."""
@@ -47,9 +69,26 @@ def _action(
         path,
         operation_id=operation_id,
         response_model=answer,
-        responses=_ERRORS,
+        responses={**_ERRORS, **(more or {})},
         dependencies=_KEY,
         openapi_extra={"requestBody": {"description": body}},
+    )
+
+
+def _query(
+    api: FastAPI,
+    path: str,
+    operation_id: str,
+    answer: Any,
+    more: dict[int | str, dict[str, Any]] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A GET operation: an operationId, the key scheme and the 4xx answers."""
+    return api.get(
+        path,
+        operation_id=operation_id,
+        response_model=answer,
+        responses={**_ERRORS, **(more or {})},
+        dependencies=_KEY,
     )
 
 
@@ -71,15 +110,20 @@ class RequireKey:
         await answer(scope, receive, send)
 
 
-def create_app(access: Access, output_root: Path | None = None) -> FastAPI:
-    """The app; local destinations are written under `output_root` (default
-    $FIREPIPE_HOME/generated)."""
-    actions = Actions(output_root)
+def create_app(
+    access: Access, output_root: FilePath | None = None, actions: Actions | None = None
+) -> FastAPI:
+    """The app over `actions` (default: the environment's, local destinations written under
+    `output_root`, default $FIREPIPE_HOME/generated)."""
+    actions = actions or Actions(output_root)
     api = FastAPI(
         title="firepipe actions",
         version=API_VERSION,
-        description="Generates synthetic tabular data from a schema, checks schemas (with "
-        "GDPR, HIPAA and PCI-DSS notes) and measures the quality of a table's rows.",
+        description="Generates synthetic data: generic tables from a schema, and "
+        "physics-informed fire-sensor readings landed in the lake by Dagster runs. Checks "
+        "schemas (with GDPR, HIPAA and PCI-DSS notes), measures the quality of rows and of "
+        "fire data against its reference batch, follows generations, and searches "
+        "firepipe's knowledge base.",
         docs_url=None,
         redoc_url=None,
     )
@@ -98,9 +142,12 @@ def create_app(access: Access, output_root: Path | None = None) -> FastAPI:
         "What to generate and where to put it.",
     )
     def generate_synthetic_data(request: GenerateRequest) -> GenerateResponse:
-        """Generate a table of synthetic rows from a schema (data_type 'custom'): inline rows
-        in the answer (up to 1000) or a Parquet/CSV/JSON-lines file in the service's output
-        folder, with quality metrics, schema warnings and compliance notes."""
+        """Generate synthetic data. data_type 'custom': a table of rows from a schema, inline
+        in the answer (up to 1000 rows), a Parquet/CSV/JSON-lines file in the service's output
+        folder or an S3 object, with quality metrics, schema warnings and compliance notes.
+        data_type 'fire_scenarios': fire-sensor readings of the families and mix asked for,
+        one Dagster run per family into bronze.synthetic_readings, tagged with the generation
+        id; the answer comes at once with the runs (follow them with getGeneration)."""
         return actions.generate_synthetic_data(request)
 
     @_action(
@@ -121,12 +168,50 @@ def create_app(access: Access, output_root: Path | None = None) -> FastAPI:
         "/calculate-quality-metrics",
         "calculateQualityMetrics",
         dict[str, Any],
-        "The schema and the rows to measure.",
+        "The rows with their schema, or the fire generation or partitions to measure.",
+        _BUSY,
     )
     def calculate_quality_metrics(request: QualityRequest) -> dict[str, Any]:
         """Completeness, validity, uniqueness and per-field distributions of rows against
-        their schema."""
+        their schema; or, for fire data (a generation id or partitions), completeness,
+        validity and the SDMetrics-style comparison of each family with its reference batch
+        000 that the bronze checks make."""
         return actions.calculate_quality_metrics(request)
+
+    @_query(api, "/generations/{generation_id}", "getGeneration", Generation, _NOT_FOUND)
+    def get_generation(
+        generation_id: str = Path(
+            ..., max_length=64, description="The id generateSyntheticData answered."
+        ),
+    ) -> Generation:
+        """One generation: its status (from its Dagster runs for fire scenarios), rows,
+        location, duration, runs and partitions."""
+        return actions.get_generation(generation_id)
+
+    @_query(api, "/generations", "listGenerations", GenerationList)
+    def list_generations(
+        limit: int = Query(
+            DEFAULT_LIST_LIMIT,
+            ge=1,
+            le=MAX_LIST_LIMIT,
+            description="How many generations, newest first.",
+        ),
+    ) -> GenerationList:
+        """The latest generations of both kinds, newest first."""
+        return actions.list_generations(limit)
+
+    @_action(
+        api,
+        "/search-knowledge-base",
+        "searchKnowledgeBase",
+        SearchAnswer,
+        "The question and how many passages to answer.",
+        _NO_INDEX,
+    )
+    def search_knowledge_base(request: SearchRequest) -> SearchAnswer:
+        """Passages of firepipe's documents (scenario catalog, sensor and physics notes, the
+        NIST study, the README, docs and runbooks) closest to a question, with their sources."""
+        return actions.search_knowledge_base(request)
 
     document: dict[str, Any] | None = None
 

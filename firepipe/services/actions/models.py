@@ -10,12 +10,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from firepipe.core.genai.fire_request import MAX_DEVICES as MAX_FIRE_DEVICES
+from firepipe.core.genai.fire_request import MAX_DURATION_S, MIN_DURATION_S
 from firepipe.core.genai.schema_check import SchemaError
 from firepipe.core.genai.tabular import TabularSchema
 
 MAX_INLINE_ROWS = 1_000  # the rows travel in the answer (and through Bedrock's small payloads)
 MAX_ROWS = 200_000  # a synchronous answer: larger tables belong to a Dagster run
 MAX_METRIC_ROWS = 100_000
+DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 20, 200  # listGenerations
 Cell = str | int | float | bool | None
 # Examples in the document show Bedrock's model a whole request, and schemathesis sends them.
 _SCHEMA_EXAMPLE: dict[str, JsonValue] = {
@@ -45,66 +48,175 @@ class Destination(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str = Field(
         "inline",
-        description="Where the rows go: 'inline' (in the answer, at most 1000 rows) or 'local' "
-        "(a file under the service's output folder). 's3' is not available yet.",
+        description="Where a custom table's rows go: 'inline' (in the answer, at most 1000 "
+        "rows), 'local' (a file under the service's output folder) or 's3' (an object "
+        "s3://bucket/prefix/<generation_id>.<format>, with the service's AWS credentials). "
+        "Fire-scenario data always goes to the lake table bronze.synthetic_readings.",
     )
     location: str | None = Field(
         None,
         description="For 'local': a folder relative to the service's output folder (default: "
-        "its top); the file is <generation_id>.<format> inside it.",
+        "its top); the file is <generation_id>.<format> inside it. For 's3': "
+        "s3://bucket/prefix (required).",
     )
 
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, json_schema_extra={"examples": [_GENERATE_EXAMPLE]}
+        extra="forbid",
+        populate_by_name=True,
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [_GENERATE_EXAMPLE]},
     )
     data_type: str = Field(
         ...,
-        description="'custom' for a generic table described by `schema`. Fire-sensor data is "
-        "asked for with a fire-scenario request, which this API does not take yet.",
+        description="'custom' for a generic table described by `schema` (with `volume` rows), "
+        "or 'fire_scenarios' for physics-informed fire-sensor readings (families, mix, "
+        "devices, duration_s, fault_share, use_gpu, batch) landed in the lake table "
+        "bronze.synthetic_readings by Dagster runs.",
     )
-    volume: int = Field(..., ge=1, le=MAX_ROWS, description="How many rows to generate.")
-    table: TabularSchema = Field(..., alias="schema", description="The table's columns.")
+    volume: int | None = Field(
+        None, ge=1, le=MAX_ROWS, description="'custom': how many rows to generate (required)."
+    )
+    table: TabularSchema | None = Field(
+        None, alias="schema", description="'custom': the table's columns (required)."
+    )
     compliance_requirements: list[str] = Field(
         default_factory=list, description="Frameworks to check against: GDPR, HIPAA, PCI-DSS."
     )
-    output_format: str = Field("json", description="'parquet', 'csv' or 'json' (JSON lines).")
+    output_format: str = Field(
+        "json", description="'custom': 'parquet', 'csv' or 'json' (JSON lines)."
+    )
     destination: Destination = Field(
         default_factory=lambda: Destination(type="inline", location=None),
-        description="Where the rows go.",
+        description="'custom': where the rows go.",
     )
     seed: int | None = Field(
         None, ge=0, le=2**32 - 1, description="Random seed; the same seed gives the same rows."
+    )
+    families: list[str] | None = Field(
+        None,
+        description="'fire_scenarios': scenario families, among baseline, flaming, smouldering, "
+        "nuisance (default: all four, equal shares).",
+    )
+    mix: dict[str, float] | None = Field(
+        None,
+        description="'fire_scenarios': each family's share of the devices, adding up to 1, "
+        'e.g. {"flaming": 0.75, "smouldering": 0.25}; its keys are the families.',
+    )
+    devices: int = Field(
+        100,
+        ge=1,
+        le=MAX_FIRE_DEVICES,
+        description="'fire_scenarios': simulated rooms over all families, shared by the mix.",
+    )
+    duration_s: int = Field(
+        600,
+        ge=MIN_DURATION_S,
+        le=MAX_DURATION_S,
+        description="'fire_scenarios': seconds of readings per device (one row a second).",
+    )
+    fault_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="'fire_scenarios': share of devices with sensor faults."
+    )
+    use_gpu: bool = Field(
+        False, description="'fire_scenarios': generate on a GPU (CuPy backend) or not (NumPy)."
+    )
+    batch: int | None = Field(
+        None,
+        ge=0,
+        le=15,
+        description="'fire_scenarios': the batch (0-15) every family writes, replacing what it "
+        "held. Default: per family, the lowest batch from 1 that holds no rows and no "
+        "running generation writes; batch 0 is each family's reference for the quality "
+        "comparison and is written only when named.",
     )
 
     @model_validator(mode="after")
     def _finite_bounds(self) -> GenerateRequest:
         # JSON parsers take NaN/Infinity; a non-finite bound would draw rows JSON cannot carry.
-        for spec in self.table.fields:
+        for spec in self.table.fields if self.table else ():
             for bound in (spec.constraints.min, spec.constraints.max):
                 if isinstance(bound, float) and not math.isfinite(bound):
                     raise ValueError(f"field {spec.name!r}: min and max must be finite numbers")
         return self
 
 
+class RunInfo(BaseModel):
+    run_id: str = Field(..., description="The Dagster run's id.")
+    partition: str | None = Field(
+        ..., description="Its partition of bronze/synthetic_readings, 'batch|family'."
+    )
+    status: str = Field(
+        ...,
+        description="Dagster's run status: QUEUED, NOT_STARTED, STARTING, STARTED, SUCCESS, "
+        "FAILURE, CANCELING or CANCELED.",
+    )
+    checks: dict[str, bool] = Field(
+        default_factory=dict, description="The bronze checks' outcomes, by check name."
+    )
+
+
 class GenerateResponse(BaseModel):
     generation_id: str = Field(..., description="The generation's id (32 hex digits).")
-    status: str = Field(..., description="'completed' (the answer comes when the rows exist).")
-    records_generated: int = Field(..., description="Rows generated.")
-    output_location: str | None = Field(..., description="The file written; null for inline.")
-    data_quality_metrics: dict[str, Any] = Field(
-        ..., description="Completeness, validity, uniqueness and distributions of the rows."
+    status: str = Field(
+        ...,
+        description="'completed' for a custom table (the answer comes when the rows exist); "
+        "for fire scenarios the runs' state: 'queued', 'running', 'succeeded' or 'failed' "
+        "(follow it with getGeneration).",
     )
-    execution_time_ms: float = Field(..., description="Time taken to generate and write.")
+    records_generated: int = Field(
+        ..., description="Rows generated (fire scenarios: the rows the runs will write)."
+    )
+    output_location: str | None = Field(
+        ..., description="The file, object or lake table written; null for inline."
+    )
+    data_quality_metrics: dict[str, Any] | None = Field(
+        None,
+        description="Completeness, validity, uniqueness and distributions of the rows; null "
+        "for fire scenarios until their runs finish (ask calculateQualityMetrics then).",
+    )
+    execution_time_ms: float = Field(..., description="Time taken to answer.")
     seed: int = Field(..., description="The seed used (give it again for the same rows).")
     errors: list[str] = Field(default_factory=list, description="Always empty on success.")
     warnings: list[str] = Field(
-        default_factory=list, description="Schema warnings and compliance notes."
+        default_factory=list, description="Schema warnings, compliance notes, batch notes."
     )
     data: list[dict[str, Any]] | None = Field(
         None, description="The rows, for an inline destination; null otherwise."
     )
+    runs: list[RunInfo] = Field(
+        default_factory=list, description="Fire scenarios: the Dagster runs, one per family."
+    )
+    partitions: list[str] = Field(
+        default_factory=list,
+        description="Fire scenarios: the partitions written, 'batch|family'.",
+    )
+
+
+class Generation(BaseModel):
+    generation_id: str = Field(..., description="The generation's id.")
+    data_type: str = Field(..., description="'custom' or 'fire_scenarios'.")
+    status: str = Field(
+        ..., description="'queued', 'running', 'succeeded', 'failed' or 'completed' (custom)."
+    )
+    records_generated: int = Field(..., description="Rows written so far.")
+    output_location: str | None = Field(
+        ..., description="Where the rows are: a file, an object, 'inline' or the lake table."
+    )
+    started_at: str | None = Field(..., description="When it started (ISO 8601, UTC).")
+    duration_s: float | None = Field(
+        ..., description="Seconds generating, summed over its partitions."
+    )
+    seed: int | None = Field(None, description="The seed it used.")
+    runs: list[RunInfo] = Field(default_factory=list, description="Fire scenarios: its runs.")
+    partitions: list[str] = Field(
+        default_factory=list, description="Fire scenarios: its partitions, 'batch|family'."
+    )
+
+
+class GenerationList(BaseModel):
+    generations: list[Generation] = Field(..., description="Newest first.")
 
 
 class ValidateRequest(BaseModel):
@@ -133,12 +245,49 @@ class QualityRequest(BaseModel):
         allow_inf_nan=False,
         json_schema_extra={"examples": [{"schema": _SCHEMA_EXAMPLE, "data": _ROWS_EXAMPLE}]},
     )
-    table: TabularSchema = Field(..., alias="schema", description="The table's columns.")
-    data: list[dict[str, Cell]] = Field(
-        ...,
-        max_length=MAX_METRIC_ROWS,
-        description="The rows, one object per row keyed by field name; a missing key is null.",
+    table: TabularSchema | None = Field(
+        None, alias="schema", description="Rows given here: the table's columns."
     )
+    data: list[dict[str, Cell]] | None = Field(
+        None,
+        max_length=MAX_METRIC_ROWS,
+        description="Rows given here: one object per row keyed by field name; a missing key "
+        "is null.",
+    )
+    generation_id: str | None = Field(
+        None,
+        max_length=64,
+        description="Fire scenarios: a generation whose partitions to measure against each "
+        "family's reference batch 000.",
+    )
+    partitions: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="Fire scenarios: partitions of bronze.synthetic_readings to measure, "
+        "'batch|family' (e.g. '001|flaming').",
+    )
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"query": "what does a smouldering fire look like", "k": 3}]
+        },
+    )
+    query: str = Field(..., min_length=1, max_length=2000, description="The question.")
+    k: int = Field(5, ge=1, le=20, description="How many passages to answer.")
+
+
+class Passage(BaseModel):
+    source: str = Field(..., description="The document the passage comes from.")
+    heading: str | None = Field(None, description="The heading it sits under.")
+    text: str = Field(..., description="The passage.")
+    score: float = Field(..., description="Similarity to the question (higher is closer).")
+
+
+class SearchAnswer(BaseModel):
+    passages: list[Passage] = Field(..., description="The closest passages, best first.")
 
 
 class ErrorBody(BaseModel):

@@ -5,28 +5,44 @@ answer model, or raises ActionError with the status and the reason."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
+from firepipe.core.genai.fire_request import DATA_TYPE as FIRE
 from firepipe.core.genai.quality import quality_metrics
 from firepipe.core.genai.schema_check import SchemaCheck, SchemaError, validate_schema
 from firepipe.core.genai.tabular import OUTPUT_FORMATS, TabularSchema, generate, write
+from firepipe.core.history import GenerationRecord
+from firepipe.services.actions import fire, generations
 from firepipe.services.actions.models import (
+    DEFAULT_LIST_LIMIT,
     MAX_INLINE_ROWS,
+    MAX_LIST_LIMIT,
     Cell,
     GenerateRequest,
     GenerateResponse,
+    Generation,
+    GenerationList,
+    Passage,
     QualityRequest,
+    SearchAnswer,
+    SearchRequest,
     ValidateRequest,
 )
-from firepipe.settings import local_paths
+from firepipe.services.actions.runs import FireRuns, NoInstanceError, generation_status
+from firepipe.settings import environment, local_paths
 
-DESTINATIONS = ("inline", "local")
+DESTINATIONS = ("inline", "local", "s3")
+DATA_TYPES = ("custom", FIRE)
 _EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
 
 
@@ -41,28 +57,230 @@ class ActionError(Exception):
         self.detail, self.errors, self.status = detail, errors or [], status
 
 
-class Actions:
-    """The operations over one output folder (default $FIREPIPE_HOME/generated)."""
+class Found(Protocol):
+    """A passage a knowledge base answers (firepipe.core.genai.kb.index.Passage's shape)."""
 
-    def __init__(self, output_root: Path | None = None) -> None:
+    @property
+    def source(self) -> str: ...
+    @property
+    def heading(self) -> str | None: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+
+
+class KnowledgeSearch(Protocol):
+    """The knowledge base as searchKnowledgeBase uses it."""
+
+    def search(self, question: str, k: int) -> Sequence[Found]: ...
+
+
+class Actions:
+    """The operations over one output folder (default $FIREPIPE_HOME/generated), the Dagster
+    runs of fire generations, the generation history, the lake and the knowledge base; each
+    of those is the environment's unless given."""
+
+    def __init__(
+        self,
+        output_root: Path | None = None,
+        *,
+        runs: FireRuns | None = None,
+        history: Any = None,
+        lakehouse: Any = None,
+        knowledge_base: KnowledgeSearch | None = None,
+        local_files: bool = True,
+    ) -> None:
         self.output_root = (output_root or local_paths().home / "generated").resolve()
+        self._runs, self._history, self._lakehouse = runs, history, lakehouse
+        self.knowledge_base = knowledge_base
+        self.local_files = local_files
+
+    @classmethod
+    def from_environment(
+        cls, output_root: Path | None = None, *, serverless: bool = False
+    ) -> Actions:
+        """The operations with the environment's knowledge base (none when its settings are
+        missing: searchKnowledgeBase then answers 503 with the reason). `serverless` (the
+        Bedrock Lambda in AWS): no 'local' files, which a function's /tmp would lose, and fire
+        generations only through a daemon's run queue, never in the function's process."""
+        from firepipe.lib.plain_resources import UnsetVariableError, is_plain, resolved
+        from firepipe.resources import resource_for
+        from firepipe.services.actions.runs import DagsterRuns
+
+        knowledge_base = resource_for("knowledge_base", environment(), local_paths())
+        try:
+            knowledge_base = resolved(knowledge_base) if is_plain(knowledge_base) else None
+        except UnsetVariableError:
+            knowledge_base = None
+        return cls(
+            output_root,
+            runs=DagsterRuns(in_process=not serverless),
+            knowledge_base=knowledge_base,
+            local_files=not serverless,
+        )
+
+    @property
+    def runs(self) -> FireRuns:
+        if self._runs is None:
+            from firepipe.services.actions.runs import DagsterRuns
+
+            self._runs = DagsterRuns()
+        return self._runs
+
+    @property
+    def history(self) -> Any:
+        if self._history is None:
+            self._history = _resource("generation_history")
+        return self._history
+
+    @property
+    def lakehouse(self) -> Any:
+        if self._lakehouse is None:
+            self._lakehouse = _resource("lakehouse")
+        return self._lakehouse
 
     def generate_synthetic_data(self, request: GenerateRequest) -> GenerateResponse:
         """generateSyntheticData."""
-        return _generate(request, self.output_root)
+        kind = request.data_type.strip().lower()
+        if kind == FIRE:
+            return self._generate_fire(request)
+        if kind != "custom":
+            raise ActionError(f"data_type {request.data_type!r}: use one of {DATA_TYPES}")
+        if not self.local_files and request.destination.type.strip().lower() == "local":
+            raise ActionError("this service keeps no local files: use 'inline' or 's3'")
+        answer, record = _generate(request, self.output_root)
+        self.history.record(record)
+        return answer
+
+    def _generate_fire(self, request: GenerateRequest) -> GenerateResponse:
+        started = time.perf_counter()
+        generation_id = uuid.uuid4().hex
+        seed = secrets.randbits(31) if request.seed is None else request.seed
+        try:
+            with _instance_errors():
+                plan, states = fire.launch(request, seed, generation_id, self.runs)
+        except fire.FireError as exc:
+            raise ActionError(str(exc)) from exc
+        return GenerateResponse(
+            generation_id=generation_id,
+            status=generation_status(states),
+            records_generated=plan.rows,
+            output_location=fire.TABLE,
+            data_quality_metrics=None,
+            execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            seed=seed,
+            warnings=plan.warnings,
+            data=None,
+            runs=fire.run_infos(states),
+            partitions=[run.partition_key for run in plan.runs],
+        )
+
+    def get_generation(self, generation_id: str) -> Generation:
+        """getGeneration: the runs' state and the history's records."""
+        with _instance_errors():
+            found = generations.find(generation_id, self.runs, self.history)
+        if found is None:
+            raise ActionError(f"no generation {generation_id!r}", status=404)
+        return found
+
+    def list_generations(self, limit: int = DEFAULT_LIST_LIMIT) -> GenerationList:
+        """listGenerations: the latest, newest first."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise ActionError(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+        with _instance_errors():
+            return GenerationList(generations=generations.latest(limit, self.runs, self.history))
 
     def validate_schema(self, request: ValidateRequest) -> SchemaCheck:
         """validateSchema: a schema with errors is an answer (valid false)."""
         return validate_schema(request.table, request.compliance_requirements)
 
     def calculate_quality_metrics(self, request: QualityRequest) -> dict[str, Any]:
-        """calculateQualityMetrics over rows given with their schema."""
+        """calculateQualityMetrics over rows given with their schema, or over partitions of
+        fire data (a generation's, or named) against their family's reference batch."""
+        given = [request.table is not None or request.data is not None]
+        given += [request.generation_id is not None, request.partitions is not None]
+        if sum(given) != 1:
+            raise ActionError("give exactly one of: schema with data, generation_id, partitions")
+        if request.table is None and request.data is None:
+            return self._fire_quality(request)
+        if request.table is None or request.data is None:
+            raise ActionError("rows to measure need both schema and data")
         _valid(request.table, None, None)
         frame = _frame(request.table, request.data)
         try:
             return quality_metrics(frame, request.table)
         except (ValueError, pl.exceptions.PolarsError) as exc:
             raise ActionError(f"cannot measure these rows: {exc}") from exc
+
+    def _fire_quality(self, request: QualityRequest) -> dict[str, Any]:
+        try:
+            if request.partitions is not None:
+                cells = fire.parse_partitions(request.partitions)
+            else:
+                found = self.get_generation(str(request.generation_id))
+                if found.data_type != FIRE:
+                    raise ActionError(
+                        f"generation {found.generation_id} is a custom table: send its rows "
+                        "with its schema"
+                    )
+                if found.status != "succeeded":
+                    raise ActionError(
+                        f"generation {found.generation_id} is {found.status}: measure it "
+                        "when it has succeeded",
+                        status=409,
+                    )
+                cells = fire.parse_partitions(found.partitions)
+            if not cells:
+                raise ActionError("name at least one partition")
+            return fire.measure(self.lakehouse, cells)
+        except fire.FireError as exc:
+            raise ActionError(str(exc)) from exc
+
+    def search_knowledge_base(self, request: SearchRequest) -> SearchAnswer:
+        """searchKnowledgeBase: the passages closest to the question."""
+        if self.knowledge_base is None:
+            raise ActionError(
+                "no knowledge base is configured for this service: run `firepipe kb build`",
+                status=503,
+            )
+        try:
+            found = self.knowledge_base.search(request.query, request.k)
+        except FileNotFoundError as exc:  # the local index's IndexMissingError among them
+            raise ActionError(
+                f"the knowledge base has no index ({exc}): run `firepipe kb build`", status=503
+            ) from exc
+        except ValueError as exc:  # e.g. a question of blanks
+            raise ActionError(f"cannot search: {exc}") from exc
+        return SearchAnswer(
+            passages=[
+                Passage(
+                    source=p.source,
+                    heading=p.heading or None,
+                    text=p.text,
+                    score=float(p.score),
+                )
+                for p in found
+            ]
+        )
+
+
+@contextmanager
+def _instance_errors() -> Iterator[None]:
+    """No Dagster instance to run on (or no daemon where runs may not execute in process): a
+    503 with the reason, from the HTTP service and the Lambda alike."""
+    try:
+        yield
+    except NoInstanceError as exc:
+        raise ActionError(str(exc), status=503) from exc
+
+
+def _resource(key: str) -> Any:
+    """The environment's resource `key`, its variables read (a plain resource's value)."""
+    from firepipe.lib.plain_resources import resolved
+    from firepipe.resources import resource_for
+
+    return resolved(resource_for(key, environment(), local_paths()))
 
 
 def _valid(table: TabularSchema, compliance: list[str] | None, rows: int | None) -> SchemaCheck:
@@ -74,20 +292,15 @@ def _valid(table: TabularSchema, compliance: list[str] | None, rows: int | None)
     return check
 
 
-def _generate(request: GenerateRequest, root: Path) -> GenerateResponse:
-    started = time.perf_counter()
-    kind, fmt = request.data_type.strip().lower(), request.output_format.strip().lower()
+def _generate(request: GenerateRequest, root: Path) -> tuple[GenerateResponse, GenerationRecord]:
+    """A custom table, generated and written; with its history record."""
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    fmt = request.output_format.strip().lower()
     where = request.destination.type.strip().lower()
-    if kind != "custom":
-        raise ActionError(
-            f"data_type {request.data_type!r} is not served here: this API generates 'custom' "
-            "tables from a schema; fire-sensor data will come through the fire-scenario "
-            "request, which is not built yet"
-        )
+    if request.table is None or request.volume is None:
+        raise ActionError("data_type 'custom' needs a schema and a volume")
     if fmt not in OUTPUT_FORMATS:
         raise ActionError(f"output_format {request.output_format!r}: use one of {OUTPUT_FORMATS}")
-    if where == "s3":
-        raise ActionError("destination 's3' is not available yet: use 'inline' or 'local'")
     if where not in DESTINATIONS:
         raise ActionError(
             f"destination type {request.destination.type!r}: use one of {DESTINATIONS}"
@@ -95,41 +308,111 @@ def _generate(request: GenerateRequest, root: Path) -> GenerateResponse:
     if where == "inline" and request.volume > MAX_INLINE_ROWS:
         raise ActionError(
             f"an inline answer holds at most {MAX_INLINE_ROWS} rows, {request.volume} asked: "
-            "use destination 'local'"
+            "use destination 'local' or 's3'"
         )
     check = _valid(request.table, request.compliance_requirements, request.volume)
     generation_id = uuid.uuid4().hex
-    target = (
-        _target(root, request.destination.location, generation_id, fmt)
-        if where == "local"
-        else None
-    )
+    name = f"{generation_id}.{_EXTENSIONS[fmt]}"
+    target: Path | str | None = None
+    if where == "local":
+        target = _target(root, request.destination.location, generation_id, fmt)
+    elif where == "s3":
+        target = s3_target(request.destination.location, name)
     seed = secrets.randbits(32) if request.seed is None else request.seed
     try:
         frame = generate(request.table, request.volume, seed)
     except ValueError as exc:  # what only drawing finds, e.g. a unique float with min == max
         raise ActionError(f"cannot generate: {exc}") from exc
-    if target is not None:
+    if isinstance(target, Path):
         try:
             write(frame, fmt, target)
         except OSError as exc:  # e.g. a name too long for the file system
             location = request.destination.location
             raise ActionError(f"cannot write to location {location!r}: {exc}") from exc
+    elif isinstance(target, str):
+        write_s3(frame, fmt, target)
     warnings = [f"{e.field}: {e.message}" for e in check.errors if e.severity == "warning"]
     warnings += [
         f"{i.field}: {i.framework} {i.category}. {i.handling}" for i in check.compliance_issues
     ]
-    return GenerateResponse(
+    seconds = time.perf_counter() - started
+    location = None if target is None else str(target)
+    answer = GenerateResponse(
         generation_id=generation_id,
         status="completed",
         records_generated=frame.height,
-        output_location=None if target is None else str(target),
+        output_location=location,
         data_quality_metrics=quality_metrics(frame, request.table),
-        execution_time_ms=round((time.perf_counter() - started) * 1000, 3),
+        execution_time_ms=round(seconds * 1000, 3),
         seed=seed,
         warnings=warnings,
         data=_rows(frame) if target is None else None,
     )
+    record = GenerationRecord(
+        run_id=generation_id,
+        asset_key=generations.CUSTOM_ASSET,
+        partition_key=None,
+        spec={
+            "schema": request.table.model_dump(mode="json"),
+            "volume": request.volume,
+            "output_format": fmt,
+            "destination": where,
+        },
+        seed=seed,
+        rows=frame.height,
+        location=location or "inline",
+        started_at=started_at,
+        duration_s=seconds,
+        backend="polars",
+        status="succeeded",
+    )
+    return answer, record
+
+
+def s3_target(location: str | None, name: str) -> str:
+    """s3://bucket/prefix/<name>; refused when the location is no S3 URI or AWS has no
+    credentials here."""
+    if not location or not location.startswith("s3://") or len(location) <= len("s3://"):
+        raise ActionError(f"destination 's3' needs a location s3://bucket/prefix, got {location!r}")
+    bucket = location.removeprefix("s3://").split("/", 1)[0]
+    if not bucket:
+        raise ActionError(f"location {location!r} names no bucket")
+    from botocore.session import Session  # type: ignore[import-untyped]
+
+    if Session().get_credentials() is None:
+        raise ActionError(
+            "destination 's3' needs AWS credentials, and none are configured for this "
+            "service (AWS_PROFILE, AWS_ACCESS_KEY_ID, an instance or task role)"
+        )
+    return f"{location.rstrip('/')}/{name}"
+
+
+def write_s3(frame: pl.DataFrame, fmt: str, uri: str) -> None:
+    """The file at `uri`, through polars' object store as `firepipe generate --out s3://`
+    writes; the region and endpoint come from the usual AWS variables."""
+    options = {
+        option: value
+        for option, var in (
+            ("aws_region", "AWS_REGION"),
+            ("aws_region", "AWS_DEFAULT_REGION"),
+            ("aws_endpoint_url", "AWS_ENDPOINT_URL_S3"),
+            ("aws_endpoint_url", "AWS_ENDPOINT_URL"),
+        )
+        if (value := os.environ.get(var))
+    }
+    if options.get("aws_endpoint_url", "").startswith("http://"):
+        options["aws_allow_http"] = "true"
+    try:
+        if fmt == "parquet":
+            frame.write_parquet(uri, storage_options=options)
+        elif fmt == "csv":
+            frame.write_csv(uri, storage_options=options)
+        else:
+            # DataFrame.write_ndjson takes no storage options; the lazy sink does.
+            frame.lazy().sink_ndjson(uri, storage_options=options)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        gist = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ActionError(f"cannot write {uri}: {gist}") from exc
 
 
 def _target(root: Path, location: str | None, generation_id: str, fmt: str) -> Path:

@@ -92,8 +92,10 @@ def test_a_location_outside_the_root_is_refused(open_url, http, output_root, loc
     ("body", "words"),
     [
         ({"volume": 1001}, "at most 1000 rows"),
-        ({"volume": 5, "data_type": "kitchen_fire"}, "fire-scenario request, which is not built"),
-        ({"volume": 5, "destination": {"type": "s3"}}, "'s3' is not available"),
+        ({"volume": 5, "data_type": "kitchen_fire"}, "use one of ('custom', 'fire_scenarios')"),
+        ({"volume": 5, "destination": {"type": "s3"}}, "needs a location s3://bucket/prefix"),
+        ({"volume": 5, "destination": {"type": "ftp"}}, "destination type 'ftp'"),
+        ({"volume": None}, "data_type 'custom' needs a schema and a volume"),
         ({"volume": 5, "output_format": "xlsx"}, "output_format 'xlsx'"),
     ],
 )
@@ -126,7 +128,11 @@ def test_an_invalid_schema_is_refused_with_its_errors(open_url, http):  # type: 
     ("body", "where"),
     [
         (b"{not json", "json_invalid"),
-        (b'{"data_type": "custom", "schema": {"fields": []}}', "volume"),
+        (
+            b'{"data_type": "custom", "volume": 0, "schema": {"fields": [{"name": "a", '
+            b'"type": "integer"}]}}',
+            "volume",
+        ),
         (b'{"data_type": "custom", "volume": "many", "schema": {"fields": []}}', "volume"),
         (b'{"data_type": "custom", "volume": 5, "schema": {"fields": "a"}}', "fields"),
         (b'{"data_type": "custom", "volume": 5, "schema": {"fields": [{"name": "a"}]}}', "type"),

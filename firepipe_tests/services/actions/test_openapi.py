@@ -32,7 +32,17 @@ def test_the_document_is_valid_openapi_3_0_that_bedrock_accepts(generated):  # t
     validate(generated)  # openapi-spec-validator picks the 3.0 schema from the version
     assert bedrock_problems(generated) == []
     operations = {op["operationId"] for item in generated["paths"].values() for op in item.values()}
-    assert operations == {"generateSyntheticData", "validateSchema", "calculateQualityMetrics"}
+    assert operations == {
+        "generateSyntheticData",
+        "validateSchema",
+        "calculateQualityMetrics",
+        "getGeneration",
+        "listGenerations",
+        "searchKnowledgeBase",
+    }
+    for path, method in (("/generations/{generation_id}", "get"), ("/generations", "get")):
+        [parameter] = generated["paths"][path][method]["parameters"]
+        assert parameter["description"]
     assert "enum" not in json.dumps(generated)
 
 

@@ -16,14 +16,18 @@ from schemathesis.specs.openapi.checks import response_schema_conformance, statu
 
 from firepipe.services.actions.app import create_app
 from firepipe.services.inference.keys import load_access
-from firepipe_tests.services.actions.conftest import KEY
+from firepipe_tests.services.actions.conftest import KEY, recording_actions
+from firepipe_tests.services.actions.test_fire import FakeKnowledgeBase
 from firepipe_tests.services.actions.test_openapi import OPENAPI_PATH
 
-# The app is bound before parametrize copies the schema; its local files go to a folder of
-# its own, removed after the module.
+# The app is bound before parametrize copies the schema; its files, history and lake go to a
+# folder of its own, removed after the module. Fire requests are recorded, never run.
 ROOT = Path(tempfile.mkdtemp(prefix="firepipe-actions-fuzz-"))
 schema = schemathesis.openapi.from_path(str(OPENAPI_PATH))
-schema.app = create_app(load_access({"FIREPIPE_API_KEYS": KEY}, sagemaker=False), ROOT)
+schema.app = create_app(
+    load_access({"FIREPIPE_API_KEYS": KEY}, sagemaker=False),
+    actions=recording_actions(ROOT, knowledge_base=FakeKnowledgeBase()),
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

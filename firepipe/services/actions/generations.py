@@ -1,0 +1,89 @@
+"""getGeneration and listGenerations: one generation as the history and Dagster know it.
+
+The generation history is the one record of what was generated: a custom table is recorded
+there under CUSTOM_ASSET with its generation id as the record's run id; a fire generation's
+partitions are recorded by the bronze asset under the Dagster run id of each run, and the
+runs carry the generation id as a tag (runs.GENERATION_TAG). Lookups read the latest
+HISTORY_SCAN records of an asset: older generations are no longer found here (the Dagster UI
+and `firepipe history` still show them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from firepipe import names
+from firepipe.core.genai.fire_request import DATA_TYPE as FIRE
+from firepipe.core.history import GenerationRecord, timestamp_text
+from firepipe.core.simulation.partitions import SEED_STRIDE_PER_CONFIG_SEED
+from firepipe.services.actions.fire import TABLE, run_infos
+from firepipe.services.actions.models import Generation
+from firepipe.services.actions.runs import FireRuns, generation_status
+
+CUSTOM_ASSET = "genai/custom_table"
+FIRE_ASSET = "/".join(names.SYNTHETIC_READINGS)
+HISTORY_SCAN = 1_000
+
+
+def find(generation_id: str, runs: FireRuns, history: Any) -> Generation | None:
+    """The generation with this id, or None."""
+    states = runs.runs_of(generation_id)
+    if states:
+        run_ids = {s.run_id for s in states}
+        records = [
+            r
+            for r in history.recent(HISTORY_SCAN, asset_key=FIRE_ASSET)
+            if r.dagster_run_id in run_ids
+        ]
+        return _fire(generation_id, states, records)
+    custom = [r for r in history.recent(HISTORY_SCAN, asset_key=CUSTOM_ASSET)]
+    for record in custom:
+        if record.run_id == generation_id:
+            return _custom(record)
+    return None
+
+
+def latest(limit: int, runs: FireRuns, history: Any) -> list[Generation]:
+    """The latest `limit` generations of both kinds, newest first."""
+    found: list[tuple[datetime, Generation]] = [
+        (r.started_at, _custom(r)) for r in history.recent(limit, asset_key=CUSTOM_ASSET)
+    ]
+    for generation_id, created in runs.generations(limit):
+        generation = find(generation_id, runs, history)
+        if generation is not None:
+            found.append((created, generation))
+    found.sort(key=lambda item: item[0], reverse=True)
+    return [generation for _, generation in found[:limit]]
+
+
+def _custom(record: GenerationRecord) -> Generation:
+    return Generation(
+        generation_id=record.run_id,
+        data_type="custom",
+        status="completed" if record.status == "succeeded" else record.status,
+        records_generated=record.rows,
+        output_location=record.location,
+        started_at=timestamp_text(record.started_at),
+        duration_s=round(record.duration_s, 3),
+        seed=record.seed,
+    )
+
+
+def _fire(generation_id: str, states: Sequence[Any], records: list[GenerationRecord]) -> Generation:
+    succeeded = [r for r in records if r.status == "succeeded"]
+    started = min((r.started_at for r in records), default=None)
+    return Generation(
+        generation_id=generation_id,
+        data_type=FIRE,
+        status=generation_status(states),
+        records_generated=sum(r.rows for r in succeeded),
+        output_location=succeeded[0].location if succeeded else TABLE,
+        started_at=None if started is None else timestamp_text(started),
+        duration_s=round(sum(r.duration_s for r in records), 3) if records else None,
+        # A partition's seed is the request's seed times the stride plus family and batch.
+        seed=records[0].seed // SEED_STRIDE_PER_CONFIG_SEED if records else None,
+        runs=run_infos(states),
+        partitions=sorted({s.partition_key for s in states if s.partition_key}),
+    )

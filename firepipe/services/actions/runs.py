@@ -1,0 +1,324 @@
+"""Fire-scenario generations as Dagster runs of bronze/synthetic_readings on the instance.
+
+Each run of a generation (one per family, see firepipe.core.genai.fire_request) carries the tag
+GENERATION_TAG, so the run list, the asset's lineage and the generation history (whose records
+hold the Dagster run id) all lead back to the generation id.
+
+How a run starts: when the instance's run-queue daemon is alive (`dagster dev`, the ECS
+daemon), the run is created from the code location "firepipe" and submitted to the queue, as
+`dagster job launch` does; otherwise it is executed in this process, one run at a time on a
+worker thread (runs writing one Iceberg table would only contend), so the HTTP answer comes at
+once with the run ids. A run waiting for that thread is "queued" here until it starts; if the
+service stops first, it never starts and is forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from firepipe import names, settings
+from firepipe.core.genai.fire_request import FamilyRun, FirePlan
+
+_log = logging.getLogger(__name__)
+GENERATION_TAG = "firepipe/generation_id"
+LOCATION_NAME = "firepipe"  # workspace.yaml's and [tool.dagster]'s code location
+ASSET_PATH = names.SYNTHETIC_READINGS
+_QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
+# Dagster's run statuses, grouped as a generation reports them.
+_WAITING = frozenset({"QUEUED", "NOT_STARTED"})
+_RUNNING = frozenset({"STARTING", "STARTED", "CANCELING"})
+_FAILED = frozenset({"FAILURE", "CANCELED"})
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run of a generation as the instance (or the waiting list) knows it."""
+
+    run_id: str
+    partition_key: str | None
+    status: str  # Dagster's DagsterRunStatus name, e.g. "SUCCESS"
+    created_at: datetime
+    checks: dict[str, bool] = field(default_factory=dict)  # the bronze checks' outcomes
+
+
+def generation_status(states: Sequence[RunState]) -> str:
+    """One status for a generation's runs: failed, running, queued or succeeded."""
+    statuses = {s.status for s in states}
+    if statuses & _FAILED:
+        return "failed"
+    if statuses & _RUNNING or (statuses & _WAITING and "SUCCESS" in statuses):
+        return "running"
+    if statuses & _WAITING or not statuses:
+        return "queued"
+    return "succeeded"
+
+
+class FireRuns(Protocol):
+    """Where the runs of fire generations go: Dagster's instance, or a test's recorder."""
+
+    def occupied(self) -> dict[str, set[str]]:
+        """Per family, the batches that hold rows or that a waiting or running generation
+        writes."""
+
+    def launch(self, generation_id: str, plan: FirePlan) -> list[RunState]:
+        """Start the plan's runs, tagged with the generation id; answer them as started."""
+
+    def runs_of(self, generation_id: str) -> list[RunState]:
+        """The generation's runs, oldest first; empty for an unknown id."""
+
+    def generations(self, limit: int) -> list[tuple[str, datetime]]:
+        """The latest generation ids with when their first run was created, newest first."""
+
+
+class NoInstanceError(RuntimeError):
+    """No Dagster instance to run on: DAGSTER_HOME names no folder, or (out of process) is
+    unset or has no daemon."""
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME, else the firepipe home's instance folder; the firepipe home's folder is
+    created with its config when missing, another is the caller's to create."""
+    raw = os.environ.get("DAGSTER_HOME")
+    home = Path(raw) if raw else settings.local_paths().dagster_home
+    if home == settings.local_paths().dagster_home:
+        return settings.ensure_dagster_home()
+    if not home.is_dir():
+        raise NoInstanceError(f"no Dagster instance at DAGSTER_HOME={home}")
+    return home
+
+
+class DagsterRuns:
+    """FireRuns on the Dagster instance at DAGSTER_HOME."""
+
+    def __init__(self, home: Path | None = None, *, in_process: bool = True) -> None:
+        """`in_process` False (a Lambda function, whose threads freeze between invocations):
+        runs only through a daemon's queue, and an instance named by DAGSTER_HOME."""
+        self.home, self.in_process = home, in_process
+        self._lock = threading.Lock()
+        self._instance: Any = None
+        self._job: Any = None
+        self._waiting: dict[str, list[tuple[RunState, FamilyRun]]] = {}
+        self._lost: dict[str, list[RunState]] = {}  # runs that failed before Dagster stored them
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire-generation")
+
+    @property
+    def instance(self) -> Any:
+        import dagster as dg
+
+        with self._lock:
+            if self._instance is None:
+                if self.home is None and not self.in_process and not os.environ.get("DAGSTER_HOME"):
+                    raise NoInstanceError(
+                        "DAGSTER_HOME is not set: fire generations from here go to the run queue "
+                        "of the deployment's Dagster instance, which it names"
+                    )
+                self._instance = dg.DagsterInstance.from_config(str(self.home or dagster_home()))
+            return self._instance
+
+    def daemon_alive(self) -> bool:
+        """Whether the instance's run queue is served by a daemon with a recent heartbeat."""
+        from dagster._daemon.controller import get_daemon_statuses
+
+        if _QUEUE_DAEMON not in self.instance.get_required_daemon_types():
+            return False
+        status = get_daemon_statuses(self.instance, [_QUEUE_DAEMON], ignore_errors=True)
+        return bool(status[_QUEUE_DAEMON].healthy)
+
+    def occupied(self) -> dict[str, set[str]]:
+        import dagster as dg
+
+        keys = set(self.instance.get_materialized_partitions(dg.AssetKey(ASSET_PATH)))
+        in_flight = self.instance.get_runs(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in (*_WAITING, *_RUNNING)])
+        )
+        keys |= {
+            r.tags["dagster/partition"]
+            for r in in_flight
+            if GENERATION_TAG in r.tags and "dagster/partition" in r.tags
+        }
+        with self._lock:
+            keys |= {
+                s.partition_key for w in self._waiting.values() for s, _ in w if s.partition_key
+            }
+        taken: dict[str, set[str]] = {}
+        for key in keys:
+            batch, _, family = key.partition("|")
+            taken.setdefault(family, set()).add(batch)
+        return taken
+
+    def launch(self, generation_id: str, plan: FirePlan) -> list[RunState]:
+        from dagster._core.utils import make_new_run_id
+
+        if self.daemon_alive():
+            return [self._submit(generation_id, run) for run in plan.runs]
+        if not self.in_process:
+            where = self.home or os.environ.get("DAGSTER_HOME")
+            raise NoInstanceError(
+                f"no Dagster daemon serves the run queue of the instance at {where}: fire "
+                "generations from here need one"
+            )
+        now = datetime.now(UTC)
+        states = [
+            RunState(make_new_run_id(), run.partition_key, "QUEUED", now) for run in plan.runs
+        ]
+        with self._lock:
+            self._waiting[generation_id] = list(zip(states, plan.runs, strict=True))
+        self._worker.submit(self._execute_all, generation_id)
+        return states
+
+    def _execute_all(self, generation_id: str) -> None:
+        with self._lock:
+            runs = list(self._waiting.get(generation_id, []))
+        for state, run in runs:
+            try:
+                self._asset_job().execute_in_process(
+                    run_config=run.run_config(),
+                    instance=self.instance,
+                    partition_key=run.partition_key,
+                    asset_selection=[_asset_key()],
+                    run_id=state.run_id,
+                    tags={GENERATION_TAG: generation_id},
+                    raise_on_error=False,
+                )
+            except Exception:
+                # Before the run was stored (the code location failed to load): the run stays
+                # listed under its generation as failed, and the reason is in the log.
+                _log.exception(
+                    "fire generation %s: run %s did not start", generation_id, state.run_id
+                )
+                with self._lock:
+                    self._lost.setdefault(generation_id, []).append(
+                        RunState(state.run_id, state.partition_key, "FAILURE", state.created_at)
+                    )
+            finally:
+                with self._lock:  # in the instance now (or never: its failure is logged there)
+                    waiting = self._waiting.get(generation_id, [])
+                    waiting[:] = [(s, r) for s, r in waiting if s.run_id != state.run_id]
+                    if not waiting:
+                        self._waiting.pop(generation_id, None)
+
+    def _asset_job(self) -> Any:
+        """The code location's implicit asset job, with the environment's resources."""
+        if self._job is None:
+            from firepipe.definitions import defs
+
+            self._job = defs().resolve_implicit_global_asset_job_def()
+        return self._job
+
+    def _submit(self, generation_id: str, run: FamilyRun) -> RunState:
+        """Create the run from the code location (as `dagster job launch` does) and queue it."""
+        from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
+        from dagster._core.definitions.selector import JobSubsetSelector
+        from dagster._core.workspace.context import WorkspaceProcessContext
+        from dagster._core.workspace.load_target import ModuleTarget
+
+        target = ModuleTarget(
+            module_name="firepipe.definitions",
+            attribute=None,
+            working_directory=None,
+            location_name=LOCATION_NAME,
+        )
+        tags = {GENERATION_TAG: generation_id, "dagster/partition": run.partition_key}
+        with WorkspaceProcessContext(self.instance, target) as process:
+            workspace = process.create_request_context()
+            location = workspace.get_code_location(LOCATION_NAME)
+            [repository] = location.get_repositories().values()
+            job_name = IMPLICIT_ASSET_JOB_NAME
+            selector = JobSubsetSelector(
+                location_name=LOCATION_NAME,
+                repository_name=repository.name,
+                job_name=job_name,
+                op_selection=None,
+                asset_selection={_asset_key()},
+            )
+            remote_job = location.get_job(selector)
+            config = run.run_config()
+            execution_plan = location.get_execution_plan(
+                remote_job, config, step_keys_to_execute=None, known_state=None
+            ).execution_plan_snapshot
+            created = self.instance.create_run(
+                job_name=job_name,
+                run_id=None,
+                run_config=config,
+                resolved_op_selection=remote_job.resolved_op_selection,
+                step_keys_to_execute=execution_plan.step_keys_to_execute,
+                op_selection=None,
+                status=None,
+                root_run_id=None,
+                parent_run_id=None,
+                tags={**remote_job.tags, **tags},
+                job_snapshot=remote_job.job_snapshot,
+                execution_plan_snapshot=execution_plan,
+                parent_job_snapshot=remote_job.parent_job_snapshot,
+                remote_job_origin=remote_job.get_remote_origin(),
+                job_code_origin=remote_job.get_python_origin(),
+                asset_selection=frozenset({_asset_key()}),
+                asset_check_selection=None,
+                asset_graph=repository.asset_graph,
+            )
+            submitted = self.instance.submit_run(created.run_id, workspace)
+        return _state(submitted, datetime.now(UTC))
+
+    def runs_of(self, generation_id: str) -> list[RunState]:
+        import dagster as dg
+
+        records = self.instance.get_run_records(
+            filters=dg.RunsFilter(tags={GENERATION_TAG: generation_id})
+        )
+        states = [self._with_checks(_state(r.dagster_run, r.create_timestamp)) for r in records]
+        known = {s.run_id for s in states}
+        with self._lock:
+            waiting = [s for s, _ in self._waiting.get(generation_id, []) if s.run_id not in known]
+            waiting += [s for s in self._lost.get(generation_id, []) if s.run_id not in known]
+        return sorted([*states, *waiting], key=lambda s: (s.created_at, s.partition_key or ""))
+
+    def _with_checks(self, state: RunState) -> RunState:
+        from dagster._core.events import DagsterEventType
+
+        events = self.instance.get_records_for_run(
+            state.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        checks = {}
+        for record in events:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            checks[evaluation.check_name] = bool(evaluation.passed)
+        return RunState(state.run_id, state.partition_key, state.status, state.created_at, checks)
+
+    def generations(self, limit: int) -> list[tuple[str, datetime]]:
+        import dagster as dg
+
+        first: dict[str, datetime] = {}
+        tagged = dict(self.instance.get_run_tags(tag_keys=[GENERATION_TAG])).get(GENERATION_TAG)
+        if tagged:
+            records = self.instance.get_run_records(
+                filters=dg.RunsFilter(tags={GENERATION_TAG: sorted(tagged)})
+            )
+            for r in records:
+                gid = r.dagster_run.tags[GENERATION_TAG]
+                first[gid] = min(first.get(gid, r.create_timestamp), r.create_timestamp)
+        with self._lock:
+            for gid, waiting in self._waiting.items():
+                first.setdefault(gid, min(s.created_at for s, _ in waiting))
+            for gid, lost in self._lost.items():
+                first.setdefault(gid, min(s.created_at for s in lost))
+        return sorted(first.items(), key=lambda item: item[1], reverse=True)[:limit]
+
+
+def _asset_key() -> Any:
+    import dagster as dg
+
+    return dg.AssetKey(ASSET_PATH)
+
+
+def _state(run: Any, created: datetime) -> RunState:
+    return RunState(
+        run.run_id, run.tags.get("dagster/partition"), run.status.name, created.astimezone(UTC)
+    )
