@@ -13,7 +13,19 @@ from typing import Any
 
 import click
 
-from firepipe.cli import agents, bench, generate, lake, models, notifications, runs, serve
+from firepipe.cli import (
+    actions,
+    agent,
+    agents,
+    bench,
+    generate,
+    kb,
+    lake,
+    models,
+    notifications,
+    runs,
+    serve,
+)
 
 DEBUG_VAR = "FIREPIPE_DEBUG"
 
@@ -94,5 +106,8 @@ for command in (
     agents.agents,
     agents.alerts,
     agents.replay,
+    kb.kb,
+    actions.actions,
+    agent.agent,
 ):
     main.add_command(command)
