@@ -63,6 +63,10 @@ class GenerationHistory(dg.ConfigurableResource, ABC):
         """The latest `limit` records by started_at, newest first, of one asset or of all."""
 
     @abstractmethod
+    def of_run(self, asset_key: str, run_id: str) -> list[GenerationRecord]:
+        """The records one run made of one asset (one per partition), by partition key."""
+
+    @abstractmethod
     def describe(self) -> str:
         """Where the records are kept, for people."""
 
@@ -113,6 +117,21 @@ class SqliteGenerationHistory(GenerationHistory):
         with closing(self._connect()) as connection:
             connection.row_factory = sqlite3.Row
             rows = connection.execute(query, [*params, limit]).fetchall()
+        return [
+            GenerationRecord.from_flat({**dict(r), "partition_key": r["partition_key"] or None})
+            for r in rows
+        ]
+
+    def of_run(self, asset_key: str, run_id: str) -> list[GenerationRecord]:
+        if not Path(self.path).exists():
+            return []
+        query = (
+            'SELECT * FROM generation_history WHERE "run_id" = ? AND "asset_key" = ? '
+            'ORDER BY "partition_key"'
+        )
+        with closing(self._connect()) as connection:
+            connection.row_factory = sqlite3.Row
+            rows = connection.execute(query, [run_id, asset_key]).fetchall()
         return [
             GenerationRecord.from_flat({**dict(r), "partition_key": r["partition_key"] or None})
             for r in rows
@@ -200,6 +219,26 @@ class DynamoGenerationHistory(GenerationHistory):
                 break
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return [GenerationRecord.from_flat(_plain(item)) for item in items[:limit]]
+
+    def of_run(self, asset_key: str, run_id: str) -> list[GenerationRecord]:
+        # One Query: the run's items share the sort key's prefix "<run_id>#" under the asset.
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "asset_key = :a AND begins_with(record_id, :r)",
+            "ExpressionAttributeValues": {":a": {"S": asset_key}, ":r": {"S": f"{run_id}#"}},
+        }
+        client = self._client()
+        items: list[dict[str, Any]] = []
+        while True:
+            page = client.query(**request)
+            items += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(
+            (GenerationRecord.from_flat(_plain(item)) for item in items),
+            key=lambda r: r.partition_key or "",
+        )
 
     def describe(self) -> str:
         return f"DynamoDB table {self.table_name} ({self.region})"

@@ -95,6 +95,23 @@ def test_recording_a_run_and_partition_again_replaces_it(store: GenerationHistor
     ]
 
 
+def test_a_runs_records_are_found_by_run_id_however_old(store: GenerationHistory) -> None:
+    store.record(entry("run-a", "flaming|001", 0))
+    store.record(entry("run-a", "flaming|000", 1))
+    store.record(entry("run-a", None, 2, asset_key="gold/sensor_features"))
+    store.record(entry("run-ab", "flaming|002", 3))  # its id starts with the other's
+    for minutes in range(4, 30):
+        store.record(entry(f"run-{minutes}", "nuisance|001", minutes))
+    assert [r.partition_key for r in store.of_run(READINGS, "run-a")] == [
+        "flaming|000",
+        "flaming|001",
+    ]
+    assert [r.asset_key for r in store.of_run("gold/sensor_features", "run-a")] == [
+        "gold/sensor_features"
+    ]
+    assert store.of_run(READINGS, "run-zz") == []
+
+
 def test_bad_records_are_refused_with_a_reason() -> None:
     with pytest.raises(ValueError, match="status must be one of"):
         entry("r", None, 0, status="done")

@@ -3,9 +3,8 @@
 The generation history is the one record of what was generated: a custom table is recorded
 there under CUSTOM_ASSET with its generation id as the record's run id; a fire generation's
 partitions are recorded by the bronze asset under the Dagster run id of each run, and the
-runs carry the generation id as a tag (runs.GENERATION_TAG). Lookups read the latest
-HISTORY_SCAN records of an asset: older generations are no longer found here (the Dagster UI
-and `firepipe history` still show them).
+runs carry the generation id as a tag (runs.GENERATION_TAG), so a generation's records are
+found by run id, however old.
 """
 
 from __future__ import annotations
@@ -24,25 +23,16 @@ from firepipe.services.actions.runs import FireRuns, generation_status
 
 CUSTOM_ASSET = "genai/custom_table"
 FIRE_ASSET = "/".join(names.SYNTHETIC_READINGS)
-HISTORY_SCAN = 1_000
 
 
 def find(generation_id: str, runs: FireRuns, history: Any) -> Generation | None:
     """The generation with this id, or None."""
     states = runs.runs_of(generation_id)
     if states:
-        run_ids = {s.run_id for s in states}
-        records = [
-            r
-            for r in history.recent(HISTORY_SCAN, asset_key=FIRE_ASSET)
-            if r.dagster_run_id in run_ids
-        ]
+        records = [r for s in states for r in history.of_run(FIRE_ASSET, s.run_id)]
         return _fire(generation_id, states, records)
-    custom = [r for r in history.recent(HISTORY_SCAN, asset_key=CUSTOM_ASSET)]
-    for record in custom:
-        if record.run_id == generation_id:
-            return _custom(record)
-    return None
+    custom = history.of_run(CUSTOM_ASSET, generation_id)
+    return _custom(custom[0]) if custom else None
 
 
 def latest(limit: int, runs: FireRuns, history: Any) -> list[Generation]:
