@@ -32,6 +32,7 @@ GENERATION_TAG = "firepipe/generation_id"
 LOCATION_NAME = "firepipe"  # workspace.yaml's and [tool.dagster]'s code location
 ASSET_PATH = names.SYNTHETIC_READINGS
 _QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
+_QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Dagster's run statuses, grouped as a generation reports them.
 _WAITING = frozenset({"QUEUED", "NOT_STARTED"})
 _RUNNING = frozenset({"STARTING", "STARTED", "CANCELING"})
@@ -180,7 +181,9 @@ class DagsterRuns:
         for state, run in runs:
             try:
                 self._asset_job().execute_in_process(
-                    run_config=run.run_config(),
+                    # The run's events are in the instance (the UI shows them); the caller's
+                    # terminal gets only warnings and errors.
+                    run_config={**run.run_config(), **_QUIET_CONSOLE},
                     instance=self.instance,
                     partition_key=run.partition_key,
                     asset_selection=[_asset_key()],
