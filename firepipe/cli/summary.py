@@ -45,6 +45,8 @@ class RunSummary:
     detector: dict[str, dict[str, object]] = field(default_factory=dict)
     # agents/nist_replay's figures: stations, agree_with_evaluate_real, alarms, readings.
     agents: dict[str, object] = field(default_factory=dict)
+    # genai/kb_index's figures: documents, chunks, reembedded, location.
+    knowledge_base: dict[str, object] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -92,6 +94,12 @@ def last_run(instance: dg.DagsterInstance, job: str, lakehouse: Lakehouse) -> Ru
             summary.agents = {
                 k: _metadata_value(mat.metadata, k)
                 for k in ("stations", "agree_with_evaluate_real", "alarms", "readings")
+                if k in mat.metadata
+            }
+        if mat.asset_key.path == list(names.KB_INDEX):
+            summary.knowledge_base = {
+                k: _metadata_value(mat.metadata, k)
+                for k in ("documents", "chunks", "reembedded", "location")
                 if k in mat.metadata
             }
         snapshot = _metadata_value(mat.metadata, "iceberg/snapshot_id")
@@ -213,6 +221,7 @@ def render(summary: RunSummary, dagster_home: str) -> str:
     lines += render_validation(summary.validation)
     lines += render_detector(summary.detector)
     lines += render_agents(summary.agents)
+    lines += render_knowledge_base(summary.knowledge_base)
     lines += ["", "Browse the asset lineage with `make dev` (http://127.0.0.1:3000)."]
     return "\n".join(lines)
 
@@ -250,6 +259,19 @@ def render_agents(agents: Mapping[str, object]) -> list[str]:
         f"{agents.get('agree_with_evaluate_real')} at evaluate-real's time",
         "  run them yourself: firepipe agents run, firepipe replay --test SDC02, "
         "firepipe alerts list (README, Agents)",
+    ]
+
+
+def render_knowledge_base(kb: Mapping[str, object]) -> list[str]:
+    """genai/kb_index: what the knowledge base holds, where, and how to ask it."""
+    if not kb:
+        return []
+    return [
+        "",
+        f"Knowledge base: {kb.get('chunks')} passages of {kb.get('documents')} documents "
+        f"({kb.get('reembedded')} embedded in this run) at {kb.get('location')}",
+        '  ask it: firepipe kb search "how are gold features computed?"; data on request: '
+        "firepipe actions serve, firepipe agent ask (README, Data on request)",
     ]
 
 

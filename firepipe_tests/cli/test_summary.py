@@ -109,3 +109,13 @@ def test_the_agents_section_shows_the_replay_against_evaluate_real() -> None:
     assert "(the NIST tests through monitoring, analysis and response, 9000 readings)" in text
     assert "30 of 36 stations alarmed; 35 at evaluate-real's time" in text
     assert "Agents" not in render(RunSummary("end_to_end", "0", "SUCCESS", 1.0), "/h")
+
+
+def test_the_knowledge_base_is_shown_when_the_run_built_it() -> None:
+    run = summary()
+    assert "Knowledge base" not in render(run, "/home")
+    run.knowledge_base = {"documents": 14, "chunks": 271, "reembedded": 3, "location": "/kb/v-1"}
+    text = render(run, "/home")
+    expected = "Knowledge base: 271 passages of 14 documents (3 embedded in this run) at /kb/v-1"
+    assert expected in text
+    assert "firepipe kb search" in text
