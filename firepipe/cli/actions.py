@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from firepipe.cli.serve import listen_options
+
 OPENAPI_PATH = Path("docs") / "openapi" / "actions.json"
 
 
@@ -18,14 +20,7 @@ def actions() -> None:
 
 
 @actions.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8090,
-    show_default=True,
-    help="Port to listen on (0: any free port, printed).",
-)
+@listen_options(8090)
 def serve(host: str, port: int) -> None:
     """Serve the action API: POST /generate-synthetic-data, /validate-schema,
     /calculate-quality-metrics, /search-knowledge-base, GET /generations[/{id}] and GET

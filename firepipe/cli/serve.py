@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,15 +13,26 @@ if TYPE_CHECKING:
     from firepipe.services.inference.source import ModelSource
 
 
+def listen_options(port: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--host and --port of a command that serves HTTP, listening on `port` by default."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=port,
+            show_default=True,
+            help="Port to listen on (0: any free port, printed).",
+        )(command)
+        return click.option(
+            "--host", default="127.0.0.1", show_default=True, help="Address to listen on."
+        )(command)
+
+    return decorate
+
+
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    help="Port to listen on (0: any free port, printed).",
-)
+@listen_options(8080)
 @click.option(
     "--model",
     "model_uri",
