@@ -30,6 +30,7 @@ def serve(host: str, port: int) -> None:
     run in this process."""
     from firepipe.services.actions import app
     from firepipe.services.actions.operations import Actions
+    from firepipe.services.actions.runs import DagsterRuns
     from firepipe.services.inference import keys, server
 
     access = keys.load_access(os.environ, sagemaker=False)
@@ -42,6 +43,9 @@ def serve(host: str, port: int) -> None:
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     bound = sock.getsockname()[1]
     click.echo(f"listening on http://{host}:{bound}; {access.describe()}")
+    runs = operations.runs
+    if isinstance(runs, DagsterRuns) and runs.in_process:
+        runs.resume()  # the runs a stopped service left queued
     api = app.create_app(access, actions=operations)
     # The inference service's uvicorn settings; its annotation names that app, any ASGI app runs.
     server.run(api, sock)  # type: ignore[arg-type]

@@ -8,8 +8,9 @@ How a run starts: when the instance's run-queue daemon is alive (`dagster dev`, 
 daemon), the run is created from the code location "firepipe" and submitted to the queue, as
 `dagster job launch` does; otherwise it is executed in this process, one run at a time on a
 worker thread (runs writing one Iceberg table would only contend), so the HTTP answer comes at
-once with the run ids. A run waiting for that thread is "queued" here until it starts; if the
-service stops first, it never starts and is forgotten.
+once with the run ids. A run waiting for that thread is kept in a file beside the instance
+(firepipe.services.actions.pending) and is "queued" until it starts; a service that stops
+first leaves it there, and the next one to start (`firepipe actions serve`) runs it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Any, Protocol
 
 from firepipe import names, settings
 from firepipe.core.genai.fire_request import FamilyRun, FirePlan
+from firepipe.services.actions.pending import PendingRuns, this_process
 
 _log = logging.getLogger(__name__)
 GENERATION_TAG = "firepipe/generation_id"
 LOCATION_NAME = "firepipe"  # workspace.yaml's and [tool.dagster]'s code location
 ASSET_PATH = names.SYNTHETIC_READINGS
 _QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
+PENDING_FILE = "firepipe_pending_runs.db"
 _QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Dagster's run statuses, grouped as a generation reports them.
 _WAITING = frozenset({"QUEUED", "NOT_STARTED"})
@@ -106,8 +109,7 @@ class DagsterRuns:
         self._lock = threading.Lock()
         self._instance: Any = None
         self._job: Any = None
-        self._waiting: dict[str, list[tuple[RunState, FamilyRun]]] = {}
-        self._lost: dict[str, list[RunState]] = {}  # runs that failed before Dagster stored them
+        self._pending: PendingRuns | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire-generation")
 
     @property
@@ -123,6 +125,15 @@ class DagsterRuns:
                     )
                 self._instance = dg.DagsterInstance.from_config(str(self.home or dagster_home()))
             return self._instance
+
+    @property
+    def pending(self) -> PendingRuns:
+        """The runs this service executes itself, until Dagster holds them (beside the
+        instance, so every process serving it shares them)."""
+        if self._pending is None:
+            folder = Path(self.instance.root_directory)
+            self._pending = PendingRuns(str(folder / PENDING_FILE))
+        return self._pending
 
     def daemon_alive(self) -> bool:
         """Whether the instance's run queue is served by a daemon with a recent heartbeat."""
@@ -145,10 +156,7 @@ class DagsterRuns:
             for r in in_flight
             if GENERATION_TAG in r.tags and "dagster/partition" in r.tags
         }
-        with self._lock:
-            keys |= {
-                s.partition_key for w in self._waiting.values() for s, _ in w if s.partition_key
-            }
+        keys |= {p.partition_key for p in self.pending.rows() if p.status == "QUEUED"}
         taken: dict[str, set[str]] = {}
         for key in keys:
             batch, _, family = key.partition("|")
@@ -166,47 +174,44 @@ class DagsterRuns:
                 f"no Dagster daemon serves the run queue of the instance at {where}: fire "
                 "generations from here need one"
             )
-        now = datetime.now(UTC)
-        states = [
-            RunState(make_new_run_id(), run.partition_key, "QUEUED", now) for run in plan.runs
-        ]
-        with self._lock:
-            self._waiting[generation_id] = list(zip(states, plan.runs, strict=True))
-        self._worker.submit(self._execute_all, generation_id)
-        return states
+        runs = [(make_new_run_id(), run.partition_key, run.run_config()) for run in plan.runs]
+        created = self.pending.add(generation_id, runs).astimezone(UTC)
+        self.resume()
+        return [RunState(run_id, key, "QUEUED", created) for run_id, key, _ in runs]
 
-    def _execute_all(self, generation_id: str) -> None:
-        with self._lock:
-            runs = list(self._waiting.get(generation_id, []))
-        for state, run in runs:
+    def resume(self) -> None:
+        """Execute the queued runs in this process, one at a time on the worker thread: those
+        just asked for, and those a stopped process left (a service calls this at start)."""
+        self.pending.release_dead()
+        self._worker.submit(self._drain)
+
+    def _drain(self) -> None:
+        owner = this_process()
+        while (run := self.pending.claim_next(owner)) is not None:
+            if self.instance.get_run_by_id(run.run_id) is not None:
+                self.pending.done(run.run_id)  # started by a process that stopped since
+                continue
             try:
                 self._asset_job().execute_in_process(
                     # The run's events are in the instance (the UI shows them); the caller's
                     # terminal gets only warnings and errors.
-                    run_config={**run.run_config(), **_QUIET_CONSOLE},
+                    run_config={**run.run_config, **_QUIET_CONSOLE},
                     instance=self.instance,
                     partition_key=run.partition_key,
                     asset_selection=[_asset_key()],
-                    run_id=state.run_id,
-                    tags={GENERATION_TAG: generation_id},
+                    run_id=run.run_id,
+                    tags={GENERATION_TAG: run.generation_id},
                     raise_on_error=False,
                 )
-            except Exception:
-                # Before the run was stored (the code location failed to load): the run stays
-                # listed under its generation as failed, and the reason is in the log.
+            except Exception as exc:
+                # Before Dagster stored the run (the code location failed to load): the run
+                # stays listed under its generation as failed, with the reason.
                 _log.exception(
-                    "fire generation %s: run %s did not start", generation_id, state.run_id
+                    "fire generation %s: run %s did not start", run.generation_id, run.run_id
                 )
-                with self._lock:
-                    self._lost.setdefault(generation_id, []).append(
-                        RunState(state.run_id, state.partition_key, "FAILURE", state.created_at)
-                    )
-            finally:
-                with self._lock:  # in the instance now (or never: its failure is logged there)
-                    waiting = self._waiting.get(generation_id, [])
-                    waiting[:] = [(s, r) for s, r in waiting if s.run_id != state.run_id]
-                    if not waiting:
-                        self._waiting.pop(generation_id, None)
+                self.pending.failed(run.run_id, f"{type(exc).__name__}: {exc}")
+            else:
+                self.pending.done(run.run_id)
 
     def _asset_job(self) -> Any:
         """The code location's implicit asset job, with the environment's resources."""
@@ -278,9 +283,11 @@ class DagsterRuns:
         )
         states = [self._with_checks(_state(r.dagster_run, r.create_timestamp)) for r in records]
         known = {s.run_id for s in states}
-        with self._lock:
-            waiting = [s for s, _ in self._waiting.get(generation_id, []) if s.run_id not in known]
-            waiting += [s for s in self._lost.get(generation_id, []) if s.run_id not in known]
+        waiting = [
+            RunState(p.run_id, p.partition_key, p.status, p.created_at.astimezone(UTC))
+            for p in self.pending.rows(generation_id)
+            if p.run_id not in known
+        ]
         return sorted([*states, *waiting], key=lambda s: (s.created_at, s.partition_key or ""))
 
     def _with_checks(self, state: RunState) -> RunState:
@@ -307,11 +314,8 @@ class DagsterRuns:
             for r in records:
                 gid = r.dagster_run.tags[GENERATION_TAG]
                 first[gid] = min(first.get(gid, r.create_timestamp), r.create_timestamp)
-        with self._lock:
-            for gid, waiting in self._waiting.items():
-                first.setdefault(gid, min(s.created_at for s, _ in waiting))
-            for gid, lost in self._lost.items():
-                first.setdefault(gid, min(s.created_at for s in lost))
+        for p in self.pending.rows():
+            first.setdefault(p.generation_id, p.created_at.astimezone(UTC))
         return sorted(first.items(), key=lambda item: item[1], reverse=True)[:limit]
 
 
