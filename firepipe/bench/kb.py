@@ -23,8 +23,13 @@ from pathlib import Path
 from firepipe import settings
 from firepipe.bench import BenchOptions, Figure
 from firepipe.core.genai.kb.bm25 import BM25
-from firepipe.core.genai.kb.documents import collect_documents
-from firepipe.core.genai.kb.evaluation import load_questions, percentile_ms, recall_at_k
+from firepipe.core.genai.kb.documents import Document, collect_documents
+from firepipe.core.genai.kb.evaluation import (
+    Question,
+    load_questions,
+    percentile_ms,
+    recall_at_k,
+)
 from firepipe.core.genai.kb.index import build_index, load_index
 from firepipe.core.genai.kb.minilm import MiniLM
 
@@ -32,14 +37,21 @@ BENCH = "kb"
 K = 5
 
 
-def run(options: BenchOptions) -> list[Figure]:
-    cache = settings.local_paths().knowledge_base / "model"
+def run(
+    options: BenchOptions,
+    *,
+    documents: list[Document] | None = None,
+    questions: list[Question] | None = None,
+    model_cache: Path | None = None,
+) -> list[Figure]:
+    """The figures over firepipe's corpus and labelled questions, or those given (tests)."""
+    cache = model_cache or settings.local_paths().knowledge_base / "model"
     MiniLM(cache)  # writes the ONNX graph once, outside the timings
     started = time.perf_counter()
     model = MiniLM(cache)
     model_s = time.perf_counter() - started
-    documents = collect_documents()
-    questions = load_questions()
+    documents = collect_documents() if documents is None else documents
+    questions = load_questions() if questions is None else questions
     expected = [q.source for q in questions]
     with tempfile.TemporaryDirectory(prefix="firepipe-bench-kb-") as tmp:
         root = Path(tmp) / "index"

@@ -5,7 +5,9 @@
   under FIREPIPE_HOME (firepipe.core.genai.kb.index); `sync` re-embeds the changed chunks only.
 - `BedrockKnowledgeBase`: a Bedrock Knowledge Base (OpenSearch Serverless) over an S3 data
   source; `search` is bedrock-agent-runtime `retrieve`, `sync` uploads the documents that
-  changed (each with a metadata sidecar naming its source) and starts an ingestion job.
+  changed (each with a metadata sidecar naming its source), removes the ones firepipe uploaded
+  that are gone (only objects carrying firepipe's sha256 metadata: the bucket may hold others)
+  and starts an ingestion job.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from firepipe.core.genai.kb.documents import Document, collect_documents, corpus_sha256
 from firepipe.core.genai.kb.index import Passage
@@ -121,6 +123,22 @@ class BedrockKnowledgeBase(KnowledgeBase):
     region: str
     endpoint_url: str | None = None  # S3's, for tests against moto
 
+    @field_validator("prefix")
+    @classmethod
+    def _not_the_whole_bucket(cls, prefix: str) -> str:
+        # sync removes what is gone under the prefix: it must own a folder, never the bucket.
+        if not prefix.strip("/ "):
+            raise ValueError(
+                "the knowledge base's S3 prefix is empty: name the data source's folder "
+                "(e.g. 'kb/'), which firepipe owns; the bucket root is refused"
+            )
+        return prefix
+
+    @property
+    def folder(self) -> str:
+        """The prefix as a folder: `kb` must not take in `kb-backup/...`."""
+        return f"{self.prefix.rstrip('/')}/"
+
     def _client(self, service: str) -> Any:
         import boto3
 
@@ -129,7 +147,7 @@ class BedrockKnowledgeBase(KnowledgeBase):
 
     def key(self, source: str) -> str:
         name = source if source.endswith(_MARKDOWN) else source + _MARKDOWN
-        return f"{self.prefix.rstrip('/')}/{name}" if self.prefix.strip("/") else name
+        return self.folder + name
 
     def retrieve_request(self, question: str, k: int) -> dict[str, Any]:
         return {
@@ -164,7 +182,7 @@ class BedrockKnowledgeBase(KnowledgeBase):
         updated = sum(self._upload_if_changed(s3, key, d) for key, d in wanted.items())
         updated += self._remove_stale(s3, set(wanted))
         corpus = corpus_sha256(documents)
-        location = f"s3://{self.bucket}/{self.prefix}"
+        location = f"s3://{self.bucket}/{self.folder}"
         if not updated:
             return SyncReport(location, len(documents), None, 0, corpus, False)
         job = self._client("bedrock-agent").start_ingestion_job(
@@ -185,8 +203,18 @@ class BedrockKnowledgeBase(KnowledgeBase):
             if head.get("Metadata", {}).get(_SHA_KEY) == document.sha256:
                 return False
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if not _not_found(error):
                 raise
+        # The sidecar first: the document's sha256 says "done", so it must go up last, or a
+        # failed sidecar PUT would never be retried.
+        sidecar = {"metadataAttributes": {"source": document.source}}
+        s3.put_object(
+            Bucket=self.bucket,
+            Key=key + _SIDECAR,
+            Body=json.dumps(sidecar).encode(),
+            ContentType="application/json",
+            Metadata={_SHA_KEY: document.sha256},  # marks it firepipe's, for _remove_stale
+        )
         s3.put_object(
             Bucket=self.bucket,
             Key=key,
@@ -194,22 +222,40 @@ class BedrockKnowledgeBase(KnowledgeBase):
             ContentType="text/markdown",
             Metadata={_SHA_KEY: document.sha256},
         )
-        sidecar = {"metadataAttributes": {"source": document.source}}
-        s3.put_object(Bucket=self.bucket, Key=key + _SIDECAR, Body=json.dumps(sidecar).encode())
         return True
 
     def _remove_stale(self, s3: Any, wanted: set[str]) -> int:
-        """Remove the documents (and sidecars) under the prefix that the corpus no longer has."""
+        """Remove the documents firepipe uploaded under the prefix that the corpus no longer
+        has, with their sidecars; objects without firepipe's sha256 metadata are not ours."""
         removed = 0
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.folder)
         for page in pages:
             for item in page.get("Contents", []):
                 key = item["Key"]
                 document_key = key.removesuffix(_SIDECAR)
-                if document_key not in wanted:
-                    s3.delete_object(Bucket=self.bucket, Key=key)
-                    removed += key == document_key
+                if document_key in wanted or not self._is_ours(s3, key):
+                    continue
+                s3.delete_object(Bucket=self.bucket, Key=key)
+                if key == document_key:
+                    # Sidecars written before they carried the metadata go with their document.
+                    s3.delete_object(Bucket=self.bucket, Key=key + _SIDECAR)
+                    removed += 1
         return removed
+
+    def _is_ours(self, s3: Any, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:  # removed meanwhile, e.g. as a document's sidecar
+            if _not_found(error):
+                return False
+            raise
+        return _SHA_KEY in head.get("Metadata", {})
 
     def describe(self) -> str:
         return f"Bedrock knowledge base {self.knowledge_base_id} (s3://{self.bucket}/{self.prefix})"
+
+
+def _not_found(error: Any) -> bool:
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")

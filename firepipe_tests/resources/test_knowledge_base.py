@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from pydantic import ValidationError
 
 from firepipe.core.genai.kb import catalog
 from firepipe.core.genai.kb.documents import (
@@ -77,15 +78,15 @@ def test_local_factory_puts_the_index_under_the_home(tmp_path: Path) -> None:
 
 
 def _bedrock(project: Path, **extra: Any) -> BedrockKnowledgeBase:
-    return BedrockKnowledgeBase(
-        knowledge_base_id="KB12345678",
-        data_source_id="DS12345678",
-        bucket="kb-docs",
-        prefix="firepipe/",
-        region=REGION,
-        project_root=str(project),
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "knowledge_base_id": "KB12345678",
+        "data_source_id": "DS12345678",
+        "bucket": "kb-docs",
+        "prefix": "firepipe/",
+        "region": REGION,
+        "project_root": str(project),
+    }
+    return BedrockKnowledgeBase(**(fields | extra))
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, clients: dict[str, Any]) -> None:
@@ -133,8 +134,8 @@ def test_bedrock_search_is_retrieve(
     ]
 
 
-def _keys(s3: Any) -> set[str]:
-    return {o["Key"] for o in s3.list_objects_v2(Bucket="kb-docs").get("Contents", [])}
+def _keys(s3: Any, bucket: str = "kb-docs") -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
 def _ingestion(stub: Stubber, corpus: str, job_id: str) -> None:
@@ -164,7 +165,9 @@ def test_bedrock_sync_uploads_changed_documents_then_ingests(
 ) -> None:
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
     s3.create_bucket(Bucket="kb-docs", CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_object(Bucket="kb-docs", Key="firepipe/docs/gone.md", Body=b"# Gone\n")
+    gone = {"Bucket": "kb-docs", "Metadata": {"firepipe-sha256": "an older corpus"}}
+    s3.put_object(Key="firepipe/docs/gone.md", Body=b"# Gone\n", **gone)
+    s3.put_object(Key="firepipe/docs/gone.md.metadata.json", Body=b"{}", **gone)
     s3.put_object(Bucket="kb-docs", Key="elsewhere/keep.md", Body=b"# Not ours\n")
     agent = boto3.client("bedrock-agent", region_name=REGION)
     kb = _bedrock(project, endpoint_url=moto_endpoint)
@@ -205,3 +208,76 @@ def test_bedrock_sync_uploads_changed_documents_then_ingests(
     assert (third.updated, third.ingestion_job_id) == (1, "JOB0000002")
     lake = s3.get_object(Bucket="kb-docs", Key="firepipe/docs/lake.md")["Body"].read()
     assert lake == b"# Lake\n\nNow on DuckDB.\n"
+
+
+def _bucket(moto_endpoint: str, name: str) -> Any:
+    """A bucket of its own: the moto server lives for the whole session."""
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name=REGION)
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return s3
+
+
+def _synced(kb: BedrockKnowledgeBase, s3: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    agent = boto3.client("bedrock-agent", region_name=REGION)
+    _use(monkeypatch, {"s3": s3, "bedrock-agent": agent})
+    with Stubber(agent) as stub:
+        _ingestion(stub, corpus_sha256(kb.documents()), "JOB0000003")
+        return kb.sync()
+
+
+@pytest.mark.parametrize("prefix", ["", "/", " "])
+def test_bedrock_refuses_the_bucket_root(project: Path, prefix: str) -> None:
+    with pytest.raises(ValidationError, match="S3 prefix is empty"):
+        _bedrock(project, prefix=prefix)
+
+
+def test_bedrock_sync_removes_only_its_own_objects(
+    project: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, aws_credentials: None
+) -> None:
+    s3 = _bucket(moto_endpoint, "kb-shared")
+    foreign = {
+        "firepipe-backup/README.md": b"# A sibling prefix's copy\n",  # shares the bare prefix
+        "firepipe/notes/manual.md": b"# Put here by hand, no firepipe metadata\n",
+        "firepipe/notes/manual.md.metadata.json": b"{}",
+    }
+    for key, body in foreign.items():
+        s3.put_object(Bucket="kb-shared", Key=key, Body=body)
+    ours = {"Bucket": "kb-shared", "Metadata": {"firepipe-sha256": "gone"}}
+    s3.put_object(Key="firepipe/docs/old.md", Body=b"# Old\n", **ours)
+    s3.put_object(Bucket="kb-shared", Key="firepipe/docs/old.md.metadata.json", Body=b"{}")
+    # No trailing slash: `firepipe-backup/` must still not count as under it.
+    kb = _bedrock(project, bucket="kb-shared", prefix="firepipe", endpoint_url=moto_endpoint)
+    report = _synced(kb, s3, monkeypatch)
+    assert (report.updated, report.location) == (6, "s3://kb-shared/firepipe/")  # 5 up, 1 gone
+    keys = _keys(s3, "kb-shared")
+    assert set(foreign) <= keys
+    assert "firepipe/docs/lake.md.metadata.json" in keys
+    assert not {"firepipe/docs/old.md", "firepipe/docs/old.md.metadata.json"} & keys
+    for key, body in foreign.items():
+        assert s3.get_object(Bucket="kb-shared", Key=key)["Body"].read() == body
+
+
+def test_bedrock_sync_retries_a_failed_sidecar(
+    project: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, aws_credentials: None
+) -> None:
+    s3 = _bucket(moto_endpoint, "kb-retry")
+    sidecar = "firepipe/docs/lake.md.metadata.json"
+    failed: list[str] = []
+
+    def fail_once(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") == sidecar and not failed:
+            failed.append(sidecar)
+            raise ConnectionError("the sidecar PUT failed")
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", fail_once)
+    kb = _bedrock(project, bucket="kb-retry", endpoint_url=moto_endpoint)
+    _use(monkeypatch, {"s3": s3})
+    with pytest.raises(ConnectionError):
+        kb.sync()
+    report = _synced(kb, s3, monkeypatch)
+    assert failed == [sidecar]
+    assert {"firepipe/docs/lake.md", sidecar} <= _keys(s3, "kb-retry")
+    assert json.loads(s3.get_object(Bucket="kb-retry", Key=sidecar)["Body"].read()) == {
+        "metadataAttributes": {"source": "docs/lake.md"}
+    }
+    assert report.updated == 4  # all but the README, which went up before the failure

@@ -5,16 +5,20 @@ An index lives in a folder of versions: each build writes a new version folder, 
 CURRENT at it with os.replace, so a crash at any point leaves the previous index whole and
 readers never see half a build. A build re-embeds only the chunks whose sha256 the previous
 index lacks (same model), and writes nothing when the corpus and the model are unchanged.
+Builds take an exclusive lock on the folder (the sensor's asset run and `firepipe kb build` may
+start together): the second waits, then finds the first's index and embeds nothing again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +41,7 @@ POINTER = "CURRENT"
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.json"
 MANIFEST_FILE = "manifest.json"
+LOCK_FILE = "build.lock"
 
 
 class IndexMissingError(FileNotFoundError):
@@ -98,13 +103,32 @@ def current_folder(root: Path) -> Path:
 
 
 def load_index(root: Path) -> LoadedIndex:
+    folder = current_folder(root)
+    try:
+        return _read(folder)
+    except FileNotFoundError:
+        # A build switched CURRENT and removed this version while it was being read: read the
+        # version CURRENT names now (whole: a version is written before CURRENT names it).
+        now = current_folder(root)
+        if now != folder:
+            return _read(now)
+        if not folder.is_dir():
+            raise IndexMissingError(
+                f"the knowledge base index in {root} names version {folder.name}, which is gone"
+            ) from None
+        raise
+
+
+def _read(folder: Path) -> LoadedIndex:
     import faiss
 
-    folder = current_folder(root)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     rows = json.loads((folder / CHUNKS_FILE).read_text())
     chunks = [Chunk(r["source"], r["heading"], r["text"], r["tokens"]) for r in rows]
-    index = faiss.read_index(str(folder / INDEX_FILE))
+    index_file = folder / INDEX_FILE
+    if not index_file.is_file():  # faiss says so with a RuntimeError
+        raise FileNotFoundError(f"no {INDEX_FILE} in {folder}")
+    index = faiss.read_index(str(index_file))
     if index.ntotal != len(chunks):
         raise ValueError(f"{folder}: {index.ntotal} vectors for {len(chunks)} chunks")
     return LoadedIndex(folder, manifest, chunks, index)
@@ -115,15 +139,33 @@ def _previous(root: Path, model_sha256: str) -> tuple[dict[str, NDArray[np.float
     manifest (None without an index)."""
     try:
         old = load_index(root)
-    except IndexMissingError:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError):
+        # No index, a CURRENT naming a version that is gone, or a damaged version (bad JSON,
+        # a faiss file faiss cannot read): build afresh rather than fail every build after.
         return {}, None
     if old.manifest.get("model_sha256") != model_sha256:
         return {}, old.manifest
     return dict(zip((c.sha256 for c in old.chunks), old.vectors(), strict=True)), old.manifest
 
 
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold the folder's build lock; the kernel drops it when the holder dies, so a killed
+    build never blocks the next."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def build_index(root: Path, documents: list[Document], embedder: Embedder) -> BuildReport:
-    """Index `documents` in `root`, reusing the current index's vectors of unchanged chunks."""
+    """Index `documents` in `root`, reusing the current index's vectors of unchanged chunks;
+    a build already running in `root` (another process too) is waited for."""
+    with _exclusive(root):
+        return _build(root, documents, embedder)
+
+
+def _build(root: Path, documents: list[Document], embedder: Embedder) -> BuildReport:
     import faiss
 
     started = time.perf_counter()
@@ -176,11 +218,12 @@ def build_index(root: Path, documents: list[Document], embedder: Embedder) -> Bu
 
 
 def _point_at(root: Path, folder: Path) -> None:
-    """Make `folder` the current index (one atomic rename), then remove the older versions
-    (a build that crashed left one; a build still running started later and is left alone)."""
+    """Make `folder` the current index (one atomic rename), then remove the other versions: the
+    replaced one and any a crashed build left (under the build lock, no other build is
+    writing one; a reader still on the replaced one reads the new one, see load_index)."""
     partial = root / f"{POINTER}.{os.getpid()}.partial"
     partial.write_text(folder.name)
     os.replace(partial, root / POINTER)
     for other in root.glob("v-*"):
-        if other.name < folder.name:
+        if other.name != folder.name:
             shutil.rmtree(other, ignore_errors=True)

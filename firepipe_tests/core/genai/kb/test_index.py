@@ -1,5 +1,8 @@
-"""The faiss index: search, incremental rebuilds, and a build that dies leaves the old index."""
+"""The faiss index: search, incremental rebuilds, a build that dies leaves the old index, a
+dangling or damaged index is rebuilt, and two builds at once take turns."""
 
+import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -104,6 +107,88 @@ def test_a_build_that_dies_leaves_the_old_index(
     assert len(list(tmp_path.glob("v-*"))) == 2  # the dead build's folder, never pointed at
     report = build_index(tmp_path, corpus, Counting(minilm))
     assert [p.name for p in tmp_path.glob("v-*")] == [Path(report.folder).name]
+
+
+def test_a_pointer_to_a_removed_version_is_rebuilt(
+    tmp_path: Path, minilm: MiniLM, corpus: list[Document]
+) -> None:
+    gone = Path(build_index(tmp_path, corpus, Counting(minilm)).folder)
+    shutil.rmtree(gone)
+    with pytest.raises(IndexMissingError, match=f"names version {gone.name}, which is gone"):
+        load_index(tmp_path)
+    again = Counting(minilm)
+    report = build_index(tmp_path, corpus, again)
+    assert (report.changed, report.reembedded, len(again.embedded)) == (True, 5, 5)
+    assert _search(tmp_path, minilm, "how are the tables partitioned?")[0] == "docs/lake.md"
+
+
+@pytest.mark.parametrize(
+    ("damaged", "content"),
+    [("manifest.json", "{not json"), ("chunks.json", "[{}]"), ("index.faiss", "not faiss")],
+)
+def test_a_damaged_version_is_rebuilt(
+    tmp_path: Path, minilm: MiniLM, corpus: list[Document], damaged: str, content: str
+) -> None:
+    folder = Path(build_index(tmp_path, corpus, Counting(minilm)).folder)
+    (folder / damaged).write_text(content)
+    report = build_index(tmp_path, corpus, Counting(minilm))
+    assert (report.changed, report.reembedded) == (True, 5)
+    assert load_index(tmp_path).folder == Path(report.folder)
+    assert not folder.exists()
+
+
+def test_a_reader_on_a_replaced_version_reads_the_new_one(
+    tmp_path: Path, minilm: MiniLM, corpus: list[Document], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = Path(build_index(tmp_path, corpus[:2], Counting(minilm)).folder)
+    new = Path(build_index(tmp_path, corpus, Counting(minilm)).folder)
+    assert not old.exists()
+    # The reader took CURRENT just before the second build switched it and removed `old`.
+    answers = iter([old])
+    real = kb_index.current_folder
+    monkeypatch.setattr(kb_index, "current_folder", lambda root: next(answers, None) or real(root))
+    loaded = load_index(tmp_path)
+    assert (loaded.folder, len(loaded.chunks)) == (new, 5)
+
+
+class Held(Counting):
+    """An embedder that stops inside the build until released, holding the build lock."""
+
+    def __init__(self, model: MiniLM) -> None:
+        super().__init__(model)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.entered.set()
+        assert self.release.wait(30)
+        return super().embed(texts)
+
+
+def test_a_second_build_waits_then_embeds_nothing(
+    tmp_path: Path, minilm: MiniLM, corpus: list[Document]
+) -> None:
+    first, second = Held(minilm), Counting(minilm)
+    reports: dict[str, kb_index.BuildReport] = {}
+
+    def build(name: str, embedder: Counting) -> None:
+        reports[name] = build_index(tmp_path, corpus, embedder)
+
+    one = threading.Thread(target=build, args=("first", first))
+    two = threading.Thread(target=build, args=("second", second))
+    one.start()
+    assert first.entered.wait(30)
+    two.start()
+    two.join(timeout=1.0)
+    assert two.is_alive()  # waiting for the first build's lock, not building beside it
+    first.release.set()
+    one.join(30)
+    two.join(30)
+    assert (reports["first"].changed, reports["first"].reembedded) == (True, 5)
+    assert (reports["second"].changed, reports["second"].reembedded) == (False, 0)
+    assert second.embedded == []
+    assert reports["second"].folder == reports["first"].folder
+    assert [p.name for p in tmp_path.glob("v-*")] == [Path(reports["first"].folder).name]
+    assert load_index(tmp_path).folder == Path(reports["first"].folder)
 
 
 def test_no_index_says_so(tmp_path: Path) -> None:
