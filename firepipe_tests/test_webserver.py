@@ -118,6 +118,7 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
         "ml/scores",
         "ml/online_features",
         "agents/nist_replay",
+        "genai/kb_index",
     }
     edges = {
         ("/".join(d["path"]), "/".join(n["assetKey"]["path"]))

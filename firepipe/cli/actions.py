@@ -44,11 +44,17 @@ def serve(host: str, port: int) -> None:
     bound = sock.getsockname()[1]
     click.echo(f"listening on http://{host}:{bound}; {access.describe()}")
     runs = operations.runs
-    if isinstance(runs, DagsterRuns) and runs.in_process:
+    local_runs = isinstance(runs, DagsterRuns) and runs.in_process
+    if local_runs:
         runs.resume()  # the runs a stopped service left queued
     api = app.create_app(access, actions=operations)
     # The inference service's uvicorn settings; its annotation names that app, any ASGI app runs.
-    server.run(api, sock)  # type: ignore[arg-type]
+    try:
+        server.run(api, sock)  # type: ignore[arg-type]
+    finally:
+        if local_runs:
+            click.echo("stopping: the run under way finishes; queued runs wait for the next start")
+            runs.close()
 
 
 @actions.command()

@@ -12,7 +12,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import dagster as dg
 
@@ -62,9 +62,10 @@ class LocalAgent(AgentRuntime):
     each request stands alone, and the session id is only echoed."""
 
     output_root: str | None = None  # where custom tables go (default $FIREPIPE_HOME/generated)
-    # Without a Dagster daemon a fire generation runs in this process: wait for its runs, so
-    # the answer says how they ended (and a command does not end before they do).
-    wait_s: float = 3600.0
+    # A fire generation whose runs execute in this process (no Dagster daemon) is waited for,
+    # at most wait_s, so the answer says how it ended; runs in a daemon's queue are not waited
+    # for: the answer says at once how to follow them.
+    wait_s: float = 600.0
     poll_s: float = 0.5
 
     def describe(self) -> str:
@@ -93,15 +94,32 @@ class LocalAgent(AgentRuntime):
             done: dict[str, Any] = {"operation": call.operation_id, "body": call.body}
             calls.append({**done, "status": status, "answer": answer})
             if status == 200 and answer.get("status") in _UNSETTLED:
-                calls[-1]["settled"] = self._settled(actions, answer["generation_id"])
+                generation_id = answer["generation_id"]
+                calls[-1]["follow"] = follow(generation_id)
+                if _runs_here(actions.runs):
+                    calls[-1]["settled"] = self._settled(actions, generation_id)
         lines = [f"{self.describe()}: I read your request as {len(calls)} call(s)."]
         for number, done in enumerate(calls, start=1):
             lines.append(f"{number}. {done['operation']} {json.dumps(done['body'])}")
             lines.append(f"   -> {done['status']}: {summary(done['operation'], done['answer'])}")
-            if "settled" in done:
-                lines.append(f"   then: {summary('getGeneration', done['settled'])}")
+            lines += self._outcome(done)
         lines += [f"Note: {note}" for note in planned.notes]
         return AgentAnswer("\n".join(lines), session_id or uuid.uuid4().hex, calls)
+
+    def _outcome(self, done: dict[str, Any]) -> list[str]:
+        """What became of a fire generation's runs: how they ended, or how to follow them."""
+        if "follow" not in done:
+            return []
+        if "settled" not in done:
+            return [f"   its runs are in the Dagster daemon's queue; follow them: {done['follow']}"]
+        settled = done["settled"]
+        lines = [f"   then: {summary('getGeneration', settled)}"]
+        if settled.get("status") in _UNSETTLED:
+            lines.append(
+                f"   still {settled['status']} after {self.wait_s:g} s of waiting: its runs go on "
+                f"in this process (the command ends when they do); follow them: {done['follow']}"
+            )
+        return lines
 
     def _settled(self, actions: Any, generation_id: str) -> dict[str, Any]:
         """The generation once its runs have ended, or as it stands after wait_s."""
@@ -116,6 +134,27 @@ class LocalAgent(AgentRuntime):
 
 
 _UNSETTLED = ("queued", "running")
+
+
+@runtime_checkable
+class _InstanceRuns(Protocol):
+    """Runs on a Dagster instance (firepipe.services.actions.runs.DagsterRuns): executed in
+    this process when it may (`in_process`) and no daemon serves the instance's run queue."""
+
+    in_process: bool
+
+    def daemon_alive(self) -> bool: ...
+
+
+def _runs_here(runs: Any) -> bool:
+    """Whether a generation just launched on `runs` executes in this process: the choice its
+    launch made a moment ago, asked again. Other runs are not this process's to wait for."""
+    return isinstance(runs, _InstanceRuns) and runs.in_process and not runs.daemon_alive()
+
+
+def follow(generation_id: str) -> str:
+    """The command that shows a generation's state."""
+    return f'firepipe agent ask "status of generation {generation_id}"'
 
 
 def summary(operation: str, answer: dict[str, Any]) -> str:

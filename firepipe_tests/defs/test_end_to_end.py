@@ -52,7 +52,8 @@ DBT_MODELS = {
     "analytics/site_daily_alarm_rates",
 }
 ML_ASSETS = {"ml/detector", "ml/evaluation", "ml/champion", "ml/online_features"}
-ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS | ML_ASSETS
+# The knowledge base over the project's documents is built by every end_to_end run.
+ASSETS = {t.replace(".", "/") for t in TABLES} | DBT_MODELS | ML_ASSETS | {"genai/kb_index"}
 # Materialised only when the candidate became the champion (no champion: nothing to serve).
 SERVING_TABLES = ["ml.scores"]
 SERVING_ASSETS = {"ml/endpoint", "ml/scores", "agents/nist_replay"}

@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from firepipe.core.lake import quality
 from firepipe.core.readings import CHANNELS, READING_SCHEMA
 from firepipe.core.simulation.scenarios import CATALOG
 from firepipe.defs.generation import checks
@@ -197,7 +198,7 @@ def test_a_shifted_distribution_fails_the_reference_comparison(good, reference):
     dist = results["distribution_vs_reference"]
     assert value(dist, "channels_below_ks_floor") == "temperature_c"
     assert value(dist, "ks_complement/temperature_c") < 0.2
-    assert value(dist, "ks_complement/co_ppm") > checks.KS_COMPLEMENT_MIN
+    assert value(dist, "ks_complement/co_ppm") > quality.KS_COMPLEMENT_MIN
     # 40 devices a side: a KS gap up to 1.95 * sqrt(2 / 40) = 0.44 could be chance.
     assert value(dist, "candidate_devices") == value(dist, "reference_devices") == 40
     assert value(dist, "ks_complement_floor") == pytest.approx(1 - 1.95 * (2 / 40) ** 0.5, abs=1e-3)
@@ -207,7 +208,7 @@ def test_with_many_devices_the_ks_floor_is_the_sdmetrics_band(good):
     many = good.with_columns(pl.col("device_id") + "-" + pl.col("ts").dt.second().cast(pl.String))
     dist = evaluate(many, reference=many)["distribution_vs_reference"]
     assert value(dist, "candidate_devices") == 40 * SECONDS_PER_DEVICE
-    assert value(dist, "ks_complement_floor") == checks.KS_COMPLEMENT_MIN
+    assert value(dist, "ks_complement_floor") == quality.KS_COMPLEMENT_MIN
 
 
 def test_a_channel_that_dropped_out_entirely_fails_the_reference_comparison(good, reference):

@@ -257,10 +257,16 @@ def test_every_planned_body_is_a_valid_request_of_its_operation() -> None:
 
 
 class _Runs:
-    """Fire runs that are queued when launched and succeed on the second look."""
+    """Fire runs on an instance, queued when launched, that succeed on look `ends_at` (never
+    when None); with `daemon` a daemon serves the queue, else they execute in this process."""
 
-    def __init__(self) -> None:
-        self.looks = 0
+    in_process = True
+
+    def __init__(self, *, daemon: bool = False, ends_at: int | None = 2) -> None:
+        self.looks, self.daemon, self.ends_at = 0, daemon, ends_at
+
+    def daemon_alive(self) -> bool:
+        return self.daemon
 
     def occupied(self) -> dict[str, set[str]]:
         return {}
@@ -272,7 +278,8 @@ class _Runs:
 
     def runs_of(self, generation_id: str) -> list[Any]:
         self.looks += 1
-        status = "SUCCESS" if self.looks >= 2 else "STARTED"
+        ended = self.ends_at is not None and self.looks >= self.ends_at
+        status = "SUCCESS" if ended else "STARTED"
         return [self._state(run.partition_key, status) for run in self.plan.runs]
 
     def generations(self, limit: int) -> list[Any]:
@@ -302,3 +309,57 @@ def test_local_agent_waits_for_a_fire_generation_in_process(
     assert {r.family: r.settings.devices for r in runs.plan.runs} == {"flaming": 3, "nuisance": 1}
     assert "   then: " in answer.text
     assert " succeeded, " in answer.text.splitlines()[3]
+
+
+def test_local_agent_does_not_wait_for_runs_in_a_daemon_s_queue(
+    firepipe_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from firepipe.services.actions.operations import Actions
+
+    runs = _Runs(daemon=True)
+    monkeypatch.setattr(LocalAgent, "actions", lambda self: Actions(runs=runs))
+    answer = LocalAgent(wait_s=5.0, poll_s=0.0).ask("3 flaming, 20 s each, seed 4")
+    (call,) = answer.tool_calls
+    assert call["answer"]["status"] == "queued"
+    assert runs.looks == 0  # answered at once: never polled
+    assert "settled" not in call
+    generation_id = call["answer"]["generation_id"]
+    command = f'firepipe agent ask "status of generation {generation_id}"'
+    assert call["follow"] == command
+    assert answer.text.splitlines()[3] == (
+        f"   its runs are in the Dagster daemon's queue; follow them: {command}"
+    )
+
+
+def test_local_agent_does_not_wait_for_runs_it_cannot_see_execute(
+    firepipe_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of a recorder that says nothing of where they execute are not waited for."""
+    from firepipe.services.actions.operations import Actions
+
+    class _Elsewhere(_Runs):
+        in_process = False
+
+    runs = _Elsewhere()
+    monkeypatch.setattr(LocalAgent, "actions", lambda self: Actions(runs=runs))
+    (call,) = LocalAgent(wait_s=5.0, poll_s=0.0).ask("3 flaming").tool_calls
+    assert (runs.looks, "settled" in call) == (0, False)
+
+
+def test_local_agent_wait_is_bounded_and_says_so(
+    firepipe_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from firepipe.services.actions.operations import Actions
+
+    runs = _Runs(ends_at=None)
+    monkeypatch.setattr(LocalAgent, "actions", lambda self: Actions(runs=runs))
+    answer = LocalAgent(wait_s=0.05, poll_s=0.01).ask("3 flaming, 20 s each")
+    (call,) = answer.tool_calls
+    assert call["settled"]["status"] == "running"
+    assert runs.looks >= 2  # it polled, then gave up
+    generation_id = call["answer"]["generation_id"]
+    assert answer.text.splitlines()[4] == (
+        "   still running after 0.05 s of waiting: its runs go on in this process (the command "
+        "ends when they do); follow them: "
+        f'firepipe agent ask "status of generation {generation_id}"'
+    )

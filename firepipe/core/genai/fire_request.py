@@ -30,6 +30,8 @@ DATA_TYPE = "fire_scenarios"
 MAX_DEVICES = 10_000  # per request, over all families
 MAX_DURATION_S = 86_400
 MIN_DURATION_S = 2  # the simulator's least
+# A request's defaults (the action API's fields and the planner's notes say them).
+DEFAULT_DEVICES, DEFAULT_DURATION_S, DEFAULT_FAULT_SHARE = 100, 600, 0.05
 _SHARE_TOLERANCE = 1e-6
 # The bronze asset's op name: its key path joined by "__", as Dagster names an asset's op.
 OP_NAME = "__".join(names.SYNTHETIC_READINGS)
@@ -46,7 +48,7 @@ class FireRequest:
     devices: int
     duration_s: int
     seed: int
-    fault_share: float = 0.05
+    fault_share: float = DEFAULT_FAULT_SHARE
     families: Sequence[str] | None = None
     mix: Mapping[str, float] | None = None
     use_gpu: bool = False

@@ -10,9 +10,10 @@ Grammar (case-insensitive; docs/generator-agent.md has examples):
   validateSchema, `families`/`mix`/`devices` -> generateSyntheticData of fire scenarios,
   `query` -> searchKnowledgeBase.
 - A question (it ends with "?", or starts with what/how/why/which/where/when/who/does/is/are/
-  can/should/explain/describe/tell) -> searchKnowledgeBase {query, k: 5}.
-- "list the last N generations" -> listGenerations; "status of generation ID" ->
-  getGeneration; "quality of generation ID" -> calculateQualityMetrics.
+  can/should/explain/describe/tell) -> searchKnowledgeBase {query} (the action API's k).
+- "list the last N generations" -> listGenerations (no N: the action API's default);
+  "status of generation ID" -> getGeneration; "quality of generation ID" ->
+  calculateQualityMetrics.
 - "validate"/"check" + a schema (JSON, or `columns a:uuid, b:integer(1..9)`) -> validateSchema,
   with GDPR / HIPAA / PCI-DSS named -> compliance_requirements.
 - A custom table: a schema as above, "N rows|records", a format (parquet, csv, json), "seed
@@ -29,14 +30,18 @@ Grammar (case-insensitive; docs/generator-agent.md has examples):
   - shares: "30% flaming", "thirty percent flaming"; "a few" = 10 %, "some" = 20 % of all
     devices. Families named without a count share what is left equally.
   - durations: "ten minutes each", "90 s", "1 h", "for 2 hours" (s, sec, seconds, m, min,
-    minutes, h, hr, hours) -> duration_s.
+    minutes, h, hr, hours) -> duration_s; units from larger to smaller add up, side by side
+    or joined by "and": "1 h 30 min" = 5400 s, "2 minutes and 30 seconds" = 150 s.
   - faults: "five percent faulty sensors", "5% faults", "no faults" -> fault_share.
   - "seed N", "batch N", "on a GPU" / "with cuda" -> use_gpu (default CPU).
   Speed words (slow, fast) are read but a family draws its growth rates from the scenario
   catalog, so the plan says they are not selectable. A format is refused: fire data lands in
   the lake.
-Words that carry nothing (with, and, of, generate, please, ...) are skipped; any other word
-makes the plan fail with "cannot read: '...'", naming each unread span.
+Each setting is given once: a second value (a second total, duration, fault share, seed, batch,
+row count or format; GPU and CPU both) fails with "cannot read: '...': ... given twice" rather
+than one of them being picked. Words that carry nothing (with, and, of, generate, please, ...)
+are skipped; any other word makes the plan fail with "cannot read: '...'", naming each unread
+span.
 """
 
 from __future__ import annotations
@@ -47,10 +52,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from firepipe.core.genai import planner_words as w
+from firepipe.core.genai.fire_request import DATA_TYPE as FIRE_DATA_TYPE
+from firepipe.core.genai.fire_request import (
+    DEFAULT_DEVICES,
+    DEFAULT_DURATION_S,
+    DEFAULT_FAULT_SHARE,
+)
+from firepipe.core.genai.tabular import MAX_INLINE_ROWS
 
-FIRE_DATA_TYPE = "fire_scenarios"
-MAX_INLINE_ROWS = 1_000  # the action API's inline limit
-SEARCH_K = 5
 _SHARE_TOLERANCE = 1e-9
 
 
@@ -92,7 +101,7 @@ def _plan(text: str) -> Plan:
     if value is None and (found := _generation_call(text)) is not None:
         return found
     if value is None and _is_question(text.lower()):
-        return Plan([ToolCall("searchKnowledgeBase", {"query": text, "k": SEARCH_K})])
+        return Plan([ToolCall("searchKnowledgeBase", {"query": text})])
     if value is None:
         value, rest = w.columns(rest)
     tokens = w.tokens(rest)
@@ -117,8 +126,9 @@ def _generation_call(text: str) -> Plan | None:
         rest = text[listed.end() :].strip(" .?!")
         if rest:
             raise PlanError(f"cannot read: {rest!r}")
-        limit = int(listed.group(1) or 20)
-        return Plan([ToolCall("listGenerations", {"limit": limit})])
+        # Without a number the action API's own default limit applies.
+        body = {"limit": int(listed.group(1))} if listed.group(1) else {}
+        return Plan([ToolCall("listGenerations", body)])
     found = _GENERATION.search(text)
     if found is None:
         return None
@@ -155,7 +165,7 @@ def _structured(value: dict[str, Any]) -> Plan:
         return Plan([ToolCall(str(value["operationId"]), body)])
     keys = set(value)
     if "query" in keys:
-        return Plan([ToolCall("searchKnowledgeBase", {"k": SEARCH_K, **value})])
+        return Plan([ToolCall("searchKnowledgeBase", value)])
     if keys & {"data", "generation_id", "partitions"}:
         return Plan([ToolCall("calculateQualityMetrics", value)])
     if keys & {"families", "mix", "devices", "duration_s", "fault_share"}:
@@ -222,11 +232,11 @@ def _fire(tokens: list[str]) -> Plan:
     if read.devices is None and not any(isinstance(q, int) for q in read.mentions.values()):
         notes.append(f"{devices} devices (the default): say e.g. '200 rooms' for another count")
     for key, value, default in (
-        ("duration_s", read.duration_s, "600 s each (the default)"),
-        ("fault_share", read.fault_share, "5 % faulty sensors (the default)"),
+        ("duration_s", read.duration_s, f"{DEFAULT_DURATION_S} s each"),
+        ("fault_share", read.fault_share, f"{DEFAULT_FAULT_SHARE:.0%} faulty sensors"),
     ):
         if value is None:
-            notes.append(default)
+            notes.append(f"{default} (the default)")
         else:
             body[key] = value
     for key, number in (("seed", read.seed), ("batch", read.batch)):
@@ -253,7 +263,9 @@ def _mix(mentions: dict[str, w.Quantity], total: int | None) -> tuple[int, dict[
         if counts and fixed >= 1 - _SHARE_TOLERANCE:
             raise PlanError("cannot read the mix: shares of 100 % leave nothing to the counts")
         # Counts and shares: the shares are of all devices, counts included.
-        total = max(round(counted / (1 - fixed)), counted + len(shares)) if counts else 100
+        total = (
+            max(round(counted / (1 - fixed)), counted + len(shares)) if counts else DEFAULT_DEVICES
+        )
     if counted > total:
         raise PlanError(f"cannot read the mix: {counted} devices counted but {total} in all")
     result = {f: c / total for f, c in counts.items()}

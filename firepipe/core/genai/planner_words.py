@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from firepipe.core.genai.tabular import OUTPUT_FORMATS
+
 Quantity = int | float | None  # devices, a share of all devices, or neither
 
 
@@ -55,12 +57,13 @@ DEVICE_NOUNS = frozenset(
     )
 )
 FAULT_WORDS = frozenset(_split("faulty fault faults failing broken defective"))
+GPU_WORDS = frozenset(_split("gpu gpus cuda"))
 SECONDS_PER = {
     **dict.fromkeys(_split("s sec secs second seconds"), 1),
     **dict.fromkeys(_split("m min mins minute minutes"), 60),
     **dict.fromkeys(_split("h hr hrs hour hours"), 3600),
 }
-FORMATS = frozenset({"parquet", "csv", "json"})
+FORMATS = frozenset(OUTPUT_FORMATS)
 COMPLIANCE = {"gdpr": "GDPR", "hipaa": "HIPAA", "pci": "PCI-DSS", "pci-dss": "PCI-DSS"}
 VAGUE_SHARES = {"few": 0.1, "some": 0.2}
 _UNITS = {
@@ -88,6 +91,18 @@ _COLUMN = re.compile(
 
 class PlanReadError(ValueError):
     """Words the reader could not read."""
+
+
+# The settings a request gives once, as a refusal names them.
+_SETTINGS = {
+    "devices": "the number of devices",
+    "duration_s": "the duration",
+    "fault_share": "the share of faulty sensors",
+    "seed": "the seed",
+    "batch": "the batch",
+    "rows": "the number of rows",
+    "output_format": "the format",
+}
 
 
 def tokens(text: str) -> list[str]:
@@ -153,6 +168,8 @@ class Reader:
     def __init__(self, words: list[str]) -> None:
         self.words, self.at = words, 0
         self.unread: list[tuple[int, str]] = []
+        self.gpu: bool | None = None  # as said: GPU, CPU, or neither
+        self.duration_part: tuple[int, int] | None = None  # the last one's end and unit (s)
 
     def peek(self, ahead: int = 0) -> str:
         i = self.at + ahead
@@ -180,6 +197,12 @@ class Reader:
             )
         self.at += 1 + read[1]
         return int(read[0])
+
+    def once(self, read: CustomRead | FireRead, name: str, value: Any, said: str) -> None:
+        """Set `name` on `read`; a second value is refused, never picked over the first."""
+        if getattr(read, name) is not None:
+            raise PlanReadError(f"cannot read: {said!r}: {_SETTINGS[name]} is given twice")
+        setattr(read, name, value)
 
     def miss(self) -> None:
         self.unread.append((self.at, self.words[self.at]))
@@ -216,12 +239,14 @@ class Reader:
             word = self.peek()
             number = self.number()
             if word == "seed":
-                read.seed = self.integer("seed")
+                seed = self.integer("seed")
+                self.once(read, "seed", seed, f"seed {seed}")
             elif number is not None and self.peek(number[1]) in ("rows", "records", "lines"):
-                read.rows = int(number[0])
+                said = " ".join(self.words[self.at : self.at + number[1] + 1])
+                self.once(read, "rows", int(number[0]), said)
                 self.at += number[1] + 1
             elif word in FORMATS:
-                read.output_format = word
+                self.once(read, "output_format", word, word)
                 self.at += 1
             elif word in ("file", "save", "saved", "local", "disk"):
                 read.to_file = True
@@ -245,15 +270,16 @@ class Reader:
     def _fire_word(self, read: FireRead) -> None:
         word, number = self.peek(), self.number()
         if word in ("seed", "batch"):
-            setattr(read, word, self.integer(word))
-        elif word in ("gpu", "gpus", "cuda"):
-            read.use_gpu = self.words[self.at - 1 : self.at] not in (["no"], ["without"])
+            value = self.integer(word)
+            self.once(read, word, value, f"{word} {value}")
+        elif word in GPU_WORDS or word == "cpu":
+            self._gpu(read, word != "cpu", word)
             self.at += 1
-        elif word == "cpu":
-            read.use_gpu = False
-            self.at += 1
+        elif word in ("no", "without") and self.peek(1) in GPU_WORDS:
+            self._gpu(read, False, f"{word} {self.peek(1)}")
+            self.at += 2
         elif word in ("no", "without") and self.peek(1) in FAULT_WORDS:
-            read.fault_share = 0.0
+            self.once(read, "fault_share", 0.0, f"{word} {self.peek(1)}")
             self.at += 2
         elif word in FORMATS:
             raise PlanReadError(
@@ -264,8 +290,9 @@ class Reader:
             self.at += 2 if word == "a" else 1
             self._quantity(read, VAGUE_SHARES["few" if word == "a" else word], word)
         elif number is not None:
+            start = self.at
             self.at += number[1]
-            self._after_number(read, number[0])
+            self._after_number(read, number[0], start)
         elif word in FAMILY_WORDS:
             read.mentions.setdefault(FAMILY_WORDS[word], None)
             self.at += 1
@@ -277,11 +304,16 @@ class Reader:
         else:
             self.miss()
 
-    def _after_number(self, read: FireRead, value: float) -> None:
+    def _gpu(self, read: FireRead, use_gpu: bool, word: str) -> None:
+        if self.gpu is not None and self.gpu != use_gpu:
+            raise PlanReadError(f"cannot read: {word!r}: GPU or CPU is given twice")
+        self.gpu = read.use_gpu = use_gpu
+
+    def _after_number(self, read: FireRead, value: float, start: int) -> None:
         word = self.peek()
         if word in SECONDS_PER:
-            read.duration_s = round(value * SECONDS_PER[word])
             self.at += 1
+            self._duration(read, round(value * SECONDS_PER[word]), SECONDS_PER[word], start)
         elif word in ("%", "percent") or (word == "per" and self.peek(1) == "cent"):
             self.at += 2 if word == "per" else 1
             if not 0 <= value <= 100:
@@ -300,19 +332,31 @@ class Reader:
             self.at += 1
         word = self.peek()
         if word in FAULT_WORDS and isinstance(quantity, float):
-            read.fault_share = quantity
+            self.once(read, "fault_share", quantity, f"{said} {word}")
         elif word in FAMILY_WORDS:
             family = FAMILY_WORDS[word]
             if read.mentions.get(family) is not None:
                 raise PlanReadError(f"cannot read: two amounts for {family} ({said} {word})")
             read.mentions[family] = quantity
         elif word in DEVICE_NOUNS and isinstance(quantity, int):
-            read.devices = quantity
+            self.once(read, "devices", quantity, f"{said} {word}")
         elif said == "some":  # "some data": no amount at all
             return
         else:
             raise PlanReadError(f"cannot read: {f'{said} {word}'.strip()!r} (a count of what?)")
         self.at += 1
+
+    def _duration(self, read: FireRead, seconds: int, unit: int, start: int) -> None:
+        """A duration from `start` to here: a part of the one before when it follows it (side
+        by side or after "and") in a smaller unit ("1 h 30 min"), else the duration."""
+        said = " ".join(self.words[start : self.at])
+        last = self.duration_part
+        follows = last is not None and self.words[last[0] : start] in ([], ["and"])
+        if read.duration_s is not None and last is not None and follows and unit < last[1]:
+            read.duration_s += seconds
+        else:
+            self.once(read, "duration_s", seconds, said)
+        self.duration_part = (self.at, unit)
 
 
 def _speed_note(word: str) -> str:

@@ -48,6 +48,7 @@ FIELD_TYPES = (
 BOUNDED_TYPES = ("integer", "float", "date", "datetime")
 FORMATTED_TYPES = ("string", "phone", "date", "datetime")
 OUTPUT_FORMATS = ("parquet", "csv", "json")
+MAX_INLINE_ROWS = 1_000  # rows an answer carries inline (through Bedrock's small payloads too)
 NULL_SHARE = 0.05
 DEFAULT_PHONE_FORMAT = "###-###-####"
 DEFAULT_DATE_RANGE = (date(2020, 1, 1), date(2025, 12, 31))

@@ -130,9 +130,12 @@ def label_inconsistencies(readings: Frame) -> int:
 # --- keys and finiteness -----------------------------------------------------------------------
 
 
-def duplicate_key_count(readings: pl.DataFrame) -> int:
-    """Rows beyond the first for each (device, second)."""
-    return readings.height - readings.select(KEY_COLUMNS).n_unique()
+def duplicate_key_count(readings: Frame) -> int:
+    """Rows beyond the first for each (device, second), in one streaming pass."""
+    lf = _lazy(readings)
+    _require(lf.collect_schema().names(), KEY_COLUMNS, "duplicate_key_count")
+    counts = _collect(lf.select(pl.len() - pl.struct(KEY_COLUMNS).n_unique()))
+    return int(counts.item())
 
 
 def non_finite_count(frame: pl.DataFrame, columns: list[str]) -> int:
@@ -444,4 +447,58 @@ def distribution_report(
         correlation_similarity=pairs,
         skipped=skipped,
         channel_gaps=gaps,
+    )
+
+
+@dataclass(frozen=True)
+class DistributionVerdict:
+    """A distribution report judged against the floors for the devices compared: the bronze
+    check's verdict, which the action API's quality metrics report as they are."""
+
+    report: DistributionReport
+    candidate_devices: int
+    reference_devices: int
+    ks_floor: float
+    overall_floor: float
+    channels_below_floor: tuple[str, ...]
+    # All-null or missing on one side only is a different distribution; on both sides there is
+    # nothing to judge, so that channel is left out of the verdict.
+    one_sided_nulls: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        overall = self.report.overall
+        return (
+            overall is not None
+            and overall >= self.overall_floor
+            and not self.channels_below_floor
+            and not self.one_sided_nulls
+        )
+
+
+def distribution_verdict(
+    candidate: pl.LazyFrame,
+    reference: pl.LazyFrame,
+    *,
+    sample_rows: int = DISTRIBUTION_SAMPLE_ROWS,
+    seed: int = DISTRIBUTION_SAMPLE_SEED,
+    channels: Sequence[str] = CHANNEL_NAMES,
+) -> DistributionVerdict:
+    """The candidate's distribution_report against the reference, with the floors of
+    distribution_floors for the devices on each side, and whether it passes them."""
+    report = distribution_report(
+        candidate, reference, sample_rows=sample_rows, seed=seed, channels=channels
+    )
+    devices = (distinct_devices(candidate), distinct_devices(reference))
+    ks_floor, overall_floor = distribution_floors(*devices)
+    return DistributionVerdict(
+        report=report,
+        candidate_devices=devices[0],
+        reference_devices=devices[1],
+        ks_floor=ks_floor,
+        overall_floor=overall_floor,
+        channels_below_floor=tuple(
+            c for c, s in report.ks_complement.items() if s is not None and s < ks_floor
+        ),
+        one_sided_nulls=tuple(c for c, sides in report.channel_gaps.items() if len(sides) == 1),
     )

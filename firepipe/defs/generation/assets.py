@@ -57,7 +57,7 @@ class SyntheticReadingsConfig(dg.Config):
     """How much synthetic data each partition gets, and where it is computed."""
 
     # 100 devices a partition: enough for the distribution check to tell a real shift from the
-    # room-to-room spread of a handful of devices (see checks.KS_DEVICE_SIGNIFICANCE).
+    # room-to-room spread of a handful of devices (core/lake/quality.py: KS_DEVICE_SIGNIFICANCE).
     devices: int = _DEFAULTS.devices
     duration_s: int = _DEFAULTS.duration_s
     sites: int = _DEFAULTS.sites

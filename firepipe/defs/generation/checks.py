@@ -14,14 +14,6 @@ import polars as pl
 
 from firepipe import names
 from firepipe.core.lake import quality
-
-# The floors and the sample of the distribution check are core's (the action API's quality
-# metrics apply the same ones); re-exported under their old names here.
-from firepipe.core.lake.quality import DISTRIBUTION_SAMPLE_ROWS, DISTRIBUTION_SAMPLE_SEED
-from firepipe.core.lake.quality import KS_COMPLEMENT_MIN as KS_COMPLEMENT_MIN
-from firepipe.core.lake.quality import KS_DEVICE_SIGNIFICANCE as KS_DEVICE_SIGNIFICANCE
-from firepipe.core.lake.quality import OVERALL_QUALITY_MIN as OVERALL_QUALITY_MIN
-from firepipe.core.readings import CHANNEL_NAMES
 from firepipe.core.schemas import validate_readings
 from firepipe.core.simulation import scenarios as sc
 from firepipe.core.simulation.partitions import REFERENCE_BATCH
@@ -150,38 +142,27 @@ def _distribution(
             "reference": "none",
             "note": f"no reference partition ({reference_label}) yet: nothing to compare with",
         }
-    report = quality.distribution_report(
-        readings,
-        reference,
-        sample_rows=DISTRIBUTION_SAMPLE_ROWS,
-        seed=DISTRIBUTION_SAMPLE_SEED,
-        channels=CHANNEL_NAMES,
-    )
-    devices = (quality.distinct_devices(readings), quality.distinct_devices(reference))
-    ks_floor, overall_floor = quality.distribution_floors(*devices)
-    low = [c for c, s in report.ks_complement.items() if s is not None and s < ks_floor]
-    # All-null on one side only is a different distribution; on both, there is nothing to judge.
-    one_sided_nulls = [c for c, sides in report.channel_gaps.items() if len(sides) == 1]
-    overall = report.overall
+    # The verdict is core's, so the action API's quality metrics cannot judge otherwise.
+    verdict = quality.distribution_verdict(readings, reference)
+    report = verdict.report
     metadata: CheckMetadata = {
         "reference": reference_label,
         "candidate_rows_sampled": report.candidate_rows,
         "reference_rows_sampled": report.reference_rows,
-        "overall_score": _score(overall),
+        "overall_score": _score(report.overall),
         "ks_complement_mean": _score(report.ks_mean),
         "correlation_similarity_mean": _score(report.correlation_mean),
-        "channels_below_ks_floor": ", ".join(low) or "none",
-        "channels_missing_on_one_side": ", ".join(one_sided_nulls) or "none",
-        "candidate_devices": devices[0],
-        "reference_devices": devices[1],
-        "ks_complement_floor": ks_floor,
-        "overall_quality_min": overall_floor,
+        "channels_below_ks_floor": ", ".join(verdict.channels_below_floor) or "none",
+        "channels_missing_on_one_side": ", ".join(verdict.one_sided_nulls) or "none",
+        "candidate_devices": verdict.candidate_devices,
+        "reference_devices": verdict.reference_devices,
+        "ks_complement_floor": verdict.ks_floor,
+        "overall_quality_min": verdict.overall_floor,
         "report": dg.MetadataValue.md(report.to_markdown()),
     }
     for channel, score in report.ks_complement.items():
         metadata[f"ks_complement/{channel}"] = _score(score)
-    passed = overall is not None and overall >= overall_floor and not low and not one_sided_nulls
-    return passed, metadata
+    return verdict.passed, metadata
 
 
 def _score(score: float | None) -> object:

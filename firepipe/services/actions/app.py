@@ -49,6 +49,10 @@ _BUSY: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "The generation has not succeeded yet"},
     **_NOT_FOUND,
 }
+_GENERATING: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "Another generation writes that batch now"},
+    503: {"model": ErrorBody, "description": "No Dagster instance or daemon to run on"},
+}
 _NO_INDEX: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "No knowledge base index: run `firepipe kb build`"}
 }
@@ -113,9 +117,9 @@ class RequireKey:
 def create_app(
     access: Access, output_root: FilePath | None = None, actions: Actions | None = None
 ) -> FastAPI:
-    """The app over `actions` (default: the environment's, local destinations written under
-    `output_root`, default $FIREPIPE_HOME/generated)."""
-    actions = actions or Actions(output_root)
+    """The app over `actions` (default: the environment's, with its knowledge base, local
+    destinations written under `output_root`, default $FIREPIPE_HOME/generated)."""
+    actions = actions or Actions.from_environment(output_root)
     api = FastAPI(
         title="firepipe actions",
         version=API_VERSION,
@@ -140,6 +144,7 @@ def create_app(
         "generateSyntheticData",
         GenerateResponse,
         "What to generate and where to put it.",
+        _GENERATING,
     )
     def generate_synthetic_data(request: GenerateRequest) -> GenerateResponse:
         """Generate synthetic data. data_type 'custom': a table of rows from a schema, inline
@@ -174,8 +179,8 @@ def create_app(
     def calculate_quality_metrics(request: QualityRequest) -> dict[str, Any]:
         """Completeness, validity, uniqueness and per-field distributions of rows against
         their schema; or, for fire data (a generation id or partitions), completeness,
-        validity and the SDMetrics-style comparison of each family with its reference batch
-        000 that the bronze checks make."""
+        validity, uniqueness of (device_id, ts) and the SDMetrics-style comparison of each
+        family with its reference batch 000 that the bronze checks make."""
         return actions.calculate_quality_metrics(request)
 
     @_query(api, "/generations/{generation_id}", "getGeneration", Generation, _NOT_FOUND)
@@ -185,7 +190,8 @@ def create_app(
         ),
     ) -> Generation:
         """One generation: its status (from its Dagster runs for fire scenarios), rows,
-        location, duration, runs and partitions."""
+        location, duration, runs and partitions, and the bronze checks' outcomes per
+        partition."""
         return actions.get_generation(generation_id)
 
     @_query(api, "/generations", "listGenerations", GenerationList)

@@ -40,7 +40,8 @@ from firepipe.services.actions.models import (
 from firepipe.services.actions.operations import ActionError, Actions
 
 # Bedrock caps what an action's Lambda may answer (documented as 25 KB for agents; not measured
-# here): an answer past this budget loses its inline rows, then its per-field detail.
+# here): an answer past this budget (its body as it travels, see _size; the rest of the response
+# is small) loses its inline rows, then its per-field detail, then list items.
 MAX_ANSWER_BYTES = 20_000
 
 
@@ -198,12 +199,24 @@ def _jsonable(answer: Any) -> dict[str, Any]:
 
 
 def _size(body: dict[str, Any]) -> int:
-    return len(json.dumps(body, separators=(",", ":")).encode())
+    """Bytes of `body` as it travels: compact JSON text, itself a JSON string (its quotes
+    escaped) inside the Lambda's response."""
+    return len(json.dumps(json.dumps(body, separators=(",", ":"))).encode())
+
+
+# The lists an answer may carry, trimmed from the end (the oldest generations, the least
+# similar passages), and how to ask for an answer that holds them all.
+_LISTS = {
+    "generations": "ask with a limit of {kept} or less for a list that fits whole, or for one "
+    "generation by its id (getGeneration)",
+    "passages": "ask with k of {kept} or less for passages that fit whole",
+}
 
 
 def fit_answer(body: dict[str, Any]) -> dict[str, Any]:
     """`body` within MAX_ANSWER_BYTES: first without inline rows (say so, and how to get them),
-    then without per-field detail of the quality metrics."""
+    then without per-field detail of the quality metrics, then with fewer generations or
+    passages (saying how many were left out and how to ask for an answer that holds them)."""
     if _size(body) <= MAX_ANSWER_BYTES:
         return body
     body = dict(body)
@@ -222,7 +235,34 @@ def fit_answer(body: dict[str, Any]) -> dict[str, Any]:
             for k, v in metrics.items()
             if k != "distributions"
         }
+    for key, how in _LISTS.items():
+        if _size(body) > MAX_ANSWER_BYTES and isinstance(body.get(key), list):
+            body = _trimmed(body, key, how)
     return body
+
+
+def _trimmed(body: dict[str, Any], key: str, how: str) -> dict[str, Any]:
+    """`body` with the longest head of its list `key` that fits, and a warning that says how
+    many items were left out (the warning counted in the size)."""
+    items: list[Any] = body[key]
+    warnings = list(body.get("warnings", []))
+
+    def kept(n: int) -> dict[str, Any]:
+        left = len(items) - n
+        note = (
+            f"{left} of the {len(items)} {key} are left out, the last ones, to fit the agent's "
+            f"answer: {how.format(kept=n)}"
+        )
+        return {**body, key: items[:n], "warnings": [*warnings, note]}
+
+    low, high = 0, len(items)  # the answer with `low` items fits (or nothing would)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _size(kept(middle)) <= MAX_ANSWER_BYTES:
+            low = middle
+        else:
+            high = middle - 1
+    return kept(low)
 
 
 def _reason(exc: Exception) -> str:

@@ -34,6 +34,11 @@ class FireError(ValueError):
     """A fire request or measurement that cannot be served; the message says why."""
 
 
+class LakeError(RuntimeError):
+    """The lake cannot be read here (its catalog or files are out of reach); the message
+    says why."""
+
+
 def launch(
     request: GenerateRequest, seed: int, generation_id: str, runs: FireRuns
 ) -> tuple[FirePlan, list[RunState]]:
@@ -86,8 +91,21 @@ def _scope(cells: Sequence[tuple[str, str]]) -> tables.Scope:
 
 
 def measure(lakehouse: Any, cells: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """Completeness, validity and, per family, the SDMetrics-style comparison with the
-    family's reference batch, of the given partitions of the bronze table."""
+    """Completeness, validity, uniqueness and, per family, the SDMetrics-style comparison with
+    the family's reference batch, of the given partitions of the bronze table. A lake that
+    cannot be read raises LakeError; partitions that cannot be measured, FireError."""
+    try:
+        return _measure(lakehouse, cells)
+    except FireError:
+        raise
+    except _read_errors() as exc:
+        raise LakeError(f"cannot read {TABLE} from the lake: {_gist(exc)}") from exc
+    except ValueError as exc:  # the measures' own refusals, e.g. a column the table lacks
+        keys = ", ".join(f"{b}|{f}" for b, f in cells)
+        raise FireError(f"cannot measure partitions {keys} of {TABLE}: {exc}") from exc
+
+
+def _measure(lakehouse: Any, cells: Sequence[tuple[str, str]]) -> dict[str, Any]:
     if not lakehouse.catalog().table_exists(TABLE):
         raise FireError(f"the lake has no table {TABLE} yet: generate fire scenarios first")
     readings = lakehouse.scan(TABLE, _scope(cells))
@@ -104,6 +122,7 @@ def measure(lakehouse: Any, cells: Sequence[tuple[str, str]]) -> dict[str, Any]:
     ranges = quality.range_violations(readings)
     labels = quality.label_report(readings)
     contract = validate_readings(readings)
+    duplicates = quality.duplicate_key_count(readings)
     by_family = {
         family: _distribution(lakehouse, readings, family, [b for b, f in cells if f == family])
         for family in sorted({f for _, f in cells})
@@ -122,6 +141,12 @@ def measure(lakehouse: Any, cells: Sequence[tuple[str, str]]) -> dict[str, Any]:
             "label_inconsistent_rows": labels.inconsistent_rows,
             "overall": round(1.0 - min(sum(ranges.values()), rows) / rows, 6),
         },
+        # Silver keeps one row per key, so a duplicate is a reading lost downstream.
+        "uniqueness": {
+            "key": list(KEY_COLUMNS),
+            "duplicate_rows": duplicates,
+            "overall": round(1.0 - duplicates / rows, 6),
+        },
         "distribution_vs_reference": by_family,
     }
 
@@ -129,8 +154,8 @@ def measure(lakehouse: Any, cells: Sequence[tuple[str, str]]) -> dict[str, Any]:
 def _distribution(
     lakehouse: Any, readings: pl.LazyFrame, family: str, batches: Sequence[str]
 ) -> dict[str, Any]:
-    """One family's comparison, as the bronze check makes it: its batches other than the
-    reference against the reference batch, with the floors lowered for few devices."""
+    """One family's comparison, as the bronze check makes it (quality.distribution_verdict):
+    its batches other than the reference against the reference batch."""
     compared = [b for b in batches if b != REFERENCE_BATCH]
     if not compared:
         return {"note": f"batch {REFERENCE_BATCH} is the reference itself: nothing to compare"}
@@ -140,18 +165,8 @@ def _distribution(
     reference = lakehouse.scan(TABLE, _scope([(REFERENCE_BATCH, family)]))
     if reference.select(pl.len()).collect().item() == 0:
         return {"note": f"no reference partition {REFERENCE_BATCH}|{family} yet"}
-    report = quality.distribution_report(
-        candidate,
-        reference,
-        sample_rows=quality.DISTRIBUTION_SAMPLE_ROWS,
-        seed=quality.DISTRIBUTION_SAMPLE_SEED,
-        channels=CHANNEL_NAMES,
-    )
-    ks_floor, overall_floor = quality.distribution_floors(
-        quality.distinct_devices(candidate), quality.distinct_devices(reference)
-    )
-    low = sorted(c for c, s in report.ks_complement.items() if s is not None and s < ks_floor)
-    overall = report.overall
+    verdict = quality.distribution_verdict(candidate, reference)
+    report = verdict.report
     return {
         "reference": f"{REFERENCE_BATCH}|{family}",
         "compared_batches": compared,
@@ -159,10 +174,36 @@ def _distribution(
         "correlation_similarity": {
             f"{a} ~ {b}": s for (a, b), s in report.correlation_similarity.items()
         },
-        "overall": overall,
-        "ks_floor": round(ks_floor, 6),
-        "overall_floor": round(overall_floor, 6),
-        "channels_below_floor": low,
-        "passed": not low and overall is not None and overall >= overall_floor,
+        "overall": report.overall,
+        "ks_floor": round(verdict.ks_floor, 6),
+        "overall_floor": round(verdict.overall_floor, 6),
+        "channels_below_floor": list(verdict.channels_below_floor),
+        "channels_missing_on_one_side": list(verdict.one_sided_nulls),
+        "passed": verdict.passed,
         "skipped": report.skipped,
     }
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading the lake raises when its catalog or files cannot be reached: the
+    service's configuration or the lake's state, not the request."""
+    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+    from pyiceberg import exceptions as iceberg
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (
+        tables.LakehouseError,
+        OSError,
+        pl.exceptions.PolarsError,
+        BotoCoreError,
+        ClientError,
+        SQLAlchemyError,
+        iceberg.NoSuchTableError,
+        iceberg.NoSuchNamespaceError,
+        iceberg.RESTError,
+    )
+
+
+def _gist(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

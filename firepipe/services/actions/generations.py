@@ -18,8 +18,8 @@ from firepipe.core.genai.fire_request import DATA_TYPE as FIRE
 from firepipe.core.history import GenerationRecord, timestamp_text
 from firepipe.core.simulation.partitions import SEED_STRIDE_PER_CONFIG_SEED
 from firepipe.services.actions.fire import TABLE, run_infos
-from firepipe.services.actions.models import Generation
-from firepipe.services.actions.runs import FireRuns, generation_status
+from firepipe.services.actions.models import Generation, PartitionQuality, QualitySummary
+from firepipe.services.actions.runs import FireRuns, RunState, generation_status
 
 CUSTOM_ASSET = "genai/custom_table"
 FIRE_ASSET = "/".join(names.SYNTHETIC_READINGS)
@@ -27,25 +27,36 @@ FIRE_ASSET = "/".join(names.SYNTHETIC_READINGS)
 
 def find(generation_id: str, runs: FireRuns, history: Any) -> Generation | None:
     """The generation with this id, or None."""
-    states = runs.runs_of(generation_id)
-    if states:
-        records = [r for s in states for r in history.of_run(FIRE_ASSET, s.run_id)]
-        return _fire(generation_id, states, records)
+    fire = _fire_of(generation_id, runs, history)
+    if fire is not None:
+        return fire
     custom = history.of_run(CUSTOM_ASSET, generation_id)
     return _custom(custom[0]) if custom else None
 
 
 def latest(limit: int, runs: FireRuns, history: Any) -> list[Generation]:
-    """The latest `limit` generations of both kinds, newest first."""
-    found: list[tuple[datetime, Generation]] = [
-        (r.started_at, _custom(r)) for r in history.recent(limit, asset_key=CUSTOM_ASSET)
+    """The latest `limit` generations of both kinds, newest first: the newest ids of each kind
+    are merged first, so only the fire generations listed are looked up, each once."""
+    custom: list[tuple[datetime, GenerationRecord | str]] = [
+        (r.started_at, r) for r in history.recent(limit, asset_key=CUSTOM_ASSET)
     ]
-    for generation_id, created in runs.generations(limit):
-        generation = find(generation_id, runs, history)
-        if generation is not None:
-            found.append((created, generation))
-    found.sort(key=lambda item: item[0], reverse=True)
-    return [generation for _, generation in found[:limit]]
+    fire: list[tuple[datetime, GenerationRecord | str]] = [
+        (created, generation_id) for generation_id, created in runs.generations(limit)
+    ]
+    newest = sorted([*custom, *fire], key=lambda item: item[0], reverse=True)[:limit]
+    found = [
+        _custom(entry) if isinstance(entry, GenerationRecord) else _fire_of(entry, runs, history)
+        for _, entry in newest
+    ]
+    return [generation for generation in found if generation is not None]
+
+
+def _fire_of(generation_id: str, runs: FireRuns, history: Any) -> Generation | None:
+    states = runs.runs_of(generation_id)
+    if not states:
+        return None
+    records = [r for s in states for r in history.of_run(FIRE_ASSET, s.run_id)]
+    return _fire(generation_id, states, records)
 
 
 def _custom(record: GenerationRecord) -> Generation:
@@ -61,7 +72,9 @@ def _custom(record: GenerationRecord) -> Generation:
     )
 
 
-def _fire(generation_id: str, states: Sequence[Any], records: list[GenerationRecord]) -> Generation:
+def _fire(
+    generation_id: str, states: Sequence[RunState], records: list[GenerationRecord]
+) -> Generation:
     succeeded = [r for r in records if r.status == "succeeded"]
     started = min((r.started_at for r in records), default=None)
     return Generation(
@@ -76,4 +89,26 @@ def _fire(generation_id: str, states: Sequence[Any], records: list[GenerationRec
         seed=records[0].seed // SEED_STRIDE_PER_CONFIG_SEED if records else None,
         runs=run_infos(states),
         partitions=sorted({s.partition_key for s in states if s.partition_key}),
+        quality_summary=_summary(states, succeeded),
     )
+
+
+def _summary(
+    states: Sequence[RunState], succeeded: list[GenerationRecord]
+) -> QualitySummary | None:
+    """The bronze checks' outcomes per partition of the runs that evaluated them, with the
+    rows each wrote once its run succeeded; None before any check has run."""
+    rows = {r.partition_key: r.rows for r in succeeded}
+    partitions = [
+        PartitionQuality(
+            partition=s.partition_key or "",
+            passed=sorted(name for name, ok in s.checks.items() if ok),
+            failed=sorted(name for name, ok in s.checks.items() if not ok),
+            rows=rows.get(s.partition_key) if s.status == "SUCCESS" else None,
+        )
+        for s in states
+        if s.checks
+    ]
+    if not partitions:
+        return None
+    return QualitySummary(passed=not any(p.failed for p in partitions), partitions=partitions)

@@ -10,12 +10,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from firepipe.core.genai.fire_request import (
+    DEFAULT_DEVICES,
+    DEFAULT_DURATION_S,
+    DEFAULT_FAULT_SHARE,
+    MAX_DURATION_S,
+    MIN_DURATION_S,
+)
 from firepipe.core.genai.fire_request import MAX_DEVICES as MAX_FIRE_DEVICES
-from firepipe.core.genai.fire_request import MAX_DURATION_S, MIN_DURATION_S
 from firepipe.core.genai.schema_check import SchemaError
+from firepipe.core.genai.tabular import MAX_INLINE_ROWS as MAX_INLINE_ROWS
 from firepipe.core.genai.tabular import TabularSchema
 
-MAX_INLINE_ROWS = 1_000  # the rows travel in the answer (and through Bedrock's small payloads)
 MAX_ROWS = 200_000  # a synchronous answer: larger tables belong to a Dagster run
 MAX_METRIC_ROWS = 100_000
 DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 20, 200  # listGenerations
@@ -73,7 +79,8 @@ class GenerateRequest(BaseModel):
         description="'custom' for a generic table described by `schema` (with `volume` rows), "
         "or 'fire_scenarios' for physics-informed fire-sensor readings (families, mix, "
         "devices, duration_s, fault_share, use_gpu, batch) landed in the lake table "
-        "bronze.synthetic_readings by Dagster runs.",
+        "bronze.synthetic_readings by Dagster runs. A field of the other data_type is "
+        "refused (seed serves both).",
     )
     volume: int | None = Field(
         None, ge=1, le=MAX_ROWS, description="'custom': how many rows to generate (required)."
@@ -105,19 +112,22 @@ class GenerateRequest(BaseModel):
         'e.g. {"flaming": 0.75, "smouldering": 0.25}; its keys are the families.',
     )
     devices: int = Field(
-        100,
+        DEFAULT_DEVICES,
         ge=1,
         le=MAX_FIRE_DEVICES,
         description="'fire_scenarios': simulated rooms over all families, shared by the mix.",
     )
     duration_s: int = Field(
-        600,
+        DEFAULT_DURATION_S,
         ge=MIN_DURATION_S,
         le=MAX_DURATION_S,
         description="'fire_scenarios': seconds of readings per device (one row a second).",
     )
     fault_share: float = Field(
-        0.05, ge=0.0, le=1.0, description="'fire_scenarios': share of devices with sensor faults."
+        DEFAULT_FAULT_SHARE,
+        ge=0.0,
+        le=1.0,
+        description="'fire_scenarios': share of devices with sensor faults.",
     )
     use_gpu: bool = Field(
         False, description="'fire_scenarios': generate on a GPU (CuPy backend) or not (NumPy)."
@@ -194,6 +204,24 @@ class GenerateResponse(BaseModel):
     )
 
 
+class PartitionQuality(BaseModel):
+    partition: str = Field(..., description="The partition, 'batch|family'.")
+    passed: list[str] = Field(..., description="The bronze checks that passed.")
+    failed: list[str] = Field(
+        ...,
+        description="The bronze checks that failed: schema, physical_ranges and "
+        "label_consistency stop the write; scenario_mix and distribution_vs_reference warn.",
+    )
+    rows: int | None = Field(default=None, description="Rows written, once its run has succeeded.")
+
+
+class QualitySummary(BaseModel):
+    passed: bool = Field(..., description="Whether every check of every partition passed.")
+    partitions: list[PartitionQuality] = Field(
+        ..., description="Each partition whose checks have run, with their outcomes."
+    )
+
+
 class Generation(BaseModel):
     generation_id: str = Field(..., description="The generation's id.")
     data_type: str = Field(..., description="'custom' or 'fire_scenarios'.")
@@ -212,6 +240,11 @@ class Generation(BaseModel):
     runs: list[RunInfo] = Field(default_factory=list, description="Fire scenarios: its runs.")
     partitions: list[str] = Field(
         default_factory=list, description="Fire scenarios: its partitions, 'batch|family'."
+    )
+    quality_summary: QualitySummary | None = Field(
+        default=None,
+        description="Fire scenarios: the bronze checks' outcomes per partition, once they have "
+        "run (null before; calculateQualityMetrics gives the measures themselves).",
     )
 
 

@@ -9,7 +9,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,12 +38,27 @@ from firepipe.services.actions.models import (
     SearchRequest,
     ValidateRequest,
 )
-from firepipe.services.actions.runs import FireRuns, NoInstanceError, generation_status
+from firepipe.services.actions.runs import (
+    FireRuns,
+    NoInstanceError,
+    PartitionBusyError,
+    generation_status,
+)
 from firepipe.settings import environment, local_paths
 
 DESTINATIONS = ("inline", "local", "s3")
 DATA_TYPES = ("custom", FIRE)
 _EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "jsonl"}
+# GenerateRequest's fields by the data_type they serve (data_type and seed serve both).
+_OWN_FIELDS = {
+    "custom": frozenset(
+        {"volume", "table", "compliance_requirements", "output_format", "destination"}
+    ),
+    FIRE: frozenset(
+        {"families", "mix", "devices", "duration_s", "fault_share", "use_gpu", "batch"}
+    ),
+}
+_SHARED_FIELDS = frozenset({"data_type", "seed"})
 
 
 class ActionError(Exception):
@@ -143,10 +158,11 @@ class Actions:
     def generate_synthetic_data(self, request: GenerateRequest) -> GenerateResponse:
         """generateSyntheticData."""
         kind = request.data_type.strip().lower()
+        if kind not in DATA_TYPES:
+            raise ActionError(f"data_type {request.data_type!r}: use one of {DATA_TYPES}")
+        _own_fields_only(request, kind)
         if kind == FIRE:
             return self._generate_fire(request)
-        if kind != "custom":
-            raise ActionError(f"data_type {request.data_type!r}: use one of {DATA_TYPES}")
         if not self.local_files and request.destination.type.strip().lower() == "local":
             raise ActionError("this service keeps no local files: use 'inline' or 's3'")
         answer, record = _generate(request, self.output_root)
@@ -236,6 +252,8 @@ class Actions:
             return fire.measure(self.lakehouse, cells)
         except fire.FireError as exc:
             raise ActionError(str(exc)) from exc
+        except fire.LakeError as exc:
+            raise ActionError(str(exc), status=503) from exc
 
     def search_knowledge_base(self, request: SearchRequest) -> SearchAnswer:
         """searchKnowledgeBase: the passages closest to the question."""
@@ -265,22 +283,52 @@ class Actions:
         )
 
 
+def _own_fields_only(request: GenerateRequest, kind: str) -> None:
+    """Refuse fields of the other data_type, which would otherwise be dropped unseen; a fire
+    request may name the default destination (inline, no location), which changes nothing."""
+    given = request.model_fields_set - _SHARED_FIELDS - _OWN_FIELDS[kind]
+    where = request.destination
+    if kind == FIRE and where.type.strip().lower() == "inline" and where.location is None:
+        given.discard("destination")
+    if given:
+        raise ActionError(
+            f"{', '.join(_field_names(given))} do not belong to data_type {kind!r}: its own "
+            f"fields are {', '.join(_field_names(_OWN_FIELDS[kind]))}, and seed"
+        )
+
+
+def _field_names(fields: Collection[str]) -> list[str]:
+    """The fields as a request names them (`schema`, not `table`), in the model's order."""
+    return [
+        info.alias or name for name, info in GenerateRequest.model_fields.items() if name in fields
+    ]
+
+
 @contextmanager
 def _instance_errors() -> Iterator[None]:
     """No Dagster instance to run on (or no daemon where runs may not execute in process): a
-    503 with the reason, from the HTTP service and the Lambda alike."""
+    503; a partition another generation writes now: a 409; with the reason, from the HTTP
+    service and the Lambda alike."""
     try:
         yield
     except NoInstanceError as exc:
         raise ActionError(str(exc), status=503) from exc
+    except PartitionBusyError as exc:
+        raise ActionError(str(exc), status=409) from exc
 
 
 def _resource(key: str) -> Any:
-    """The environment's resource `key`, its variables read (a plain resource's value)."""
-    from firepipe.lib.plain_resources import resolved
+    """The environment's resource `key`, its variables read (a plain resource's value); a
+    variable it needs that is unset is the service's configuration: a 503 that names it."""
+    from firepipe.lib.plain_resources import UnsetVariableError, resolved
     from firepipe.resources import resource_for
 
-    return resolved(resource_for(key, environment(), local_paths()))
+    try:
+        return resolved(resource_for(key, environment(), local_paths()))
+    except UnsetVariableError as exc:
+        raise ActionError(
+            f"this service has no {key.replace('_', ' ')}: {exc}", status=503
+        ) from exc
 
 
 def _valid(table: TabularSchema, compliance: list[str] | None, rows: int | None) -> SchemaCheck:

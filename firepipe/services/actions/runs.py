@@ -15,11 +15,13 @@ first leaves it there, and the next one to start (`firepipe actions serve`) runs
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +37,8 @@ LOCATION_NAME = "firepipe"  # workspace.yaml's and [tool.dagster]'s code locatio
 ASSET_PATH = names.SYNTHETIC_READINGS
 _QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
 PENDING_FILE = "firepipe_pending_runs.db"
+LAUNCH_LOCK_FILE = "firepipe_launch.lock"
+_PAGE = 200  # run records read at a time when listing generations
 _QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Dagster's run statuses, grouped as a generation reports them.
 _WAITING = frozenset({"QUEUED", "NOT_STARTED"})
@@ -82,6 +86,10 @@ class FireRuns(Protocol):
         """The latest generation ids with when their first run was created, newest first."""
 
 
+class PartitionBusyError(RuntimeError):
+    """Another generation writes one of the plan's partitions now."""
+
+
 class NoInstanceError(RuntimeError):
     """No Dagster instance to run on: DAGSTER_HOME names no folder, or (out of process) is
     unset or has no daemon."""
@@ -111,6 +119,8 @@ class DagsterRuns:
         self._job: Any = None
         self._pending: PendingRuns | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire-generation")
+        self._stopping = threading.Event()
+        self._lock_local = threading.Lock()  # threads of this process, before the file lock
 
     @property
     def instance(self) -> Any:
@@ -148,36 +158,64 @@ class DagsterRuns:
         import dagster as dg
 
         keys = set(self.instance.get_materialized_partitions(dg.AssetKey(ASSET_PATH)))
-        in_flight = self.instance.get_runs(
-            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus[s] for s in (*_WAITING, *_RUNNING)])
-        )
-        keys |= {
-            r.tags["dagster/partition"]
-            for r in in_flight
-            if GENERATION_TAG in r.tags and "dagster/partition" in r.tags
-        }
-        keys |= {p.partition_key for p in self.pending.rows() if p.status == "QUEUED"}
+        keys |= self._in_flight()
         taken: dict[str, set[str]] = {}
         for key in keys:
             batch, _, family = key.partition("|")
             taken.setdefault(family, set()).add(batch)
         return taken
 
+    def _in_flight(self) -> set[str]:
+        """The bronze partitions that runs write now or will: queued or running in Dagster
+        (from the UI, a backfill or a generation alike), or waiting in the pending file."""
+        import dagster as dg
+
+        statuses = [dg.DagsterRunStatus[s] for s in (*_WAITING, *_RUNNING)]
+        runs = self.instance.get_runs(filters=dg.RunsFilter(statuses=statuses))
+        keys = {
+            r.tags["dagster/partition"]
+            for r in runs
+            if "dagster/partition" in r.tags
+            and (r.asset_selection is None or _asset_key() in r.asset_selection)
+        }
+        return keys | {p.partition_key for p in self.pending.rows() if p.status == "QUEUED"}
+
     def launch(self, generation_id: str, plan: FirePlan) -> list[RunState]:
+        """The plan's runs, queued; refused when another generation writes one of its
+        partitions now (checked and queued under one lock shared by every process of the
+        instance, so two requests never write the same partition)."""
         from dagster._core.utils import make_new_run_id
 
-        if self.daemon_alive():
-            return [self._submit(generation_id, run) for run in plan.runs]
-        if not self.in_process:
+        daemon = self.daemon_alive()
+        if not daemon and not self.in_process:
             where = self.home or os.environ.get("DAGSTER_HOME")
             raise NoInstanceError(
                 f"no Dagster daemon serves the run queue of the instance at {where}: fire "
                 "generations from here need one"
             )
-        runs = [(make_new_run_id(), run.partition_key, run.run_config()) for run in plan.runs]
-        created = self.pending.add(generation_id, runs).astimezone(UTC)
+        with self._launch_lock():
+            busy = sorted(self._in_flight() & {run.partition_key for run in plan.runs})
+            if busy:
+                raise PartitionBusyError(
+                    f"another generation writes {', '.join(busy)} now: ask again when it is "
+                    "done, or leave the batch out to take a free one"
+                )
+            if daemon:
+                return self._submit(generation_id, plan.runs)
+            runs = [(make_new_run_id(), run.partition_key, run.run_config()) for run in plan.runs]
+            created = self.pending.add(generation_id, runs).astimezone(UTC)
         self.resume()
         return [RunState(run_id, key, "QUEUED", created) for run_id, key, _ in runs]
+
+    @contextmanager
+    def _launch_lock(self) -> Iterator[None]:
+        path = Path(self.instance.root_directory) / LAUNCH_LOCK_FILE
+        with self._lock_local, open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def resume(self) -> None:
         """Execute the queued runs in this process, one at a time on the worker thread: those
@@ -185,11 +223,26 @@ class DagsterRuns:
         self.pending.release_dead()
         self._worker.submit(self._drain)
 
+    def close(self) -> None:
+        """Start no further run (they stay queued for the next service); the one running
+        finishes first. The worker and the instance are released."""
+        self._stopping.set()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        if self._instance is not None:
+            self._instance.dispose()
+
     def _drain(self) -> None:
+        from firepipe.lib.runs import fail_if_worker_gone
+
         owner = this_process()
-        while (run := self.pending.claim_next(owner)) is not None:
-            if self.instance.get_run_by_id(run.run_id) is not None:
-                self.pending.done(run.run_id)  # started by a process that stopped since
+        while not self._stopping.is_set():
+            run = self.pending.claim_next(owner)
+            if run is None:
+                return
+            held = self.instance.get_run_by_id(run.run_id)
+            if held is not None:  # started by a process that has stopped since
+                fail_if_worker_gone(self.instance, held)  # it cannot finish any more
+                self.pending.done(run.run_id)
                 continue
             try:
                 self._asset_job().execute_in_process(
@@ -221,8 +274,9 @@ class DagsterRuns:
             self._job = defs().resolve_implicit_global_asset_job_def()
         return self._job
 
-    def _submit(self, generation_id: str, run: FamilyRun) -> RunState:
-        """Create the run from the code location (as `dagster job launch` does) and queue it."""
+    def _submit(self, generation_id: str, runs: Sequence[FamilyRun]) -> list[RunState]:
+        """Create the runs from the code location (as `dagster job launch` does, loading it
+        once) and queue them."""
         from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
         from dagster._core.definitions.selector import JobSubsetSelector
         from dagster._core.workspace.context import WorkspaceProcessContext
@@ -234,7 +288,7 @@ class DagsterRuns:
             working_directory=None,
             location_name=LOCATION_NAME,
         )
-        tags = {GENERATION_TAG: generation_id, "dagster/partition": run.partition_key}
+        states = []
         with WorkspaceProcessContext(self.instance, target) as process:
             workspace = process.create_request_context()
             location = workspace.get_code_location(LOCATION_NAME)
@@ -248,32 +302,35 @@ class DagsterRuns:
                 asset_selection={_asset_key()},
             )
             remote_job = location.get_job(selector)
-            config = run.run_config()
-            execution_plan = location.get_execution_plan(
-                remote_job, config, step_keys_to_execute=None, known_state=None
-            ).execution_plan_snapshot
-            created = self.instance.create_run(
-                job_name=job_name,
-                run_id=None,
-                run_config=config,
-                resolved_op_selection=remote_job.resolved_op_selection,
-                step_keys_to_execute=execution_plan.step_keys_to_execute,
-                op_selection=None,
-                status=None,
-                root_run_id=None,
-                parent_run_id=None,
-                tags={**remote_job.tags, **tags},
-                job_snapshot=remote_job.job_snapshot,
-                execution_plan_snapshot=execution_plan,
-                parent_job_snapshot=remote_job.parent_job_snapshot,
-                remote_job_origin=remote_job.get_remote_origin(),
-                job_code_origin=remote_job.get_python_origin(),
-                asset_selection=frozenset({_asset_key()}),
-                asset_check_selection=None,
-                asset_graph=repository.asset_graph,
-            )
-            submitted = self.instance.submit_run(created.run_id, workspace)
-        return _state(submitted, datetime.now(UTC))
+            for run in runs:
+                tags = {GENERATION_TAG: generation_id, "dagster/partition": run.partition_key}
+                config = run.run_config()
+                execution_plan = location.get_execution_plan(
+                    remote_job, config, step_keys_to_execute=None, known_state=None
+                ).execution_plan_snapshot
+                created = self.instance.create_run(
+                    job_name=job_name,
+                    run_id=None,
+                    run_config=config,
+                    resolved_op_selection=remote_job.resolved_op_selection,
+                    step_keys_to_execute=execution_plan.step_keys_to_execute,
+                    op_selection=None,
+                    status=None,
+                    root_run_id=None,
+                    parent_run_id=None,
+                    tags={**remote_job.tags, **tags},
+                    job_snapshot=remote_job.job_snapshot,
+                    execution_plan_snapshot=execution_plan,
+                    parent_job_snapshot=remote_job.parent_job_snapshot,
+                    remote_job_origin=remote_job.get_remote_origin(),
+                    job_code_origin=remote_job.get_python_origin(),
+                    asset_selection=frozenset({_asset_key()}),
+                    asset_check_selection=None,
+                    asset_graph=repository.asset_graph,
+                )
+                submitted = self.instance.submit_run(created.run_id, workspace)
+                states.append(_state(submitted, datetime.now(UTC)))
+        return states
 
     def runs_of(self, generation_id: str) -> list[RunState]:
         import dagster as dg
@@ -303,20 +360,30 @@ class DagsterRuns:
         return RunState(state.run_id, state.partition_key, state.status, state.created_at, checks)
 
     def generations(self, limit: int) -> list[tuple[str, datetime]]:
+        """Newest first: the instance's tagged runs are read a page at a time, newest first,
+        until `limit` generations are seen; a generation's time is its newest run's."""
         import dagster as dg
 
-        first: dict[str, datetime] = {}
-        tagged = dict(self.instance.get_run_tags(tag_keys=[GENERATION_TAG])).get(GENERATION_TAG)
-        if tagged:
-            records = self.instance.get_run_records(
-                filters=dg.RunsFilter(tags={GENERATION_TAG: sorted(tagged)})
-            )
-            for r in records:
-                gid = r.dagster_run.tags[GENERATION_TAG]
-                first[gid] = min(first.get(gid, r.create_timestamp), r.create_timestamp)
+        newest: dict[str, datetime] = {}
         for p in self.pending.rows():
-            first.setdefault(p.generation_id, p.created_at.astimezone(UTC))
-        return sorted(first.items(), key=lambda item: item[1], reverse=True)[:limit]
+            newest.setdefault(p.generation_id, p.created_at.astimezone(UTC))
+        tagged = dict(self.instance.get_run_tags(tag_keys=[GENERATION_TAG])).get(GENERATION_TAG)
+        seen: set[str] = set()
+        cursor = None
+        while tagged and len(seen) < limit:
+            page = self.instance.get_run_records(
+                filters=dg.RunsFilter(tags={GENERATION_TAG: sorted(tagged)}),
+                limit=_PAGE,
+                cursor=cursor,
+            )
+            for r in page:
+                gid = r.dagster_run.tags[GENERATION_TAG]
+                seen.add(gid)
+                newest[gid] = max(newest.get(gid, r.create_timestamp), r.create_timestamp)
+            if len(page) < _PAGE:
+                break
+            cursor = page[-1].dagster_run.run_id
+        return sorted(newest.items(), key=lambda item: item[1], reverse=True)[:limit]
 
 
 def _asset_key() -> Any:

@@ -106,6 +106,25 @@ def test_fire_requests(request_text: str, expected: dict[str, Any]) -> None:
     assert ("mix" in body) != ("families" in body)
 
 
+@pytest.mark.parametrize(
+    ("request_text", "seconds"),
+    [
+        ("flaming 1 h 30 min", 5400),
+        ("flaming for 2 minutes 30 seconds", 150),
+        ("flaming for 1 hour and 30 minutes each", 5400),
+        ("flaming for one hour thirty minutes and ten seconds", 5410),
+        ("flaming for 1.5 h", 5400),
+    ],
+)
+def test_duration_parts_from_larger_to_smaller_add_up(request_text: str, seconds: int) -> None:
+    assert only_call(request_text)[1]["duration_s"] == seconds
+
+
+def test_the_same_gpu_choice_said_twice_is_one_choice() -> None:
+    assert only_call("flaming on a GPU with cuda")[1]["use_gpu"] is True
+    assert only_call("flaming without gpu, on cpu")[1]["use_gpu"] is False
+
+
 def test_fire_defaults_and_speed_words_are_said() -> None:
     result = plan("slow flaming")
     assert result.calls[0].body == {
@@ -118,7 +137,7 @@ def test_fire_defaults_and_speed_words_are_said() -> None:
         "'slow' is not selectable: each family draws its growth rates from the scenario catalog",
         "100 devices (the default): say e.g. '200 rooms' for another count",
         "600 s each (the default)",
-        "5 % faulty sensors (the default)",
+        "5% faulty sensors (the default)",
     ]
 
 
@@ -137,6 +156,21 @@ def test_fire_defaults_and_speed_words_are_said() -> None:
         ("flaming with {not json}", "not JSON"),
         ("20 flaming and 30 flaming", "two amounts for flaming"),
         ("2.5 kitchens", "a count is a whole number"),
+        # a second value for a setting is refused, not picked over the first
+        ("flaming for 10 minutes and 20 minutes", "'20 minutes': the duration is given twice"),
+        ("flaming for 10 minutes, 10 minutes", "'10 minutes': the duration is given twice"),
+        ("flaming 30 min 1 h", "'1 h': the duration is given twice"),  # not larger to smaller
+        ("flaming 1 h, 30 min", "'30 min': the duration is given twice"),  # not side by side
+        ("200 rooms and 300 rooms with flaming", "'300 rooms': the number of devices is given"),
+        ("flaming, seed 7, seed 8", "'seed 8': the seed is given twice"),
+        ("flaming, batch 1 and batch 2", "'batch 2': the batch is given twice"),
+        ("flaming, 5% faults, 10% faulty sensors", "'10% faulty': the share of faulty sensors"),
+        ("flaming with no faults and 5% faults", "'5% faults': the share of faulty sensors is"),
+        ("flaming on a GPU with cpu", "'cpu': GPU or CPU is given twice"),
+        ("flaming on cpu with cuda", "'cuda': GPU or CPU is given twice"),
+        (f"50 rows and 60 rows with {'columns a:uuid'}", "'60 rows': the number of rows is given"),
+        ("10 rows with columns a:uuid as csv and parquet", "'parquet': the format is given twice"),
+        ("10 rows with columns a:uuid, seed 1, seed 1", "'seed 1': the seed is given twice"),
     ],
 )
 def test_what_it_cannot_read_it_names(request_text: str, message: str) -> None:
@@ -199,15 +233,15 @@ def test_custom_table_needs_a_row_count() -> None:
         (
             "What does a smouldering fire look like?",
             "searchKnowledgeBase",
-            {"query": "What does a smouldering fire look like?", "k": 5},
+            {"query": "What does a smouldering fire look like?"},
         ),
         (
             "how is the fault share applied",
             "searchKnowledgeBase",
-            {"query": "how is the fault share applied", "k": 5},
+            {"query": "how is the fault share applied"},
         ),
         ("list the last 5 generations", "listGenerations", {"limit": 5}),
-        ("show generations", "listGenerations", {"limit": 20}),
+        ("show generations", "listGenerations", {}),  # the action API's default limit
         ("status of generation 9a38c323aeb4", "getGeneration", {"generation_id": "9a38c323aeb4"}),
         (
             "measure the quality of generation 9a38c323aeb4",

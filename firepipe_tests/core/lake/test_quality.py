@@ -43,7 +43,10 @@ def test_duplicate_key_count():
     )
     # (a, T0) three times -> 2 extra; (b, T0) twice -> 1 extra. Values do not matter.
     assert duplicate_key_count(frame) == 3
+    assert duplicate_key_count(frame.lazy()) == 3
     assert duplicate_key_count(frame.unique(["device_id", "ts"])) == 0
+    with pytest.raises(ValueError, match="needs column"):
+        duplicate_key_count(frame.drop("ts"))
 
 
 def test_non_finite_counts_nan_and_inf_not_nulls():
@@ -343,3 +346,34 @@ def test_ks_critical_gap_matches_smirnovs_limit_distribution():
 def test_distinct_devices_ignores_null_ids():
     frame = pl.LazyFrame({"device_id": ["a", "a", "b", None]})
     assert quality.distinct_devices(frame) == 2
+
+
+def test_distribution_verdict_fails_a_channel_missing_on_one_side_only():
+    reference = _devices_frame(3, 300)
+    verdict = quality.distribution_verdict(
+        reference, reference, sample_rows=300, seed=1, channels=CHANNELS_USED
+    )
+    # h2_ppm is null on both sides: nothing to judge, so it passes
+    assert verdict.passed
+    assert verdict.one_sided_nulls == ()
+    candidate = reference.with_columns(pl.lit(None, pl.Float32).alias("co_ppm"))
+    verdict = quality.distribution_verdict(
+        candidate, reference, sample_rows=300, seed=1, channels=CHANNELS_USED
+    )
+    assert verdict.report.overall == 1.0
+    assert verdict.channels_below_floor == ()
+    assert verdict.one_sided_nulls == ("co_ppm",)
+    assert not verdict.passed
+
+
+def test_distribution_verdict_applies_the_floors_of_the_devices_compared():
+    shifted = _devices_frame(1, 2000, shift_co_ppm=10.0)
+    verdict = quality.distribution_verdict(
+        shifted, _devices_frame(2, 2000), sample_rows=500, seed=0, channels=CHANNELS_USED
+    )
+    assert (verdict.candidate_devices, verdict.reference_devices) == (50, 50)
+    # 50 devices a side: a KS gap up to 1.95 * sqrt(2 / 50) = 0.39 could be chance
+    assert verdict.ks_floor == pytest.approx(1 - 1.9495 * (2 / 50) ** 0.5, abs=1e-4)
+    assert verdict.overall_floor == verdict.ks_floor
+    assert verdict.channels_below_floor == ("co_ppm",)
+    assert not verdict.passed

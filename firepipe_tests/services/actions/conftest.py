@@ -64,12 +64,13 @@ class RecordingRuns:
 
 
 def recording_actions(root: Path, **more: Any) -> Actions:
-    """Actions whose history and lake are under `root` and whose fire runs are recorded."""
+    """Actions whose history and lake (unless given) are under `root` and whose fire runs are
+    recorded."""
     return Actions(
         root / "generated",
         runs=more.pop("runs", None) or RecordingRuns(),
         history=SqliteGenerationHistory(path=str(root / "history.db")),
-        lakehouse=LocalLakehouse(root=str(root / "lake")),
+        lakehouse=more.pop("lakehouse", None) or LocalLakehouse(root=str(root / "lake")),
         **more,
     )
 

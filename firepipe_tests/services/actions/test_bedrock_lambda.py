@@ -221,6 +221,91 @@ def test_fit_answer_drops_distributions_when_still_too_large() -> None:
     assert fitted["data_quality_metrics"] == {"rows": 3, "completeness": 0.5}
 
 
+def _generation(i: int) -> dict[str, Any]:
+    """A fire generation as listGenerations answers it: four runs with their checks."""
+    families = ("baseline", "flaming", "smouldering", "nuisance")
+    runs = [
+        {
+            "run_id": f"{i:08x}-1d2e-4f5a-9b8c-{j:012x}",
+            "partition": f"{1 + i % 15:03d}|{family}",
+            "status": "SUCCESS",
+            "checks": {"row_count": True, "schema": True, "distribution": i % 3 != 0},
+        }
+        for j, family in enumerate(families)
+    ]
+    return {
+        "generation_id": f"{i:032x}",
+        "data_type": "fire_scenarios",
+        "status": "succeeded",
+        "records_generated": 60_000,
+        "output_location": "bronze.synthetic_readings",
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "duration_s": 41.5,
+        "seed": i,
+        "runs": runs,
+        "partitions": [r["partition"] for r in runs],
+    }
+
+
+def _passage(i: int) -> dict[str, Any]:
+    """A knowledge-base chunk of about 256 wordpieces (~200 words) with quotes to escape."""
+    words = " ".join(
+        f'"CO{i}" rises before smoke obscuration in smouldering {j}' for j in range(25)
+    )
+    return {"source": "docs/physics.md", "heading": f"Section {i}", "text": words, "score": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("key", "items", "hint"),
+    [
+        ("generations", [_generation(i) for i in range(200)], "ask with a limit of {kept} or less"),
+        ("passages", [_passage(i) for i in range(20)], "ask with k of {kept} or less"),
+    ],
+)
+def test_fit_answer_trims_a_long_list_from_the_end(
+    key: str, items: list[dict[str, Any]], hint: str
+) -> None:
+    body = {key: items}
+    assert bedrock_lambda._size(body) > bedrock_lambda.MAX_ANSWER_BYTES  # it needs trimming
+    fitted = fit_answer(body)
+    kept = len(fitted[key])
+    assert 0 < kept < len(items)
+    assert fitted[key] == items[:kept]  # the head, in order: newest / most similar first
+    assert bedrock_lambda._size(fitted) <= bedrock_lambda.MAX_ANSWER_BYTES
+    (warning,) = fitted["warnings"]
+    assert warning.startswith(f"{len(items) - kept} of the {len(items)} {key} are left out")
+    assert hint.format(kept=kept) in warning
+    # As many as fit: one more item would not.
+    assert bedrock_lambda._size({**fitted, key: items[: kept + 1]}) > (
+        bedrock_lambda.MAX_ANSWER_BYTES
+    )
+    assert body == {key: items}  # the caller's answer is left as it was
+
+
+def test_search_with_k_20_long_passages_fits_bedrock_s_cap(
+    firepipe_home: Path, tmp_path: Path
+) -> None:
+    class _Long:
+        source, heading, score = "docs/physics.md", "Smouldering", 0.5
+        text = _passage(0)["text"]
+
+    class _Many:
+        def search(self, question: str, k: int) -> list[_Long]:
+            return [_Long() for _ in range(k)]
+
+    app = resolver(Actions(tmp_path, runs=_NoRuns(), knowledge_base=_Many()))
+    incoming = event("unknown_path.json")
+    incoming["apiPath"] = "/search-knowledge-base"
+    query = {"name": "query", "type": "string", "value": "which gas comes first?"}
+    k = {"name": "k", "type": "integer", "value": "20"}
+    incoming["requestBody"] = {"content": {"application/json": {"properties": [query, k]}}}
+    out, status, body = answer(app, incoming)
+    assert status == 200
+    assert len(json.dumps(out).encode()) < 25_000  # Bedrock's documented cap on the response
+    assert 0 < len(body["passages"]) < 20
+    assert body["warnings"][0].startswith(f"{20 - len(body['passages'])} of the 20 passages")
+
+
 def test_handler_builds_actions_once_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from firepipe.resources.history import SqliteGenerationHistory
 from firepipe.resources.lakehouse import LocalLakehouse
-from firepipe.services.actions.models import GenerateRequest
+from firepipe.services.actions.models import DEFAULT_LIST_LIMIT, GenerateRequest
 from firepipe.services.actions.operations import ActionError, Actions
 from firepipe.services.actions.runs import DagsterRuns
 from firepipe_tests.services.actions.conftest import SCHEMA, recording_actions
@@ -76,11 +76,14 @@ def test_list_limit_is_bounded_for_every_caller(tmp_path: Path, limit: int) -> N
 
 def test_list_limit_has_a_default(tmp_path: Path) -> None:
     actions = recording_actions(tmp_path)
-    for _ in range(3):
-        actions.generate_synthetic_data(
-            GenerateRequest.model_validate({"data_type": "custom", "volume": 2, "schema": SCHEMA})
-        )
-    assert len(actions.list_generations().generations) == 3
+    tiny = {
+        "data_type": "custom",
+        "volume": 1,
+        "schema": {"fields": [{"name": "n", "type": "uuid"}]},
+    }
+    for _ in range(DEFAULT_LIST_LIMIT + 1):
+        actions.generate_synthetic_data(GenerateRequest.model_validate(tiny))
+    assert len(actions.list_generations().generations) == DEFAULT_LIST_LIMIT
 
 
 def test_search_answers_from_the_local_index(tmp_path: Path) -> None:
