@@ -31,6 +31,7 @@ _MARKDOWN = ".md"
 # S3 user metadata holding a document's sha256: an unchanged document is not uploaded again.
 _SHA_KEY = "firepipe-sha256"
 _SIDECAR = ".metadata.json"
+_INGESTED = ".firepipe-ingested"  # the marker of the corpus last ingested (beside the folder)
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,12 @@ class BedrockKnowledgeBase(KnowledgeBase):
         endpoint = self.endpoint_url if service == "s3" else None
         return boto3.client(service, region_name=self.region, endpoint_url=endpoint)
 
+    @property
+    def marker(self) -> str:
+        """The key that records the corpus last ingested: beside the folder, not in it, so
+        the data source never reads it as a document."""
+        return f"{self.prefix.rstrip('/')}{_INGESTED}"
+
     def key(self, source: str) -> str:
         name = source if source.endswith(_MARKDOWN) else source + _MARKDOWN
         return self.folder + name
@@ -183,7 +190,9 @@ class BedrockKnowledgeBase(KnowledgeBase):
         updated += self._remove_stale(s3, set(wanted))
         corpus = corpus_sha256(documents)
         location = f"s3://{self.bucket}/{self.folder}"
-        if not updated:
+        # The marker, not the uploads, says whether Bedrock has this corpus: a sync whose
+        # ingestion job failed to start uploads nothing the next time, yet starts it again.
+        if not updated and self._ingested(s3) == corpus:
             return SyncReport(location, len(documents), None, 0, corpus, False)
         job = self._client("bedrock-agent").start_ingestion_job(
             knowledgeBaseId=self.knowledge_base_id,
@@ -193,7 +202,23 @@ class BedrockKnowledgeBase(KnowledgeBase):
             description=f"firepipe documents {corpus[:12]}",
         )
         job_id = job["ingestionJob"]["ingestionJobId"]
+        s3.put_object(
+            Bucket=self.bucket, Key=self.marker, Body=job_id.encode(), Metadata={_SHA_KEY: corpus}
+        )
         return SyncReport(location, len(documents), None, updated, corpus, True, job_id)
+
+    def _ingested(self, s3: Any) -> str | None:
+        """The corpus of the last ingestion job started, or None."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = s3.head_object(Bucket=self.bucket, Key=self.marker)
+        except ClientError as error:
+            if _not_found(error):
+                return None
+            raise
+        found = head.get("Metadata", {}).get(_SHA_KEY)
+        return None if found is None else str(found)
 
     def _upload_if_changed(self, s3: Any, key: str, document: Document) -> bool:
         from botocore.exceptions import ClientError

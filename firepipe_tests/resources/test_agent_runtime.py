@@ -271,10 +271,9 @@ class _Runs:
     def occupied(self) -> dict[str, set[str]]:
         return {}
 
-    def launch(self, generation_id: str, plan: Any) -> list[Any]:
-
-        self.plan = plan
-        return [self._state(run.partition_key, "QUEUED") for run in plan.runs]
+    def launch(self, generation_id: str, make_plan: Any) -> tuple[Any, list[Any]]:
+        plan = self.plan = make_plan(self.occupied())
+        return plan, [self._state(run.partition_key, "QUEUED") for run in plan.runs]
 
     def runs_of(self, generation_id: str) -> list[Any]:
         self.looks += 1

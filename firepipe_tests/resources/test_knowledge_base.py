@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from pydantic import ValidationError
 
@@ -190,6 +191,7 @@ def test_bedrock_sync_uploads_changed_documents_then_ingests(
         ),
         catalog_key,
         catalog_key + ".metadata.json",
+        "firepipe.firepipe-ingested",  # the corpus ingested, beside the data source's folder
     }
     sidecar = s3.get_object(Bucket="kb-docs", Key=catalog_key + ".metadata.json")["Body"].read()
     assert json.loads(sidecar) == {"metadataAttributes": {"source": catalog.SOURCE}}
@@ -281,3 +283,24 @@ def test_bedrock_sync_retries_a_failed_sidecar(
         "metadataAttributes": {"source": "docs/lake.md"}
     }
     assert report.updated == 4  # all but the README, which went up before the failure
+
+
+def test_bedrock_sync_starts_again_an_ingestion_that_failed_to_start(
+    project: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, aws_credentials: None
+) -> None:
+    s3 = _bucket(moto_endpoint, "kb-ingest")
+    kb = _bedrock(project, bucket="kb-ingest", endpoint_url=moto_endpoint)
+    agent = boto3.client("bedrock-agent", region_name=REGION)
+    _use(monkeypatch, {"s3": s3, "bedrock-agent": agent})
+    corpus = corpus_sha256(kb.documents())
+    with Stubber(agent) as stub:
+        stub.add_client_error("start_ingestion_job", "ThrottlingException", http_status_code=429)
+        with pytest.raises(ClientError, match="Throttling"):
+            kb.sync()  # the documents are up, the job is not started
+    with Stubber(agent) as stub:
+        _ingestion(stub, corpus, "JOB0000009")
+        retried = kb.sync()
+        stub.assert_no_pending_responses()
+    assert (retried.updated, retried.ingestion_job_id) == (0, "JOB0000009")
+    with Stubber(agent):  # ingested now: nothing to start (none is stubbed)
+        assert kb.sync().ingestion_job_id is None

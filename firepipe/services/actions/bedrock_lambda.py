@@ -164,7 +164,8 @@ def _register(app: BedrockAgentResolver, actions: Actions, route: Route) -> None
     def serve(**_: str) -> BedrockResponse[Any]:
         raw = _values(app.current_event.raw_event)
         values = model.model_validate(coerce_properties(raw, schema))
-        return BedrockResponse(body=fit_answer(_jsonable(route.serve(actions, values))))
+        answer = _jsonable(route.serve(actions, values))
+        return BedrockResponse(body=fit_answer(answer, local_files=actions.local_files))
 
     method = getattr(app, route.method.lower())
     method(rule, description=route.operation_id, operation_id=route.operation_id)(serve)
@@ -213,32 +214,48 @@ _LISTS = {
 }
 
 
-def fit_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """`body` within MAX_ANSWER_BYTES: first without inline rows (say so, and how to get them),
-    then without per-field detail of the quality metrics, then with fewer generations or
-    passages (saying how many were left out and how to ask for an answer that holds them)."""
+def fit_answer(body: dict[str, Any], *, local_files: bool = True) -> dict[str, Any]:
+    """`body` within MAX_ANSWER_BYTES: first without inline rows (say so, and how to get them:
+    a file where the service keeps files, else S3), then without per-field detail of quality
+    metrics (in a generation's answer, or a quality answer itself), then with fewer
+    generations or passages (saying how many were left out and how to ask for the rest)."""
     if _size(body) <= MAX_ANSWER_BYTES:
         return body
     body = dict(body)
     if body.get("data") is not None:
         rows = len(body["data"])
         body["data"] = None
+        where = "'local' (a file)" if local_files else "'s3' with an s3://bucket/prefix location"
         body["warnings"] = [
             *body.get("warnings", []),
             f"the {rows} rows are too large for the agent's answer: ask again with destination "
-            "'local' (a file) and the same seed for the same rows",
+            f"{where} and the same seed for the same rows",
         ]
     metrics = body.get("data_quality_metrics")
     if _size(body) > MAX_ANSWER_BYTES and isinstance(metrics, dict):
-        body["data_quality_metrics"] = {
-            k: v["overall"] if isinstance(v, dict) and "overall" in v else v
-            for k, v in metrics.items()
-            if k != "distributions"
+        body["data_quality_metrics"] = _overall(metrics)
+    if _size(body) > MAX_ANSWER_BYTES and "distributions" in body:
+        body = {
+            **_overall(body),
+            "warnings": [
+                *body.get("warnings", []),
+                "per-field detail and distributions are left out to fit the agent's answer: "
+                "ask the action API itself for them",
+            ],
         }
     for key, how in _LISTS.items():
         if _size(body) > MAX_ANSWER_BYTES and isinstance(body.get(key), list):
             body = _trimmed(body, key, how)
     return body
+
+
+def _overall(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Quality metrics without distributions, each measure by its overall figure."""
+    return {
+        k: v["overall"] if isinstance(v, dict) and "overall" in v else v
+        for k, v in metrics.items()
+        if k != "distributions"
+    }
 
 
 def _trimmed(body: dict[str, Any], key: str, how: str) -> dict[str, Any]:

@@ -53,11 +53,14 @@ def launch(
         use_gpu=request.use_gpu,
         batch=request.batch,
     )
-    try:
-        chosen = plan(fire, runs.occupied())
-    except FireRequestError as exc:
-        raise FireError(str(exc)) from exc
-    return chosen, runs.launch(generation_id, chosen)
+
+    def choose(occupied: dict[str, set[str]]) -> FirePlan:
+        try:
+            return plan(fire, occupied)
+        except FireRequestError as exc:
+            raise FireError(str(exc)) from exc
+
+    return runs.launch(generation_id, choose)
 
 
 def run_infos(states: Sequence[RunState]) -> list[RunInfo]:

@@ -15,10 +15,11 @@ import json
 import os
 import socket
 import sqlite3
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from firepipe.lib import sqlite_state
@@ -42,15 +43,23 @@ class Pending:
     reason: str | None = None
 
 
+# Told apart from an earlier process of the same pid on the same host (a restarted container
+# is often pid 1 again): made once per process.
+_TOKEN = uuid.uuid4().hex
+
+
 def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
 
 
 def _alive(owner: str) -> bool:
-    """Whether `owner` (host:pid) may still run: a process of another host is assumed alive."""
-    host, _, pid = owner.rpartition(":")
+    """Whether `owner` (host:pid:token) may still run. The file lives beside one machine's
+    Dagster instance, so a process of another host (a shared folder) is assumed alive."""
+    host, pid, token = [*owner.split(":"), "", ""][:3]
     if host != socket.gethostname():
         return True
+    if pid == str(os.getpid()):
+        return token == _TOKEN
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -69,7 +78,7 @@ class PendingRuns:
 
     def add(self, generation_id: str, runs: list[tuple[str, str, dict[str, Any]]]) -> datetime:
         """Queue (run id, partition key, run config) of one generation; answers its time."""
-        now = datetime.now().astimezone()
+        now = datetime.now(UTC)  # ordered as text: one zone for every process
         with closing(self._connect()) as connection, connection:
             connection.executemany(
                 "INSERT INTO pending_runs (run_id, generation_id, partition_key, run_config, "
@@ -131,7 +140,8 @@ class PendingRuns:
 
     def rows(self, generation_id: str | None = None) -> list[Pending]:
         """Every row (of one generation), oldest first."""
-        where, params = ("WHERE generation_id = ?", (generation_id,)) if generation_id else ("", ())
+        every = generation_id is None
+        where, params = ("", ()) if every else ("WHERE generation_id = ?", (generation_id,))
         with closing(self._connect()) as connection:
             found = connection.execute(
                 f"SELECT * FROM pending_runs {where} ORDER BY created_at, partition_key", params

@@ -19,7 +19,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from firepipe import names, settings
 from firepipe.core.genai.fire_request import FamilyRun, FirePlan
-from firepipe.services.actions.pending import PendingRuns, this_process
+from firepipe.services.actions.pending import Pending, PendingRuns, this_process
 
 _log = logging.getLogger(__name__)
 GENERATION_TAG = "firepipe/generation_id"
@@ -76,14 +76,19 @@ class FireRuns(Protocol):
         """Per family, the batches that hold rows or that a waiting or running generation
         writes."""
 
-    def launch(self, generation_id: str, plan: FirePlan) -> list[RunState]:
-        """Start the plan's runs, tagged with the generation id; answer them as started."""
+    def launch(self, generation_id: str, make_plan: PlanMaker) -> tuple[FirePlan, list[RunState]]:
+        """The plan `make_plan` makes of the batches occupied now, and its runs, tagged with
+        the generation id, as started; planning and starting are one step, so two requests
+        never choose the same free batch."""
 
     def runs_of(self, generation_id: str) -> list[RunState]:
         """The generation's runs, oldest first; empty for an unknown id."""
 
     def generations(self, limit: int) -> list[tuple[str, datetime]]:
         """The latest generation ids with when their first run was created, newest first."""
+
+
+PlanMaker = Callable[[dict[str, set[str]]], FirePlan]
 
 
 class PartitionBusyError(RuntimeError):
@@ -145,6 +150,10 @@ class DagsterRuns:
             self._pending = PendingRuns(str(folder / PENDING_FILE))
         return self._pending
 
+    def _waiting_rows(self, generation_id: str | None = None) -> list[Pending]:
+        """The pending file's rows; none out of process (no run waits there)."""
+        return self.pending.rows(generation_id) if self.in_process else []
+
     def daemon_alive(self) -> bool:
         """Whether the instance's run queue is served by a daemon with a recent heartbeat."""
         from dagster._daemon.controller import get_daemon_statuses
@@ -178,14 +187,16 @@ class DagsterRuns:
             if "dagster/partition" in r.tags
             and (r.asset_selection is None or _asset_key() in r.asset_selection)
         }
-        return keys | {p.partition_key for p in self.pending.rows() if p.status == "QUEUED"}
+        return keys | {p.partition_key for p in self._waiting_rows() if p.status == "QUEUED"}
 
-    def launch(self, generation_id: str, plan: FirePlan) -> list[RunState]:
-        """The plan's runs, queued; refused when another generation writes one of its
-        partitions now (checked and queued under one lock shared by every process of the
-        instance, so two requests never write the same partition)."""
+    def launch(self, generation_id: str, make_plan: PlanMaker) -> tuple[FirePlan, list[RunState]]:
+        """The plan made of the batches occupied now, and its runs, queued: planned and queued
+        under one lock shared by every process of this instance, so two requests never write
+        one partition (a batch named by the request that a run writes now is refused)."""
         from dagster._core.utils import make_new_run_id
 
+        if self._stopping.is_set():
+            raise NoInstanceError("the service is stopping: ask again when it is back")
         daemon = self.daemon_alive()
         if not daemon and not self.in_process:
             where = self.home or os.environ.get("DAGSTER_HOME")
@@ -194,23 +205,34 @@ class DagsterRuns:
                 "generations from here need one"
             )
         with self._launch_lock():
-            busy = sorted(self._in_flight() & {run.partition_key for run in plan.runs})
+            chosen = make_plan(self.occupied())
+            busy = sorted(self._in_flight() & {run.partition_key for run in chosen.runs})
             if busy:
                 raise PartitionBusyError(
                     f"another generation writes {', '.join(busy)} now: ask again when it is "
                     "done, or leave the batch out to take a free one"
                 )
             if daemon:
-                return self._submit(generation_id, plan.runs)
-            runs = [(make_new_run_id(), run.partition_key, run.run_config()) for run in plan.runs]
-            created = self.pending.add(generation_id, runs).astimezone(UTC)
+                return chosen, self._submit(generation_id, chosen.runs)
+            runs = [(make_new_run_id(), r.partition_key, r.run_config()) for r in chosen.runs]
+            created = self.pending.add(generation_id, runs)
         self.resume()
-        return [RunState(run_id, key, "QUEUED", created) for run_id, key, _ in runs]
+        return chosen, [RunState(run_id, key, "QUEUED", created) for run_id, key, _ in runs]
 
     @contextmanager
     def _launch_lock(self) -> Iterator[None]:
+        """Exclusive among this instance's processes. Out of process (a Lambda function, whose
+        folder is its own) there is nobody to share a file with: Dagster's run queue, read
+        under no lock, is what tells a busy partition there."""
+        if not self.in_process:
+            yield
+            return
         path = Path(self.instance.root_directory) / LAUNCH_LOCK_FILE
-        with self._lock_local, open(path, "a") as handle:
+        try:
+            handle = open(path, "a")  # noqa: SIM115 (closed below, after the lock's release)
+        except OSError as exc:
+            raise NoInstanceError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+        with self._lock_local, handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -232,39 +254,53 @@ class DagsterRuns:
             self._instance.dispose()
 
     def _drain(self) -> None:
-        from firepipe.lib.runs import fail_if_worker_gone
-
         owner = this_process()
         while not self._stopping.is_set():
-            run = self.pending.claim_next(owner)
+            try:
+                run = self.pending.claim_next(owner)
+            except Exception:  # the file is out of reach: the next resume tries again
+                _log.exception("fire generations: cannot read the pending runs")
+                return
             if run is None:
                 return
-            held = self.instance.get_run_by_id(run.run_id)
-            if held is not None:  # started by a process that has stopped since
-                fail_if_worker_gone(self.instance, held)  # it cannot finish any more
-                self.pending.done(run.run_id)
-                continue
             try:
-                self._asset_job().execute_in_process(
-                    # The run's events are in the instance (the UI shows them); the caller's
-                    # terminal gets only warnings and errors.
-                    run_config={**run.run_config, **_QUIET_CONSOLE},
-                    instance=self.instance,
-                    partition_key=run.partition_key,
-                    asset_selection=[_asset_key()],
-                    run_id=run.run_id,
-                    tags={GENERATION_TAG: run.generation_id},
-                    raise_on_error=False,
-                )
-            except Exception as exc:
-                # Before Dagster stored the run (the code location failed to load): the run
-                # stays listed under its generation as failed, with the reason.
-                _log.exception(
-                    "fire generation %s: run %s did not start", run.generation_id, run.run_id
-                )
+                self._run_claimed(run)
+            except Exception as exc:  # never leave a claimed run behind
+                _log.exception("fire generation %s: run %s", run.generation_id, run.run_id)
                 self.pending.failed(run.run_id, f"{type(exc).__name__}: {exc}")
+
+    def _run_claimed(self, run: Pending) -> None:
+        from firepipe.lib.runs import fail_if_worker_gone
+
+        held = self.instance.get_run_by_id(run.run_id)
+        if held is not None:  # started by a process that has stopped since
+            if held.status.name == "NOT_STARTED":
+                self.instance.report_run_failed(held, "the process to run it stopped first")
             else:
-                self.pending.done(run.run_id)
+                fail_if_worker_gone(self.instance, held)  # it cannot finish any more
+            self.pending.done(run.run_id)
+            return
+        try:
+            self._asset_job().execute_in_process(
+                # The run's events are in the instance (the UI shows them); the caller's
+                # terminal gets only warnings and errors.
+                run_config={**run.run_config, **_QUIET_CONSOLE},
+                instance=self.instance,
+                partition_key=run.partition_key,
+                asset_selection=[_asset_key()],
+                run_id=run.run_id,
+                tags={GENERATION_TAG: run.generation_id},
+                raise_on_error=False,
+            )
+        except Exception as exc:
+            # Before Dagster stored the run (the code location failed to load): the run
+            # stays listed under its generation as failed, with the reason.
+            _log.exception(
+                "fire generation %s: run %s did not start", run.generation_id, run.run_id
+            )
+            self.pending.failed(run.run_id, f"{type(exc).__name__}: {exc}")
+        else:
+            self.pending.done(run.run_id)
 
     def _asset_job(self) -> Any:
         """The code location's implicit asset job, with the environment's resources."""
@@ -342,7 +378,7 @@ class DagsterRuns:
         known = {s.run_id for s in states}
         waiting = [
             RunState(p.run_id, p.partition_key, p.status, p.created_at.astimezone(UTC))
-            for p in self.pending.rows(generation_id)
+            for p in self._waiting_rows(generation_id)
             if p.run_id not in known
         ]
         return sorted([*states, *waiting], key=lambda s: (s.created_at, s.partition_key or ""))
@@ -360,26 +396,25 @@ class DagsterRuns:
         return RunState(state.run_id, state.partition_key, state.status, state.created_at, checks)
 
     def generations(self, limit: int) -> list[tuple[str, datetime]]:
-        """Newest first: the instance's tagged runs are read a page at a time, newest first,
-        until `limit` generations are seen; a generation's time is its newest run's."""
+        """Newest first: the asset job's runs are read a page at a time, newest first, until
+        `limit` generations are seen; a generation's time is its newest run's."""
         import dagster as dg
+        from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 
         newest: dict[str, datetime] = {}
-        for p in self.pending.rows():
-            newest.setdefault(p.generation_id, p.created_at.astimezone(UTC))
-        tagged = dict(self.instance.get_run_tags(tag_keys=[GENERATION_TAG])).get(GENERATION_TAG)
+        for p in self._waiting_rows():
+            newest.setdefault(p.generation_id, p.created_at)
         seen: set[str] = set()
         cursor = None
-        while tagged and len(seen) < limit:
+        while len(seen) < limit:
             page = self.instance.get_run_records(
-                filters=dg.RunsFilter(tags={GENERATION_TAG: sorted(tagged)}),
-                limit=_PAGE,
-                cursor=cursor,
+                filters=dg.RunsFilter(job_name=IMPLICIT_ASSET_JOB_NAME), limit=_PAGE, cursor=cursor
             )
             for r in page:
-                gid = r.dagster_run.tags[GENERATION_TAG]
-                seen.add(gid)
-                newest[gid] = max(newest.get(gid, r.create_timestamp), r.create_timestamp)
+                gid = r.dagster_run.tags.get(GENERATION_TAG)
+                if gid is not None:
+                    seen.add(gid)
+                    newest[gid] = max(newest.get(gid, r.create_timestamp), r.create_timestamp)
             if len(page) < _PAGE:
                 break
             cursor = page[-1].dagster_run.run_id

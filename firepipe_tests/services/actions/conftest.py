@@ -16,7 +16,7 @@ from firepipe.resources.history import SqliteGenerationHistory
 from firepipe.resources.lakehouse import LocalLakehouse
 from firepipe.services.actions.app import create_app
 from firepipe.services.actions.operations import Actions
-from firepipe.services.actions.runs import RunState
+from firepipe.services.actions.runs import PlanMaker, RunState
 from firepipe.services.inference.keys import Access
 from firepipe_tests.services.inference.serving_sample import running
 
@@ -44,7 +44,8 @@ class RecordingRuns:
     def occupied(self) -> dict[str, set[str]]:
         return {family: set(batches) for family, batches in self.taken.items()}
 
-    def launch(self, generation_id: str, plan: FirePlan) -> list[RunState]:
+    def launch(self, generation_id: str, make_plan: PlanMaker) -> tuple[FirePlan, list[RunState]]:
+        plan = make_plan(self.occupied())
         self.launched.append((generation_id, plan))
         now = datetime.now(UTC)
         self.states[generation_id] = [
@@ -53,7 +54,7 @@ class RecordingRuns:
         ]
         for run in plan.runs:
             self.taken.setdefault(run.family, set()).add(run.batch)
-        return self.states[generation_id]
+        return plan, self.states[generation_id]
 
     def runs_of(self, generation_id: str) -> list[RunState]:
         return self.states.get(generation_id, [])

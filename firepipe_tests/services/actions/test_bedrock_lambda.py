@@ -42,7 +42,7 @@ class _NoRuns:
     def occupied(self) -> dict[str, set[str]]:
         return {}
 
-    def launch(self, generation_id: str, plan: Any) -> list[Any]:
+    def launch(self, generation_id: str, make_plan: Any) -> tuple[Any, list[Any]]:
         raise AssertionError("no fire runs here")
 
     def runs_of(self, generation_id: str) -> list[Any]:
@@ -219,6 +219,32 @@ def test_fit_answer_drops_distributions_when_still_too_large() -> None:
     }
     fitted = fit_answer({"data": [{"a": 1}], "warnings": [], "data_quality_metrics": metrics})
     assert fitted["data_quality_metrics"] == {"rows": 3, "completeness": 0.5}
+
+
+def test_a_quality_answer_too_large_keeps_its_overall_figures() -> None:
+    wide = {
+        "rows": 3,
+        "completeness": {"overall": 0.5, "fields": {f"f{i}": 0.5 for i in range(2000)}},
+        "validity": {"overall": 1.0, "fields": {f"f{i}": 1.0 for i in range(2000)}},
+        "distributions": {f"f{i}": {"min": 1} for i in range(2000)},
+    }
+    fitted = fit_answer(wide)
+    assert {k: v for k, v in fitted.items() if k != "warnings"} == {
+        "rows": 3,
+        "completeness": 0.5,
+        "validity": 1.0,
+    }
+    assert "distributions are left out" in fitted["warnings"][0]
+    small = {"rows": 3, "completeness": {"overall": 1.0}, "distributions": {}}
+    assert fit_answer(small) == small
+
+
+def test_rows_too_large_without_local_files_are_pointed_to_s3() -> None:
+    body = {"data": [{"a": "x" * 100}] * 400, "warnings": []}
+    fitted = fit_answer(body, local_files=False)
+    assert fitted["data"] is None
+    assert "destination 's3'" in fitted["warnings"][-1]
+    assert "'local'" not in fitted["warnings"][-1]
 
 
 def _generation(i: int) -> dict[str, Any]:
@@ -409,14 +435,14 @@ def test_search_knowledge_base(firepipe_home: Path, tmp_path: Path) -> None:
 class _Launched(_NoRuns):
     """Records the plan of a fire generation and answers its runs as queued."""
 
-    def launch(self, generation_id: str, plan: Any) -> list[Any]:
+    def launch(self, generation_id: str, make_plan: Any) -> tuple[Any, list[Any]]:
         from datetime import UTC, datetime
 
         from firepipe.services.actions.runs import RunState
 
-        self.plan = plan
+        plan = self.plan = make_plan(self.occupied())
         created = datetime(2026, 1, 1, tzinfo=UTC)
-        return [
+        return plan, [
             RunState(f"r{i}", r.partition_key, "QUEUED", created) for i, r in enumerate(plan.runs)
         ]
 

@@ -27,9 +27,10 @@ def runs(firepipe_home: Path, monkeypatch: pytest.MonkeyPatch) -> DagsterRuns:
     return runs
 
 
-def flaming(batch: int) -> Any:
+def flaming(batch: int | None) -> Any:
+    """A plan maker: two flaming devices in `batch` (None: the lowest free one)."""
     request = FireRequest(devices=2, duration_s=30, seed=1, families=["flaming"], batch=batch)
-    return plan(request, {})
+    return lambda occupied: plan(request, occupied)
 
 
 def test_two_requests_for_one_partition_at_once_queue_it_once(runs: DagsterRuns) -> None:
@@ -39,7 +40,7 @@ def test_two_requests_for_one_partition_at_once_queue_it_once(runs: DagsterRuns)
     def ask() -> None:
         start.wait()
         try:
-            outcomes.append(runs.launch(f"gen-{threading.get_ident()}", flaming(1)))
+            outcomes.append(runs.launch(f"gen-{threading.get_ident()}", flaming(1))[1])
         except PartitionBusyError as exc:
             outcomes.append(exc)
 
@@ -54,7 +55,50 @@ def test_two_requests_for_one_partition_at_once_queue_it_once(runs: DagsterRuns)
     assert len(refused) == 3
     assert "001|flaming" in str(refused[0])
     assert [p.partition_key for p in runs.pending.rows()] == ["001|flaming"]
-    assert runs.launch("gen-other", flaming(2))[0].partition_key == "002|flaming"
+    assert runs.launch("gen-other", flaming(2))[1][0].partition_key == "002|flaming"
+
+
+def test_requests_leaving_the_batch_out_at_once_get_distinct_batches(
+    firepipe_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two services (two DagsterRuns, as two processes would have) on one instance: only the
+    file lock keeps them from choosing the same free batch."""
+    settings.ensure_dagster_home()
+    services = [DagsterRuns(), DagsterRuns()]
+    for service in services:
+        monkeypatch.setattr(service, "resume", lambda: None)
+        assert service.instance is not None  # opened before the race (its storage is made once)
+    chosen: list[str] = []
+    start = threading.Barrier(6)
+
+    def ask(service: DagsterRuns) -> None:
+        start.wait()
+        _, states = service.launch(f"gen-{threading.get_ident()}", flaming(None))
+        chosen.extend(s.partition_key or "" for s in states)
+
+    threads = [threading.Thread(target=ask, args=(services[i % 2],)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(chosen) == [f"00{b}|flaming" for b in range(1, 7)]
+
+
+def test_a_launch_waits_for_the_lock_another_process_holds(runs: DagsterRuns) -> None:
+    import fcntl
+
+    lock = Path(runs.instance.root_directory) / runs_module.LAUNCH_LOCK_FILE
+    done = threading.Event()
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: (runs.launch("gen-w", flaming(1)), done.set()))
+        worker.start()
+        assert not done.wait(1.0)  # held elsewhere: the launch waits
+        assert runs.pending.rows() == []
+        fcntl.flock(held, fcntl.LOCK_UN)
+    worker.join(30)
+    assert done.is_set()
+    assert [p.partition_key for p in runs.pending.rows()] == ["001|flaming"]
 
 
 def test_a_partition_a_dagster_run_writes_is_busy(runs: DagsterRuns) -> None:

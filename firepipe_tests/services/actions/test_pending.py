@@ -59,5 +59,11 @@ def test_this_process_is_alive_and_a_finished_one_is_not() -> None:
     if child == 0:
         os._exit(0)
     os.waitpid(child, 0)
-    assert not _alive(f"{socket.gethostname()}:{child}")
-    assert _alive(f"another-host:{child}")  # another host's process cannot be checked
+    assert not _alive(f"{socket.gethostname()}:{child}:token")
+    assert _alive(f"another-host:{child}:token")  # another host's process cannot be checked
+    # an earlier process with this process's pid (a restarted container is pid 1 again)
+    assert not _alive(f"{socket.gethostname()}:{os.getpid()}:an-earlier-process")
+
+
+def test_an_empty_generation_id_finds_no_rows(tmp_path: Path) -> None:
+    assert queue(tmp_path).rows("") == []
