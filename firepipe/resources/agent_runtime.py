@@ -98,6 +98,11 @@ class LocalAgent(AgentRuntime):
                 calls[-1]["follow"] = follow(generation_id)
                 if _runs_here(actions.runs):
                     calls[-1]["settled"] = self._settled(actions, generation_id)
+        ours = [c["settled"] for c in calls if "settled" in c]
+        if ours and all(s.get("status") not in _UNSETTLED for s in ours):
+            # Ours are done: leave other requests' queued runs to the service that serves
+            # them, and end once the run under way (if any) is.
+            actions.runs.close()
         lines = [f"{self.describe()}: I read your request as {len(calls)} call(s)."]
         for number, done in enumerate(calls, start=1):
             lines.append(f"{number}. {done['operation']} {json.dumps(done['body'])}")
@@ -144,6 +149,8 @@ class _InstanceRuns(Protocol):
     in_process: bool
 
     def daemon_alive(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def _runs_here(runs: Any) -> bool:

@@ -264,6 +264,10 @@ class _Runs:
 
     def __init__(self, *, daemon: bool = False, ends_at: int | None = 2) -> None:
         self.looks, self.daemon, self.ends_at = 0, daemon, ends_at
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
     def daemon_alive(self) -> bool:
         return self.daemon
@@ -304,6 +308,7 @@ def test_local_agent_waits_for_a_fire_generation_in_process(
     assert call["answer"]["status"] == "queued"
     assert call["settled"]["status"] == "succeeded"
     assert runs.looks == 2  # polled until the runs ended
+    assert runs.closed  # ours are done: no other request's queued run is started here
     assert sorted(r.family for r in runs.plan.runs) == ["flaming", "nuisance"]
     assert {r.family: r.settings.devices for r in runs.plan.runs} == {"flaming": 3, "nuisance": 1}
     assert "   then: " in answer.text
@@ -356,6 +361,7 @@ def test_local_agent_wait_is_bounded_and_says_so(
     (call,) = answer.tool_calls
     assert call["settled"]["status"] == "running"
     assert runs.looks >= 2  # it polled, then gave up
+    assert not runs.closed  # its runs go on in this process
     generation_id = call["answer"]["generation_id"]
     assert answer.text.splitlines()[4] == (
         "   still running after 0.05 s of waiting: its runs go on in this process (the command "
