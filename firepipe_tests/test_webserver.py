@@ -153,4 +153,12 @@ def test_ui_serves_the_asset_lineage(webserver: str) -> None:
     groups = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in nodes}
     # Each asset sits in the group of its layer, the first part of its key.
     assert {key: key.split("/")[0] for key in groups} == groups
-    assert set(groups.values()) == {"bronze", "silver", "gold", "ml", "analytics", "agents"}
+    assert set(groups.values()) == {
+        "bronze",
+        "silver",
+        "gold",
+        "ml",
+        "analytics",
+        "agents",
+        "genai",
+    }
