@@ -20,13 +20,14 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DBT_VERSION_CHECK := false
 
-.PHONY: help venv home dbt-manifest run dev test bench lint format lock clean
+.PHONY: help venv home dbt-manifest run dev test synth bench lint format lock clean
 
 help:
 	@echo "make run    build the environment and run the end_to_end job locally, then summarise it"
 	@echo "make test   build the environment and run the whole test suite"
 	@echo "make dev    Dagster UI on http://127.0.0.1:3000"
 	@echo "make dbt-manifest  dbt parse: the manifest the dbt assets are loaded from"
+	@echo "make synth  synthesise the CDK app's templates for every environment into infra/cdk.out/"
 	@echo "make bench  run the benchmarks (firepipe bench)"
 	@echo "make lint   ruff check, ruff format --check, mypy on firepipe/core"
 
@@ -41,6 +42,16 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	@touch $@
 
 venv: $(STAMP)
+
+# The CDK app is a project of its own (infra/pyproject.toml, infra/uv.lock) in infra/.venv: the
+# CDK's runtime pins a typeguard that firepipe's environment must not be held to.
+INFRA := infra
+INFRA_STAMP := $(INFRA)/.venv/.synced
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+
+$(INFRA_STAMP): $(INFRA)/pyproject.toml $(INFRA)/uv.lock | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(INFRA)/.venv $(UV) sync --frozen --project $(INFRA) --python $(PYTHON)
+	@touch $@
 
 # The dbt assets are read from the manifest when the definitions load: `dbt parse` (offline,
 # no database opened) rebuilds it whenever a file of the dbt project changes.
@@ -66,8 +77,14 @@ run: home $(DBT_MANIFEST)
 dev: home $(DBT_MANIFEST)
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: venv $(DBT_MANIFEST)
+test: venv $(DBT_MANIFEST) synth
 	$(BIN)/pytest
+	cd $(INFRA) && .venv/bin/pytest -q
+
+# Every environment's templates, offline, into infra/cdk.out/ (cdk-nag's AwsSolutions checks on
+# every stack: an unacknowledged error fails the synthesis).
+synth: $(INFRA_STAMP)
+	cd $(INFRA) && .venv/bin/python app.py
 
 bench: venv
 	$(BIN)/firepipe bench
@@ -83,6 +100,7 @@ format: venv
 
 lock: | $(UV)
 	$(UV) lock --python $(PYTHON)
+	$(UV) lock --project $(INFRA) --python $(PYTHON)
 
 clean:
-	rm -rf $(VENV) $(TOOLS)
+	rm -rf $(VENV) $(TOOLS) $(INFRA)/.venv $(INFRA)/cdk.out

@@ -1,0 +1,176 @@
+"""The lake: the bucket of Iceberg tables and the landing zone, its access-log bucket, the Glue
+databases of the Iceberg namespaces, and the Athena workgroup with its encrypted results."""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import aws_athena as athena
+from aws_cdk import aws_glue as glue
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from firepipe_infra.config import LAKE_NAMESPACES, EnvironmentConfig, Stateful
+
+WAREHOUSE_PREFIX = "warehouse"  # the Iceberg warehouse: s3://<lake>/warehouse/<namespace>.db/
+LANDING_PREFIX = "landing"  # the landing zone (firepipe.resources.landing.S3LandingZone)
+ATHENA_RESULTS_PREFIX = "athena"
+
+
+class Lake(Construct):
+    def __init__(
+        self, scope: Construct, id: str, *, config: EnvironmentConfig, data_key: kms.IKey
+    ) -> None:
+        super().__init__(scope, id)
+        removal = config.removal_policy
+        # S3 server access logging delivers to SSE-S3 buckets only (SSE-KMS targets are not
+        # supported), so this bucket alone is encrypted with S3's key.
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-logs",
+                    expiration=Duration.days(config.access_log_days),
+                    noncurrent_version_expiration=Duration.days(1),
+                )
+            ],
+            removal_policy=removal,
+        )
+        Validations.of(self.access_logs).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-S1",
+                reason="The access-log bucket itself: logging its own access would loop.",
+            )
+        )
+        self.lake_bucket = self._data_bucket(
+            "LakeBucket",
+            config,
+            data_key,
+            log_prefix="lake/",
+            rules=[
+                # Ingested files stay in incoming/ as the raw archive until this expires them.
+                s3.LifecycleRule(
+                    id="expire-ingested-landing-files",
+                    prefix=f"{LANDING_PREFIX}/incoming/",
+                    expiration=Duration.days(config.landing_retention_days),
+                ),
+                s3.LifecycleRule(
+                    id="tier-warehouse",
+                    prefix=f"{WAREHOUSE_PREFIX}/",
+                    transitions=[
+                        s3.Transition(
+                            storage_class=s3.StorageClass.INTELLIGENT_TIERING,
+                            transition_after=Duration.days(0),
+                        )
+                    ],
+                ),
+            ],
+        )
+        self.results_bucket = self._data_bucket(
+            "ResultsBucket",
+            config,
+            data_key,
+            log_prefix="results/",
+            rules=[s3.LifecycleRule(expiration=Duration.days(config.athena_results_days))],
+        )
+        self.databases = {
+            namespace: glue.CfnDatabase(
+                self,
+                f"Database{namespace.capitalize()}",
+                catalog_id=self.lake_bucket.env.account,
+                database_input=glue.CfnDatabase.DatabaseInputProperty(
+                    name=namespace,
+                    description=f"firepipe's {namespace} Iceberg tables ({config.name})",
+                    location_uri=self.lake_bucket.s3_url_for_object(
+                        f"{WAREHOUSE_PREFIX}/{namespace}.db"
+                    ),
+                ),
+            )
+            for namespace in LAKE_NAMESPACES
+        }
+        for database in self.databases.values():
+            database.apply_removal_policy(removal)
+        self.workgroup = athena.CfnWorkGroup(
+            self,
+            "Workgroup",
+            name=config.prefix,
+            description="firepipe's queries over the lake; results encrypted with the data key",
+            state="ENABLED",
+            recursive_delete_option=config.stateful is Stateful.DESTROY,
+            work_group_configuration=athena.CfnWorkGroup.WorkGroupConfigurationProperty(
+                # Clients cannot override the location or the encryption below.
+                enforce_work_group_configuration=True,
+                publish_cloud_watch_metrics_enabled=True,
+                bytes_scanned_cutoff_per_query=config.athena_scan_limit_bytes,
+                engine_version=athena.CfnWorkGroup.EngineVersionProperty(
+                    selected_engine_version="Athena engine version 3"
+                ),
+                result_configuration=athena.CfnWorkGroup.ResultConfigurationProperty(
+                    output_location=self.results_location,
+                    encryption_configuration=athena.CfnWorkGroup.EncryptionConfigurationProperty(
+                        encryption_option="SSE_KMS", kms_key=data_key.key_arn
+                    ),
+                ),
+            ),
+        )
+        self.workgroup.apply_removal_policy(removal)
+
+    def _data_bucket(
+        self,
+        id: str,
+        config: EnvironmentConfig,
+        data_key: kms.IKey,
+        *,
+        log_prefix: str,
+        rules: list[s3.LifecycleRule],
+    ) -> s3.Bucket:
+        return s3.Bucket(
+            self,
+            id,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=data_key,
+            bucket_key_enabled=True,  # one data key per bucket, not one KMS call per object
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix=log_prefix,
+            lifecycle_rules=[
+                *rules,
+                s3.LifecycleRule(
+                    id="expire-old-versions",
+                    noncurrent_version_expiration=Duration.days(config.noncurrent_version_days),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                ),
+            ],
+            removal_policy=config.removal_policy,
+        )
+
+    @property
+    def warehouse(self) -> str:
+        """FIREPIPE_LAKE_WAREHOUSE: the Iceberg warehouse's s3:// location."""
+        return self.lake_bucket.s3_url_for_object(WAREHOUSE_PREFIX)
+
+    @property
+    def results_location(self) -> str:
+        """FIREPIPE_ATHENA_OUTPUT_LOCATION: where the workgroup writes query results."""
+        return self.results_bucket.s3_url_for_object(f"{ATHENA_RESULTS_PREFIX}/")
+
+    def grant_read(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Read the lake (tables and landing zone); the bucket's grant includes the key."""
+        return self.lake_bucket.grant_read(grantee)
+
+    def grant_read_write(self, grantee: iam.IGrantable) -> iam.Grant:
+        return self.lake_bucket.grant_read_write(grantee)
+
+    def grant_query_results(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Write and read Athena's results (the workgroup runs queries as the caller)."""
+        return self.results_bucket.grant_read_write(grantee)

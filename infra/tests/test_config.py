@@ -1,0 +1,61 @@
+from dataclasses import replace
+
+import pytest
+from firepipe_infra.config import ENVIRONMENTS, ConfigError, Stateful, check_environments
+from firepipe_infra.env_names import env_name, env_names
+
+DEV = ENVIRONMENTS["dev"]
+
+
+def test_environments_are_dev_staging_prod_with_their_prefixes():
+    assert list(ENVIRONMENTS) == ["dev", "staging", "prod"]
+    assert [c.prefix for c in ENVIRONMENTS.values()] == [
+        "firepipe-dev",
+        "firepipe-staging",
+        "firepipe-prod",
+    ]
+    check_environments(ENVIRONMENTS)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"account": "12345"}, "account '12345' is not 12 digits"),
+        ({"region": "europe"}, "region 'europe'"),
+        ({"availability_zones": ("eu-west-1a",)}, "two distinct availability zones"),
+        ({"availability_zones": ("eu-west-1a", "us-east-1b")}, "not all in eu-west-1"),
+        ({"vpc_cidr": "10.0.0.0/33"}, "vpc_cidr '10.0.0.0/33'"),
+        ({"vpc_cidr": "8.8.0.0/16"}, "must be a private /16 to /20"),
+        ({"nat_gateways": 3}, "nat_gateways must be between 1"),
+        ({"log_retention_days": 10}, "log_retention_days 10 is not one CloudWatch Logs"),
+        ({"landing_retention_days": 1}, "landing_retention_days must be at least 7"),
+        ({"athena_scan_limit_bytes": 1024}, "at least 10 MiB"),
+        ({"alarm_email": "nobody"}, "alarm_email 'nobody'"),
+        ({"stateful": "keep"}, "stateful must be one of"),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_reason(changes, message):
+    with pytest.raises(ConfigError, match="environment 'dev'") as raised:
+        replace(DEV, **changes)
+    assert message in str(raised.value)
+
+
+def test_prod_must_retain_its_data_and_keep_deletion_protection():
+    prod = ENVIRONMENTS["prod"]
+    with pytest.raises(ConfigError, match="prod must retain"):
+        replace(prod, stateful=Stateful.DESTROY)
+    with pytest.raises(ConfigError, match="prod must retain"):
+        replace(prod, deletion_protection=False)
+
+
+def test_two_environments_in_one_account_and_region_are_refused():
+    clash = {"dev": DEV, "qa": replace(DEV, name="qa")}
+    with pytest.raises(ConfigError, match="'dev' and 'qa' share account 111111111111"):
+        check_environments(clash)
+
+
+def test_variable_names_come_from_firepipe_aws_env():
+    assert env_name("LANDING_BUCKET_VAR") == "FIREPIPE_LANDING_BUCKET"
+    assert env_names()["SNOWFLAKE_PASSWORD_VAR"] == "SNOWFLAKE_PASSWORD"
+    with pytest.raises(KeyError, match="defines no NO_SUCH_VAR"):
+        env_name("NO_SUCH_VAR")

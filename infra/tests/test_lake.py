@@ -1,0 +1,125 @@
+import pytest
+from aws_cdk.assertions import Match
+
+DATA_KEY_IMPORT = {"Fn::ImportValue": Match.string_like_regexp("firepipe-dev-security:.*DataKey")}
+
+
+@pytest.fixture(scope="module")
+def dev(synthesised):
+    return synthesised.template("firepipe-dev-lake")
+
+
+@pytest.fixture(scope="module")
+def buckets(dev):
+    return dev.find_resources("AWS::S3::Bucket")
+
+
+def _bucket(buckets, name):
+    return next(v["Properties"] for k, v in buckets.items() if k.startswith(f"Lake{name}"))
+
+
+@pytest.mark.parametrize("name", ["LakeBucket", "ResultsBucket"])
+def test_data_buckets_are_encrypted_with_the_data_key(dev, name):
+    dev.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {
+                        "BucketKeyEnabled": True,
+                        "ServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": DATA_KEY_IMPORT,
+                        },
+                    }
+                ]
+            },
+            "LoggingConfiguration": Match.object_like({"DestinationBucketName": Match.any_value()}),
+        },
+    )
+
+
+def test_every_bucket_is_versioned_private_and_denies_plain_http(dev, buckets):
+    assert len(buckets) == 3
+    for bucket in buckets.values():
+        props = bucket["Properties"]
+        assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
+    policies = dev.find_resources("AWS::S3::BucketPolicy")
+    denied = set()
+    for policy in policies.values():
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if s["Effect"] == "Deny" and s["Condition"] == {
+                "Bool": {"aws:SecureTransport": "false"}
+            }:
+                denied.add(policy["Properties"]["Bucket"]["Ref"])
+    assert denied == set(buckets)
+
+
+def test_lifecycle_expires_ingested_landing_files_and_old_versions(buckets):
+    rules = {
+        r.get("Id"): r for r in _bucket(buckets, "LakeBucket")["LifecycleConfiguration"]["Rules"]
+    }
+    assert rules["expire-ingested-landing-files"]["Prefix"] == "landing/incoming/"
+    assert rules["expire-ingested-landing-files"]["ExpirationInDays"] == 30
+    assert rules["expire-old-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 7}
+    results = _bucket(buckets, "ResultsBucket")["LifecycleConfiguration"]["Rules"]
+    assert {"ExpirationInDays": 7, "Status": "Enabled"}.items() <= results[0].items()
+
+
+def test_glue_databases_are_the_iceberg_namespaces_under_the_warehouse(dev):
+    databases = dev.find_resources("AWS::Glue::Database")
+    inputs = {
+        d["Properties"]["DatabaseInput"]["Name"]: d["Properties"]["DatabaseInput"]
+        for d in databases.values()
+    }
+    assert sorted(inputs) == ["analytics", "bronze", "gold", "ml", "silver"]
+    location = inputs["silver"]["LocationUri"]["Fn::Join"][1]
+    assert location[0] == "s3://"
+    assert location[-1] == "/warehouse/silver.db"
+
+
+def test_athena_workgroup_enforces_its_kms_encrypted_result_location(dev):
+    dev.has_resource_properties(
+        "AWS::Athena::WorkGroup",
+        {
+            "Name": "firepipe-dev",
+            "WorkGroupConfiguration": Match.object_like(
+                {
+                    "EnforceWorkGroupConfiguration": True,
+                    "BytesScannedCutoffPerQuery": 10 * 1024**3,
+                    "ResultConfiguration": {
+                        "OutputLocation": {
+                            "Fn::Join": [
+                                "",
+                                [
+                                    "s3://",
+                                    {"Ref": Match.string_like_regexp("^LakeResultsBucket")},
+                                    "/athena/",
+                                ],
+                            ]
+                        },
+                        "EncryptionConfiguration": {
+                            "EncryptionOption": "SSE_KMS",
+                            "KmsKey": DATA_KEY_IMPORT,
+                        },
+                    },
+                }
+            ),
+        },
+    )
+
+
+def test_outputs_are_named_after_firepipes_variables(dev):
+    outputs = dev.find_outputs("*")
+    named = {
+        o["Description"].split(":")[0] for k, o in outputs.items() if not k.startswith("Exports")
+    }
+    assert named == {
+        "FIREPIPE_LAKE_WAREHOUSE",
+        "FIREPIPE_LANDING_BUCKET",
+        "FIREPIPE_LANDING_PREFIX",
+        "FIREPIPE_ATHENA_WORKGROUP",
+        "FIREPIPE_ATHENA_OUTPUT_LOCATION",
+    }
+    assert outputs["FIREPIPELANDINGPREFIX"]["Value"] == "landing"
