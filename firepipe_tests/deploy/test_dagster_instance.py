@@ -134,7 +134,9 @@ def test_ecs_instance_is_valid_and_reads_its_settings_from_the_environment(tmp_p
         {"name": "DAGSTER_PG_PASSWORD", "valueFrom": ENV["DAGSTER_PG_PASSWORD_SECRET_ARN"]}
     ]
     assert launcher["secrets_tag"] is None  # no ListSecrets on every launch
-    assert launcher["include_sidecars"] is False
+    # include_sidecars applies to a task definition copied from the daemon's task only: with
+    # task_definition given, the launcher never reads it, so the file does not set it.
+    assert "include_sidecars" not in load(ECS)["run_launcher"]["config"]
     assert len(launcher["task_definition_prefix"]) <= 16  # the launcher's own limit
     logs = processed(ref.compute_logs_data)
     assert (logs["bucket"], logs["prefix"]) == ("firepipe-dagster-logs", "compute-logs")
@@ -185,8 +187,8 @@ BROKEN = {
         "hostnme",
     ),
     "launcher key": (
-        _misspell(["run_launcher", "config", "include_sidecars"], "include_sidecar"),
-        "include_sidecar",
+        _misspell(["run_launcher", "config", "secrets_tag"], "secret_tag"),
+        "secret_tag",
     ),
     "tag limit without its limit": (_drop_limit, "limit"),
 }

@@ -121,10 +121,33 @@ class Security(Construct):
 
     def grant_read_snowflake(self, grantee: iam.IGrantable) -> iam.Grant:
         """Read the Snowflake credentials (and decrypt them with the data key)."""
-        return self.snowflake_secret.grant_read(grantee)
+        return self._grant_read_secret(self.snowflake_secret, grantee)
 
     def grant_read_api_keys(self, grantee: iam.IGrantable) -> iam.Grant:
-        return self.api_keys_secret.grant_read(grantee)
+        return self._grant_read_secret(self.api_keys_secret, grantee)
+
+    def _grant_read_secret(self, secret: sm.ISecret, grantee: iam.IGrantable) -> iam.Grant:
+        """The secret's value, and the data key's Decrypt through Secrets Manager only (not
+        any other data under the key), both in the grantee's own policy. Secret.grant_read
+        would also write the grantee's ARN into the key policy, here in the security stack: a
+        role of a stack that depends on this one would then make a dependency cycle. The key
+        policy trusts the account, so the role's own policy is enough."""
+        read = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+            resource_arns=[secret.secret_arn],
+        )
+        decrypt = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["kms:Decrypt"],
+            resource_arns=[self.data_key.key_arn],
+            conditions={
+                "StringEquals": {
+                    "kms:ViaService": f"secretsmanager.{Stack.of(self).region}.amazonaws.com"
+                }
+            },
+        )
+        return read.combine(decrypt)
 
     def grant_data_encrypt_decrypt(self, grantee: iam.IGrantable) -> iam.Grant:
         """Use the data key directly (writers of the lake and of query results)."""

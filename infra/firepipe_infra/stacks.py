@@ -8,6 +8,7 @@ by keyword argument; CloudFormation exports carry the references.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from firepipe_infra.env_names import env_name
 from firepipe_infra.lake import LANDING_PREFIX, Lake
 from firepipe_infra.network import Network
 from firepipe_infra.security import Security
+
+# cdk.json holds the feature flags (aws-cdk-lib's recommended ones for the pinned version). The
+# CDK CLI passes its context to the app, but `app.py` and the tests build the App themselves:
+# new_app reads the same file, so every way of synthesising sees the same flags.
+CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
 
 class _EnvironmentStack(Stack):
@@ -96,10 +102,18 @@ def build_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
     return EnvironmentStacks(security, network, lake)
 
 
+def cdk_context() -> dict[str, object]:
+    """The context of infra/cdk.json (the feature flags)."""
+    context = json.loads(CDK_JSON.read_text())["context"]
+    assert isinstance(context, dict)
+    return context
+
+
 def new_app(outdir: Path) -> App:
-    """An app that writes its templates to `outdir` and runs cdk-nag's AwsSolutions checks on
-    every stack: an unacknowledged error makes `synth()` raise."""
-    app = App(outdir=str(outdir))
+    """An app with cdk.json's feature flags that writes its templates to `outdir` and runs
+    cdk-nag's AwsSolutions checks on every stack: an unacknowledged error makes `synth()` raise.
+    Context the CDK CLI passes (cdk.json, `--context`) overrides these defaults."""
+    app = App(outdir=str(outdir), context=cdk_context())
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app
 

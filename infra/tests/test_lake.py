@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from aws_cdk.assertions import Match
 
@@ -18,25 +20,59 @@ def _bucket(buckets, name):
     return next(v["Properties"] for k, v in buckets.items() if k.startswith(f"Lake{name}"))
 
 
-@pytest.mark.parametrize("name", ["LakeBucket", "ResultsBucket"])
-def test_data_buckets_are_encrypted_with_the_data_key(dev, name):
-    dev.has_resource_properties(
-        "AWS::S3::Bucket",
-        {
-            "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [
-                    {
-                        "BucketKeyEnabled": True,
-                        "ServerSideEncryptionByDefault": {
-                            "SSEAlgorithm": "aws:kms",
-                            "KMSMasterKeyID": DATA_KEY_IMPORT,
-                        },
-                    }
-                ]
-            },
-            "LoggingConfiguration": Match.object_like({"DestinationBucketName": Match.any_value()}),
-        },
+def _logical_id(buckets, name):
+    return next(k for k in buckets if k.startswith(f"Lake{name}"))
+
+
+@pytest.mark.parametrize(
+    ("name", "log_prefix"), [("LakeBucket", "lake/"), ("ResultsBucket", "results/")]
+)
+def test_data_buckets_are_encrypted_with_the_data_key_and_log_their_access(
+    buckets, name, log_prefix
+):
+    bucket = _bucket(buckets, name)
+    [encryption] = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["BucketKeyEnabled"] is True
+    default = encryption["ServerSideEncryptionByDefault"]
+    assert default["SSEAlgorithm"] == "aws:kms"
+    assert re.fullmatch(
+        r"firepipe-dev-security:.*DataKey.*Arn.*", default["KMSMasterKeyID"]["Fn::ImportValue"]
     )
+    assert bucket["LoggingConfiguration"] == {
+        "DestinationBucketName": {"Ref": _logical_id(buckets, "AccessLogs")},
+        "LogFilePrefix": log_prefix,
+    }
+
+
+def test_access_logs_are_delivered_through_the_bucket_policy_with_acls_disabled(dev, buckets):
+    access_logs = _bucket(buckets, "AccessLogs")
+    assert access_logs["OwnershipControls"] == {
+        "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    }
+    assert "AccessControl" not in access_logs  # no LogDeliveryWrite ACL
+    assert access_logs["BucketEncryption"] == {
+        "ServerSideEncryptionConfiguration": [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+        ]
+    }
+    [policy] = dev.find_resources(
+        "AWS::S3::BucketPolicy",
+        {"Properties": {"Bucket": {"Ref": _logical_id(buckets, "AccessLogs")}}},
+    ).values()
+    # Each data bucket's logs: written by the logging service, from that bucket, in this
+    # account, under that bucket's prefix only.
+    deliveries = {
+        s["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::GetAtt"][0]: s["Resource"]["Fn::Join"][1]
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s.get("Principal") == {"Service": "logging.s3.amazonaws.com"}
+        and s["Action"] == "s3:PutObject"
+        and s["Condition"]["StringEquals"] == {"aws:SourceAccount": "111111111111"}
+    }
+    access_logs_arn = {"Fn::GetAtt": [_logical_id(buckets, "AccessLogs"), "Arn"]}
+    assert deliveries == {
+        _logical_id(buckets, "LakeBucket"): [access_logs_arn, "/lake/*"],
+        _logical_id(buckets, "ResultsBucket"): [access_logs_arn, "/results/*"],
+    }
 
 
 def test_every_bucket_is_versioned_private_and_denies_plain_http(dev, buckets):
@@ -123,3 +159,16 @@ def test_outputs_are_named_after_firepipes_variables(dev):
         "FIREPIPE_ATHENA_OUTPUT_LOCATION",
     }
     assert outputs["FIREPIPELANDINGPREFIX"]["Value"] == "landing"
+
+
+def test_dev_buckets_are_emptied_before_deletion_and_prod_buckets_kept(synthesised, dev, buckets):
+    """CloudFormation deletes only an empty bucket: dev's (DESTROY) are emptied by the CDK's
+    auto-delete custom resource; prod's are retained and nothing may empty them."""
+    emptied = dev.find_resources("Custom::S3AutoDeleteObjects")
+    assert sorted(e["Properties"]["BucketName"]["Ref"] for e in emptied.values()) == sorted(buckets)
+    assert {b["DeletionPolicy"] for b in buckets.values()} == {"Delete"}
+    prod = synthesised.template("firepipe-prod-lake")
+    prod.resource_count_is("Custom::S3AutoDeleteObjects", 0)
+    prod.resource_count_is("AWS::Lambda::Function", 0)
+    prod_buckets = prod.find_resources("AWS::S3::Bucket").values()
+    assert {b["DeletionPolicy"] for b in prod_buckets} == {"Retain"}

@@ -1,11 +1,12 @@
 import json
 
 import pytest
-from aws_cdk import App, Stack
+from aws_cdk import App, Environment, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Match, Template
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.security import SNOWFLAKE_PASSWORD_FIELD, Security
+from firepipe_infra.stacks import cdk_context
 
 
 @pytest.fixture(scope="module")
@@ -77,25 +78,48 @@ def test_nothing_is_granted_in_the_security_stack(dev):
     )
 
 
-def test_grant_read_snowflake_gives_the_secret_and_decryption_of_it_only():
-    stack = Stack(App(), "s", env={"account": "111111111111", "region": "eu-west-1"})
-    security = Security(stack, "Security", config=ENVIRONMENTS["dev"])
-    role = iam.Role(stack, "Reader", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"))
+def test_a_role_of_another_stack_reads_the_secrets_and_decrypts_through_secrets_manager_only(
+    tmp_path,
+):
+    """The secrets' readers live in later stacks of the same environment: the grants go into
+    the role's own policy, so the security stack does not depend on theirs (a grant in the key
+    policy made synthesis fail with a dependency cycle)."""
+    env = Environment(account="111111111111", region="eu-west-1")
+    app = App(outdir=str(tmp_path), context=cdk_context())
+    producer = Stack(app, "security", env=env)
+    security = Security(producer, "Security", config=ENVIRONMENTS["dev"])
+    consumer = Stack(app, "consumer", env=env)
+    role = iam.Role(consumer, "Reader", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"))
     security.grant_read_snowflake(role)
-    template = Template.from_stack(stack)
-    policy = next(iter(template.find_resources("AWS::IAM::Policy").values()))
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
-    assert [s["Resource"] for s in statements] == [{"Ref": "SecuritySnowflakeSecret259A230B"}]
-    assert "secretsmanager:GetSecretValue" in statements[0]["Action"]
-    # The key lets the role decrypt through Secrets Manager only, not any data under the key.
-    key = template.find_resources(
-        "AWS::KMS::Key", {"Properties": {"Description": Match.string_like_regexp("the lake")}}
+    security.grant_read_api_keys(role)
+    assembly = app.synth()
+
+    produced = assembly.get_stack_by_name("security").template
+    exports = {json.dumps(o["Value"]): o["Export"]["Name"] for o in produced["Outputs"].values()}
+
+    def imported(construct, attribute=None):
+        logical_id = producer.get_logical_id(construct.node.default_child)
+        value = {"Fn::GetAtt": [logical_id, attribute]} if attribute else {"Ref": logical_id}
+        return {"Fn::ImportValue": exports[json.dumps(value)]}
+
+    template = Template.from_json(assembly.get_stack_by_name("consumer").template)
+    [policy] = template.find_resources("AWS::IAM::Policy").values()
+    assert policy["Properties"]["Roles"] == [
+        {"Ref": consumer.get_logical_id(role.node.default_child)}
+    ]
+    read, decrypt = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert read["Action"] == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
+    secrets = (security.snowflake_secret, security.api_keys_secret)
+    assert sorted(map(json.dumps, read["Resource"])) == sorted(
+        json.dumps(imported(s)) for s in secrets
     )
-    key_statements = next(iter(key.values()))["Properties"]["KeyPolicy"]["Statement"]
-    role_arn = {"Fn::GetAtt": [stack.get_logical_id(role.node.default_child), "Arn"]}
-    [decrypt] = [s for s in key_statements if s["Principal"].get("AWS") == role_arn]
-    assert decrypt["Action"] == "kms:Decrypt"
-    assert (
-        decrypt["Condition"]["StringEquals"]["kms:ViaService"]
-        == "secretsmanager.eu-west-1.amazonaws.com"
-    )
+    # The key decrypts for the role only through Secrets Manager, not any data under the key.
+    assert decrypt == {
+        "Action": "kms:Decrypt",
+        "Effect": "Allow",
+        "Resource": imported(security.data_key, "Arn"),
+        "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}},
+    }
+    # Nothing of the role reached the security stack (its key policy among it).
+    assert "Reader" not in json.dumps(produced)
+    assert "Fn::ImportValue" not in json.dumps(produced)
