@@ -44,22 +44,8 @@ class Security(Construct):
     def __init__(self, scope: Construct, id: str, *, config: EnvironmentConfig) -> None:
         super().__init__(scope, id)
         stack = Stack.of(self)
-        self.data_key = kms.Key(
-            self,
-            "DataKey",
-            alias=f"alias/{config.prefix}-data",
-            description=f"{config.prefix}: the lake, query results and secrets",
-            enable_key_rotation=True,
-            removal_policy=config.removal_policy,
-        )
-        self.logs_key = kms.Key(
-            self,
-            "LogsKey",
-            alias=f"alias/{config.prefix}-logs",
-            description=f"{config.prefix}: CloudWatch Logs log groups",
-            enable_key_rotation=True,
-            removal_policy=config.removal_policy,
-        )
+        self.data_key = self._key(config, "data", "the lake, query results and secrets")
+        self.logs_key = self._key(config, "logs", "CloudWatch Logs log groups")
         # CloudWatch Logs encrypts with the key itself (no role of ours is involved), so the key
         # policy lets the service use it, for this account's log groups only.
         self.logs_key.add_to_resource_policy(
@@ -118,6 +104,17 @@ class Security(Construct):
             Validations.of(secret).acknowledge(
                 Acknowledgment(id="AwsSolutions-SMG4", reason=_NO_ROTATION)
             )
+
+    def _key(self, config: EnvironmentConfig, use: str, what: str) -> kms.Key:
+        """A rotating key of this environment, `alias/<prefix>-<use>`."""
+        return kms.Key(
+            self,
+            f"{use.capitalize()}Key",
+            alias=f"alias/{config.prefix}-{use}",
+            description=f"{config.prefix}: {what}",
+            enable_key_rotation=True,
+            removal_policy=config.removal_policy,
+        )
 
     def grant_read_snowflake(self, grantee: iam.IGrantable) -> iam.Grant:
         """Read the Snowflake credentials (and decrypt them with the data key)."""
