@@ -75,6 +75,20 @@ class EnvironmentConfig:
     stateful: Stateful
     deletion_protection: bool  # termination protection of the stacks (later: of the database)
     alarm_email: str
+    # Orchestration: the Dagster UI's load balancer is internal (Dagster's UI has no login of
+    # its own) and admits HTTPS from these networks only (the VPN's, the office's).
+    ui_certificate_arn: str  # an ACM certificate in the region, for the UI's HTTPS listener
+    ui_allowed_cidrs: tuple[str, ...]
+    database_instance_type: str  # RDS PostgreSQL for the Dagster instance, e.g. "t4g.micro"
+    database_multi_az: bool
+    database_backup_days: int
+    # Compute: the most vCPUs each Batch compute environment (Spot) scales to.
+    batch_cpu_max_vcpus: int
+    batch_gpu_max_vcpus: int
+    # APIs: API Gateway's throttling per API key (steady rate, burst) and daily quota.
+    api_rate_limit: int
+    api_burst_limit: int
+    api_daily_quota: int
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -136,6 +150,41 @@ def _problems(c: EnvironmentConfig) -> list[str]:
         problems.append("prod must retain its data and keep deletion protection on")
     if not _EMAIL.match(c.alarm_email):
         problems.append(f"alarm_email {c.alarm_email!r} is not an e-mail address")
+    if not re.fullmatch(
+        rf"arn:aws[a-z-]*:acm:{c.region}:\d{{12}}:certificate/[0-9a-f-]{{36}}", c.ui_certificate_arn
+    ):
+        problems.append(
+            f"ui_certificate_arn {c.ui_certificate_arn!r} is not an ACM certificate in {c.region}"
+        )
+    if not c.ui_allowed_cidrs:
+        problems.append("ui_allowed_cidrs must name at least one network")
+    for cidr in c.ui_allowed_cidrs:
+        try:
+            ipaddress.IPv4Network(cidr)
+        except ValueError as e:
+            problems.append(f"ui_allowed_cidrs {cidr!r}: {e}")
+        else:
+            if cidr.endswith("/0"):
+                problems.append("ui_allowed_cidrs must not admit the whole internet")
+    if not re.fullmatch(r"[a-z][a-z0-9]*\.[a-z0-9]+", c.database_instance_type):
+        problems.append(
+            f"database_instance_type {c.database_instance_type!r} is not a type such as t4g.micro"
+        )
+    if not 1 <= c.database_backup_days <= 35:  # RDS keeps automated backups 1-35 days
+        problems.append("database_backup_days must be between 1 and 35")
+    if c.name == "prod" and not c.database_multi_az:
+        problems.append("prod's database must be multi-AZ")
+    for field in (
+        "batch_cpu_max_vcpus",
+        "batch_gpu_max_vcpus",
+        "api_rate_limit",
+        "api_burst_limit",
+        "api_daily_quota",
+    ):
+        if getattr(c, field) < 1:
+            problems.append(f"{field} must be at least 1")
+    if c.api_burst_limit < c.api_rate_limit:
+        problems.append("api_burst_limit must be at least api_rate_limit")
     return problems
 
 
@@ -174,6 +223,16 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             stateful=Stateful.DESTROY,
             deletion_protection=False,
             alarm_email="firepipe-dev-alarms@example.com",
+            ui_certificate_arn="arn:aws:acm:eu-west-1:111111111111:certificate/00000000-0000-0000-0000-000000000000",
+            ui_allowed_cidrs=("10.0.0.0/8",),
+            database_instance_type="t4g.micro",
+            database_multi_az=False,
+            database_backup_days=1,
+            batch_cpu_max_vcpus=64,
+            batch_gpu_max_vcpus=8,
+            api_rate_limit=10,
+            api_burst_limit=20,
+            api_daily_quota=10_000,
         ),
         EnvironmentConfig(
             name="staging",
@@ -191,6 +250,16 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             stateful=Stateful.RETAIN,
             deletion_protection=False,
             alarm_email="firepipe-staging-alarms@example.com",
+            ui_certificate_arn="arn:aws:acm:eu-west-1:222222222222:certificate/00000000-0000-0000-0000-000000000000",
+            ui_allowed_cidrs=("10.0.0.0/8",),
+            database_instance_type="t4g.small",
+            database_multi_az=False,
+            database_backup_days=7,
+            batch_cpu_max_vcpus=256,
+            batch_gpu_max_vcpus=32,
+            api_rate_limit=50,
+            api_burst_limit=100,
+            api_daily_quota=100_000,
         ),
         EnvironmentConfig(
             name="prod",
@@ -208,6 +277,16 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             stateful=Stateful.RETAIN,
             deletion_protection=True,
             alarm_email="firepipe-prod-alarms@example.com",
+            ui_certificate_arn="arn:aws:acm:eu-west-1:333333333333:certificate/00000000-0000-0000-0000-000000000000",
+            ui_allowed_cidrs=("10.0.0.0/8",),
+            database_instance_type="m7g.large",
+            database_multi_az=True,
+            database_backup_days=35,
+            batch_cpu_max_vcpus=1024,
+            batch_gpu_max_vcpus=128,
+            api_rate_limit=500,
+            api_burst_limit=1_000,
+            api_daily_quota=5_000_000,
         ),
     )
 }

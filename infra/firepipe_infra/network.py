@@ -1,9 +1,11 @@
-"""Network: the VPC (public subnets for the NAT gateways and, later, the load balancer; private
-subnets for every task), its flow logs, and the endpoints that keep AWS traffic off the NAT."""
+"""Network: the VPC (public subnets for the NAT gateways and the load balancer; private subnets
+for every task), its flow logs, the endpoints that keep AWS traffic off the NAT, and the ECS
+cluster every service and run of the environment shares."""
 
 from __future__ import annotations
 
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -91,3 +93,12 @@ class Network(Construct):
             )
             for name, service in INTERFACE_ENDPOINTS.items()
         }
+        # One Fargate cluster per environment: Dagster's services and runs and the agents'
+        # workers. Container Insights (enhanced) gives per-service and per-task metrics.
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            cluster_name=config.prefix,
+            vpc=self.vpc,
+            container_insights_v2=ecs.ContainerInsights.ENHANCED,
+        )

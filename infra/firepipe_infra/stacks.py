@@ -20,6 +20,7 @@ from firepipe_infra.config import ENVIRONMENTS, EnvironmentConfig, check_environ
 from firepipe_infra.env_names import env_name
 from firepipe_infra.lake import LANDING_PREFIX, Lake
 from firepipe_infra.network import Network
+from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
 
 # cdk.json holds the feature flags (aws-cdk-lib's recommended ones for the pinned version). The
@@ -87,11 +88,21 @@ class LakeStack(_EnvironmentStack):
         )
 
 
+class RegistryStack(_EnvironmentStack):
+    """The ECR repositories: deployed before the images are pushed, and before every stack
+    that runs them."""
+
+    def __init__(self, scope: Construct, config: EnvironmentConfig) -> None:
+        super().__init__(scope, "registry", config)
+        self.registry = Registry(self, "Registry", config=config)
+
+
 @dataclass(frozen=True)
 class EnvironmentStacks:
     security: SecurityStack
     network: NetworkStack
     lake: LakeStack
+    registry: RegistryStack
 
 
 def build_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
@@ -99,7 +110,8 @@ def build_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
     security = SecurityStack(app, config)
     network = NetworkStack(app, config, security.security)
     lake = LakeStack(app, config, security.security)
-    return EnvironmentStacks(security, network, lake)
+    registry = RegistryStack(app, config)
+    return EnvironmentStacks(security, network, lake, registry)
 
 
 def cdk_context() -> dict[str, object]:

@@ -15,7 +15,7 @@ from aws_cdk import aws_s3 as s3
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.stacks import CDK_JSON, build_app
 
-CONCERNS = ("security", "network", "lake")
+CONCERNS = ("security", "network", "lake", "registry")
 
 
 def test_every_environment_synthesises_with_no_nag_error(synthesised):

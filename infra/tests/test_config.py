@@ -32,6 +32,14 @@ def test_environments_are_dev_staging_prod_with_their_prefixes():
         ({"athena_scan_limit_bytes": 1024}, "at least 10 MiB"),
         ({"alarm_email": "nobody"}, "alarm_email 'nobody'"),
         ({"stateful": "keep"}, "stateful must be one of"),
+        ({"ui_certificate_arn": "arn:aws:acm:us-east-1:111111111111:certificate/x"}, "not an ACM"),
+        ({"ui_allowed_cidrs": ()}, "at least one network"),
+        ({"ui_allowed_cidrs": ("0.0.0.0/0",)}, "not admit the whole internet"),
+        ({"ui_allowed_cidrs": ("10.0.0.1/8",)}, "ui_allowed_cidrs '10.0.0.1/8'"),
+        ({"database_instance_type": "large"}, "database_instance_type 'large'"),
+        ({"database_backup_days": 36}, "between 1 and 35"),
+        ({"batch_gpu_max_vcpus": 0}, "batch_gpu_max_vcpus must be at least 1"),
+        ({"api_burst_limit": 5}, "api_burst_limit must be at least api_rate_limit"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_reason(changes, message):
@@ -46,6 +54,8 @@ def test_prod_must_retain_its_data_and_keep_deletion_protection():
         replace(prod, stateful=Stateful.DESTROY)
     with pytest.raises(ConfigError, match="prod must retain"):
         replace(prod, deletion_protection=False)
+    with pytest.raises(ConfigError, match="multi-AZ"):
+        replace(prod, database_multi_az=False)
 
 
 def test_two_environments_in_one_account_and_region_are_refused():

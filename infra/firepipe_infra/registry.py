@@ -1,0 +1,90 @@
+"""The container registry: one ECR repository per image of docker/, and the tag every stack
+deploys.
+
+The repositories live in a stack of their own, deployed before the images are pushed: the
+delivery pipeline deploys the registry, builds and pushes each image under the commit's tag,
+then deploys the stacks that run them with `-c imageTag=<tag>` (IMAGE_TAG_CONTEXT). Tags are
+immutable, so a tag always names the image that was tested under it, and a rollback is a deploy
+of the previous tag.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_ecs as ecs
+from constructs import Construct
+
+from firepipe_infra.config import ConfigError, EnvironmentConfig, Stateful
+
+# docker/<image>.Dockerfile, and agents-lambda: the agents image's Lambda stage
+# (docker/agents.Dockerfile --target lambda), a repository of its own because Lambda runs only
+# images whose entry point is the runtime interface client.
+IMAGES = (
+    "dagster",
+    "generator",
+    "generator-cuda",
+    "training",
+    "inference",
+    "agents",
+    "agents-lambda",
+)
+IMAGE_TAG_CONTEXT = "imageTag"
+# What an offline synthesis without `-c imageTag=...` deploys: no pushed image has this tag, so
+# a stack deployed from such a synthesis fails to pull rather than running a stale image.
+UNPUBLISHED_TAG = "unpublished"
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # Docker's tag grammar
+KEPT_IMAGES = 30  # per repository: the rollback window, in pushes
+
+
+def image_tag(scope: Construct) -> str:
+    """The tag to deploy: the `imageTag` context value (`cdk deploy -c imageTag=<git sha>`)."""
+    tag = scope.node.try_get_context(IMAGE_TAG_CONTEXT) or UNPUBLISHED_TAG
+    if not isinstance(tag, str) or not _TAG.match(tag):
+        raise ConfigError(f"context {IMAGE_TAG_CONTEXT}={tag!r} is not a Docker image tag")
+    return tag
+
+
+class Registry(Construct):
+    def __init__(self, scope: Construct, id: str, *, config: EnvironmentConfig) -> None:
+        super().__init__(scope, id)
+        self.tag = image_tag(self)
+        self.repositories = {
+            name: ecr.Repository(
+                self,
+                _pascal(name),
+                repository_name=f"{config.prefix}/{name}",
+                image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+                image_scan_on_push=True,
+                lifecycle_rules=[
+                    ecr.LifecycleRule(
+                        description=f"keep the last {KEPT_IMAGES} images",
+                        max_image_count=KEPT_IMAGES,
+                    )
+                ],
+                removal_policy=config.removal_policy,
+                empty_on_delete=config.stateful is Stateful.DESTROY,
+            )
+            for name in IMAGES
+        }
+
+    def repository(self, image: str) -> ecr.Repository:
+        try:
+            return self.repositories[image]
+        except KeyError:
+            raise KeyError(f"no image {image!r}: one of {', '.join(IMAGES)}") from None
+
+    def image(self, image: str) -> ecs.ContainerImage:
+        """The deployed tag of `image`, for an ECS container (pull rights are granted to the
+        task's execution role)."""
+        return ecs.ContainerImage.from_ecr_repository(self.repository(image), self.tag)
+
+    def image_uri(self, image: str) -> str:
+        """`<account>.dkr.ecr.<region>.amazonaws.com/firepipe-<env>/<image>:<tag>`, for what
+        takes a URI (Batch, SageMaker, Lambda)."""
+        return self.repository(image).repository_uri_for_tag(self.tag)
+
+
+def _pascal(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("-"))
