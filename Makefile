@@ -9,7 +9,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := --extra aws --extra spark --extra bench --extra dev
+EXTRAS := --extra aws --extra lambda --extra spark --extra bench --extra dev
 STAMP := $(VENV)/.synced
 
 export FIREPIPE_HOME ?= $(CURDIR)/.firepipe

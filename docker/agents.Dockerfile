@@ -5,6 +5,11 @@
 # command; the CMD runs the monitoring agent. The aws extra: SQS, SNS, DynamoDB and Step
 # Functions through boto3. No ENTRYPOINT, so a task's command replaces the CMD whole.
 #   docker build -f docker/agents.Dockerfile .
+# The `lambda` stage is the same environment as a Lambda container image: its ENTRYPOINT is the
+# runtime interface client (the lambda extra's awslambdaric) and its CMD names the handler, which
+# each function overrides (firepipe.services.agents.lambdas.monitoring, .analysis, .response,
+# .escalate; firepipe.services.actions.bedrock_lambda.handler).
+#   docker build -f docker/agents.Dockerfile --target lambda .
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 # The uv the Makefile pins (UV_VERSION): the same resolver reads the same uv.lock.
@@ -22,15 +27,15 @@ WORKDIR /app
 # Dependencies alone first: their layer is rebuilt when the lock changes, not with the code.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project --extra aws
+    uv sync --frozen --no-dev --no-install-project --extra aws --extra lambda
 COPY firepipe ./firepipe
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --extra aws
+    uv sync --frozen --no-dev --extra aws --extra lambda
 # The project's own modules compiled at build time too (uv compiles only the dependencies):
 # otherwise every process of the image would compile them again as it starts.
 RUN .venv/bin/python -m compileall -q firepipe
 
-FROM ${PYTHON_IMAGE}
+FROM ${PYTHON_IMAGE} AS runtime
 # libgomp1: LightGBM's OpenMP runtime (its wheel does not carry it): the analysis agent scores.
 # Not pinned: bookworm fixes its ABI, and an exact version would break the build as soon as a
 # security update replaces it in the archive.
@@ -46,4 +51,13 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER 10001:10001
 WORKDIR /app
+
+FROM runtime AS lambda
+# Lambda's file system is read-only but for /tmp.
+ENV FIREPIPE_HOME=/tmp/firepipe
+ENTRYPOINT ["python", "-m", "awslambdaric"]
+CMD ["firepipe.services.agents.lambdas.monitoring"]
+
+# The ECS worker image, the default target (the last stage).
+FROM runtime AS worker
 CMD ["python", "-m", "firepipe.services.agents.worker", "monitoring"]

@@ -6,6 +6,7 @@ Dagster image held together with its instance file and workspace."""
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import importlib.metadata
 import importlib.util
 import io
@@ -49,7 +50,7 @@ IMAGES = {
         root_reason="SageMaker mounts /opt/ml/model and /opt/ml/output owned by root",
     ),
     "inference": Image("inference.Dockerfile", frozenset()),
-    "agents": Image("agents.Dockerfile", frozenset({"aws"})),
+    "agents": Image("agents.Dockerfile", frozenset({"aws", "lambda"})),
 }
 
 
@@ -62,9 +63,37 @@ def instructions(parser: DockerfileParser, name: str) -> list[str]:
     return [i["value"] for i in parser.structure if i["instruction"] == name]
 
 
-def final_stage(parser: DockerfileParser) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    base: str  # an image, or an earlier stage's name
+    instructions: list[dict[str, Any]]  # its FROM first
+
+
+def stages(parser: DockerfileParser) -> list[Stage]:
     starts = [n for n, i in enumerate(parser.structure) if i["instruction"] == "FROM"]
-    return parser.structure[starts[-1] :]
+    found = []
+    for start, end in zip(starts, [*starts[1:], len(parser.structure)], strict=True):
+        base, _, name = parser.structure[start]["value"].partition(" AS ")
+        found.append(Stage(name.strip(), base.strip(), parser.structure[start:end]))
+    return found
+
+
+def stage(parser: DockerfileParser, name: str | None = None) -> list[dict[str, Any]]:
+    """The instructions that make a stage (the last one by default, the image `docker build`
+    makes), its parent stages' first when it is built FROM an earlier stage."""
+    found = stages(parser)
+    by_name = {s.name: s for s in found if s.name}
+    current = by_name[name] if name else found[-1]
+    made = current.instructions
+    while current.base in by_name:
+        current = by_name[current.base]
+        made = current.instructions + made
+    return made
+
+
+def final_stage(parser: DockerfileParser) -> list[dict[str, Any]]:
+    return stage(parser)
 
 
 def final(parser: DockerfileParser, name: str) -> list[str]:
@@ -101,7 +130,10 @@ def test_every_dockerfile_is_listed() -> None:
 def test_multi_stage_on_pinned_images(image: str) -> None:
     parser = parse(image)
     assert parser.is_multistage
+    names = {s.name for s in stages(parser)}
     for parent in parser.parent_images:
+        if parent in names:
+            continue  # built on an earlier stage of the file
         name, _, tag = parent.rpartition(":")
         assert name, f"{parent} is not pinned"
         assert "/" not in tag, f"{parent} is not pinned"
@@ -124,11 +156,42 @@ def test_final_stage_user(image: str) -> None:
         assert user.isdigit(), "a numeric user: a platform can check it is not root"
 
 
+# The stages that are Lambda container images: their entry point is the runtime interface client.
+LAMBDA_STAGES = {"agents": "lambda"}
+LAMBDA_ENTRYPOINT = ["python", "-m", "awslambdaric"]
+
+
 @pytest.mark.parametrize("image", IMAGES)
 def test_no_entrypoint(image: str) -> None:
     # Dagster's ECS run launcher, Batch's command override and SageMaker's `serve`/`train`
-    # argument all replace the CMD: an ENTRYPOINT would be put in front of each.
-    assert instructions(parse(image), "ENTRYPOINT") == []
+    # argument all replace the CMD: an ENTRYPOINT would be put in front of each. Only a Lambda
+    # stage has one, and it is not what `docker build` makes by default.
+    parser = parse(image)
+    assert [i for i in final_stage(parser) if i["instruction"] == "ENTRYPOINT"] == []
+    for found in stages(parser):
+        entrypoints = [i["value"] for i in found.instructions if i["instruction"] == "ENTRYPOINT"]
+        if found.name == LAMBDA_STAGES.get(image):
+            assert [json.loads(e) for e in entrypoints] == [LAMBDA_ENTRYPOINT]
+        else:
+            assert entrypoints == [], f"stage {found.name or found.base} has an ENTRYPOINT"
+
+
+def test_agents_lambda_stage_runs_a_handler_through_the_runtime_interface_client() -> None:
+    """`--target lambda`: the agents' environment with awslambdaric (the lambda extra) as the
+    entry point; the CMD is a handler each function may replace, and FIREPIPE_HOME is under
+    /tmp, the only place Lambda lets a function write."""
+    made = stage(parse("agents"), LAMBDA_STAGES["agents"])
+    values = {n: [i["value"] for i in made if i["instruction"] == n] for n in ("CMD", "ENV")}
+    (handler,) = json.loads(values["CMD"][-1])
+    module, _, name = handler.rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+    assert importlib.util.find_spec(LAMBDA_ENTRYPOINT[2]) is not None  # the lambda extra
+    assert values["ENV"][-1] == "FIREPIPE_HOME=/tmp/firepipe"
+    assert any(
+        v.startswith("--from=build ")
+        for v in (i["value"] for i in made if i["instruction"] == "COPY")
+    )
+    assert [i["value"] for i in made if i["instruction"] == "USER"][-1].startswith("10001")
 
 
 @pytest.mark.parametrize("image", IMAGES)
