@@ -67,3 +67,11 @@ def test_flow_logs_capture_all_traffic_into_an_encrypted_log_group(dev):
             },
         },
     )
+
+
+def test_one_ecs_cluster_per_environment_with_enhanced_container_insights(dev):
+    [cluster] = dev.find_resources("AWS::ECS::Cluster").values()
+    assert cluster["Properties"]["ClusterName"] == "firepipe-dev"
+    assert cluster["Properties"]["ClusterSettings"] == [
+        {"Name": "containerInsights", "Value": "enhanced"}
+    ]
