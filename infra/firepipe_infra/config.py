@@ -89,6 +89,10 @@ class EnvironmentConfig:
     api_rate_limit: int
     api_burst_limit: int
     api_daily_quota: int
+    # Recovery: AWS Backup's daily recovery points are kept this long; monthly ones (0: none)
+    # move to cold storage after 30 days and are kept this long.
+    backup_days: int
+    backup_monthly_days: int
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -183,6 +187,11 @@ def _problems(c: EnvironmentConfig) -> list[str]:
     ):
         if getattr(c, field) < 1:
             problems.append(f"{field} must be at least 1")
+    if not 1 <= c.backup_days <= 35:  # continuous backups (point in time) keep 35 days at most
+        problems.append("backup_days must be between 1 and 35")
+    # Cold storage keeps a recovery point 90 days at least, after its 30 warm ones.
+    if c.backup_monthly_days and c.backup_monthly_days < 120:
+        problems.append("backup_monthly_days must be 0 (none) or at least 120")
     if c.api_burst_limit < c.api_rate_limit:
         problems.append("api_burst_limit must be at least api_rate_limit")
     return problems
@@ -233,6 +242,8 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             api_rate_limit=10,
             api_burst_limit=20,
             api_daily_quota=10_000,
+            backup_days=7,
+            backup_monthly_days=0,
         ),
         EnvironmentConfig(
             name="staging",
@@ -260,6 +271,8 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             api_rate_limit=50,
             api_burst_limit=100,
             api_daily_quota=100_000,
+            backup_days=35,
+            backup_monthly_days=0,
         ),
         EnvironmentConfig(
             name="prod",
@@ -287,6 +300,8 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             api_rate_limit=500,
             api_burst_limit=1_000,
             api_daily_quota=5_000_000,
+            backup_days=35,
+            backup_monthly_days=365,
         ),
     )
 }

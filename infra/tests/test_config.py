@@ -40,6 +40,9 @@ def test_environments_are_dev_staging_prod_with_their_prefixes():
         ({"database_backup_days": 36}, "between 1 and 35"),
         ({"batch_gpu_max_vcpus": 0}, "batch_gpu_max_vcpus must be at least 1"),
         ({"api_burst_limit": 5}, "api_burst_limit must be at least api_rate_limit"),
+        ({"backup_days": 0}, "backup_days must be between 1 and 35"),
+        ({"backup_days": 36}, "backup_days must be between 1 and 35"),
+        ({"backup_monthly_days": 60}, "backup_monthly_days must be 0 (none) or at least 120"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_reason(changes, message):
