@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ from firepipe.lib.instance import FirepipeInstance, PartitionSelectionError
 from firepipe.resources.compute import LocalCompute
 from firepipe.resources.history import SqliteGenerationHistory
 from firepipe.resources.lakehouse import LocalLakehouse
+from firepipe.services.actions import runs as runs_module
+from firepipe.services.actions.runs import LAUNCH_LOCK_KEY, DagsterRuns, NoInstanceError
 from firepipe_tests.conftest import REPO_ROOT
 from firepipe_tests.deploy.conftest import Postgres
 
@@ -358,3 +362,56 @@ def test_runs_of_one_partition_queue_behind_each_other(pg: PgInstance) -> None:
     extraction = "firepipe/extraction_after"
     busy = TagConcurrencyLimitsCounter(limits, [run(**{extraction: "2026-01-01T00:00:00"})])
     assert busy.is_blocked(run(**{extraction: "2026-01-02T00:00:00"}))
+
+
+def test_the_action_apis_launch_lock_is_shared_through_the_database(
+    pg: PgInstance, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two services of one PostgreSQL instance with no folder in common (as two Lambda
+    functions are) take turns at choosing and queueing a generation's batches: the lock is the
+    database's, so the second waits for the first, and gives up with a 503-worthy error when
+    the wait is too long."""
+    home = Path(pg.instance.root_directory)
+    first, second = DagsterRuns(home, in_process=False), DagsterRuns(home, in_process=False)
+    holding, release, order = threading.Event(), threading.Event(), []
+
+    def hold() -> None:
+        with first._launch_lock():
+            order.append("first in")
+            holding.set()
+            release.wait(10)
+            order.append("first out")
+
+    def wait_turn() -> None:
+        with second._launch_lock():
+            order.append("second in")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    connection = psycopg2.connect(postgres.dsn(pg.database))
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                # A bigint key is held as its two halves (objsubid 1 marks the form).
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND objsubid = 1 AND classid::bigint = %s AND objid::bigint = %s",
+                ((LAUNCH_LOCK_KEY >> 32) & 0xFFFFFFFF, LAUNCH_LOCK_KEY & 0xFFFFFFFF),
+            )
+            assert cursor.fetchone() == (1,)
+    finally:
+        connection.close()
+    monkeypatch.setattr(runs_module, "LAUNCH_LOCK_WAIT_S", 0.3)
+    with pytest.raises(NoInstanceError, match="ask again shortly"):
+        wait_turn()
+    monkeypatch.setattr(runs_module, "LAUNCH_LOCK_WAIT_S", 10.0)
+    waiter = threading.Thread(target=wait_turn)
+    waiter.start()
+    time.sleep(0.3)
+    assert order == ["first in"]  # the second service is still waiting
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert order == ["first in", "first out", "second in"]
+    for runs in (first, second):
+        runs.close()

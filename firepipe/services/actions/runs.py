@@ -16,9 +16,11 @@ first leaves it there, and the next one to start (`firepipe actions serve`) runs
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -38,6 +40,10 @@ ASSET_PATH = names.SYNTHETIC_READINGS
 _QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
 PENDING_FILE = "firepipe_pending_runs.db"
 LAUNCH_LOCK_FILE = "firepipe_launch.lock"
+# On a PostgreSQL instance (ECS, Lambda), the launch lock is a session advisory lock of the
+# instance's database, shared by every task and function; its key, and how long to wait for it.
+LAUNCH_LOCK_KEY = int.from_bytes(hashlib.sha256(b"firepipe/launch").digest()[:8], signed=True)
+LAUNCH_LOCK_WAIT_S = 30.0
 _PAGE = 200  # run records read at a time when listing generations
 _QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Dagster's run statuses, grouped as a generation reports them.
@@ -221,9 +227,16 @@ class DagsterRuns:
 
     @contextmanager
     def _launch_lock(self) -> Iterator[None]:
-        """Exclusive among this instance's processes. Out of process (a Lambda function, whose
-        folder is its own) there is nobody to share a file with: Dagster's run queue, read
-        under no lock, is what tells a busy partition there."""
+        """Exclusive among every process of this instance: an advisory lock of its database
+        when that is PostgreSQL (the tasks and Lambda functions of a deployment share nothing
+        else), a file lock beside it otherwise. Out of process on another storage (a function
+        whose folder is its own) there is nobody to share a lock with: Dagster's run queue,
+        read under no lock, is what tells a busy partition there."""
+        storage = self.instance.run_storage
+        if _is_postgres(storage):
+            with self._lock_local, _advisory_lock(storage):
+                yield
+            return
         if not self.in_process:
             yield
             return
@@ -431,3 +444,35 @@ def _state(run: Any, created: datetime) -> RunState:
     return RunState(
         run.run_id, run.tags.get("dagster/partition"), run.status.name, created.astimezone(UTC)
     )
+
+
+def _is_postgres(storage: Any) -> bool:
+    try:
+        from dagster_postgres import PostgresRunStorage
+    except ImportError:  # the aws extra is not installed: no PostgreSQL instance either
+        return False
+    return isinstance(storage, PostgresRunStorage)
+
+
+@contextmanager
+def _advisory_lock(storage: Any) -> Iterator[None]:
+    """PostgreSQL's session advisory lock LAUNCH_LOCK_KEY on a connection of the run storage,
+    held until the block ends (or the session does: a process that dies releases it). Waits
+    LAUNCH_LOCK_WAIT_S at most, then answers that the instance is busy."""
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + LAUNCH_LOCK_WAIT_S
+    with storage.connect() as connection:
+        while not connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": LAUNCH_LOCK_KEY}
+        ).scalar():
+            if time.monotonic() > deadline:
+                raise NoInstanceError(
+                    f"another generation has been queueing its runs for {LAUNCH_LOCK_WAIT_S:.0f}"
+                    " s: ask again shortly"
+                )
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LAUNCH_LOCK_KEY})
