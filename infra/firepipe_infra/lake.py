@@ -3,7 +3,7 @@ databases of the Iceberg namespaces, and the Athena workgroup with its encrypted
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_athena as athena
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
@@ -12,6 +12,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from firepipe_infra.config import LAKE_NAMESPACES, EnvironmentConfig, Stateful
+from firepipe_infra.env_names import env_name
 
 WAREHOUSE_PREFIX = "warehouse"  # the Iceberg warehouse: s3://<lake>/warehouse/<namespace>.db/
 LANDING_PREFIX = "landing"  # the landing zone (firepipe.resources.landing.S3LandingZone)
@@ -23,6 +24,7 @@ class Lake(Construct):
         self, scope: Construct, id: str, *, config: EnvironmentConfig, data_key: kms.IKey
     ) -> None:
         super().__init__(scope, id)
+        self._data_key = data_key
         removal = config.removal_policy
         # S3 server access logging delivers to SSE-S3 buckets only (SSE-KMS targets are not
         # supported), so this bucket alone is encrypted with S3's key. The logging service
@@ -174,6 +176,77 @@ class Lake(Construct):
     def grant_query_results(self, grantee: iam.IGrantable) -> iam.Grant:
         """Write and read Athena's results (the workgroup runs queries as the caller)."""
         return self.results_bucket.grant_read_write(grantee)
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The variables firepipe's lakehouse, landing zone and Athena resources read."""
+        return {
+            env_name("LAKE_WAREHOUSE_VAR"): self.warehouse,
+            env_name("LANDING_BUCKET_VAR"): self.lake_bucket.bucket_name,
+            env_name("LANDING_PREFIX_VAR"): LANDING_PREFIX,
+            env_name("ATHENA_WORKGROUP_VAR"): self.workgroup.ref,
+            env_name("ATHENA_OUTPUT_LOCATION_VAR"): self.results_location,
+        }
+
+    def grant_use(self, grantee: iam.IGrantable) -> None:
+        """What firepipe's assets do with the lake: read and write the bucket (tables and the
+        landing zone), the Iceberg tables of the Glue catalog in its namespaces (PyIceberg's
+        Glue catalog), and queries in the workgroup with their results."""
+        stack = Stack.of(self)
+        for bucket in (self.lake_bucket, self.results_bucket):
+            iam.Grant.add_to_principal(
+                grantee=grantee,
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
+                resource_arns=[bucket.arn_for_objects("*")],
+            )
+            iam.Grant.add_to_principal(
+                grantee=grantee,
+                actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                resource_arns=[bucket.bucket_arn],
+            )
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resource_arns=[self._data_key.key_arn],
+            conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
+        )
+        catalog = f"arn:{stack.partition}:glue:{stack.region}:{stack.account}"
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=[
+                "glue:GetDatabase",
+                "glue:GetDatabases",
+                "glue:GetTable",
+                "glue:GetTables",
+                "glue:CreateTable",
+                "glue:UpdateTable",
+                "glue:DeleteTable",
+            ],
+            resource_arns=[
+                f"{catalog}:catalog",
+                *(f"{catalog}:database/{n}" for n in LAKE_NAMESPACES),
+                *(f"{catalog}:table/{n}/*" for n in LAKE_NAMESPACES),
+            ],
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=[
+                "athena:StartQueryExecution",
+                "athena:GetQueryExecution",
+                "athena:GetQueryResults",
+                "athena:StopQueryExecution",
+                "athena:GetWorkGroup",
+            ],
+            resource_arns=[
+                f"arn:{stack.partition}:athena:{stack.region}:{stack.account}:workgroup/"
+                f"{self.workgroup.ref}"
+            ],
+        )
 
 
 def _auto_delete(config: EnvironmentConfig) -> bool:

@@ -13,6 +13,8 @@ import re
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
@@ -33,7 +35,6 @@ from cdk_monitoring_constructs import (
     LatencyThreshold,
     MaxIncomingMessagesCountThreshold,
     MaxMessageAgeThreshold,
-    MinRunningTaskCountThreshold,
     MonitoringFacade,
     SnsAlarmActionStrategy,
     ThrottledEventsThreshold,
@@ -125,15 +126,11 @@ class Observability(Construct):
         return {"alarm_friendly_name": name, "human_readable_name": name}
 
     def watch_service(self, name: str, service: ecs.FargateService, *, min_tasks: int = 1) -> None:
-        """An ECS service: fewer running tasks than it needs, CPU or memory near the limit."""
+        """An ECS service: fewer running tasks than it needs (Container Insights' count; none
+        for a service kept at zero), CPU or memory near the limit."""
         link = runbook("service")
-        self.facade.add_large_header(f"Service {name}").monitor_fargate_service(
+        self.facade.add_large_header(f"Service {name}").monitor_simple_fargate_service(
             fargate_service=service,
-            add_running_task_count_alarm={
-                _CRITICAL: MinRunningTaskCountThreshold(
-                    min_running_tasks=min_tasks, runbook_link=link
-                )
-            },
             add_cpu_usage_alarm={
                 _CRITICAL: UsageThreshold(max_usage_percent=90, runbook_link=link)
             },
@@ -142,6 +139,31 @@ class Observability(Construct):
             },
             **self._watch("service", name),
         )
+        if min_tasks < 1:
+            return
+        running = cloudwatch.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name="RunningTaskCount",
+            dimensions_map={
+                "ClusterName": service.cluster.cluster_name,
+                "ServiceName": service.service_name,
+            },
+            statistic="Minimum",
+            period=Duration.minutes(1),
+        )
+        alarm = running.create_alarm(
+            self,
+            f"{_pascal(name)}RunningTasks",
+            alarm_name=f"{self._config.prefix}-{name}-running-tasks",
+            alarm_description=f"{name} runs fewer than {min_tasks} task(s). Runbook: {link}",
+            threshold=min_tasks,
+            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            # No data: the service's tasks are all gone (or Container Insights is off).
+            treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+        )
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
 
     def watch_function(self, name: str, function: lambda_.IFunction) -> None:
         """A Lambda function: failing invocations (more than 5 % in 5 minutes), throttling."""

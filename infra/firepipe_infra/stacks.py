@@ -13,15 +13,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aws_cdk import App, CfnOutput, Environment, Stack, Tags, Validations
+from aws_cdk import aws_iam as iam
 from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 
+from firepipe_infra.agents import Agents
+from firepipe_infra.api import Apis
+from firepipe_infra.compute import Compute
+from firepipe_infra.compute_iam import acknowledge_role_wildcards
 from firepipe_infra.config import ENVIRONMENTS, EnvironmentConfig, check_environments
 from firepipe_infra.env_names import env_name
+from firepipe_infra.genai import GenerativeAi
+from firepipe_infra.knowledge_base import KnowledgeBase
 from firepipe_infra.lake import LANDING_PREFIX, Lake
+from firepipe_infra.ml import MachineLearning
 from firepipe_infra.network import Network
+from firepipe_infra.orchestration import Orchestration
 from firepipe_infra.registry import Registry
-from firepipe_infra.security import Security
+from firepipe_infra.security import SNOWFLAKE_FIELDS, SNOWFLAKE_PASSWORD_FIELD, Security
+from firepipe_infra.watch import watch_environment
 
 # cdk.json holds the feature flags (aws-cdk-lib's recommended ones for the pinned version). The
 # CDK CLI passes its context to the app, but `app.py` and the tests build the App themselves:
@@ -43,6 +53,11 @@ class _EnvironmentStack(Stack):
         Tags.of(self).add("project", "firepipe")
         Tags.of(self).add("environment", config.name)
         Tags.of(self).add("concern", concern)
+
+    def environment_outputs(self, environment: dict[str, str], what: str) -> None:
+        """An output per variable of a concern's `environment`, named as env_output's."""
+        for name, value in environment.items():
+            CfnOutput(self, name.replace("_", ""), value=value, description=f"{name}: {what}")
 
     def env_output(self, constant: str, value: str, description: str) -> CfnOutput:
         """An output named after the variable firepipe reads it from (aws_env.py's `constant`).
@@ -98,11 +113,243 @@ class RegistryStack(_EnvironmentStack):
 
 
 @dataclass(frozen=True)
+class Base:
+    """The constructs every service stack builds on."""
+
+    security: Security
+    network: Network
+    lake: Lake
+    registry: Registry
+
+
+class ComputeStack(_EnvironmentStack):
+    def __init__(self, scope: Construct, config: EnvironmentConfig, base: Base) -> None:
+        super().__init__(scope, "compute", config)
+        self.compute = Compute(
+            self,
+            "Compute",
+            config=config,
+            security=base.security,
+            network=base.network,
+            lake=base.lake,
+            registry=base.registry,
+        )
+        self.environment_outputs(self.compute.environment, "generation and Spark compute")
+
+
+class MlStack(_EnvironmentStack):
+    def __init__(self, scope: Construct, config: EnvironmentConfig, base: Base) -> None:
+        super().__init__(scope, "ml", config)
+        self.ml = MachineLearning(
+            self,
+            "MachineLearning",
+            config=config,
+            security=base.security,
+            lake=base.lake,
+            registry=base.registry,
+        )
+        self.environment_outputs(self.ml.environment, "training, registry and serving")
+
+
+class AgentsStack(_EnvironmentStack):
+    def __init__(
+        self, scope: Construct, config: EnvironmentConfig, base: Base, ml: MachineLearning
+    ) -> None:
+        super().__init__(scope, "agents", config)
+        self.agents = agents = Agents(
+            self,
+            "Agents",
+            config=config,
+            security=base.security,
+            network=base.network,
+            registry=base.registry,
+        )
+        # The agents score with the champion: they read it from the model registry.
+        tracking = env_name("MLFLOW_TRACKING_SERVER_ARN_VAR")
+        agents.add_environment(tracking, ml.environment[tracking])
+        for role in (*agents.function_roles.values(), *agents.task_roles.values()):
+            ml.grant_read_models(role)
+            _acknowledge_granted(role, "the champion's artifacts under the ML bucket's mlflow/")
+        self.environment_outputs(agents.environment, "the agents' messaging and state")
+
+
+class KnowledgeBaseStack(_EnvironmentStack):
+    def __init__(self, scope: Construct, config: EnvironmentConfig, base: Base) -> None:
+        super().__init__(scope, "knowledge-base", config)
+        self.knowledge_base = KnowledgeBase(
+            self, "KnowledgeBase", config=config, security=base.security
+        )
+        self.environment_outputs(self.knowledge_base.environment, "the knowledge base")
+
+
+class OrchestrationStack(_EnvironmentStack):
+    """Dagster, whose code location and runs use every concern before it: each hands its
+    variables to them and grants their role what firepipe's code calls."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        config: EnvironmentConfig,
+        base: Base,
+        *,
+        compute: Compute,
+        ml: MachineLearning,
+        agents: Agents,
+        knowledge_base: KnowledgeBase,
+    ) -> None:
+        super().__init__(scope, "orchestration", config)
+        self.orchestration = o = Orchestration(
+            self,
+            "Orchestration",
+            config=config,
+            security=base.security,
+            network=base.network,
+            lake=base.lake,
+            registry=base.registry,
+        )
+        run_role = o.run_role
+        for environment in (
+            base.lake.environment,
+            compute.environment,
+            ml.environment,
+            agents.environment,
+            knowledge_base.environment,
+        ):
+            o.add_environment(environment)
+        base.lake.grant_use(run_role)
+        compute.grant_use(run_role)
+        ml.grant_use(run_role)
+        agents.grant_use(run_role)
+        knowledge_base.grant_retrieve(run_role)
+        knowledge_base.grant_sync(run_role)
+        for field in (*SNOWFLAKE_FIELDS, SNOWFLAKE_PASSWORD_FIELD):
+            o.add_secret(field, base.security.snowflake_secret, field)
+        _acknowledge_granted(
+            run_role,
+            "firepipe's assets: objects under the prefixes each concern gives them (lake, "
+            "pipes, ML, knowledge base), jobs, runs and models named by the prefixes the "
+            "adapters give them at run time, and calls that take no resource; the MLflow "
+            "client's calls of the tracking server (logging runs, registering models)",
+            ("sagemaker-mlflow:*",),
+        )
+        self.environment_outputs(o.environment, "the Dagster UI")
+
+
+class ApiStack(_EnvironmentStack):
+    """API Gateway in front of the inference service and the action API."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        config: EnvironmentConfig,
+        base: Base,
+        *,
+        orchestration: Orchestration,
+        ml: MachineLearning,
+        agents: Agents,
+        knowledge_base: KnowledgeBase,
+    ) -> None:
+        super().__init__(scope, "api", config)
+        self.apis = apis = Apis(
+            self,
+            "Apis",
+            config=config,
+            security=base.security,
+            network=base.network,
+            registry=base.registry,
+        )
+        inference = apis.containers["inference"]
+        tracking = env_name("MLFLOW_TRACKING_SERVER_ARN_VAR")
+        inference.add_environment(tracking, ml.environment[tracking])
+        inference_role = apis.services["inference"].task_definition.task_role
+        ml.grant_read_models(inference_role)
+        _acknowledge_granted(inference_role, "the champion's artifacts under mlflow/")
+
+        # The action API queues fire runs on the Dagster instance, measures generations in the
+        # lake and their history, and searches the knowledge base.
+        actions = apis.containers["actions"]
+        service = apis.services["actions"]
+        orchestration.connect_task(
+            actions, service.task_definition.obtain_execution_role(), service
+        )
+        for environment in (
+            base.lake.environment,
+            knowledge_base.environment,
+            {k: v for k, v in agents.environment.items() if "GENERATION_HISTORY" in k},
+        ):
+            for name, value in environment.items():
+                actions.add_environment(name, value)
+        actions_role = service.task_definition.task_role
+        base.lake.grant_use(actions_role)
+        agents.grant_generation_history(actions_role)
+        knowledge_base.grant_retrieve(actions_role)
+        _acknowledge_granted(actions_role, "the lake's objects and its Glue tables")
+        CfnOutput(self, "ApiUrl", value=apis.url, description="The REST API's stage URL")
+
+
+class AgentStack(_EnvironmentStack):
+    """The Bedrock agent and its action group, after Dagster's stack: the action group's
+    function queues fire runs on the instance."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        config: EnvironmentConfig,
+        base: Base,
+        *,
+        orchestration: Orchestration,
+        knowledge_base: KnowledgeBase,
+        agents: Agents,
+    ) -> None:
+        super().__init__(scope, "bedrock-agent", config)
+        self.genai = genai = GenerativeAi(
+            self,
+            "GenerativeAi",
+            config=config,
+            security=base.security,
+            network=base.network,
+            registry=base.registry,
+            knowledge_base=knowledge_base,
+        )
+        function = genai.action_function
+        orchestration.connect_function(function, function)
+        history = {k: v for k, v in agents.environment.items() if "GENERATION_HISTORY" in k}
+        for name, value in {**base.lake.environment, **history}.items():
+            function.add_environment(name, value)
+        base.lake.grant_use(function)
+        agents.grant_generation_history(function)
+        _acknowledge_granted(function.role, "the lake's objects and its Glue tables")
+        self.environment_outputs(
+            {k: v for k, v in genai.environment.items() if "AGENT" in k}, "the Bedrock agent"
+        )
+
+
+@dataclass(frozen=True)
 class EnvironmentStacks:
     security: SecurityStack
     network: NetworkStack
     lake: LakeStack
     registry: RegistryStack
+    compute: ComputeStack
+    ml: MlStack
+    agents: AgentsStack
+    knowledge_base: KnowledgeBaseStack
+    orchestration: OrchestrationStack
+    api: ApiStack
+    agent: AgentStack
+    observability: Stack
+    backup: Stack
+
+
+def _acknowledge_granted(
+    role: iam.IRole | None, reason: str, actions: tuple[str, ...] = ()
+) -> None:
+    """Acknowledge cdk-nag's wildcard findings (AwsSolutions-IAM5) in the policies of `role`
+    that the grants of other concerns wrote: objects under a prefix, names given at run time
+    and calls that take no resource (the suffixes keep it to those forms), and the action
+    wildcards named."""
+    assert role is not None
+    acknowledge_role_wildcards(role, reason, ["/*", "-*", "*", "_*", ":*"], actions)
 
 
 def build_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
@@ -111,7 +358,64 @@ def build_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
     network = NetworkStack(app, config, security.security)
     lake = LakeStack(app, config, security.security)
     registry = RegistryStack(app, config)
-    return EnvironmentStacks(security, network, lake, registry)
+    base = Base(security.security, network.network, lake.lake, registry.registry)
+    compute = ComputeStack(app, config, base)
+    ml = MlStack(app, config, base)
+    agents = AgentsStack(app, config, base, ml.ml)
+    knowledge_base = KnowledgeBaseStack(app, config, base)
+    orchestration = OrchestrationStack(
+        app,
+        config,
+        base,
+        compute=compute.compute,
+        ml=ml.ml,
+        agents=agents.agents,
+        knowledge_base=knowledge_base.knowledge_base,
+    )
+    api = ApiStack(
+        app,
+        config,
+        base,
+        orchestration=orchestration.orchestration,
+        ml=ml.ml,
+        agents=agents.agents,
+        knowledge_base=knowledge_base.knowledge_base,
+    )
+    agent = AgentStack(
+        app,
+        config,
+        base,
+        orchestration=orchestration.orchestration,
+        knowledge_base=knowledge_base.knowledge_base,
+        agents=agents.agents,
+    )
+    observability, backup = watch_environment(
+        app,
+        config,
+        base,
+        compute=compute,
+        ml=ml,
+        agents=agents,
+        knowledge_base=knowledge_base,
+        orchestration=orchestration,
+        api=api,
+        agent=agent,
+    )
+    return EnvironmentStacks(
+        security,
+        network,
+        lake,
+        registry,
+        compute,
+        ml,
+        agents,
+        knowledge_base,
+        orchestration,
+        api,
+        agent,
+        observability,
+        backup,
+    )
 
 
 def cdk_context() -> dict[str, object]:
