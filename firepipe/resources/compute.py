@@ -162,6 +162,11 @@ class BatchCompute(GeneratorCompute):
 
     region: str
     job_definition: str = Field(description="Batch job definition whose image has firepipe")
+    gpu_job_definition: str | None = Field(
+        default=None,
+        description="The job definition of GPU jobs (the CUDA image), when it is not "
+        "job_definition's: a definition names one image, and the CPU image has no CUDA.",
+    )
     cpu_job_queue: str
     gpu_job_queue: str
     pipes_bucket: str = Field(description="S3 bucket for the Pipes context and messages")
@@ -213,7 +218,11 @@ class BatchCompute(GeneratorCompute):
             submit_job_params={
                 "jobName": f"firepipe-generate-{context.run.run_id[:8]}-seed-{request.spec.seed}",
                 "jobQueue": self.gpu_job_queue if use_gpu else self.cpu_job_queue,
-                "jobDefinition": self.job_definition,
+                "jobDefinition": (
+                    self.gpu_job_definition or self.job_definition
+                    if use_gpu
+                    else self.job_definition
+                ),
                 "containerOverrides": overrides,
             },
             extras={**request.extras(backend), entry.EXTRA_WORKERS: self.workers},

@@ -262,14 +262,16 @@ def job(status: str, **fields: Any) -> dict[str, Any]:
     return {"jobs": [described(status, **fields)]}
 
 
-def expect_submit(batch: Stubber, queue: str, job_id: str = JOB_ID) -> None:
+def expect_submit(
+    batch: Stubber, queue: str, job_id: str = JOB_ID, definition: str = "firepipe-generate:3"
+) -> None:
     batch.add_response(
         "submit_job",
         {"jobName": "firepipe-generate", "jobId": job_id},
         {
             "jobName": ANY,
             "jobQueue": queue,
-            "jobDefinition": "firepipe-generate:3",
+            "jobDefinition": definition,
             "containerOverrides": ANY,
             "tags": ANY,
         },
@@ -349,7 +351,8 @@ def test_gpu_jobs_go_to_the_gpu_queue_with_one_gpu_and_cupy(
 
     batch.client.meta.events.register("before-parameter-build.batch.SubmitJob", read_context)
     seen = capture_submit(batch)
-    expect_submit(batch, "firepipe-gpu")
+    # The CUDA image's job definition: the CPU one's image could not use the GPU.
+    expect_submit(batch, "firepipe-gpu", definition="firepipe-generate-cuda:2")
     reason = "Essential container in task exited"
     batch.add_response(
         "describe_jobs",
@@ -358,8 +361,11 @@ def test_gpu_jobs_go_to_the_gpu_queue_with_one_gpu_and_cupy(
     )
     request = GenerationRequest(spec=SPEC, directory=str(tmp_path), use_gpu=True)
     with pytest.raises(BatchJobError, match=f"FAILED: {reason}; container exit code 1 \\(OOM\\)"):
-        run_generation(batch_compute(pipes_bucket), request)
+        run_generation(
+            batch_compute(pipes_bucket, gpu_job_definition="firepipe-generate-cuda:2"), request
+        )
     (params,) = seen
+    assert params["jobDefinition"] == "firepipe-generate-cuda:2"
     overrides = params["containerOverrides"]
     assert overrides["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
     names = {e["name"] for e in overrides["environment"]}

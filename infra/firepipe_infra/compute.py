@@ -8,9 +8,9 @@ The Pipes context and messages travel through `FIREPIPE_PIPES_BUCKET` under `pip
 job writes its Parquet files into the run's staging folder under the warehouse.
 
 A job definition cannot swap its image per job, and the CUDA build of the generator is an image
-of its own (docker/generator-cuda.Dockerfile): so there are two definitions, the CPU one that
-firepipe names today and a GPU one (`gpu_job_definition`, the CUDA image and one GPU) that
-firepipe's BatchCompute cannot name yet: it needs a variable of its own for GPU runs.
+of its own (docker/generator-cuda.Dockerfile): so there are two definitions, the CPU one
+(FIREPIPE_BATCH_JOB_DEFINITION) and the GPU one (`gpu_job_definition`, the CUDA image and one
+GPU: FIREPIPE_BATCH_GPU_JOB_DEFINITION), which firepipe's BatchCompute submits GPU runs to.
 """
 
 from __future__ import annotations
@@ -179,6 +179,9 @@ class Compute(Construct):
         }
         self.environment: dict[str, str] = {
             env_name("BATCH_JOB_DEFINITION_VAR"): self.job_definition.job_definition_name,
+            env_name("BATCH_GPU_JOB_DEFINITION_VAR"): (
+                self.gpu_job_definition.job_definition_name
+            ),
             env_name("BATCH_CPU_QUEUE_VAR"): self.cpu_queue.job_queue_name,
             env_name("BATCH_GPU_QUEUE_VAR"): self.gpu_queue.job_queue_name,
             env_name("PIPES_BUCKET_VAR"): lake.lake_bucket.bucket_name,

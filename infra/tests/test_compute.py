@@ -1,19 +1,12 @@
 import ast
 import json
 import re
-from typing import ClassVar
 
 import pytest
 from aws_cdk import Stack
-from aws_cdk import aws_iam as iam
-from aws_cdk.assertions import Template
-from firepipe_infra import compute as compute_module
-from firepipe_infra import compute_iam, emr_steps, spark
-from firepipe_infra.compute import Compute
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.env_names import AWS_ENV_MODULE, env_names
 from firepipe_infra.spark import firepipe_wheel
-from firepipe_infra.stacks import _EnvironmentStack, build_app
 
 RESOURCES_INIT = AWS_ENV_MODULE.parents[1] / "resources" / "__init__.py"
 # The factories of firepipe/resources/__init__.py that build the compute concern's resources.
@@ -27,47 +20,35 @@ LAKE_ARN = {
 LAKE_NAME = {"Fn::ImportValue": "firepipe-dev-lake:ExportsOutputRefLakeLakeBucket24430E3D56A8127A"}
 
 
-def _build(tmp_path):
-    """dev and prod compute stacks with the base stacks and cdk-nag; in dev a grantee, as the
-    orchestration's task role will be."""
-    app, stacks = build_app(tmp_path, {"dev": ENVIRONMENTS["dev"], "prod": ENVIRONMENTS["prod"]})
-    built = {}
-    for env in ("dev", "prod"):
-        s = stacks[env]
-        stack = _EnvironmentStack(app, "compute", ENVIRONMENTS[env])
-        built[env] = Compute(
-            stack,
-            "Compute",
-            config=ENVIRONMENTS[env],
-            security=s.security.security,
-            network=s.network.network,
-            lake=s.lake.lake,
-            registry=s.registry.registry,
-        )
-    stack = built["dev"].node.scope
-    grantee = iam.Role(
-        stack, "Submitter", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
-    )
-    built["dev"].grant_use(grantee)
-    return app, built
-
-
-@pytest.fixture(scope="module")
-def synthesised(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, built = _build(outdir)
-    assembly = app.synth()  # raises RuntimeError "ValidationFailed" on a nag error
-    return outdir, assembly, built
-
-
 @pytest.fixture(scope="module")
 def template(synthesised):
-    return Template.from_json(synthesised[1].get_stack_by_name("firepipe-dev-compute").template)
+    return synthesised.template("firepipe-dev-compute")
 
 
 @pytest.fixture(scope="module")
 def prod_template(synthesised):
-    return Template.from_json(synthesised[1].get_stack_by_name("firepipe-prod-compute").template)
+    return synthesised.template("firepipe-prod-compute")
+
+
+@pytest.fixture(scope="module")
+def compute(synthesised):
+    return synthesised.stacks["dev"].compute.compute
+
+
+@pytest.fixture(scope="module")
+def run_role(synthesised):
+    """The statements of Dagster's run role, which the orchestration stack grants
+    `Compute.grant_use` (with every other concern's grants, across its default and overflow
+    policies), as _statements gives them."""
+    template = synthesised.template("firepipe-dev-orchestration")
+    role_id = _id(synthesised.stacks["dev"].orchestration.orchestration.run_role)
+    return [
+        (tuple(sorted(_list(s["Action"]))), json.dumps(s["Resource"], sort_keys=True), s)
+        for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        for p in template.find_resources(kind).values()
+        if {"Ref": role_id} in p["Properties"].get("Roles", [])
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
 
 
 def _one(template, type_, **properties):
@@ -123,14 +104,28 @@ def _objects(prefix):
 
 
 def _actions_on(statements, resource):
-    return {a for (actions, r, _) in statements if r == resource for a in actions}
+    """The actions of every statement that names `resource` (alone or in its list)."""
+    return {
+        a
+        for (actions, _, s) in statements
+        if resource in (json.dumps(r, sort_keys=True) for r in _list(s["Resource"]))
+        for a in actions
+    }
+
+
+def _imported(exporter, value):
+    """How another stack refers to `value` of the exporting stack: an import of its export."""
+    [name] = [
+        o["Export"]["Name"]
+        for o in exporter.find_outputs("*").values()
+        if "Export" in o and o["Value"] == value
+    ]
+    return {"Fn::ImportValue": name}
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
 def test_spot_environments_scale_to_the_configured_vcpus(synthesised, env):
-    template = Template.from_json(
-        synthesised[1].get_stack_by_name(f"firepipe-{env}-compute").template
-    )
+    template = synthesised.template(f"firepipe-{env}-compute")
     config = ENVIRONMENTS[env]
     expected = {
         "cpu": (
@@ -389,7 +384,7 @@ def test_emr_roles_instance_profile_and_the_tags_emrs_service_policy_needs(synth
     statements = _statements(template, _role_id(template, "ComputeSparkEmrStepsServiceRole"))
     passes = [s for (a, _, s) in statements if a == ("iam:PassRole",)]
     assert [p["Resource"] for p in passes] == [{"Fn::GetAtt": [instance_role, "Arn"]}]
-    network = Template.from_json(synthesised[1].get_stack_by_name("firepipe-dev-network").template)
+    network = synthesised.template("firepipe-dev-network")
     tagged = {
         k
         for k, r in {
@@ -453,10 +448,9 @@ def _adapter_variables():
     } - {"AWS_REGION_VAR"}
 
 
-def test_the_environment_holds_every_variable_the_adapters_read(synthesised):
-    compute = synthesised[2]["dev"]
+def test_the_environment_holds_every_variable_the_adapters_read(compute):
     constants = _adapter_variables()
-    assert len(constants) == 15
+    assert len(constants) == 16
     assert set(compute.environment) == {env_names()[c] for c in constants}
     stack = compute.node.scope
     values = {k: stack.resolve(v) for k, v in compute.environment.items()}
@@ -479,16 +473,27 @@ def test_the_environment_holds_every_variable_the_adapters_read(synthesised):
     # The job definition by name (its latest revision) and the queues by name.
     definition = _id(compute.job_definition)
     assert json.dumps(values["FIREPIPE_BATCH_JOB_DEFINITION"]).count(definition) == 1
+    # GPU runs go to the CUDA image's definition.
+    gpu_definition = _id(compute.gpu_job_definition)
+    assert json.dumps(values["FIREPIPE_BATCH_GPU_JOB_DEFINITION"]).count(gpu_definition) == 1
 
 
-def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(synthesised, template):
-    compute = synthesised[2]["dev"]
-    statements = _statements(template, _role_id(template, "Submitter"))
-    by_action = {a: json.loads(r) for (actions, r, _) in statements for a in actions}
-    [submit] = [json.loads(r) for (a, r, _) in statements if a == ("batch:SubmitJob",)]
+def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(
+    compute, template, run_role
+):
+    statements = run_role
+
+    def granted(action):
+        """The resources of every statement of the run role that allows `action`."""
+        return [json.loads(r) for (actions, r, _) in statements if action in actions]
+
+    def imported(construct, attribute):
+        return _imported(template, {"Fn::GetAtt": [_id(construct), attribute]})
+
+    [submit] = granted("batch:SubmitJob")
     queues = {json.dumps(r, sort_keys=True) for r in submit if isinstance(r, dict)}
     assert queues == {
-        json.dumps({"Fn::GetAtt": [_id(q), "JobQueueArn"]}, sort_keys=True)
+        json.dumps(imported(q, "JobQueueArn"), sort_keys=True)
         for q in (compute.cpu_queue, compute.gpu_queue)
     }
     batch = "arn:aws:batch:eu-west-1:111111111111"
@@ -497,27 +502,34 @@ def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(synt
         for d in ("generator", "generator-cuda")
         for revision in ("", ":*")
     }
-    assert by_action["batch:TerminateJob"] == f"{batch}:job/*"
-    assert by_action["batch:DescribeJobs"] == "*"
-    assert by_action["elasticmapreduce:RunJobFlow"] == "*"
-    assert by_action["elasticmapreduce:TerminateJobFlows"] == (
+    assert granted("batch:TerminateJob") == [f"{batch}:job/*"]
+    assert granted("batch:DescribeJobs") == ["*"]
+    assert granted("elasticmapreduce:RunJobFlow") == ["*"]
+    assert granted("elasticmapreduce:TerminateJobFlows") == [
         "arn:aws:elasticmapreduce:eu-west-1:111111111111:cluster/*"
-    )
-    application = _id(compute.emr_application)
-    assert by_action["emr-serverless:StartJobRun"] == {"Fn::GetAtt": [application, "Arn"]}
-    assert by_action["emr-serverless:CancelJobRun"] == {
-        "Fn::Join": ["", [{"Fn::GetAtt": [application, "Arn"]}, "/jobruns/*"]]
-    }
-    assert by_action["glue:BatchStopJobRun"] == {
-        "Fn::Join": [
-            "",
-            ["arn:aws:glue:eu-west-1:111111111111:job/", {"Ref": _id(compute.glue_job)}],
-        ]
-    }
-    passed = [json.loads(r) for (a, r, _) in statements if a == ("iam:PassRole",)]
-    passed_roles = sorted(r["Fn::GetAtt"][0] for resources in passed for r in _list(resources))
-    assert passed_roles == sorted(
-        _role_id(template, p)
+    ]
+    application = imported(compute.emr_application, "Arn")
+    assert granted("emr-serverless:StartJobRun") == [application]
+    assert granted("emr-serverless:CancelJobRun") == [
+        {"Fn::Join": ["", [application, "/jobruns/*"]]}
+    ]
+    assert granted("glue:BatchStopJobRun") == [
+        {
+            "Fn::Join": [
+                "",
+                [
+                    "arn:aws:glue:eu-west-1:111111111111:job/",
+                    _imported(template, {"Ref": _id(compute.glue_job)}),
+                ],
+            ]
+        }
+    ]
+    # Compute's PassRole is unconditioned; the ML concern's (to SageMaker only) is its own.
+    [passed] = [
+        json.loads(r) for (a, r, s) in statements if a == ("iam:PassRole",) and "Condition" not in s
+    ]
+    assert sorted(map(json.dumps, _list(passed))) == sorted(
+        json.dumps(_imported(template, {"Fn::GetAtt": [_role_id(template, p), "Arn"]}))
         for p in (
             "ComputeSparkEmrServerlessRole",
             "ComputeSparkEmrStepsServiceRole",
@@ -533,52 +545,6 @@ def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(synt
 
 
 def test_nag_passes(synthesised):
-    report = json.loads((synthesised[0] / "validation-report.json").read_text())
+    report = json.loads((synthesised.outdir / "validation-report.json").read_text())
     assert {p["conclusion"] for p in report["pluginReports"]} == {"success"}
     assert all(not p["violations"] for p in report["pluginReports"])
-
-
-class _Recorded:
-    """Validations.of(...) whose acknowledge() records instead of acknowledging."""
-
-    made: ClassVar[list[tuple[str, str]]] = []
-
-    def __init__(self, scope):
-        from aws_cdk import Validations
-
-        self._validations = Validations.of(scope)
-        self._path = scope.node.path
-
-    @classmethod
-    def of(cls, scope):
-        return cls(scope)
-
-    def acknowledge(self, *acknowledgements):
-        self.made.extend((self._path, a.id) for a in acknowledgements)
-
-    def __getattr__(self, name):
-        return getattr(self._validations, name)
-
-
-def test_each_acknowledgement_is_needed_where_it_sits(tmp_path, monkeypatch):
-    """Without the compute modules' acknowledgements, cdk-nag finds exactly what they name, on
-    the constructs they sit on (the grantee's wildcards included): none stale, none broader."""
-    monkeypatch.setattr(_Recorded, "made", [])
-    for module in (compute_module, compute_iam, emr_steps, spark):
-        if hasattr(module, "Validations"):
-            monkeypatch.setattr(module, "Validations", _Recorded)
-    app, _ = _build(tmp_path)
-    with pytest.raises(RuntimeError, match="ValidationFailed"):
-        app.synth()
-    report = json.loads((tmp_path / "validation-report.json").read_text())
-    violations = {
-        (c["constructPath"].removesuffix("/Resource"), v["ruleName"])
-        for p in report["pluginReports"]
-        for v in p["violations"]
-        for c in v["violatingConstructs"]
-    }
-    assert violations == set(_Recorded.made)
-    assert {rule.split("[")[0] for _, rule in violations} == {
-        "AwsSolutions-IAM4",
-        "AwsSolutions-IAM5",
-    }
