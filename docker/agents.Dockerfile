@@ -53,8 +53,11 @@ USER 10001:10001
 WORKDIR /app
 
 FROM runtime AS lambda
-# Lambda's file system is read-only but for /tmp.
-ENV FIREPIPE_HOME=/tmp/firepipe
+# The production Dagster instance (docker/dagster.yaml, as in the Dagster image): the action
+# group's function queues fire runs on it. Lambda's file system is read-only but for /tmp.
+COPY docker/dagster.yaml /opt/dagster/dagster_home/dagster.yaml
+ENV FIREPIPE_HOME=/tmp/firepipe \
+    DAGSTER_HOME=/opt/dagster/dagster_home
 ENTRYPOINT ["python", "-m", "awslambdaric"]
 CMD ["firepipe.services.agents.lambdas.monitoring"]
 

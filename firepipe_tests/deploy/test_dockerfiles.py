@@ -186,7 +186,16 @@ def test_agents_lambda_stage_runs_a_handler_through_the_runtime_interface_client
     module, _, name = handler.rpartition(".")
     assert callable(getattr(importlib.import_module(module), name))
     assert importlib.util.find_spec(LAMBDA_ENTRYPOINT[2]) is not None  # the lambda extra
-    assert values["ENV"][-1] == "FIREPIPE_HOME=/tmp/firepipe"
+    environment = dict(
+        pair.split("=", 1) for pair in shlex.split(values["ENV"][-1].replace("\\\n", " "))
+    )
+    assert environment == {
+        "FIREPIPE_HOME": "/tmp/firepipe",
+        # The instance the action group's function queues runs on: the Dagster image's.
+        "DAGSTER_HOME": "/opt/dagster/dagster_home",
+    }
+    copies = [i["value"].split() for i in made if i["instruction"] == "COPY"]
+    assert ["docker/dagster.yaml", "/opt/dagster/dagster_home/dagster.yaml"] in copies
     assert any(
         v.startswith("--from=build ")
         for v in (i["value"] for i in made if i["instruction"] == "COPY")

@@ -30,6 +30,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from firepipe import settings
+from firepipe.lib.secret_refs import fill_from_reference
 from firepipe.services.actions.bedrock_values import UnreadableValueError, coerce_properties
 from firepipe.services.actions.models import (
     GenerateRequest,
@@ -38,6 +39,10 @@ from firepipe.services.actions.models import (
     ValidateRequest,
 )
 from firepipe.services.actions.operations import ActionError, Actions
+
+# What docker/dagster.yaml reads the instance's password from, and the reference to its secret.
+DAGSTER_PG_PASSWORD_VAR = "DAGSTER_PG_PASSWORD"
+DAGSTER_PG_PASSWORD_SECRET_VAR = "DAGSTER_PG_PASSWORD_SECRET_ARN"
 
 # Bedrock caps what an action's Lambda may answer (documented as 25 KB for agents; not measured
 # here): an answer past this budget (its body as it travels, see _size; the rest of the response
@@ -294,6 +299,10 @@ def _actions_from_environment() -> Actions:
     """Locally the action API's own output folder; in AWS no local files and no runs in the
     function's process."""
     serverless = settings.environment() is settings.Environment.AWS
+    if serverless:
+        # The Dagster instance's password: ECS injects it into tasks; a function reads the
+        # reference the instance names (firepipe.lib.secret_refs).
+        fill_from_reference(DAGSTER_PG_PASSWORD_VAR, DAGSTER_PG_PASSWORD_SECRET_VAR)
     return Actions.from_environment(serverless=serverless)
 
 
