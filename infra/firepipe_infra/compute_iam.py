@@ -169,7 +169,13 @@ class _AcknowledgeRoleWildcards:
                 for r in wildcard_resources(document)
                 if any(_matches(r, suffix) for suffix in self._suffixes)
             ]
-            findings += [f"Action::{a}" for a in self._actions]
+            granted = {
+                action
+                for statement in document.get("Statement", [])
+                if statement.get("Effect") == "Allow"
+                for action in _as_list(statement.get("Action"))
+            }
+            findings += [f"Action::{a}" for a in self._actions if a in granted]
             Validations.of(child).acknowledge(
                 *(Acknowledgment(id=f"{IAM5}[{f}]", reason=self._reason) for f in findings)
             )

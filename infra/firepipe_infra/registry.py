@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 
+from aws_cdk import Stack
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from firepipe_infra.config import ConfigError, EnvironmentConfig, Stateful
@@ -47,7 +49,16 @@ def image_tag(scope: Construct) -> str:
 
 
 class Registry(Construct):
-    def __init__(self, scope: Construct, id: str, *, config: EnvironmentConfig) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: EnvironmentConfig,
+        push_account: str | None = None,
+    ) -> None:
+        """`push_account`: another account whose principals may push images (the delivery
+        pipeline's tooling account; its build role holds the matching identity policy)."""
         super().__init__(scope, id)
         self.tag = image_tag(self)
         self.repositories = {
@@ -68,6 +79,23 @@ class Registry(Construct):
             )
             for name in IMAGES
         }
+        if push_account and push_account != Stack.of(self).account:
+            for repository in self.repositories.values():
+                repository.add_to_resource_policy(
+                    iam.PolicyStatement(
+                        sid="PushFromTheDeliveryAccount",
+                        principals=[iam.AccountPrincipal(push_account)],
+                        actions=[
+                            "ecr:BatchCheckLayerAvailability",
+                            "ecr:BatchGetImage",
+                            "ecr:CompleteLayerUpload",
+                            "ecr:DescribeImages",
+                            "ecr:InitiateLayerUpload",
+                            "ecr:PutImage",
+                            "ecr:UploadLayerPart",
+                        ],
+                    )
+                )
 
     def repository(self, image: str) -> ecr.Repository:
         try:

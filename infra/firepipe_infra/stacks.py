@@ -22,6 +22,7 @@ from firepipe_infra.api import Apis
 from firepipe_infra.compute import Compute
 from firepipe_infra.compute_iam import acknowledge_role_wildcards
 from firepipe_infra.config import ENVIRONMENTS, EnvironmentConfig, check_environments
+from firepipe_infra.delivery import DELIVERY
 from firepipe_infra.env_names import env_name
 from firepipe_infra.genai import GenerativeAi
 from firepipe_infra.knowledge_base import KnowledgeBase
@@ -46,6 +47,9 @@ class _EnvironmentStack(Stack):
         super().__init__(
             scope,
             f"{config.prefix}-{concern}",
+            # The same name in a pipeline's Stage as in the app (a Stage would prefix it), so
+            # the workflow and the pipeline deploy the same stacks.
+            stack_name=f"{config.prefix}-{concern}",
             env=Environment(account=config.account, region=config.region),
             description=f"firepipe {config.name}: {concern}",
             termination_protection=config.deletion_protection,
@@ -105,11 +109,11 @@ class LakeStack(_EnvironmentStack):
 
 class RegistryStack(_EnvironmentStack):
     """The ECR repositories: deployed before the images are pushed, and before every stack
-    that runs them."""
+    that runs them. The delivery pipeline's account pushes into them."""
 
     def __init__(self, scope: Construct, config: EnvironmentConfig) -> None:
         super().__init__(scope, "registry", config)
-        self.registry = Registry(self, "Registry", config=config)
+        self.registry = Registry(self, "Registry", config=config, push_account=DELIVERY.account)
 
 
 @dataclass(frozen=True)
@@ -352,7 +356,7 @@ def _acknowledge_granted(
     acknowledge_role_wildcards(role, reason, ["/*", "-*", "*", "_*", ":*"], actions)
 
 
-def build_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
+def build_environment(app: Construct, config: EnvironmentConfig) -> EnvironmentStacks:
     """Every stack of one environment, in dependency order."""
     security = SecurityStack(app, config)
     network = NetworkStack(app, config, security.security)
@@ -434,9 +438,25 @@ def new_app(outdir: Path) -> App:
     return app
 
 
+def build_environments(
+    app: App, environments: dict[str, EnvironmentConfig] = ENVIRONMENTS
+) -> dict[str, EnvironmentStacks]:
+    check_environments(environments)
+    for config in environments.values():  # context is set before the first child is added
+        pin_availability_zones(app, config)
+    return {name: build_environment(app, c) for name, c in environments.items()}
+
+
+def pin_availability_zones(scope: Construct, config: EnvironmentConfig) -> None:
+    """The environment's zones as the context value the CDK's zone lookup reads, so nothing
+    is looked up in the account: the CDK CLI would otherwise ask each environment's account
+    for them on every synthesis (and write cdk.context.json)."""
+    key = f"availability-zones:account={config.account}:region={config.region}"
+    scope.node.set_context(key, list(config.availability_zones))
+
+
 def build_app(
     outdir: Path, environments: dict[str, EnvironmentConfig] = ENVIRONMENTS
 ) -> tuple[App, dict[str, EnvironmentStacks]]:
-    check_environments(environments)
     app = new_app(outdir)
-    return app, {name: build_environment(app, c) for name, c in environments.items()}
+    return app, build_environments(app, environments)

@@ -5,84 +5,69 @@ workers consume), prod in Lambda mode, so one synthesis shows both modes."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from aws_cdk import Validations
-from aws_cdk import aws_iam as iam
+from aws_cdk import App, Stack
 from aws_cdk.assertions import Template
-from firepipe_infra import agents as agents_module
-from firepipe_infra import escalation as escalation_module
-from firepipe_infra.agents import Agents, AgentsMode
+from firepipe_infra.agents import DEFAULT_MODE, Agents, AgentsMode
 from firepipe_infra.agents_source import read_agents_source
 from firepipe_infra.config import ENVIRONMENTS
-from firepipe_infra.stacks import _EnvironmentStack, build_app
+from firepipe_infra.stacks import (
+    NetworkStack,
+    RegistryStack,
+    SecurityStack,
+    _EnvironmentStack,
+    cdk_context,
+)
 
 QUEUES = {"monitoring": "readings", "analysis": "scores", "response": "incidents"}
 HANDLERS = {
     agent: f"firepipe.services.agents.lambdas.{agent}"
     for agent in ("monitoring", "analysis", "response", "escalate")
 }
-MLFLOW_ARN = "arn:aws:sagemaker:eu-west-1:333333333333:mlflow-tracking-server/firepipe"
-
-
-@dataclass(frozen=True)
-class Synthesised:
-    dev: Template
-    prod: Template
-    dev_agents: Agents
-    user: Template  # a role of another stack, granted grant_use
-    report: dict[str, Any]
-
-
-def _synthesise(outdir) -> tuple[Any, dict[str, Agents], iam.Role]:
-    app, stacks = build_app(outdir, {"dev": ENVIRONMENTS["dev"], "prod": ENVIRONMENTS["prod"]})
-    made = {}
-    for env, mode in (("dev", AgentsMode.ECS), ("prod", AgentsMode.LAMBDA)):
-        s, config = stacks[env], ENVIRONMENTS[env]
-        stack = _EnvironmentStack(app, "agents", config)
-        made[env] = Agents(
-            stack,
-            "Agents",
-            config=config,
-            security=s.security.security,
-            network=s.network.network,
-            registry=s.registry.registry,
-            mode=mode,
-        )
-    # What the ML concern will add: the model registry the monitoring agent loads from.
-    made["prod"].add_environment("FIREPIPE_MLFLOW_TRACKING_SERVER_ARN", MLFLOW_ARN)
-    # A user of the agents in a stack of its own (as Dagster's task role will be): its grants
-    # must not reach back into the agents stack's resource or key policies.
-    user_stack = _EnvironmentStack(app, "agents-user", ENVIRONMENTS["dev"])
-    user = iam.Role(user_stack, "User", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"))
-    made["dev"].grant_use(user)
-    return app, made, user
-
-
-@pytest.fixture(scope="module")
-def synthesised(tmp_path_factory) -> Synthesised:
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, made, _ = _synthesise(outdir)
-    assembly = app.synth()  # raises "ValidationFailed" on a cdk-nag error
-    return Synthesised(
-        dev=Template.from_json(assembly.get_stack_by_name("firepipe-dev-agents").template),
-        prod=Template.from_json(assembly.get_stack_by_name("firepipe-prod-agents").template),
-        dev_agents=made["dev"],
-        user=Template.from_json(assembly.get_stack_by_name("firepipe-dev-agents-user").template),
-        report=json.loads((outdir / "validation-report.json").read_text()),
-    )
 
 
 @pytest.fixture(scope="module")
 def template(synthesised) -> Template:
-    return synthesised.dev
+    return synthesised.template("firepipe-dev-agents")
 
 
 @pytest.fixture(scope="module")
-def prod_template(synthesised) -> Template:
-    return synthesised.prod
+def lambda_template() -> Template:
+    """prod's agents in Lambda mode: the wired app deploys the default mode (ECS workers) in
+    every environment, so this mode is built alone on prod's base stacks in a scratch App
+    (without cdk-nag: test_app.py's whole-app synthesis checks the construct)."""
+    config = ENVIRONMENTS["prod"]
+    app = App(context=cdk_context())
+    security = SecurityStack(app, config).security
+    stack = _EnvironmentStack(app, "agents", config)
+    Agents(
+        stack,
+        "Agents",
+        config=config,
+        security=security,
+        network=NetworkStack(app, config, security).network,
+        registry=RegistryStack(app, config).registry,
+        mode=AgentsMode.LAMBDA,
+    )
+    return Template.from_stack(stack)
+
+
+@pytest.fixture(scope="module")
+def run_role(synthesised) -> list[dict[str, Any]]:
+    """The statements of Dagster's run role (its default and overflow policies), which the
+    orchestration stack grants `Agents.grant_use`."""
+    template = synthesised.template("firepipe-dev-orchestration")
+    role = synthesised.stacks["dev"].orchestration.orchestration.run_role
+    role_id = Stack.of(role).resolve(role.node.default_child.logical_id)
+    return [
+        s
+        for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        for p in _resources(template, kind).values()
+        if {"Ref": role_id} in p.get("Roles", [])
+        for s in p["PolicyDocument"]["Statement"]
+    ]
 
 
 def _resources(template: Template, kind: str) -> dict[str, dict[str, Any]]:
@@ -301,7 +286,7 @@ def test_tables_have_the_keys_firepipes_adapters_create(template):
 def test_tables_are_on_demand_recoverable_encrypted_and_protected_per_environment(
     synthesised, env, protected, policy
 ):
-    tables = getattr(synthesised, env).find_resources("AWS::DynamoDB::Table")
+    tables = synthesised.template(f"firepipe-{env}-agents").find_resources("AWS::DynamoDB::Table")
     assert len(tables) == 4
     for table in tables.values():
         props = table["Properties"]
@@ -342,11 +327,20 @@ def test_each_function_runs_its_handler_from_the_agents_lambda_image(template):
         assert "AWS_REGION" not in env  # Lambda's own, and refused as a variable
 
 
-@pytest.mark.parametrize(("env", "enabled"), [("dev", False), ("prod", True)])
+# The wired app's dev (the default mode, ECS workers) and prod built in Lambda mode.
+MODES = [("template", "dev", AgentsMode.ECS), ("lambda_template", "prod", AgentsMode.LAMBDA)]
+
+
+def test_the_wired_app_deploys_the_default_mode_ecs_workers(synthesised):
+    assert DEFAULT_MODE is AgentsMode.ECS
+    assert {s.agents.agents.mode for s in synthesised.stacks.values()} == {AgentsMode.ECS}
+
+
+@pytest.mark.parametrize(("fixture", "env", "mode"), MODES)
 def test_event_sources_report_batch_item_failures_and_run_in_lambda_mode_only(
-    synthesised, env, enabled
+    request, fixture, env, mode
 ):
-    t = getattr(synthesised, env)
+    t, enabled = request.getfixturevalue(fixture), mode is AgentsMode.LAMBDA
     queues = {k: p["QueueName"] for k, p in _resources(t, "AWS::SQS::Queue").items()}
     functions = {k: p for k, p in _resources(t, "AWS::Lambda::Function").items()}
     mappings = _resources(t, "AWS::Lambda::EventSourceMapping").values()
@@ -364,9 +358,9 @@ def test_event_sources_report_batch_item_failures_and_run_in_lambda_mode_only(
     }
 
 
-@pytest.mark.parametrize(("env", "desired"), [("dev", 1), ("prod", 0)])
-def test_each_agent_runs_as_an_ecs_worker_scaled_by_mode(synthesised, env, desired):
-    t = getattr(synthesised, env)
+@pytest.mark.parametrize(("fixture", "env", "mode"), MODES)
+def test_each_agent_runs_as_an_ecs_worker_scaled_by_mode(request, fixture, env, mode):
+    t, desired = request.getfixturevalue(fixture), 1 if mode is AgentsMode.ECS else 0
     tasks = _resources(t, "AWS::ECS::TaskDefinition")
     services = _by(t, "AWS::ECS::Service", "ServiceName")
     assert sorted(services) == sorted(f"firepipe-{env}-agents-{a}" for a in QUEUES)
@@ -393,28 +387,41 @@ def test_each_agent_runs_as_an_ecs_worker_scaled_by_mode(synthesised, env, desir
         assert "LogsKey" in group["Properties"]["KmsKeyId"]["Fn::ImportValue"]
 
 
-def test_add_environment_reaches_every_function_and_worker(prod_template):
-    functions = _resources(prod_template, "AWS::Lambda::Function").values()
+def test_add_environment_reaches_every_function_and_worker(synthesised, template):
+    """The agents stack hands every agent the ML concern's tracking server (the champion's
+    registry), imported from the ML stack's export."""
+    ml = synthesised.template("firepipe-dev-ml")
+    [server_id] = ml.find_resources("AWS::SageMaker::MlflowTrackingServer")
+    tracking = _imported(ml, {"Fn::GetAtt": [server_id, "TrackingServerArn"]})
+    functions = _resources(template, "AWS::Lambda::Function").values()
     assert [
         f["Environment"]["Variables"]["FIREPIPE_MLFLOW_TRACKING_SERVER_ARN"] for f in functions
-    ] == [MLFLOW_ARN] * 4
-    tasks = _resources(prod_template, "AWS::ECS::TaskDefinition").values()
+    ] == [tracking] * 4
+    tasks = _resources(template, "AWS::ECS::TaskDefinition").values()
     for task in tasks:
         [container] = task["ContainerDefinitions"]
-        assert {"Name": "FIREPIPE_MLFLOW_TRACKING_SERVER_ARN", "Value": MLFLOW_ARN} in container[
+        assert {"Name": "FIREPIPE_MLFLOW_TRACKING_SERVER_ARN", "Value": tracking} in container[
             "Environment"
         ]
     assert len(tasks) == 3
 
 
-def test_the_environment_names_every_resource_firepipe_reads(synthesised):
-    agents = synthesised.dev_agents
+def _imported(exporter: Template, value: Any) -> dict[str, str]:
+    """How another stack refers to `value` of the exporting stack: an import of its export."""
+    [name] = [
+        o["Export"]["Name"]
+        for o in exporter.find_outputs("*").values()
+        if "Export" in o and o["Value"] == value
+    ]
+    return {"Fn::ImportValue": name}
+
+
+def test_the_environment_names_every_resource_firepipe_reads(synthesised, template):
+    agents = synthesised.stacks["dev"].agents.agents
     resolve = agents.node.scope.resolve  # the agents stack
     env = {name: resolve(value) for name, value in agents.environment.items()}
-    tables = {
-        p["TableName"]: k for k, p in _resources(synthesised.dev, "AWS::DynamoDB::Table").items()
-    }
-    topics = {p["TopicName"]: k for k, p in _resources(synthesised.dev, "AWS::SNS::Topic").items()}
+    tables = {p["TableName"]: k for k, p in _resources(template, "AWS::DynamoDB::Table").items()}
+    topics = {p["TopicName"]: k for k, p in _resources(template, "AWS::SNS::Topic").items()}
     assert env == {
         "FIREPIPE_QUEUE_PREFIX": "firepipe-dev-",
         "FIREPIPE_QUEUE_FIFO": "true",
@@ -429,7 +436,7 @@ def test_the_environment_names_every_resource_firepipe_reads(synthesised):
         ),
         "FIREPIPE_MAX_RECEIVES": "5",
     }
-    synthesised.dev.has_resource_properties(
+    template.has_resource_properties(
         "AWS::StepFunctions::StateMachine", {"StateMachineName": "firepipe-dev-escalation"}
     )
 
@@ -476,21 +483,35 @@ def test_each_agent_holds_only_what_its_code_calls(template):
 
 
 def test_table_keys_are_used_through_dynamodb_and_messaging_keys_through_sqs_and_sns(template):
+    [(key_id, _)] = template.find_resources("AWS::KMS::Key").items()
+    data_key = {
+        "Fn::ImportValue": "firepipe-dev-security:"
+        "ExportsOutputFnGetAttSecurityDataKeyA8BBAEFFArnA6346D5A"
+    }
+    uses = set()
     for statement in _statements(template, "AgentsResponseTaskTaskRole"):
-        if any(a.startswith("kms:") for a in statement["Action"]):
-            assert "*" not in json.dumps(statement["Action"])
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        if any(a.startswith("kms:") for a in actions):
+            assert "*" not in json.dumps(actions)
             via = statement["Condition"]["StringEquals"]["kms:ViaService"]
-            assert via in (
-                "dynamodb.eu-west-1.amazonaws.com",
-                ["sqs.eu-west-1.amazonaws.com", "sns.eu-west-1.amazonaws.com"],
-            )
+            uses.add((json.dumps(statement["Resource"]), json.dumps(via)))
+    assert uses == {
+        (json.dumps(data_key), json.dumps("dynamodb.eu-west-1.amazonaws.com")),
+        (
+            json.dumps(_arn(key_id)),
+            json.dumps(["sqs.eu-west-1.amazonaws.com", "sns.eu-west-1.amazonaws.com"]),
+        ),
+        # The agents stack's grant of the ML concern's read of the champion (grant_read_models).
+        (json.dumps(data_key), json.dumps("s3.eu-west-1.amazonaws.com")),
+    }
 
 
 def test_grant_use_writes_the_users_own_policy_with_every_queue_topic_table_and_escalation(
-    synthesised,
+    run_role, template
 ):
-    [policy] = _resources(synthesised.user, "AWS::IAM::Policy").values()
-    statements = policy["PolicyDocument"]["Statement"]
+    statements = run_role
 
     def exported(action: str) -> list[str]:
         """The agents stack's exports a statement allowing `action` names."""
@@ -510,54 +531,14 @@ def test_grant_use_writes_the_users_own_policy_with_every_queue_topic_table_and_
     assert _granted(statements, "states:StartExecution") == [
         "arn:aws:states:eu-west-1:111111111111:stateMachine:firepipe-dev-escalation"
     ]
-    # Nothing in the agents stack names the user: no resource or key policy points back.
-    assert "AgentsUser" not in json.dumps(synthesised.dev.to_json())
-    assert "agents-user" not in json.dumps(synthesised.dev.to_json())
+    # Nothing in the agents stack names the user (Dagster's run role, in a later stack).
+    assert "OrchestrationRunRole" not in json.dumps(template.to_json())
+    assert "orchestration" not in json.dumps(template.to_json())
 
 
 # --- cdk-nag -------------------------------------------------------------------------------------
 
 
 def test_the_agents_pass_cdk_nag(synthesised):
-    report = synthesised.report
+    report = json.loads((synthesised.outdir / "validation-report.json").read_text())
     assert {p["conclusion"] for p in report["pluginReports"]} == {"success"}
-
-
-class _Recorder:
-    """Validations.of(...) that records acknowledgements instead of making them."""
-
-    made: ClassVar[list[tuple[str, str]]] = []
-
-    def __init__(self, scope):
-        self._validations, self._path = Validations.of(scope), scope.node.path
-
-    @classmethod
-    def of(cls, scope):
-        return cls(scope)
-
-    def acknowledge(self, *acknowledgements):
-        self.made.extend((self._path, a.id) for a in acknowledgements)
-
-    def __getattr__(self, name):
-        return getattr(self._validations, name)
-
-
-def test_each_acknowledgement_is_needed_where_it_sits(tmp_path, monkeypatch):
-    monkeypatch.setattr(_Recorder, "made", [])
-    for module in (agents_module, escalation_module):
-        monkeypatch.setattr(module, "Validations", _Recorder)
-    app, _, _ = _synthesise(tmp_path)
-    with pytest.raises(RuntimeError, match="ValidationFailed"):
-        app.synth()
-    report = json.loads((tmp_path / "validation-report.json").read_text())
-    violations = {
-        (c["constructPath"].removesuffix("/Resource"), v["ruleName"])
-        for p in report["pluginReports"]
-        for v in p["violations"]
-        for c in v["violatingConstructs"]
-    }
-    assert violations == set(_Recorder.made)
-    rules = sorted({rule for _, rule in violations})
-    assert rules == ["AwsSolutions-ECS2", "AwsSolutions-IAM5[Resource::*]"]
-    # Per environment: 3 task definitions; 4 function roles, the execution role, the machine's.
-    assert len(violations) == 2 * (3 + 4 + 1 + 1)

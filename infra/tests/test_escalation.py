@@ -17,29 +17,12 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 from firepipe_infra import escalation
-from firepipe_infra.agents import Agents
 from firepipe_infra.config import ENVIRONMENTS
-from firepipe_infra.stacks import _EnvironmentStack, build_app
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Template:
-    app, stacks = build_app(
-        tmp_path_factory.mktemp("cdk.out"),
-        {"dev": ENVIRONMENTS["dev"], "prod": ENVIRONMENTS["prod"]},
-    )
-    s = stacks["dev"]
-    stack = _EnvironmentStack(app, "agents", ENVIRONMENTS["dev"])
-    Agents(
-        stack,
-        "Agents",
-        config=ENVIRONMENTS["dev"],
-        security=s.security.security,
-        network=s.network.network,
-        registry=s.registry.registry,
-    )
-    assembly = app.synth()
-    return Template.from_json(assembly.get_stack_by_name("firepipe-dev-agents").template)
+def template(synthesised) -> Template:
+    return synthesised.template("firepipe-dev-agents")
 
 
 def _one(template: Template, kind: str) -> tuple[str, dict[str, Any]]:

@@ -3,14 +3,8 @@ import json
 import re
 
 import pytest
-from aws_cdk import Acknowledgment, CfnOutput, Validations
-from aws_cdk import aws_iam as iam
-from aws_cdk.assertions import Template
-from firepipe_infra import ml as ml_module
-from firepipe_infra.config import ENVIRONMENTS
+from aws_cdk import Stack
 from firepipe_infra.env_names import AWS_ENV_MODULE
-from firepipe_infra.ml import MachineLearning
-from firepipe_infra.stacks import _EnvironmentStack, build_app
 
 FIREPIPE = AWS_ENV_MODULE.parents[1]
 DATA_KEY = {
@@ -20,74 +14,45 @@ DATA_KEY = {
 SAGEMAKER = "arn:aws:sagemaker:eu-west-1:111111111111"
 
 
-def _build(app, stacks, env):
-    config = ENVIRONMENTS[env]
-    s = stacks[env]
-    stack = _EnvironmentStack(app, "ml", config)
-    built = MachineLearning(
-        stack,
-        "MachineLearning",
-        config=config,
-        security=s.security.security,
-        lake=s.lake.lake,
-        registry=s.registry.registry,
-    )
-    return stack, built
+@pytest.fixture(scope="module")
+def template(synthesised):
+    return synthesised.template("firepipe-dev-ml")
 
 
 @pytest.fixture(scope="module")
-def ml_synthesis(tmp_path_factory):
-    """dev and prod with cdk-nag. In dev, a grantee of grant_use (in the ML stack, so that its
-    findings name the bucket by logical id rather than by export) and an output per
-    environment variable, to read the values as a template holds them."""
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stacks = build_app(outdir, {"dev": ENVIRONMENTS["dev"], "prod": ENVIRONMENTS["prod"]})
-    stack, dev = _build(app, stacks, "dev")
-    _build(app, stacks, "prod")
-    grantee = iam.Role(
-        stack, "Orchestrator", assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com")
-    )
-    dev.grant_use(grantee)
-    _acknowledge_grantee_wildcards(stack, dev, grantee)
-    for name, value in dev.environment.items():
-        CfnOutput(stack, name.replace("_", ""), value=value, description=name)
-    assembly = app.synth()  # raises RuntimeError "ValidationFailed" on a nag error
-    return outdir, assembly
+def prod_template(synthesised):
+    return synthesised.template("firepipe-prod-ml")
 
 
 @pytest.fixture(scope="module")
-def template(ml_synthesis):
-    return Template.from_json(ml_synthesis[1].get_stack_by_name("firepipe-dev-ml").template)
-
-
-@pytest.fixture(scope="module")
-def prod_template(ml_synthesis):
-    return Template.from_json(ml_synthesis[1].get_stack_by_name("firepipe-prod-ml").template)
-
-
-# What grant_use gives the grantee with wildcards: the orchestration stack acknowledges these.
-GRANTEE_WILDCARDS = [
-    "*",  # Application Auto Scaling, cloudwatch:DescribeAlarms, sagemaker:ListModelPackages
-    f"{SAGEMAKER}:training-job/firepipe-*",
-    f"{SAGEMAKER}:hyper-parameter-tuning-job/firepipe-*",
-    f"{SAGEMAKER}:model/firepipe-fire-detector-*",
-    f"{SAGEMAKER}:endpoint-config/firepipe-fire-detector-*",
-    f"{SAGEMAKER}:transform-job/firepipe-fire-detector-*",
-    "arn:aws:cloudwatch:eu-west-1:111111111111:alarm:TargetTracking-endpoint/firepipe-fire-detector/*",
-]
-
-
-def _acknowledge_grantee_wildcards(stack, built, grantee):
-    bucket = stack.get_logical_id(built.bucket.node.default_child)
-    resources = [
-        *GRANTEE_WILDCARDS,
-        *(f"<{bucket}.Arn>/{prefix}/*" for prefix in ("training", "serving", "mlflow")),
-        f"{SAGEMAKER}:model-package/{built.model_package_group_name}/*",
+def run_role(synthesised):
+    """The statements of Dagster's run role, which the orchestration stack grants
+    `MachineLearning.grant_use` (with every other concern's grants, across its default and
+    overflow policies)."""
+    template = synthesised.template("firepipe-dev-orchestration")
+    role = synthesised.stacks["dev"].orchestration.orchestration.run_role
+    role_id = Stack.of(role).resolve(role.node.default_child.logical_id)
+    return [
+        s
+        for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        for p in template.find_resources(kind).values()
+        if {"Ref": role_id} in p["Properties"].get("Roles", [])
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
     ]
-    Validations.of(grantee.node.find_child("DefaultPolicy")).acknowledge(
-        *(Acknowledgment(id=f"AwsSolutions-IAM5[Resource::{r}]", reason="test") for r in resources),
-        Acknowledgment(id="AwsSolutions-IAM5[Action::sagemaker-mlflow:*]", reason="test"),
-    )
+
+
+def _imported(exporter, value):
+    """How another stack refers to `value` of the exporting stack: an import of its export."""
+    [name] = [
+        o["Export"]["Name"]
+        for o in exporter.find_outputs("*").values()
+        if "Export" in o and o["Value"] == value
+    ]
+    return {"Fn::ImportValue": name}
+
+
+def _list(value):
+    return value if isinstance(value, list) else [value]
 
 
 def _one(template, type_, prefix):
@@ -120,46 +85,9 @@ def _objects(template, pattern):
     return {"Fn::Join": ["", [{"Fn::GetAtt": [_bucket_id(template), "Arn"]}, f"/{pattern}"]]}
 
 
-def test_nag_passes_with_no_violation(ml_synthesis):
-    report = json.loads((ml_synthesis[0] / "validation-report.json").read_text())
+def test_nag_passes_with_no_violation(synthesised):
+    report = json.loads((synthesised.outdir / "validation-report.json").read_text())
     assert {p["conclusion"] for p in report["pluginReports"]} == {"success"}
-
-
-def test_each_acknowledgement_is_needed_where_it_sits(tmp_path, monkeypatch):
-    """Without the construct's acknowledgements, cdk-nag reports exactly those findings on the
-    policies they sit on: none is stale."""
-    made = []
-
-    class Recorder:
-        def __init__(self, scope):
-            self.path = scope.node.path
-
-        @classmethod
-        def of(cls, scope):
-            return cls(scope)
-
-        def acknowledge(self, *acknowledgements):
-            made.extend((self.path, a.id) for a in acknowledgements)
-
-    monkeypatch.setattr(ml_module, "Validations", Recorder)
-    app, stacks = build_app(tmp_path, {"prod": ENVIRONMENTS["prod"]})
-    _build(app, stacks, "prod")
-    with pytest.raises(RuntimeError, match="ValidationFailed"):
-        app.synth()
-    report = json.loads((tmp_path / "validation-report.json").read_text())
-    violations = {
-        (c["constructPath"].removesuffix("/Resource"), v["ruleName"])
-        for p in report["pluginReports"]
-        for v in p["violations"]
-        for c in v["violatingConstructs"]
-    }
-    assert violations == set(made)
-    assert {path.split("/")[-2] for path, _ in made} == {
-        "TrainingRole",
-        "ServingRole",
-        "FeatureStoreRole",
-        "MlflowRole",
-    }
 
 
 def test_bucket_is_kms_encrypted_versioned_private_tls_only_and_logged(template):
@@ -189,8 +117,8 @@ def test_bucket_is_kms_encrypted_versioned_private_tls_only_and_logged(template)
     } in policy["Properties"]["PolicyDocument"]["Statement"]
 
 
-def test_access_log_delivery_admits_this_stacks_buckets_only(ml_synthesis):
-    lake = Template.from_json(ml_synthesis[1].get_stack_by_name("firepipe-dev-lake").template)
+def test_access_log_delivery_admits_this_stacks_buckets_only(synthesised):
+    lake = synthesised.template("firepipe-dev-lake")
     statements = [
         s
         for p in lake.find_resources("AWS::S3::BucketPolicy").values()
@@ -375,7 +303,12 @@ def test_environment_names_firepipes_variables_with_values_in_their_formats(temp
         "FEATURE_STORE_ROLE_ARN_VAR",
         "FEATURE_STORE_OFFLINE_URI_VAR",
     )
-    values = {o["Description"]: o["Value"] for o in template.find_outputs("*").values()}
+    # The ML stack's output per variable ("<NAME>: ..."), not the exports other stacks import.
+    values = {
+        o["Description"].split(":")[0]: o["Value"]
+        for o in template.find_outputs("*").values()
+        if "Export" not in o
+    }
     assert set(values) == set(names.values())
     bucket = {"Ref": _bucket_id(template)}
 
@@ -408,8 +341,8 @@ def test_environment_names_firepipes_variables_with_values_in_their_formats(temp
         assert f"Registry{image.capitalize()}" in parts[-2]["Fn::ImportValue"]
 
 
-def test_grant_use_covers_the_adapters_calls_by_their_resource_names(template):
-    statements = _statements(template, "Orchestrator")
+def test_grant_use_covers_the_adapters_calls_by_their_resource_names(template, run_role):
+    statements = run_role
     [(jobs, _)] = _granted(statements, "sagemaker:CreateTrainingJob")
     assert sorted(jobs) == [
         f"{SAGEMAKER}:hyper-parameter-tuning-job/firepipe-*",
@@ -429,7 +362,7 @@ def test_grant_use_covers_the_adapters_calls_by_their_resource_names(template):
     }
     server_id, _ = _one(template, "AWS::SageMaker::MlflowTrackingServer", "MachineLearning")
     assert _granted(statements, "sagemaker-mlflow:*") == [
-        ({"Fn::GetAtt": [server_id, "TrackingServerArn"]}, None)
+        (_imported(template, {"Fn::GetAtt": [server_id, "TrackingServerArn"]}), None)
     ]
     [(packages, _)] = _granted(statements, "sagemaker:UpdateModelPackage")
     assert re.fullmatch(
@@ -438,28 +371,65 @@ def test_grant_use_covers_the_adapters_calls_by_their_resource_names(template):
     assert _granted(statements, "sagemaker:PutRecord") == [
         (f"{SAGEMAKER}:feature-group/firepipe-sensor-features", None)
     ]
-    [(puts, _)] = _granted(statements, "s3:PutObject")
-    assert sorted(r["Fn::Join"][1][1] for r in puts) == ["/mlflow/*", "/serving/*", "/training/*"]
-    assert not any(
-        a.startswith(("sagemaker:Delete", "s3:Delete")) for s in statements for a in _actions(s)
-    )
+    # The run role also writes the lake and its own buckets: the ML bucket's objects are these.
+    bucket = _imported(template, {"Fn::GetAtt": [_bucket_id(template), "Arn"]})
+    ml_objects = [
+        r
+        for resources, _ in _granted(statements, "s3:PutObject")
+        for r in _list(resources)
+        if isinstance(r, dict) and r.get("Fn::Join", ["", [None]])[1][0] == bucket
+    ]
+    assert sorted(r["Fn::Join"][1][1] for r in ml_objects) == [
+        "/mlflow/*",
+        "/serving/*",
+        "/training/*",
+    ]
+    assert not any(a.startswith("sagemaker:Delete") for s in statements for a in _actions(s))
+    assert not [
+        s
+        for s in statements
+        if any(a.startswith("s3:Delete") for a in _actions(s))
+        and json.dumps(bucket) in json.dumps(s["Resource"])
+    ]
 
 
-def test_grant_use_passes_exactly_the_three_execution_roles_to_sagemaker(template):
-    statements = _statements(template, "Orchestrator")
-    [(roles, condition)] = _granted(statements, "iam:PassRole")
+def test_grant_use_passes_exactly_the_three_execution_roles_to_sagemaker(template, run_role):
+    # The run role's PassRole statement naming roles of the ML stack (compute passes its own).
+    [(roles, condition)] = [
+        (resources, condition)
+        for resources, condition in _granted(run_role, "iam:PassRole")
+        if "firepipe-dev-ml:" in json.dumps(resources)
+    ]
     assert condition == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    assert sorted(r["Fn::GetAtt"][0] for r in roles) == sorted(
-        _one(template, "AWS::IAM::Role", f"MachineLearning{name}")[0]
+    assert sorted(map(json.dumps, roles)) == sorted(
+        json.dumps(
+            _imported(
+                template,
+                {
+                    "Fn::GetAtt": [
+                        _one(template, "AWS::IAM::Role", f"MachineLearning{name}")[0],
+                        "Arn",
+                    ]
+                },
+            )
+        )
         for name in ("TrainingRole", "ServingRole", "FeatureStoreRole")
     )
 
 
-def test_grant_use_writes_the_grantees_policy_only(ml_synthesis, template):
-    """No bucket or key policy names the grantee (a role of another stack would make a
-    cycle): the bucket's policy keeps the TLS deny and dev's auto-delete only."""
-    grantee_id, _ = _one(template, "AWS::IAM::Role", "Orchestrator")
+def test_grant_use_writes_the_grantees_policy_only(synthesised, template):
+    """No bucket or key policy names the grantee (Dagster's run role, of a later stack: a
+    reference would make a cycle): the bucket's policy keeps the TLS deny and dev's
+    auto-delete only."""
     [policy] = template.find_resources("AWS::S3::BucketPolicy").values()
-    assert grantee_id not in json.dumps(policy)
-    security = ml_synthesis[1].get_stack_by_name("firepipe-dev-security").template
+    assert "OrchestrationRunRole" not in json.dumps(policy)
+    [auto_delete] = [
+        k for k in template.find_resources("AWS::IAM::Role") if k.startswith("CustomS3AutoDelete")
+    ]
+    assert [s["Principal"] for s in policy["Properties"]["PolicyDocument"]["Statement"]] == [
+        {"AWS": "*"},
+        {"AWS": {"Fn::GetAtt": [auto_delete, "Arn"]}},
+    ]
+    assert "orchestration" not in json.dumps(template.to_json())
+    security = synthesised.template("firepipe-dev-security").to_json()
     assert "firepipe-dev-ml" not in json.dumps(security)

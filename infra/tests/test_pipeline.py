@@ -1,0 +1,345 @@
+"""The CDK Pipelines stack: its stages in order with their approvals, the source connection, the
+synth command, the image pushes after each registry stack, and cdk-nag on the pipeline stack."""
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import ClassVar
+
+import pytest
+from aws_cdk import App, Environment, Stack
+from aws_cdk import aws_s3 as s3
+from aws_cdk.assertions import Template
+from firepipe_infra import delivery as delivery_module
+from firepipe_infra import pipeline as pipeline_module
+from firepipe_infra import stacks as stacks_module
+from firepipe_infra.config import ENVIRONMENTS, ConfigError
+from firepipe_infra.delivery import CDK_CLI_VERSION, DELIVERY, image_builds
+from firepipe_infra.pipeline import DeliveryPipeline
+from firepipe_infra.registry import IMAGES
+from firepipe_infra.stacks import cdk_context, new_app
+
+CONCERNS = ("security", "network", "lake", "registry")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    outdir = tmp_path_factory.mktemp("pipeline.out")
+    app = new_app(outdir)
+    stack = DeliveryPipeline(app, delivery=DELIVERY, environments=ENVIRONMENTS)
+    assembly = app.synth()  # raises on a cdk-nag error
+    return SimpleNamespace(
+        outdir=outdir,
+        stack=stack,
+        template=Template.from_json(assembly.get_stack_by_name("firepipe-delivery").template),
+    )
+
+
+@pytest.fixture(scope="module")
+def template(built):
+    return built.template
+
+
+def _stages(template):
+    (pipeline,) = template.find_resources("AWS::CodePipeline::Pipeline").values()
+    return {s["Name"]: s["Actions"] for s in pipeline["Properties"]["Stages"]}
+
+
+def _project(template, action):
+    """The CodeBuild project a pipeline action runs."""
+    return template.to_json()["Resources"][action["Configuration"]["ProjectName"]["Ref"]]
+
+
+def _env(template, action):
+    """The variables a CodeBuild action sees: its project's, and the action's own (those that
+    hold pipeline variables such as the commit)."""
+    project = _project(template, action)["Properties"]["Environment"]
+    action_vars = json.loads(action["Configuration"].get("EnvironmentVariables", "[]"))
+    return {
+        **{v["Name"]: v["Value"] for v in project.get("EnvironmentVariables", [])},
+        **{v["name"]: v["value"] for v in action_vars},
+    }
+
+
+def _action(actions, name):
+    (action,) = [a for a in actions if a["Name"] == name]
+    return action
+
+
+def test_stages_run_source_synth_self_mutation_then_each_environment_in_order(template):
+    names = list(_stages(template))
+    assert names[:3] == ["Source", "Build", "UpdatePipeline"]
+    assert [n for n in names if n in ENVIRONMENTS] == ["dev", "staging", "prod"]
+    assert names.index("dev") > names.index("UpdatePipeline")
+
+
+def test_staging_and_prod_wait_for_a_manual_approval_and_dev_does_not(template):
+    stages = _stages(template)
+    assert not [a for a in stages["dev"] if a["ActionTypeId"]["Category"] == "Approval"]
+    for env in ("staging", "prod"):
+        first = [a for a in stages[env] if a["RunOrder"] == 1]
+        assert [(a["Name"], a["ActionTypeId"]["Provider"]) for a in first] == [
+            (f"Approve-{env}", "Manual")
+        ]
+        assert all(a["RunOrder"] > 1 for a in stages[env] if a is not first[0])
+
+
+def test_source_is_the_github_repository_through_the_connection(template):
+    (source,) = _stages(template)["Source"]
+    assert source["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    assert source["Configuration"] == {
+        "ConnectionArn": DELIVERY.connection_arn,
+        "FullRepositoryId": "firepipe/firepipe",
+        "BranchName": "main",
+    }
+
+
+def test_synth_runs_the_app_with_the_pipeline_and_the_commits_image_tag(template):
+    (source,) = _stages(template)["Source"]
+    (synth,) = _stages(template)["Build"]
+    spec = json.loads(_project(template, synth)["Properties"]["Source"]["BuildSpec"])
+    assert spec["phases"]["build"]["commands"] == [
+        "make infra/.venv/.synced",
+        "cd infra",
+        f"npx --yes aws-cdk@{CDK_CLI_VERSION} synth --quiet"
+        ' -c pipeline=true -c imageTag="$IMAGE_TAG"',
+    ]
+    assert spec["artifacts"]["base-directory"] == "infra/cdk.out"
+    assert spec["phases"]["install"]["runtime-versions"] == {"python": "3.11", "nodejs": "20"}
+    assert _env(template, synth)["IMAGE_TAG"] == f"#{{{source['Namespace']}.CommitId}}"
+
+
+def test_the_pipeline_updates_itself_with_the_pinned_cli(template):
+    (mutate,) = _stages(template)["UpdatePipeline"]
+    spec = json.loads(_project(template, mutate)["Properties"]["Source"]["BuildSpec"])
+    assert f"npm install -g aws-cdk@{CDK_CLI_VERSION}" in spec["phases"]["install"]["commands"]
+    assert any(
+        "deploy" in c and "firepipe-delivery" in c for c in spec["phases"]["build"]["commands"]
+    )
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_images_are_pushed_after_the_registry_stack_under_the_commits_tag(template, env):
+    config = ENVIRONMENTS[env]
+    actions = _stages(template)[env]
+    (source,) = _stages(template)["Source"]
+    registry = _action(actions, f"firepipe-{env}-registry.Deploy")
+    push = _action(actions, f"firepipe-{env}-registry.PushImages-{env}")
+    assert push["RunOrder"] > registry["RunOrder"]
+    registry_uri = f"{config.account}.dkr.ecr.{config.region}.amazonaws.com"
+    assert _env(template, push)["REGISTRY"] == registry_uri
+    assert _env(template, push)["IMAGE_TAG"] == f"#{{{source['Namespace']}.CommitId}}"
+
+    project = _project(template, push)["Properties"]
+    assert project["Environment"]["PrivilegedMode"] is True
+    commands = json.loads(project["Source"]["BuildSpec"])["phases"]["build"]["commands"]
+    assert commands[0] == (
+        f"aws ecr get-login-password --region {config.region}"
+        ' | docker login --username AWS --password-stdin "$REGISTRY"'
+    )
+    expected = {
+        "dagster": "-f docker/dagster.Dockerfile",
+        "generator": "-f docker/generator.Dockerfile",
+        "generator-cuda": "-f docker/generator-cuda.Dockerfile",
+        "training": "-f docker/training.Dockerfile",
+        "inference": "-f docker/inference.Dockerfile",
+        "agents": "-f docker/agents.Dockerfile",
+        "agents-lambda": "-f docker/agents.Dockerfile --target lambda",
+    }
+    assert set(expected) == set(IMAGES)
+    pushes = commands[1:]
+    assert len(pushes) == len(IMAGES)
+    for image, command in zip(IMAGES, pushes, strict=True):
+        uri = f"$REGISTRY/firepipe-{env}/{image}:$IMAGE_TAG"
+        # An image already pushed under the tag (a retried execution) is not pushed again:
+        # the tags are immutable.
+        assert command.startswith(
+            f"aws ecr describe-images --region {config.region} --registry-id {config.account}"
+            f' --repository-name firepipe-{env}/{image} --image-ids imageTag="$IMAGE_TAG"'
+        )
+        assert f'|| {{ docker build {expected[image]} -t "{uri}" . && docker push "{uri}"; }}' in (
+            command
+        )
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_image_pushes_may_write_the_environments_repositories_only(built, template, env):
+    config = ENVIRONMENTS[env]
+    push = _action(_stages(template)[env], f"firepipe-{env}-registry.PushImages-{env}")
+    role = _project(template, push)["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
+    (policy,) = [
+        p
+        for p in template.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in p["Properties"]["Roles"]
+    ]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (login,) = [s for s in statements if s["Action"] == "ecr:GetAuthorizationToken"]
+    assert login["Resource"] == "*"
+    (push_statement,) = [s for s in statements if "ecr:PutImage" in s["Action"]]
+    # The registry stack of the stage names the same repositories.
+    stage = next(s for s in built.stack.stages if s.config.name == env)
+    registry = Template.from_stack(stage.stacks.registry)
+    names = sorted(
+        r["Properties"]["RepositoryName"]
+        for r in registry.find_resources("AWS::ECR::Repository").values()
+    )
+    assert names == sorted(f"firepipe-{env}/{image}" for image in IMAGES)
+    assert sorted(push_statement["Resource"]) == sorted(
+        f"arn:aws:ecr:{config.region}:{config.account}:repository/{name}" for name in names
+    )
+    assert "ecr:BatchDeleteImage" not in push_statement["Action"]
+
+
+def test_each_stage_deploys_the_same_cloudformation_stacks_as_the_github_workflow(built):
+    """The workflow deploys `firepipe-<env>-*` from the bare app: the pipeline's stages must name
+    their stacks the same, or the two ways would deploy two copies of each environment."""
+    for stage in built.stack.stages:
+        env = stage.config.name
+        stacks = [c for c in stage.node.children if isinstance(c, Stack)]
+        assert {f"firepipe-{env}-{c}" for c in CONCERNS} <= {s.node.id for s in stacks}
+        assert [s.stack_name for s in stacks] == [s.node.id for s in stacks]
+
+
+def test_stacks_that_use_the_registry_deploy_after_the_image_push(monkeypatch):
+    """A stack that runs an image depends on the registry stack: CDK Pipelines orders it after
+    the registry's post step, so it never deploys a tag that is not pushed yet."""
+    build_environment = stacks_module.build_environment
+
+    def with_a_service(scope, config):
+        stacks = build_environment(scope, config)
+        service = Stack(
+            scope,
+            f"{config.prefix}-service",
+            env=Environment(account=config.account, region=config.region),
+        )
+        s3.CfnBucket(
+            service,
+            "UsesAnImage",
+            tags=[{"key": "image", "value": stacks.registry.registry.image_uri("dagster")}],
+        )
+        return stacks
+
+    monkeypatch.setattr(pipeline_module, "build_environment", with_a_service)
+    app = App(context=cdk_context())  # no cdk-nag: the bucket above is not the point
+    stack = DeliveryPipeline(app, delivery=DELIVERY, environments={"dev": ENVIRONMENTS["dev"]})
+    actions = _stages(Template.from_stack(stack))["dev"]
+    push = _action(actions, "firepipe-dev-registry.PushImages-dev")
+    service = next(a for a in actions if a["Name"].endswith("-service.Prepare"))
+    assert service["RunOrder"] > push["RunOrder"]
+
+
+def test_artifacts_are_encrypted_with_a_rotating_key_and_access_logged(template):
+    (key_id, key) = next(iter(template.find_resources("AWS::KMS::Key").items()))
+    assert key["Properties"]["EnableKeyRotation"] is True
+    buckets = template.find_resources("AWS::S3::Bucket")
+    (artifacts,) = [
+        b
+        for b in buckets.values()
+        if "KMSMasterKeyID" in json.dumps(b["Properties"].get("BucketEncryption", {}))
+    ]
+    (rule,) = artifacts["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == {
+        "Fn::GetAtt": [key_id, "Arn"]
+    }
+    logs_bucket = artifacts["Properties"]["LoggingConfiguration"]["DestinationBucketName"]["Ref"]
+    assert logs_bucket in buckets
+    assert buckets[logs_bucket] is not artifacts
+    (pipeline,) = template.find_resources("AWS::CodePipeline::Pipeline").values()
+    store = pipeline["Properties"]["ArtifactStore"]
+    assert store["EncryptionKey"]["Id"] == {"Fn::GetAtt": [key_id, "Arn"]}
+
+
+def test_build_logs_are_kept_a_year_and_encrypted(template):
+    (group,) = template.find_resources("AWS::Logs::LogGroup").values()
+    assert group["Properties"]["LogGroupName"] == "/firepipe/delivery/codebuild"
+    assert group["Properties"]["RetentionInDays"] == 365
+    assert "KmsKeyId" in group["Properties"]
+
+
+def test_the_pipeline_stack_passes_cdk_nag(built):
+    report = json.loads((built.outdir / "validation-report.json").read_text())
+    assert all(not p["violations"] for p in report["pluginReports"])
+
+
+class _Unacknowledged:
+    """Validations.of(...) whose acknowledge() records the acknowledgement instead of making it."""
+
+    made: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, scope):
+        self._path = scope.node.path
+
+    @classmethod
+    def of(cls, scope):
+        return cls(scope)
+
+    def acknowledge(self, *acknowledgements):
+        self.made.extend((self._path, a.id) for a in acknowledgements)
+
+
+def test_each_acknowledgement_is_needed_and_covers_only_the_pipelines_roles(tmp_path, monkeypatch):
+    """Without its acknowledgements the pipeline stack fails cdk-nag with IAM5 findings only,
+    each on a role the construct generates, under an acknowledgement of that finding; and
+    every acknowledgement matches at least one finding."""
+    monkeypatch.setattr(_Unacknowledged, "made", [])
+    monkeypatch.setattr(pipeline_module, "Validations", _Unacknowledged)
+    app = new_app(tmp_path)
+    DeliveryPipeline(app, delivery=DELIVERY, environments=ENVIRONMENTS)
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    violations = {
+        (c["constructPath"], v["ruleName"])
+        for p in report["pluginReports"]
+        for v in p["violations"]
+        for c in v["violatingConstructs"]
+    }
+    assert {rule.split("[")[0] for _, rule in violations} == {"AwsSolutions-IAM5"}
+    assert all(p.endswith("Role/DefaultPolicy/Resource") for p, _ in violations)
+
+    def covers(ack, violation):
+        (ack_path, ack_rule), (path, rule) = ack, violation
+        return rule == ack_rule and path.startswith(ack_path + "/")
+
+    made = set(_Unacknowledged.made)
+    assert [v for v in violations if not any(covers(a, v) for a in made)] == []
+    assert [a for a in made if not any(covers(a, v) for v in violations)] == []
+    assert all(path.startswith("firepipe-delivery/Pipeline") for path, _ in made)
+
+
+def test_delivery_config_refuses_every_bad_value_at_once():
+    with pytest.raises(ConfigError) as e:
+        replace(
+            DELIVERY,
+            account="4444",
+            connection_arn="arn:aws:codeconnections:us-east-1:555555555555:connection/x",
+            repository="firepipe",
+            branch="a..b",
+        )
+    message = str(e.value)
+    assert message.startswith("delivery: ")
+    for problem in ("account '4444'", "connection_arn", "repository 'firepipe'", "branch 'a..b'"):
+        assert problem in message
+
+
+def test_a_connection_of_another_account_is_refused():
+    other = DELIVERY.connection_arn.replace(DELIVERY.account, "555555555555")
+    with pytest.raises(ConfigError, match="is not a connection of account 444444444444"):
+        replace(DELIVERY, connection_arn=other)
+    legacy = DELIVERY.connection_arn.replace("codeconnections", "codestar-connections")
+    assert replace(DELIVERY, connection_arn=legacy).connection_arn == legacy
+
+
+def test_an_image_without_its_dockerfile_or_stage_fails_before_any_deploy(tmp_path, monkeypatch):
+    assert [(b.image, b.dockerfile, b.target) for b in image_builds()][-2:] == [
+        ("agents", "docker/agents.Dockerfile", None),
+        ("agents-lambda", "docker/agents.Dockerfile", "lambda"),
+    ]
+    monkeypatch.setattr(delivery_module, "REPO_ROOT", tmp_path)
+    with pytest.raises(ConfigError, match=r"image 'dagster': docker/dagster.Dockerfile"):
+        image_builds()
+    (tmp_path / "docker").mkdir()
+    for image in IMAGES:
+        (tmp_path / "docker" / f"{image}.Dockerfile").write_text("FROM scratch AS worker\n")
+    with pytest.raises(ConfigError, match=r"docker/agents.Dockerfile has no stage 'lambda'"):
+        image_builds()
