@@ -179,9 +179,7 @@ class Compute(Construct):
         }
         self.environment: dict[str, str] = {
             env_name("BATCH_JOB_DEFINITION_VAR"): self.job_definition.job_definition_name,
-            env_name("BATCH_GPU_JOB_DEFINITION_VAR"): (
-                self.gpu_job_definition.job_definition_name
-            ),
+            env_name("BATCH_GPU_JOB_DEFINITION_VAR"): (self.gpu_job_definition.job_definition_name),
             env_name("BATCH_CPU_QUEUE_VAR"): self.cpu_queue.job_queue_name,
             env_name("BATCH_GPU_QUEUE_VAR"): self.gpu_queue.job_queue_name,
             env_name("PIPES_BUCKET_VAR"): lake.lake_bucket.bucket_name,

@@ -177,6 +177,33 @@ class Lake(Construct):
         """Write and read Athena's results (the workgroup runs queries as the caller)."""
         return self.results_bucket.grant_read_write(grantee)
 
+    def log_access(self, bucket: s3.Bucket, prefix: str) -> None:
+        """Server access logs of `bucket`, a bucket of another stack, under `prefix` of the
+        access-log bucket. The L2 bucket's own option, for a target in another stack, lets
+        the logging service write there for any bucket of any account; this statement admits
+        that stack's buckets in this account, without naming the bucket (this stack would
+        then depend on that one: a cycle)."""
+        cfn = bucket.node.default_child
+        assert isinstance(cfn, s3.CfnBucket)
+        cfn.logging_configuration = s3.CfnBucket.LoggingConfigurationProperty(
+            destination_bucket_name=self.access_logs.bucket_name, log_file_prefix=prefix
+        )
+        stack = Stack.of(bucket)
+        self.access_logs.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("logging.s3.amazonaws.com")],
+                actions=["s3:PutObject"],
+                resources=[self.access_logs.arn_for_objects(f"{prefix}*")],
+                conditions={
+                    # CloudFormation names a bucket `<stack name>-<logical id>-<suffix>`.
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{stack.partition}:s3:::{stack.stack_name.lower()}-*"
+                    },
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
+            )
+        )
+
     @property
     def environment(self) -> dict[str, str]:
         """The variables firepipe's lakehouse, landing zone and Athena resources read."""

@@ -233,34 +233,8 @@ class MachineLearning(Construct):
             removal_policy=config.removal_policy,
             auto_delete_objects=config.stateful is Stateful.DESTROY,
         )
-        self._log_access(bucket, lake.access_logs)
+        lake.log_access(bucket, ACCESS_LOG_PREFIX)
         return bucket
-
-    def _log_access(self, bucket: s3.Bucket, access_logs: s3.IBucket) -> None:
-        """Server access logs under ml/ of the lake's access-log bucket. The L2 bucket's own
-        option, for a target in another stack, lets the logging service write ml/* for any
-        bucket of any account; this statement admits this stack's buckets in this account,
-        without naming this bucket (the lake stack would then depend on this one: a cycle)."""
-        cfn = bucket.node.default_child
-        assert isinstance(cfn, s3.CfnBucket)
-        cfn.logging_configuration = s3.CfnBucket.LoggingConfigurationProperty(
-            destination_bucket_name=access_logs.bucket_name, log_file_prefix=ACCESS_LOG_PREFIX
-        )
-        stack = self._stack
-        access_logs.add_to_resource_policy(
-            iam.PolicyStatement(
-                principals=[iam.ServicePrincipal("logging.s3.amazonaws.com")],
-                actions=["s3:PutObject"],
-                resources=[access_logs.arn_for_objects(f"{ACCESS_LOG_PREFIX}*")],
-                conditions={
-                    # CloudFormation names a bucket `<stack name>-<logical id>-<suffix>`.
-                    "ArnLike": {
-                        "aws:SourceArn": f"arn:{stack.partition}:s3:::{stack.stack_name.lower()}-*"
-                    },
-                    "StringEquals": {"aws:SourceAccount": stack.account},
-                },
-            )
-        )
 
     def _role(self, id: str, what: str, *, scoped: bool = True) -> iam.Role:
         """A role SageMaker assumes; `scoped`: on this account's behalf only (the condition

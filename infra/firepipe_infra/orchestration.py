@@ -102,7 +102,7 @@ class Orchestration(Construct):
         )
 
         # The steps' logs: a bucket of this stack, expiring with the logs, logged into the
-        # lake's access-log bucket (S3 names no source bucket of another stack there: no cycle).
+        # lake's access-log bucket (Lake.log_access: this stack's buckets only, no cycle).
         self.compute_logs_bucket = s3.Bucket(
             self,
             "ComputeLogs",
@@ -112,8 +112,6 @@ class Orchestration(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=lake.access_logs,
-            server_access_logs_prefix="dagster-compute-logs/",
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-compute-logs",
@@ -124,6 +122,7 @@ class Orchestration(Construct):
             removal_policy=config.removal_policy,
             auto_delete_objects=config.stateful is Stateful.DESTROY,
         )
+        lake.log_access(self.compute_logs_bucket, "dagster-compute-logs/")
 
         # A run's task runs as run_role (what the assets call: other concerns grant to it) and
         # starts with run_execution_role (the image, the password and firepipe's secrets, its

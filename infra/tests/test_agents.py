@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aws_cdk import App, Stack
 from aws_cdk.assertions import Template
+from cfn_refs import imported
 from firepipe_infra.agents import DEFAULT_MODE, Agents, AgentsMode
 from firepipe_infra.agents_source import read_agents_source
 from firepipe_infra.config import ENVIRONMENTS
@@ -392,7 +393,7 @@ def test_add_environment_reaches_every_function_and_worker(synthesised, template
     registry), imported from the ML stack's export."""
     ml = synthesised.template("firepipe-dev-ml")
     [server_id] = ml.find_resources("AWS::SageMaker::MlflowTrackingServer")
-    tracking = _imported(ml, {"Fn::GetAtt": [server_id, "TrackingServerArn"]})
+    tracking = imported(ml, {"Fn::GetAtt": [server_id, "TrackingServerArn"]})
     functions = _resources(template, "AWS::Lambda::Function").values()
     assert [
         f["Environment"]["Variables"]["FIREPIPE_MLFLOW_TRACKING_SERVER_ARN"] for f in functions
@@ -404,16 +405,6 @@ def test_add_environment_reaches_every_function_and_worker(synthesised, template
             "Environment"
         ]
     assert len(tasks) == 3
-
-
-def _imported(exporter: Template, value: Any) -> dict[str, str]:
-    """How another stack refers to `value` of the exporting stack: an import of its export."""
-    [name] = [
-        o["Export"]["Name"]
-        for o in exporter.find_outputs("*").values()
-        if "Export" in o and o["Value"] == value
-    ]
-    return {"Fn::ImportValue": name}
 
 
 def test_the_environment_names_every_resource_firepipe_reads(synthesised, template):

@@ -2,44 +2,29 @@ import json
 import re
 
 import pytest
-from aws_cdk.assertions import Template
-from firepipe_infra.api import INITIAL_KEY_FIELD, STAGE, WAF_WINDOW_S, Apis
+from cfn_refs import resolve_imports
+from firepipe_infra.api import INITIAL_KEY_FIELD, STAGE, WAF_WINDOW_S
 from firepipe_infra.api_backends import SERVICES
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.env_names import AWS_ENV_MODULE
-from firepipe_infra.stacks import _EnvironmentStack, build_app
 
 FIREPIPE = AWS_ENV_MODULE.parents[1]
 ENVS = ("dev", "prod")
 
 
 @pytest.fixture(scope="module")
-def templates(tmp_path_factory):
-    """dev and prod, each with the APIs in a stack of their own, synthesised once with
-    cdk-nag (an unacknowledged finding makes synth() raise)."""
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stacks = build_app(outdir, {env: ENVIRONMENTS[env] for env in ENVS})
-    for env in ENVS:
-        s = stacks[env]
-        Apis(
-            _EnvironmentStack(app, "apis", ENVIRONMENTS[env]),
-            "Apis",
-            config=ENVIRONMENTS[env],
-            security=s.security.security,
-            network=s.network.network,
-            registry=s.registry.registry,
-        )
-    assembly = app.synth()
+def templates(synthesised):
+    """dev's and prod's API stacks and the stacks they take references from."""
     return {
-        name: Template.from_json(assembly.get_stack_by_name(name).template)
+        name: synthesised.template(name)
         for env in ENVS
-        for name in (f"firepipe-{env}-apis", f"firepipe-{env}-security")
-    }
+        for name in (f"firepipe-{env}-api", f"firepipe-{env}-security")
+    } | {"firepipe-dev-orchestration": synthesised.template("firepipe-dev-orchestration")}
 
 
 @pytest.fixture(scope="module")
 def template(templates):
-    return templates["firepipe-dev-apis"]
+    return templates["firepipe-dev-api"]
 
 
 def _one(template, kind, props=None):
@@ -51,10 +36,36 @@ def _ids(template, kind):
     return list(template.find_resources(kind))
 
 
+def _actions(statement):
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else actions
+
+
+def _containers(template):
+    return {
+        c["Name"]: c
+        for t in template.find_resources("AWS::ECS::TaskDefinition").values()
+        for c in t["Properties"]["ContainerDefinitions"]
+    }
+
+
+def _pairs(container, key):
+    return {e["Name"]: e.get("Value", e.get("ValueFrom")) for e in container.get(key, [])}
+
+
+def _role_statements(template, role_prefix):
+    return [
+        statement
+        for key, policy in template.find_resources("AWS::IAM::Policy").items()
+        if key.startswith(role_prefix)
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_usage_plan_throttles_and_caps_each_key_per_environment(templates, env):
     config = ENVIRONMENTS[env]
-    template = templates[f"firepipe-{env}-apis"]
+    template = templates[f"firepipe-{env}-api"]
     _, plan = _one(template, "AWS::ApiGateway::UsagePlan")
     assert plan["UsagePlanName"] == config.prefix
     assert plan["Throttle"] == {
@@ -153,7 +164,8 @@ def test_services_run_their_commands_from_their_images_with_the_keys_secret(temp
         for t in template.find_resources("AWS::ECS::TaskDefinition").values()
     }
     assert set(tasks) == {"firepipe-dev-inference", "firepipe-dev-actions"}
-    images = {"inference": "RegistryInference", "actions": "RegistryDagster"}
+    # Both run the platform image (the aws extra); the slim inference image is SageMaker's.
+    images = {"inference": "RegistryDagster", "actions": "RegistryDagster"}
     for spec in SERVICES:
         [container] = tasks[f"firepipe-dev-{spec.name}"]
         assert container["Command"] == list(spec.command)
@@ -224,16 +236,95 @@ def test_task_roles_read_the_api_keys_secret_only_through_secrets_manager(templa
     ]
     assert len(policies) == 2
     for statements in policies:
-        read, decrypt = statements
+        # Other concerns grant the same roles more (the lake, the models): these are the keys'.
+        [read] = [s for s in statements if "secretsmanager:GetSecretValue" in _actions(s)]
         assert sorted(read["Action"]) == [
             "secretsmanager:DescribeSecret",
             "secretsmanager:GetSecretValue",
         ]
         assert "ApiKeysSecret" in read["Resource"]["Fn::ImportValue"]
+        keys = [s for s in statements if any(a.startswith("kms:") for a in _actions(s))]
+        [decrypt] = [
+            s
+            for s in keys
+            if s.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+            == "secretsmanager.eu-west-1.amazonaws.com"
+        ]
         assert decrypt["Action"] == "kms:Decrypt"
-        assert decrypt["Condition"] == {
-            "StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}
-        }
+        assert "SecurityDataKey" in decrypt["Resource"]["Fn::ImportValue"]
+        assert all("kms:ViaService" in s["Condition"]["StringEquals"] for s in keys)
+
+
+def test_the_action_api_loads_the_dagster_instance_as_dagsters_own_tasks_do(synthesised, templates):
+    """Orchestration.connect_task: the instance's variables and the password secret, the same
+    values as on Dagster's webserver, named through the orchestration stack's exports."""
+    dagster = templates["firepipe-dev-orchestration"]
+    webserver = _containers(dagster)["webserver"]
+    containers = _containers(templates["firepipe-dev-api"])
+    actions, inference = containers["actions"], containers["inference"]
+    instance = synthesised.stacks["dev"].orchestration.orchestration.instance_environment
+    assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_DB"} <= set(
+        instance
+    )
+    environment, expected = _pairs(actions, "Environment"), _pairs(webserver, "Environment")
+    for name in instance:
+        assert resolve_imports(environment[name], dagster) == expected[name], name
+    [database] = _ids(dagster, "AWS::RDS::DBInstance")
+    assert resolve_imports(environment["DAGSTER_PG_HOST"], dagster) == {
+        "Fn::GetAtt": [database, "Endpoint.Address"]
+    }
+    [attachment] = _ids(dagster, "AWS::SecretsManager::SecretTargetAttachment")
+    password = {"Fn::Join": ["", [{"Ref": attachment}, ":password::"]]}
+    assert resolve_imports(_pairs(actions, "Secrets"), dagster) == {"DAGSTER_PG_PASSWORD": password}
+    assert _pairs(webserver, "Secrets")["DAGSTER_PG_PASSWORD"] == password
+    # The inference service queues no runs.
+    dagster_only = set(instance) - {"FIREPIPE_ENV", "AWS_REGION"}
+    assert not dagster_only & set(_pairs(inference, "Environment"))
+    assert "Secrets" not in inference
+    # ECS injects the password with the action API's execution role, through Secrets Manager.
+    api = templates["firepipe-dev-api"]
+    execution = _role_statements(api, "ApisBackendsActionsTaskExecutionRole")
+    [read] = [s for s in execution if "secretsmanager:GetSecretValue" in _actions(s)]
+    assert resolve_imports(read["Resource"], dagster) == {"Ref": attachment}
+    [decrypt] = [s for s in execution if "kms:Decrypt" in _actions(s)]
+    assert decrypt["Condition"] == {
+        "StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}
+    }
+    assert not [
+        s
+        for s in _role_statements(api, "ApisBackendsInferenceTaskExecutionRole")
+        if "secretsmanager:GetSecretValue" in _actions(s)
+    ]
+
+
+def test_the_action_api_reaches_the_dagster_database_by_a_rule_of_this_stack(templates):
+    """The database's group admits each of the action API's groups on PostgreSQL's port; the
+    rule sits in this stack (the orchestration stack never names the API's groups)."""
+    dagster, api = templates["firepipe-dev-orchestration"], templates["firepipe-dev-api"]
+    [database_group] = [
+        k for k in dagster.find_resources("AWS::EC2::SecurityGroup") if "Database" in k
+    ]
+    rules = [
+        r["Properties"]
+        for r in api.find_resources("AWS::EC2::SecurityGroupIngress").values()
+        if resolve_imports(r["Properties"]["GroupId"], dagster)
+        == {"Fn::GetAtt": [database_group, "GroupId"]}
+    ]
+    services = {
+        s["Properties"]["ServiceName"]: s["Properties"]["NetworkConfiguration"][
+            "AwsvpcConfiguration"
+        ]["SecurityGroups"]
+        for s in api.find_resources("AWS::ECS::Service").values()
+    }
+    actions_groups = services["firepipe-dev-actions"]
+    assert actions_groups
+    assert sorted(json.dumps(r["SourceSecurityGroupId"]) for r in rules) == sorted(
+        json.dumps(g) for g in actions_groups
+    )
+    assert {(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules} == {("tcp", 5432, 5432)}
+    assert not set(map(json.dumps, services["firepipe-dev-inference"])) & {
+        json.dumps(r["SourceSecurityGroupId"]) for r in rules
+    }
 
 
 def test_the_stage_traces_and_logs_every_method_into_encrypted_groups(template):
@@ -277,7 +368,7 @@ def test_the_api_is_regional_with_tls_1_2_and_keys_from_the_header(template):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_the_stage_is_behind_a_web_acl_with_common_rules_and_a_rate_limit(templates, env):
-    template = templates[f"firepipe-{env}-apis"]
+    template = templates[f"firepipe-{env}-api"]
     acl_id, acl = _one(template, "AWS::WAFv2::WebACL")
     assert acl["Scope"] == "REGIONAL"
     assert acl["DefaultAction"] == {"Allow": {}}

@@ -3,6 +3,7 @@ import json
 import re
 
 import pytest
+from cfn_refs import imported
 from aws_cdk import Stack
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.env_names import AWS_ENV_MODULE, env_names
@@ -111,16 +112,6 @@ def _actions_on(statements, resource):
         if resource in (json.dumps(r, sort_keys=True) for r in _list(s["Resource"]))
         for a in actions
     }
-
-
-def _imported(exporter, value):
-    """How another stack refers to `value` of the exporting stack: an import of its export."""
-    [name] = [
-        o["Export"]["Name"]
-        for o in exporter.find_outputs("*").values()
-        if "Export" in o and o["Value"] == value
-    ]
-    return {"Fn::ImportValue": name}
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
@@ -487,13 +478,13 @@ def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(
         """The resources of every statement of the run role that allows `action`."""
         return [json.loads(r) for (actions, r, _) in statements if action in actions]
 
-    def imported(construct, attribute):
-        return _imported(template, {"Fn::GetAtt": [_id(construct), attribute]})
+    def exported(construct, attribute):
+        return imported(template, {"Fn::GetAtt": [_id(construct), attribute]})
 
     [submit] = granted("batch:SubmitJob")
     queues = {json.dumps(r, sort_keys=True) for r in submit if isinstance(r, dict)}
     assert queues == {
-        json.dumps(imported(q, "JobQueueArn"), sort_keys=True)
+        json.dumps(exported(q, "JobQueueArn"), sort_keys=True)
         for q in (compute.cpu_queue, compute.gpu_queue)
     }
     batch = "arn:aws:batch:eu-west-1:111111111111"
@@ -508,7 +499,7 @@ def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(
     assert granted("elasticmapreduce:TerminateJobFlows") == [
         "arn:aws:elasticmapreduce:eu-west-1:111111111111:cluster/*"
     ]
-    application = imported(compute.emr_application, "Arn")
+    application = exported(compute.emr_application, "Arn")
     assert granted("emr-serverless:StartJobRun") == [application]
     assert granted("emr-serverless:CancelJobRun") == [
         {"Fn::Join": ["", [application, "/jobruns/*"]]}
@@ -519,7 +510,7 @@ def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(
                 "",
                 [
                     "arn:aws:glue:eu-west-1:111111111111:job/",
-                    _imported(template, {"Ref": _id(compute.glue_job)}),
+                    imported(template, {"Ref": _id(compute.glue_job)}),
                 ],
             ]
         }
@@ -529,7 +520,7 @@ def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(
         json.loads(r) for (a, r, s) in statements if a == ("iam:PassRole",) and "Condition" not in s
     ]
     assert sorted(map(json.dumps, _list(passed))) == sorted(
-        json.dumps(_imported(template, {"Fn::GetAtt": [_role_id(template, p), "Arn"]}))
+        json.dumps(imported(template, {"Fn::GetAtt": [_role_id(template, p), "Arn"]}))
         for p in (
             "ComputeSparkEmrServerlessRole",
             "ComputeSparkEmrStepsServiceRole",

@@ -6,6 +6,7 @@ import pytest
 from aws_cdk import App, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
+from cfn_refs import resolve_imports
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.env_names import AWS_ENV_MODULE
 from firepipe_infra.genai import (
@@ -15,66 +16,66 @@ from firepipe_infra.genai import (
     OPENAPI_DOCUMENT,
     GenerativeAi,
 )
-from firepipe_infra.knowledge_base import EMBEDDING_MODEL, KB_MARKER, KB_PREFIX
-from firepipe_infra.stacks import _EnvironmentStack, build_app, build_environment, cdk_context
+from firepipe_infra.knowledge_base import EMBEDDING_MODEL, KB_MARKER, KB_PREFIX, KnowledgeBase
+from firepipe_infra.network import Network
+from firepipe_infra.registry import Registry
+from firepipe_infra.security import Security
+from firepipe_infra.stacks import _EnvironmentStack, cdk_context
 from firepipe_infra.vector_store import EMBEDDING_DIMENSIONS
 
 FIREPIPE = AWS_ENV_MODULE.parents[1]
-ENVS = ("dev", "prod")
 AGENTS = "arn:aws:bedrock:eu-west-1:111111111111:agent/*"
 # CloudFormation's execution role from the CDK bootstrap (qualifier hnb659fds), creating the index.
 DEPLOYER = (
     "arn:${AWS::Partition}:iam::111111111111:role/"
     "cdk-hnb659fds-cfn-exec-role-111111111111-eu-west-1"
 )
-
-
-def _genai(app, stacks, env):
-    s = stacks[env]
-    return GenerativeAi(
-        _EnvironmentStack(app, "genai", ENVIRONMENTS[env]),
-        "GenerativeAi",
-        config=ENVIRONMENTS[env],
-        security=s.security.security,
-        network=s.network.network,
-        registry=s.registry.registry,
-    )
-
-
-@pytest.fixture(scope="module")
-def synthesised(tmp_path_factory):
-    """dev and prod, each with generative AI in a stack of their own, synthesised once with
-    cdk-nag (an unacknowledged finding makes synth() raise)."""
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stacks = build_app(outdir, {env: ENVIRONMENTS[env] for env in ENVS})
-    constructs = {env: _genai(app, stacks, env) for env in ENVS}
-    assembly = app.synth()
-    templates = {
-        env: Template.from_json(assembly.get_stack_by_name(f"firepipe-{env}-genai").template)
-        for env in ENVS
-    }
-    return constructs, templates
+SECRETS_MANAGER = {"StringEquals": {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}}
 
 
 @pytest.fixture(scope="module")
 def template(synthesised):
-    return synthesised[1]["dev"]
+    """The Bedrock agent and its action function."""
+    return synthesised.template("firepipe-dev-bedrock-agent")
 
 
 @pytest.fixture(scope="module")
-def prod_template(synthesised):
-    return synthesised[1]["prod"]
+def kb_template(synthesised):
+    """The knowledge base the agent searches, a stack of its own."""
+    return synthesised.template("firepipe-dev-knowledge-base")
+
+
+@pytest.fixture(scope="module")
+def kb_prod_template(synthesised):
+    return synthesised.template("firepipe-prod-knowledge-base")
+
+
+@pytest.fixture(scope="module")
+def dagster_template(synthesised):
+    return synthesised.template("firepipe-dev-orchestration")
 
 
 @pytest.fixture(scope="module")
 def granted(tmp_path_factory):
-    """The policy grant_use writes for a role of the genai stack (no cdk-nag: the grantee's
-    own stack acknowledges what its policy holds)."""
+    """The policy grant_use writes for a role beside the construct, in a small app of one
+    stack with what it builds on (no cdk-nag: the grantee's own stack acknowledges what its
+    policy holds), so every reference is the stack's own."""
     app = App(outdir=str(tmp_path_factory.mktemp("grants")), context=cdk_context())
-    genai = _genai(app, {"dev": build_environment(app, ENVIRONMENTS["dev"])}, "dev")
-    role = iam.Role(Stack.of(genai), "Grantee", assumed_by=iam.AccountRootPrincipal())
+    config = ENVIRONMENTS["dev"]
+    stack = _EnvironmentStack(app, "grants", config)
+    security = Security(stack, "Security", config=config)
+    genai = GenerativeAi(
+        stack,
+        "GenerativeAi",
+        config=config,
+        security=security,
+        network=Network(stack, "Network", config=config, logs_key=security.logs_key),
+        registry=Registry(stack, "Registry", config=config),
+        knowledge_base=KnowledgeBase(stack, "KnowledgeBase", config=config, security=security),
+    )
+    role = iam.Role(stack, "Grantee", assumed_by=iam.AccountRootPrincipal())
     genai.grant_use(role)
-    template = Template.from_stack(Stack.of(genai))
+    template = Template.from_stack(stack)
     [policy] = [
         p["Properties"]["PolicyDocument"]["Statement"]
         for k, p in template.find_resources("AWS::IAM::Policy").items()
@@ -130,11 +131,17 @@ def _allows(statements, action):
     return [s for s in statements if action in _actions(s)]
 
 
-def test_the_collection_is_a_vector_search_encrypted_with_the_data_key(template):
-    collection_id, collection = _one(template, "AWS::OpenSearchServerless::Collection")
+def _action_function(template):
+    return _one(
+        template, "AWS::Lambda::Function", {"Properties": {"FunctionName": "firepipe-dev-actions"}}
+    )
+
+
+def test_the_collection_is_a_vector_search_encrypted_with_the_data_key(kb_template):
+    collection_id, collection = _one(kb_template, "AWS::OpenSearchServerless::Collection")
     assert (collection["Name"], collection["Type"]) == ("firepipe-dev-kb", "VECTORSEARCH")
     assert collection["StandbyReplicas"] == "DISABLED"
-    name, encryption = _policy(template, "encryption")
+    name, encryption = _policy(kb_template, "encryption")
     assert name == "firepipe-dev-kb"
     assert encryption["Rules"] == [
         {"ResourceType": "collection", "Resource": ["collection/firepipe-dev-kb"]}
@@ -143,13 +150,13 @@ def test_the_collection_is_a_vector_search_encrypted_with_the_data_key(template)
     assert encryption["KmsARN"].startswith(
         "<firepipe-dev-security:ExportsOutputFnGetAttSecurityDataKey"
     )
-    depends = template.to_json()["Resources"][collection_id]["DependsOn"]
+    depends = kb_template.to_json()["Resources"][collection_id]["DependsOn"]
     assert len(depends) == 2
-    assert all(d.startswith("GenerativeAiKnowledgeBaseVectorStore") for d in depends)
+    assert all(d.startswith("KnowledgeBaseVectorStore") for d in depends)
 
 
-def test_the_collection_api_is_open_to_signed_requests_and_dashboards_to_none(template):
-    _, network = _policy(template, "network")
+def test_the_collection_api_is_open_to_signed_requests_and_dashboards_to_none(kb_template):
+    _, network = _policy(kb_template, "network")
     assert network == [
         {
             "Rules": [{"ResourceType": "collection", "Resource": ["collection/firepipe-dev-kb"]}],
@@ -158,11 +165,11 @@ def test_the_collection_api_is_open_to_signed_requests_and_dashboards_to_none(te
     ]
 
 
-def test_data_access_admits_the_knowledge_bases_role_and_the_deployment_only(template):
-    _, props = _one(template, "AWS::OpenSearchServerless::AccessPolicy")
+def test_data_access_admits_the_knowledge_bases_role_and_the_deployment_only(kb_template):
+    _, props = _one(kb_template, "AWS::OpenSearchServerless::AccessPolicy")
     assert props["Type"] == "data"
     grants = {g["Principal"][0]: g["Rules"] for g in json.loads(_text(props["Policy"]))}
-    [role] = template.find_resources(
+    [role] = kb_template.find_resources(
         "AWS::IAM::Role",
         {"Properties": {"Description": "firepipe-dev: the knowledge base embeds the documents"}},
     )
@@ -181,11 +188,11 @@ def test_data_access_admits_the_knowledge_bases_role_and_the_deployment_only(tem
     assert not {"aoss:ReadDocument", "aoss:WriteDocument"} & permissions(deployer, "index")
 
 
-def test_the_index_holds_the_knowledge_bases_vectors_and_fields(template):
-    index_id, index = _one(template, "AWS::OpenSearchServerless::Index")
-    collection_id, _ = _one(template, "AWS::OpenSearchServerless::Collection")
+def test_the_index_holds_the_knowledge_bases_vectors_and_fields(kb_template):
+    index_id, index = _one(kb_template, "AWS::OpenSearchServerless::Index")
+    collection_id, _ = _one(kb_template, "AWS::OpenSearchServerless::Collection")
     assert index["CollectionEndpoint"] == {"Fn::GetAtt": [collection_id, "CollectionEndpoint"]}
-    kb_id, kb = _one(template, "AWS::Bedrock::KnowledgeBase")
+    kb_id, kb = _one(kb_template, "AWS::Bedrock::KnowledgeBase")
     vectors = kb["KnowledgeBaseConfiguration"]["VectorKnowledgeBaseConfiguration"]
     dimensions = vectors["EmbeddingModelConfiguration"]["BedrockEmbeddingModelConfiguration"]
     assert dimensions == {"Dimensions": EMBEDDING_DIMENSIONS, "EmbeddingDataType": "FLOAT32"}
@@ -203,18 +210,18 @@ def test_the_index_holds_the_knowledge_bases_vectors_and_fields(template):
     assert fields[mapping["TextField"]] == {"Type": "text", "Index": True}
     assert fields[mapping["MetadataField"]] == {"Type": "text", "Index": False}
     assert index["Settings"]["Index"]["Knn"] is True
-    assert index_id in template.to_json()["Resources"][kb_id]["DependsOn"]
+    assert index_id in kb_template.to_json()["Resources"][kb_id]["DependsOn"]
 
 
-def test_the_data_source_reads_the_prefix_firepipes_sync_writes(template):
-    _, source = _one(template, "AWS::Bedrock::DataSource")
-    kb_id, _ = _one(template, "AWS::Bedrock::KnowledgeBase")
+def test_the_data_source_reads_the_prefix_firepipes_sync_writes(kb_template):
+    _, source = _one(kb_template, "AWS::Bedrock::DataSource")
+    kb_id, _ = _one(kb_template, "AWS::Bedrock::KnowledgeBase")
     assert source["KnowledgeBaseId"] == {"Fn::GetAtt": [kb_id, "KnowledgeBaseId"]}
     s3 = source["DataSourceConfiguration"]["S3Configuration"]
     [documents] = [
         k
-        for k in template.find_resources("AWS::S3::Bucket")
-        if k.startswith("GenerativeAiKnowledgeBaseDocuments") and "AccessLogs" not in k
+        for k in kb_template.find_resources("AWS::S3::Bucket")
+        if k.startswith("KnowledgeBaseDocuments") and "AccessLogs" not in k
     ]
     assert s3 == {
         "BucketArn": {"Fn::GetAtt": [documents, "Arn"]},
@@ -232,14 +239,14 @@ def test_the_data_source_reads_the_prefix_firepipes_sync_writes(template):
     assert not KB_MARKER.startswith(KB_PREFIX)
 
 
-def test_the_documents_bucket_is_encrypted_versioned_and_logged(template):
-    buckets = template.find_resources("AWS::S3::Bucket")
+def test_the_documents_bucket_is_encrypted_versioned_and_logged(kb_template):
+    buckets = kb_template.find_resources("AWS::S3::Bucket")
     documents = next(
         v["Properties"]
         for k, v in buckets.items()
-        if k.startswith("GenerativeAiKnowledgeBaseDocuments") and "AccessLogs" not in k
+        if k.startswith("KnowledgeBaseDocuments") and "AccessLogs" not in k
     )
-    logs = next(k for k in buckets if k.startswith("GenerativeAiKnowledgeBaseDocumentsAccessLogs"))
+    logs = next(k for k in buckets if k.startswith("KnowledgeBaseDocumentsAccessLogs"))
     [encryption] = documents["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
     assert (
@@ -251,13 +258,13 @@ def test_the_documents_bucket_is_encrypted_versioned_and_logged(template):
         "DestinationBucketName": {"Ref": logs},
         "LogFilePrefix": "documents/",
     }
-    for policy in template.find_resources("AWS::S3::BucketPolicy").values():
+    for policy in kb_template.find_resources("AWS::S3::BucketPolicy").values():
         deny = policy["Properties"]["PolicyDocument"]["Statement"][0]
         assert deny["Effect"] == "Deny"
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_the_agents_action_group_is_the_committed_openapi_document(template):
+def test_the_agents_action_group_is_the_committed_openapi_document(template, kb_template):
     agent_id, agent = _one(template, "AWS::Bedrock::Agent")
     [group] = agent["ActionGroups"]
     committed = OPENAPI_DOCUMENT.read_text()
@@ -266,16 +273,16 @@ def test_the_agents_action_group_is_the_committed_openapi_document(template):
     operations = [op for path in document["paths"].values() for op in path.values()]
     assert document["openapi"] == "3.0.0"
     assert len(operations) <= 11
-    function_id, _ = _one(
-        template, "AWS::Lambda::Function", {"Properties": {"FunctionName": "firepipe-dev-actions"}}
-    )
+    function_id, _ = _action_function(template)
     assert group["ActionGroupExecutor"] == {"Lambda": {"Fn::GetAtt": [function_id, "Arn"]}}
     assert agent["FoundationModel"] == AGENT_MODEL
     assert len(agent["Instruction"]) >= 40
     assert "SecurityDataKey" in agent["CustomerEncryptionKeyArn"]["Fn::ImportValue"]
-    kb_id, _ = _one(template, "AWS::Bedrock::KnowledgeBase")
+    kb_id, _ = _one(kb_template, "AWS::Bedrock::KnowledgeBase")
     [kb] = agent["KnowledgeBases"]
-    assert kb["KnowledgeBaseId"] == {"Fn::GetAtt": [kb_id, "KnowledgeBaseId"]}
+    assert resolve_imports(kb["KnowledgeBaseId"], kb_template) == {
+        "Fn::GetAtt": [kb_id, "KnowledgeBaseId"]
+    }
     _, alias = _one(template, "AWS::Bedrock::AgentAlias")
     assert alias["AgentId"] == {"Fn::GetAtt": [agent_id, "AgentId"]}
     # The alias's description changes with the model, the instruction or the document.
@@ -284,10 +291,8 @@ def test_the_agents_action_group_is_the_committed_openapi_document(template):
     assert alias["Description"] == f"firepipe dev, agent {digest}"
 
 
-def test_the_action_function_runs_the_bedrock_handler_from_the_lambda_image(template):
-    function_id, function = _one(
-        template, "AWS::Lambda::Function", {"Properties": {"FunctionName": "firepipe-dev-actions"}}
-    )
+def test_the_action_function_runs_the_bedrock_handler_from_the_lambda_image(synthesised, template):
+    function_id, function = _action_function(template)
     assert function["PackageType"] == "Image"
     assert function["ImageConfig"] == {"Command": [ACTION_HANDLER]}
     image = json.dumps(function["Code"]["ImageUri"])
@@ -306,13 +311,19 @@ def test_the_action_function_runs_the_bedrock_handler_from_the_lambda_image(temp
     env = function["Environment"]["Variables"]
     assert env["FIREPIPE_ENV"] == "aws"
     assert env["FIREPIPE_KB_PREFIX"] == KB_PREFIX
+    # Its own, and what the stack hands on: the lake and the generation history (measuring
+    # generations), Dagster's instance (queueing fire runs; Lambda sets AWS_REGION itself).
+    s = synthesised.stacks["dev"]
     assert set(env) == {
         "FIREPIPE_ENV",
         "FIREPIPE_KB_ID",
         "FIREPIPE_KB_DATA_SOURCE_ID",
         "FIREPIPE_KB_BUCKET",
         "FIREPIPE_KB_PREFIX",
-    }
+        "FIREPIPE_GENERATION_HISTORY_TABLE",
+        *s.lake.lake.environment,
+        *s.orchestration.orchestration.instance_environment,
+    } - {"AWS_REGION"}
     _, permission = _one(template, "AWS::Lambda::Permission")
     agent_id, _ = _one(template, "AWS::Bedrock::Agent")
     assert permission == {
@@ -324,7 +335,68 @@ def test_the_action_function_runs_the_bedrock_handler_from_the_lambda_image(temp
     }
 
 
-def test_the_agents_role_invokes_its_model_through_the_profile_and_retrieves(template):
+def test_the_action_function_loads_the_dagster_instance_and_reads_its_password_itself(
+    synthesised, template, dagster_template
+):
+    """Orchestration.connect_function: the instance's variables, the same values as on
+    Dagster's webserver; no password in the environment (Lambda injects no secrets): the
+    function's role reads the database's secret, which DAGSTER_PG_PASSWORD_SECRET_ARN names."""
+    _, function = _action_function(template)
+    env = function["Environment"]["Variables"]
+    [webserver] = [
+        c
+        for t in dagster_template.find_resources("AWS::ECS::TaskDefinition").values()
+        for c in t["Properties"]["ContainerDefinitions"]
+        if c["Name"] == "webserver"
+    ]
+    expected = {e["Name"]: e["Value"] for e in webserver["Environment"]}
+    instance = synthesised.stacks["dev"].orchestration.orchestration.instance_environment
+    assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_DB"} <= set(
+        instance
+    )
+    for name in set(instance) - {"AWS_REGION"}:
+        assert resolve_imports(env[name], dagster_template) == expected[name], name
+    [database] = dagster_template.find_resources("AWS::RDS::DBInstance")
+    assert resolve_imports(env["DAGSTER_PG_HOST"], dagster_template) == {
+        "Fn::GetAtt": [database, "Endpoint.Address"]
+    }
+    assert "DAGSTER_PG_PASSWORD" not in env
+    [attachment] = dagster_template.find_resources("AWS::SecretsManager::SecretTargetAttachment")
+    assert resolve_imports(env["DAGSTER_PG_PASSWORD_SECRET_ARN"], dagster_template) == {
+        "Fn::Join": ["", [{"Ref": attachment}, ":password::"]]
+    }
+    statements = _statements(template, "GenerativeAiActionFunctionRoleDefaultPolicy")
+    [read] = _allows(statements, "secretsmanager:GetSecretValue")
+    assert read["Action"] == "secretsmanager:GetSecretValue"
+    assert resolve_imports(read["Resource"], dagster_template) == {"Ref": attachment}
+    [decrypt] = [s for s in _allows(statements, "kms:Decrypt") if s["Condition"] == SECRETS_MANAGER]
+    assert "SecurityDataKey" in decrypt["Resource"]["Fn::ImportValue"]
+
+
+def test_the_action_function_reaches_the_dagster_database_by_a_rule_of_this_stack(
+    template, dagster_template
+):
+    """The database's group admits the function's groups on PostgreSQL's port; the rule sits
+    in this stack (the orchestration stack never names the function's groups)."""
+    _, function = _action_function(template)
+    groups = function["VpcConfig"]["SecurityGroupIds"]
+    [database_group] = [
+        k for k in dagster_template.find_resources("AWS::EC2::SecurityGroup") if "Database" in k
+    ]
+    rules = [
+        r["Properties"]
+        for r in template.find_resources("AWS::EC2::SecurityGroupIngress").values()
+        if resolve_imports(r["Properties"]["GroupId"], dagster_template)
+        == {"Fn::GetAtt": [database_group, "GroupId"]}
+    ]
+    assert groups
+    assert sorted(json.dumps(r["SourceSecurityGroupId"]) for r in rules) == sorted(
+        json.dumps(g) for g in groups
+    )
+    assert {(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules} == {("tcp", 5432, 5432)}
+
+
+def test_the_agents_role_invokes_its_model_through_the_profile_and_retrieves(template, kb_template):
     statements = _statements(template, "GenerativeAiAgentRoleDefaultPolicy")
     profile = f"arn:aws:bedrock:eu-west-1:111111111111:inference-profile/{AGENT_MODEL}"
     [direct] = [s for s in _allows(statements, "bedrock:InvokeModel") if s["Resource"] == profile]
@@ -332,9 +404,11 @@ def test_the_agents_role_invokes_its_model_through_the_profile_and_retrieves(tem
     assert routed["Resource"] == f"arn:aws:bedrock:*::foundation-model/{AGENT_FOUNDATION_MODEL}"
     assert routed["Condition"] == {"StringEquals": {"bedrock:InferenceProfileArn": profile}}
     assert "bedrock:GetInferenceProfile" in direct["Action"]
-    kb_id, _ = _one(template, "AWS::Bedrock::KnowledgeBase")
+    kb_id, _ = _one(kb_template, "AWS::Bedrock::KnowledgeBase")
     [retrieve] = _allows(statements, "bedrock:Retrieve")
-    assert retrieve["Resource"] == {"Fn::GetAtt": [kb_id, "KnowledgeBaseArn"]}
+    assert resolve_imports(retrieve["Resource"], kb_template) == {
+        "Fn::GetAtt": [kb_id, "KnowledgeBaseArn"]
+    }
     [key] = _allows(statements, "kms:GenerateDataKey")
     assert key["Condition"] == {"StringLike": {"kms:EncryptionContext:aws:bedrock:arn": AGENTS}}
     [trust] = template.find_resources(
@@ -352,9 +426,9 @@ def test_the_agents_role_invokes_its_model_through_the_profile_and_retrieves(tem
     }
 
 
-def test_the_knowledge_bases_role_embeds_reads_the_prefix_and_reaches_the_collection(template):
-    statements = _statements(template, "GenerativeAiKnowledgeBaseRoleDefaultPolicy")
-    collection_id, _ = _one(template, "AWS::OpenSearchServerless::Collection")
+def test_the_knowledge_bases_role_embeds_reads_the_prefix_and_reaches_the_collection(kb_template):
+    statements = _statements(kb_template, "KnowledgeBaseRoleDefaultPolicy")
+    collection_id, _ = _one(kb_template, "AWS::OpenSearchServerless::Collection")
     [aoss] = _allows(statements, "aoss:APIAccessAll")
     assert aoss["Resource"] == {"Fn::GetAtt": [collection_id, "Arn"]}
     [embed] = _allows(statements, "bedrock:InvokeModel")
@@ -371,15 +445,21 @@ def test_the_knowledge_bases_role_embeds_reads_the_prefix_and_reaches_the_collec
 
 
 def test_environment_names_the_knowledge_base_and_the_agent(synthesised):
-    genai = synthesised[0]["dev"]
-    stack = Stack.of(genai)
-    resolved = {k: stack.resolve(v) for k, v in genai.environment.items()}
+    genai = synthesised.stacks["dev"].agent.genai
+    kb = synthesised.stacks["dev"].knowledge_base.knowledge_base
+    assert genai.knowledge_base is kb
+    kb_stack, stack = Stack.of(kb), Stack.of(genai)
+    # Each value resolved in the stack of the resource it names.
+    resolved = {
+        k: (kb_stack if k.startswith("FIREPIPE_KB_") else stack).resolve(v)
+        for k, v in genai.environment.items()
+    }
     ids = {
-        "kb": stack.get_logical_id(genai.knowledge_base.knowledge_base),
-        "source": stack.get_logical_id(genai.knowledge_base.data_source),
+        "kb": kb_stack.get_logical_id(kb.knowledge_base),
+        "source": kb_stack.get_logical_id(kb.data_source),
+        "bucket": kb_stack.get_logical_id(kb.documents_bucket.node.default_child),
         "agent": stack.get_logical_id(genai.agent),
         "alias": stack.get_logical_id(genai.agent_alias),
-        "bucket": stack.get_logical_id(genai.knowledge_base.documents_bucket.node.default_child),
     }
     assert resolved == {
         "FIREPIPE_KB_ID": {"Fn::GetAtt": [ids["kb"], "KnowledgeBaseId"]},
@@ -416,16 +496,17 @@ def test_grant_use_allows_firepipes_calls_and_nothing_of_other_agents(granted):
         )
 
     assert objects("s3:PutObject") == sorted([f"{KB_PREFIX}*", KB_MARKER])
-    assert objects("s3:DeleteObject*") == [f"{KB_PREFIX}*"]
+    assert objects("s3:DeleteObject") == [f"{KB_PREFIX}*"]
+    assert not [a for s in statements for a in _actions(s) if a.endswith("*")]
 
 
-def test_prod_keeps_its_vectors_with_standby_replicas(prod_template):
+def test_prod_keeps_its_vectors_with_standby_replicas(kb_prod_template):
     collection = next(
-        iter(prod_template.find_resources("AWS::OpenSearchServerless::Collection").values())
+        iter(kb_prod_template.find_resources("AWS::OpenSearchServerless::Collection").values())
     )
     assert collection["Properties"]["StandbyReplicas"] == "ENABLED"
     assert collection["DeletionPolicy"] == "Retain"
-    _, source = _one(prod_template, "AWS::Bedrock::DataSource")
+    _, source = _one(kb_prod_template, "AWS::Bedrock::DataSource")
     assert source["DataDeletionPolicy"] == "RETAIN"
 
 

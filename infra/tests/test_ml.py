@@ -4,6 +4,7 @@ import re
 
 import pytest
 from aws_cdk import Stack
+from cfn_refs import imported
 from firepipe_infra.env_names import AWS_ENV_MODULE
 
 FIREPIPE = AWS_ENV_MODULE.parents[1]
@@ -39,16 +40,6 @@ def run_role(synthesised):
         if {"Ref": role_id} in p["Properties"].get("Roles", [])
         for s in p["Properties"]["PolicyDocument"]["Statement"]
     ]
-
-
-def _imported(exporter, value):
-    """How another stack refers to `value` of the exporting stack: an import of its export."""
-    [name] = [
-        o["Export"]["Name"]
-        for o in exporter.find_outputs("*").values()
-        if "Export" in o and o["Value"] == value
-    ]
-    return {"Fn::ImportValue": name}
 
 
 def _list(value):
@@ -362,7 +353,7 @@ def test_grant_use_covers_the_adapters_calls_by_their_resource_names(template, r
     }
     server_id, _ = _one(template, "AWS::SageMaker::MlflowTrackingServer", "MachineLearning")
     assert _granted(statements, "sagemaker-mlflow:*") == [
-        (_imported(template, {"Fn::GetAtt": [server_id, "TrackingServerArn"]}), None)
+        (imported(template, {"Fn::GetAtt": [server_id, "TrackingServerArn"]}), None)
     ]
     [(packages, _)] = _granted(statements, "sagemaker:UpdateModelPackage")
     assert re.fullmatch(
@@ -372,7 +363,7 @@ def test_grant_use_covers_the_adapters_calls_by_their_resource_names(template, r
         (f"{SAGEMAKER}:feature-group/firepipe-sensor-features", None)
     ]
     # The run role also writes the lake and its own buckets: the ML bucket's objects are these.
-    bucket = _imported(template, {"Fn::GetAtt": [_bucket_id(template), "Arn"]})
+    bucket = imported(template, {"Fn::GetAtt": [_bucket_id(template), "Arn"]})
     ml_objects = [
         r
         for resources, _ in _granted(statements, "s3:PutObject")
@@ -403,7 +394,7 @@ def test_grant_use_passes_exactly_the_three_execution_roles_to_sagemaker(templat
     assert condition == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     assert sorted(map(json.dumps, roles)) == sorted(
         json.dumps(
-            _imported(
+            imported(
                 template,
                 {
                     "Fn::GetAtt": [

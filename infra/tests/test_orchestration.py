@@ -1,61 +1,42 @@
 import json
 import re
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
-from aws_cdk import Validations
-from aws_cdk.assertions import Template
-from firepipe_infra import compute_iam, dagster_services
+from aws_cdk import Stack
 from firepipe_infra.config import ENVIRONMENTS
-from firepipe_infra.orchestration import Orchestration
-from firepipe_infra.stacks import _EnvironmentStack, build_app
+from firepipe_infra.security import SNOWFLAKE_FIELDS, SNOWFLAKE_PASSWORD_FIELD
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
-ADDED = {"FIREPIPE_TEST_ADDED": "added-after-construction"}
-SNOWFLAKE_FIELD = "SNOWFLAKE_ACCOUNT"
-
-
-def _build(outdir):
-    """Dev and prod with the orchestration construct; dev's gets a variable and a secret after
-    construction, as the stacks will add other concerns' environment."""
-    app, stacks = build_app(outdir, {"dev": ENVIRONMENTS["dev"], "prod": ENVIRONMENTS["prod"]})
-    built = {}
-    for env in ("dev", "prod"):
-        s = stacks[env]
-        stack = _EnvironmentStack(app, "orchestration", ENVIRONMENTS[env])
-        built[env] = Orchestration(
-            stack,
-            "Orchestration",
-            config=ENVIRONMENTS[env],
-            security=s.security.security,
-            network=s.network.network,
-            lake=s.lake.lake,
-            registry=s.registry.registry,
-        )
-    built["dev"].add_environment(ADDED)
-    security = stacks["dev"].security.security
-    built["dev"].add_secret(SNOWFLAKE_FIELD, security.snowflake_secret, SNOWFLAKE_FIELD)
-    return app, built
+SNOWFLAKE = (*SNOWFLAKE_FIELDS, SNOWFLAKE_PASSWORD_FIELD)
 
 
 @pytest.fixture(scope="module")
-def synthesis(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app, built = _build(outdir)
-    return outdir, app.synth(), built
+def template(synthesised):
+    return synthesised.template("firepipe-dev-orchestration")
 
 
 @pytest.fixture(scope="module")
-def template(synthesis):
-    _, assembly, _ = synthesis
-    return Template.from_json(assembly.get_stack_by_name("firepipe-dev-orchestration").template)
+def prod_template(synthesised):
+    return synthesised.template("firepipe-prod-orchestration")
 
 
 @pytest.fixture(scope="module")
-def prod_template(synthesis):
-    _, assembly, _ = synthesis
-    return Template.from_json(assembly.get_stack_by_name("firepipe-prod-orchestration").template)
+def orchestration(synthesised):
+    return synthesised.stacks["dev"].orchestration.orchestration
+
+
+@pytest.fixture(scope="module")
+def added(synthesised):
+    """The variables the orchestration stack hands on from the concerns before it."""
+    s = synthesised.stacks["dev"]
+    return {
+        **s.lake.lake.environment,
+        **s.compute.compute.environment,
+        **s.ml.ml.environment,
+        **s.agents.agents.environment,
+        **s.knowledge_base.knowledge_base.environment,
+    }
 
 
 def _one(template, kind, props=None):
@@ -117,13 +98,21 @@ def _dagster_yaml_variables():
 
 
 def _statements(template, role_prefix):
+    """Every statement of the role's policies: the other concerns' grants fill the run role's
+    default policy, and CDK moves what does not fit into managed overflow policies."""
     role = _logical_id(template, "AWS::IAM::Role", role_prefix)
     return [
         statement
-        for policy in template.find_resources("AWS::IAM::Policy").values()
-        if {"Ref": role} in policy["Properties"]["Roles"]
+        for kind in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        for policy in template.find_resources(kind).values()
+        if {"Ref": role} in policy["Properties"].get("Roles", [])
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
     ]
+
+
+def _resources(statement):
+    resources = statement["Resource"]
+    return resources if isinstance(resources, list) else [resources]
 
 
 def _actions(statement):
@@ -267,34 +256,63 @@ def test_the_code_location_is_found_where_the_workspace_file_looks(template):
     }
 
 
-def test_runs_get_what_is_added_after_construction_through_the_container_context(template):
+def test_runs_get_the_other_concerns_variables_and_secrets_through_the_container_context(
+    template, orchestration, added
+):
+    stack = Stack.of(orchestration)
     code = _containers(template)["code"]
     environment = _environment(code)
     context = json.loads(_text(environment["DAGSTER_CONTAINER_CONTEXT"]))
     assert set(context) == {"ecs"}
-    assert {
-        "AWS_REGION=eu-west-1",
-        "FIREPIPE_ENV=aws",
-        "FIREPIPE_DAGSTER_UI_URL=https://<ref>",
-        "FIREPIPE_TEST_ADDED=added-after-construction",
-    } == set(context["ecs"]["env_vars"])
-    assert context["ecs"]["secrets"] == [
-        {"name": SNOWFLAKE_FIELD, "valueFrom": f"<ref>:{SNOWFLAKE_FIELD}::"}
-    ]
-    # The code location's own sensors see them too; the other tasks do not need them.
-    assert environment["FIREPIPE_TEST_ADDED"] == "added-after-construction"
-    assert _import(
-        _secrets(code)[SNOWFLAKE_FIELD]["Fn::Join"][1][0], r"firepipe-dev-security:.*Snowflake.*"
+    firepipe = {
+        "AWS_REGION": "eu-west-1",
+        "FIREPIPE_ENV": "aws",
+        "FIREPIPE_DAGSTER_UI_URL": orchestration.ui_url,
+        **added,
+    }
+    assert {"FIREPIPE_LANDING_BUCKET", "FIREPIPE_BATCH_JOB_DEFINITION", "FIREPIPE_KB_ID"} <= set(
+        added
     )
-    assert "FIREPIPE_TEST_ADDED" not in _environment(_containers(template)["daemon"])
+    assert set(context["ecs"]["env_vars"]) == {
+        f"{name}={_text(stack.resolve(value))}" for name, value in firepipe.items()
+    }
+    assert {s["name"]: s["valueFrom"] for s in context["ecs"]["secrets"]} == {
+        field: f"<ref>:{field}::" for field in SNOWFLAKE
+    }
+    # The code location's own sensors see them too; the other tasks do not need them.
+    for name, value in added.items():
+        assert _text(environment[name]) == _text(stack.resolve(value)), name
+    for field in SNOWFLAKE:
+        secret, suffix = _secrets(code)[field]["Fn::Join"][1]
+        assert _import(secret, r"firepipe-dev-security:.*SnowflakeSecret.*"), field
+        assert suffix == f":{field}::"
+    for name in ("daemon", "webserver"):
+        assert not set(added) & set(_environment(_containers(template)[name])), name
+        assert set(_secrets(_containers(template)[name])) == {"DAGSTER_PG_PASSWORD"}, name
     assert _text(environment["DAGSTER_CURRENT_IMAGE"]).endswith(":unpublished")
 
 
-def test_added_names_may_not_shadow_dagster_or_firepipe_variables(synthesis):
-    _, _, built = synthesis
-    for name in ("DAGSTER_PG_HOST", "FIREPIPE_ENV", "FIREPIPE_TEST_ADDED", SNOWFLAKE_FIELD):
+def test_the_run_execution_role_reads_the_secrets_ecs_injects_into_runs(template):
+    [read] = [
+        s
+        for s in _statements(template, "OrchestrationRunExecutionRole")
+        if "secretsmanager:GetSecretValue" in _actions(s)
+    ]
+    database = _logical_id(template, "AWS::SecretsManager::SecretTargetAttachment", "")
+    resources = _resources(read)
+    assert {"Ref": database} in resources
+    assert len(resources) == 2
+    [snowflake] = [r for r in resources if r != {"Ref": database}]
+    assert _import(snowflake, r"firepipe-dev-security:.*SnowflakeSecret.*")
+
+
+def test_added_names_may_not_shadow_dagster_or_firepipe_variables(orchestration, synthesised):
+    secret = synthesised.stacks["dev"].security.security.snowflake_secret
+    for name in ("DAGSTER_PG_HOST", "FIREPIPE_ENV", "FIREPIPE_LANDING_BUCKET", SNOWFLAKE[0]):
         with pytest.raises(ValueError, match=name):
-            built["dev"].add_environment({name: "x"})
+            orchestration.add_environment({name: "x"})
+        with pytest.raises(ValueError, match=name):
+            orchestration.add_secret(name, secret, SNOWFLAKE[0])
 
 
 def test_the_launcher_holds_exactly_its_calls_and_passes_the_run_roles_only(template):
@@ -326,10 +344,19 @@ def test_the_launcher_holds_exactly_its_calls_and_passes_the_run_roles_only(temp
     assert pass_role[0]["Condition"] == {
         "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
     }
-    # No other role may pass a role, and the webserver only stops (cancels) and reads runs.
-    others = ["OrchestrationWebserverRole", "OrchestrationRunRole", "OrchestrationRunExecution"]
-    for prefix in others:
+    # No other role may pass a role of Dagster's; the runs pass only the roles other concerns
+    # grant them (their job and model roles, imported), and the webserver only stops
+    # (cancels) and reads runs.
+    for prefix in ("OrchestrationWebserverRole", "OrchestrationRunExecution"):
         assert not any("iam:PassRole" in _actions(s) for s in _statements(template, prefix))
+    run_passes = [
+        r
+        for s in _statements(template, "OrchestrationRunRole")
+        if "iam:PassRole" in _actions(s)
+        for r in _resources(s)
+    ]
+    assert run_passes
+    assert all(set(r) == {"Fn::ImportValue"} for r in run_passes), run_passes
     webserver = {
         a for s in _statements(template, "OrchestrationWebserverRole") for a in _actions(s)
     }
@@ -355,8 +382,13 @@ def test_step_logs_live_in_an_encrypted_expiring_bucket_the_runs_write(template)
     )
     objects = {"Fn::Join": ["", [{"Fn::GetAtt": [key, "Arn"]}, "/compute-logs/*"]]}
     for role in ("OrchestrationRunRole", "OrchestrationDaemonRole"):
-        [write] = [s for s in _statements(template, role) if "s3:PutObject" in _actions(s)]
-        assert write["Resource"] == objects
+        # Other concerns grant the run role writes elsewhere: the one into this bucket.
+        [write] = [
+            s
+            for s in _statements(template, role)
+            if "s3:PutObject" in _actions(s) and any(key in json.dumps(r) for r in _resources(s))
+        ]
+        assert [r for r in _resources(write) if key in json.dumps(r)] == [objects]
     assert not any(
         "s3:PutObject" in _actions(s) for s in _statements(template, "OrchestrationWebserverRole")
     )
@@ -365,7 +397,7 @@ def test_step_logs_live_in_an_encrypted_expiring_bucket_the_runs_write(template)
     assert code["DAGSTER_COMPUTE_LOGS_PREFIX"] == "compute-logs"
 
 
-def test_the_ui_is_internal_https_from_the_allowed_networks_only(synthesis, template):
+def test_the_ui_is_internal_https_from_the_allowed_networks_only(orchestration, template):
     _, balancer = _one(template, "AWS::ElasticLoadBalancingV2::LoadBalancer")
     assert balancer["Scheme"] == "internal"
     attributes = {a["Key"]: a["Value"] for a in balancer["LoadBalancerAttributes"]}
@@ -388,8 +420,7 @@ def test_the_ui_is_internal_https_from_the_allowed_networks_only(synthesis, temp
         3000,
         "ip",
     )
-    _, _, built = synthesis
-    assert built["dev"].environment == {"FIREPIPE_DAGSTER_UI_URL": built["dev"].ui_url}
+    assert orchestration.environment == {"FIREPIPE_DAGSTER_UI_URL": orchestration.ui_url}
 
 
 def test_prod_protects_its_load_balancer_from_deletion(prod_template):
@@ -398,7 +429,7 @@ def test_prod_protects_its_load_balancer_from_deletion(prod_template):
     assert attributes["deletion_protection.enabled"] == "true"
 
 
-def test_log_groups_one_per_process_and_runs_encrypted_with_the_logs_key(synthesis, template):
+def test_log_groups_one_per_process_and_runs_encrypted_with_the_logs_key(orchestration, template):
     groups = template.find_resources("AWS::Logs::LogGroup")
     assert {g["Properties"]["LogGroupName"] for g in groups.values()} == {
         "firepipe-dev/dagster/webserver",
@@ -411,61 +442,47 @@ def test_log_groups_one_per_process_and_runs_encrypted_with_the_logs_key(synthes
     for group in groups.values():
         assert group["Properties"]["RetentionInDays"] == 14
         assert _import(group["Properties"]["KmsKeyId"], r"firepipe-dev-security:.*LogsKey.*Arn.*")
-    _, _, built = synthesis
-    assert set(built["dev"].log_groups) == {"webserver", "daemon", "code", "runs", "database"}
+    assert set(orchestration.log_groups) == {"webserver", "daemon", "code", "runs", "database"}
     runs = _environment(_containers(template)["daemon"])["DAGSTER_RUN_LOG_GROUP"]
     assert runs == {"Ref": _logical_id(template, "AWS::Logs::LogGroup", "OrchestrationRunsLogs")}
 
 
-def test_the_synthesis_passes_cdk_nag(synthesis):
-    outdir, _, _ = synthesis
-    report = json.loads((outdir / "validation-report.json").read_text())
-    assert all(not p["violations"] for p in report["pluginReports"])
-
-
-class _Recorded:
-    """Validations.of(...) that records an acknowledgement instead of making it."""
-
-    made: ClassVar[list[tuple[str, str]]] = []
-
-    def __init__(self, scope):
-        self._validations, self._path = Validations.of(scope), scope.node.path
-
-    @classmethod
-    def of(cls, scope):
-        return cls(scope)
-
-    def acknowledge(self, *acknowledgements):
-        self.made.extend((self._path, a.id) for a in acknowledgements)
-
-    def __getattr__(self, name):
-        return getattr(self._validations, name)
-
-
-def test_each_acknowledgement_is_needed_where_it_sits(tmp_path, monkeypatch):
-    monkeypatch.setattr(_Recorded, "made", [])
-    for module in (dagster_services, compute_iam):  # where the acknowledgements are made
-        monkeypatch.setattr(module, "Validations", _Recorded)
-    app, _ = _build(tmp_path)
-    with pytest.raises(RuntimeError, match="ValidationFailed"):
-        app.synth()
-    report = json.loads((tmp_path / "validation-report.json").read_text())
-    violations = {
-        (c["constructPath"].removesuffix("/Resource"), v["ruleName"])
+def test_the_stack_passes_cdk_nag(synthesised):
+    report = json.loads((synthesised.outdir / "validation-report.json").read_text())
+    assert not [
+        c["constructPath"]
         for p in report["pluginReports"]
         for v in p["violations"]
         for c in v["violatingConstructs"]
+        if "-orchestration/" in c["constructPath"]
+    ]
+
+
+def _acknowledged(synthesised, env):
+    """The rules acknowledged in the stack, from its metadata file ({path: [entries]})."""
+    path = synthesised.outdir / f"firepipe-{env}-orchestration.metadata.json"
+    return {
+        rule.removeprefix("Annotation::").split("[")[0]
+        for entries in json.loads(path.read_text()).values()
+        for entry in entries
+        if entry["type"] == "aws:cdk:acknowledged-rules"
+        for rule in entry["data"]
     }
-    ours = {v for v in violations if "-orchestration/" in v[0]}
-    assert ours == {m for m in _Recorded.made if "-orchestration/" in m[0]}
-    rules = {(path.split("/Orchestration/")[1], rule) for path, rule in ours}
-    assert {rule.split("[")[0] for _, rule in rules} == {
+
+
+def test_the_acknowledged_findings_are_those_of_dagster_on_ecs_and_rds(synthesised):
+    """test_app.py checks that each acknowledgement is needed; these are the kinds expected."""
+    assert _acknowledged(synthesised, "dev") == {
         "AwsSolutions-ECS2",  # the three task definitions' plain variables
-        "AwsSolutions-IAM5",  # the launcher, the step logs' prefix, the ECR token
+        "AwsSolutions-IAM5",  # the launcher, the step logs' prefix, the ECR token, the grants
         "AwsSolutions-SMG4",  # the database password: injected at task start
         "AwsSolutions-RDS11",  # the default port
         "AwsSolutions-RDS3",  # dev only: single-AZ
         "AwsSolutions-RDS10",  # dev only: no deletion protection
     }
-    prod = {rule for path, rule in ours if path.startswith("firepipe-prod")}
-    assert not {"AwsSolutions-RDS3", "AwsSolutions-RDS10"} & prod
+    assert _acknowledged(synthesised, "prod") == {
+        "AwsSolutions-ECS2",
+        "AwsSolutions-IAM5",
+        "AwsSolutions-SMG4",
+        "AwsSolutions-RDS11",
+    }
