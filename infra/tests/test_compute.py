@@ -3,8 +3,8 @@ import json
 import re
 
 import pytest
-from cfn_refs import imported
 from aws_cdk import Stack
+from cfn_refs import imported
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.env_names import AWS_ENV_MODULE, env_names
 from firepipe_infra.spark import firepipe_wheel
