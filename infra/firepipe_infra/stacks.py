@@ -9,6 +9,7 @@ by keyword argument; CloudFormation exports carry the references.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,18 +277,9 @@ class ApiStack(_EnvironmentStack):
         orchestration.connect_task(
             actions, service.task_definition.obtain_execution_role(), service
         )
-        for environment in (
-            base.lake.environment,
-            knowledge_base.environment,
-            {k: v for k, v in agents.environment.items() if "GENERATION_HISTORY" in k},
-        ):
-            for name, value in environment.items():
-                actions.add_environment(name, value)
-        actions_role = service.task_definition.task_role
-        base.lake.grant_use(actions_role)
-        agents.grant_generation_history(actions_role)
-        knowledge_base.grant_retrieve(actions_role)
-        _acknowledge_granted(actions_role, "the lake's objects and its Glue tables")
+        _serve_actions(
+            actions.add_environment, service.task_definition.task_role, base, agents, knowledge_base
+        )
         CfnOutput(self, "ApiUrl", value=apis.url, description="The REST API's stage URL")
 
 
@@ -317,15 +309,35 @@ class AgentStack(_EnvironmentStack):
         )
         function = genai.action_function
         orchestration.connect_function(function, function)
-        history = {k: v for k, v in agents.environment.items() if "GENERATION_HISTORY" in k}
-        for name, value in {**base.lake.environment, **history}.items():
-            function.add_environment(name, value)
-        base.lake.grant_use(function)
-        agents.grant_generation_history(function)
-        _acknowledge_granted(function.role, "the lake's objects and its Glue tables")
+        _serve_actions(function.add_environment, function, base, agents, knowledge_base)
         self.environment_outputs(
             {k: v for k, v in genai.environment.items() if "AGENT" in k}, "the Bedrock agent"
         )
+
+
+def _serve_actions(
+    add_environment: Callable[[str, str], object],
+    grantee: iam.IGrantable,
+    base: Base,
+    agents: Agents,
+    knowledge_base: KnowledgeBase,
+) -> None:
+    """What the action API needs beside the Dagster instance, in its ECS service and in the
+    Bedrock action group's function alike: the lake (a generation's quality), the generation
+    history and the knowledge base (searchKnowledgeBase)."""
+    history = env_name("GENERATION_HISTORY_TABLE_VAR")
+    for name, value in {
+        **base.lake.environment,
+        history: agents.environment[history],
+        **knowledge_base.environment,
+    }.items():
+        add_environment(name, value)
+    base.lake.grant_use(grantee)
+    agents.grant_generation_history(grantee)
+    knowledge_base.grant_retrieve(grantee)
+    role = grantee.grant_principal
+    assert isinstance(role, iam.Role)
+    _acknowledge_granted(role, "the lake's objects and its Glue tables")
 
 
 @dataclass(frozen=True)
