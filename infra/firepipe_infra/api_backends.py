@@ -48,7 +48,11 @@ SERVICES = (
         image="dagster",
         command=("firepipe", "serve", "--host", "0.0.0.0", "--port", "8080"),
         port=8080,
-        health_path="/ping",  # 200 once a model is loaded
+        # The process is up (served without a key, as the action API's). Not /ping: that is
+        # 503 until a champion exists, and a fresh environment has none, so the circuit
+        # breaker would roll back its first deployment; requests before then get a 503 that
+        # says why.
+        health_path="/openapi.json",
         cpu=1024,
         memory_mib=4096,
         tasks=1,
