@@ -161,11 +161,11 @@ class Compute(Construct):
             _STAGING_WRITES,
             [f"/{PIPES_PREFIX}*", f"/{WAREHOUSE_PREFIX}/*"],
         )
-        self.job_definition = self._job_definition(config, registry, "generator", gpu=False)
-        self.gpu_job_definition = self._job_definition(config, registry, "generator-cuda", gpu=True)
         self.job_definition_names = [
             f"{config.prefix}-{i}" for i in ("generator", "generator-cuda")
         ]
+        self.job_definition = self._job_definition(config, registry, "generator", gpu=False)
+        self.gpu_job_definition = self._job_definition(config, registry, "generator-cuda", gpu=True)
 
         self.spark = SparkEngines(
             self, "Spark", config=config, security=security, network=network, lake=lake
@@ -178,8 +178,11 @@ class Compute(Construct):
             **self.spark.log_groups,
         }
         self.environment: dict[str, str] = {
-            env_name("BATCH_JOB_DEFINITION_VAR"): self.job_definition.job_definition_name,
-            env_name("BATCH_GPU_JOB_DEFINITION_VAR"): (self.gpu_job_definition.job_definition_name),
+            # By name, not by the definition's Ref: that is the ARN of one revision, and a new
+            # image makes a new revision, which CloudFormation cannot change under the export
+            # the orchestration stack imports. A name submits the latest active revision.
+            env_name("BATCH_JOB_DEFINITION_VAR"): self.job_definition_names[0],
+            env_name("BATCH_GPU_JOB_DEFINITION_VAR"): self.job_definition_names[1],
             env_name("BATCH_CPU_QUEUE_VAR"): self.cpu_queue.job_queue_name,
             env_name("BATCH_GPU_QUEUE_VAR"): self.gpu_queue.job_queue_name,
             env_name("PIPES_BUCKET_VAR"): lake.lake_bucket.bucket_name,

@@ -75,6 +75,9 @@ class EnvironmentConfig:
     stateful: Stateful
     deletion_protection: bool  # termination protection of the stacks (later: of the database)
     alarm_email: str
+    # The field readings' table in Snowflake, [schema.]table (FIREPIPE_FIELD_TABLE): the
+    # database, warehouse and credentials are the Snowflake secret's.
+    field_table: str
     # Orchestration: the Dagster UI's load balancer is internal (Dagster's UI has no login of
     # its own) and admits HTTPS from these networks only (the VPN's, the office's).
     ui_certificate_arn: str  # an ACM certificate in the region, for the UI's HTTPS listener
@@ -160,6 +163,8 @@ def _problems(c: EnvironmentConfig) -> list[str]:
         problems.append(
             f"ui_certificate_arn {c.ui_certificate_arn!r} is not an ACM certificate in {c.region}"
         )
+    if not re.fullmatch(r"([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*", c.field_table):
+        problems.append(f"field_table {c.field_table!r} is not a Snowflake [schema.]table name")
     if not c.ui_allowed_cidrs:
         problems.append("ui_allowed_cidrs must name at least one network")
     for cidr in c.ui_allowed_cidrs:
@@ -232,6 +237,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             stateful=Stateful.DESTROY,
             deletion_protection=False,
             alarm_email="firepipe-dev-alarms@example.com",
+            field_table="FIELD.SENSOR_READINGS",
             ui_certificate_arn="arn:aws:acm:eu-west-1:111111111111:certificate/00000000-0000-0000-0000-000000000000",
             ui_allowed_cidrs=("10.0.0.0/8",),
             database_instance_type="t4g.micro",
@@ -261,6 +267,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             stateful=Stateful.RETAIN,
             deletion_protection=False,
             alarm_email="firepipe-staging-alarms@example.com",
+            field_table="FIELD.SENSOR_READINGS",
             ui_certificate_arn="arn:aws:acm:eu-west-1:222222222222:certificate/00000000-0000-0000-0000-000000000000",
             ui_allowed_cidrs=("10.0.0.0/8",),
             database_instance_type="t4g.small",
@@ -290,6 +297,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             stateful=Stateful.RETAIN,
             deletion_protection=True,
             alarm_email="firepipe-prod-alarms@example.com",
+            field_table="FIELD.SENSOR_READINGS",
             ui_certificate_arn="arn:aws:acm:eu-west-1:333333333333:certificate/00000000-0000-0000-0000-000000000000",
             ui_allowed_cidrs=("10.0.0.0/8",),
             database_instance_type="m7g.large",

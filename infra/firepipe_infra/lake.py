@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_athena as athena
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_glue as glue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -122,6 +123,21 @@ class Lake(Construct):
             ),
         )
         self.workgroup.apply_removal_policy(removal)
+        # The field extraction's watermarks and leases (firepipe.resources.watermarks,
+        # DynamoWatermarkStore.table_definition): what has been extracted is lake state.
+        self.watermarks_table = dynamodb.TableV2(
+            self,
+            "Watermarks",
+            table_name=f"{config.prefix}-watermarks",
+            partition_key=dynamodb.Attribute(name="name", type=dynamodb.AttributeType.STRING),
+            billing=dynamodb.Billing.on_demand(),
+            encryption=dynamodb.TableEncryptionV2.customer_managed_key(data_key),
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=config.deletion_protection,
+            removal_policy=removal,
+        )
 
     def _data_bucket(
         self,
@@ -213,12 +229,14 @@ class Lake(Construct):
             env_name("LANDING_PREFIX_VAR"): LANDING_PREFIX,
             env_name("ATHENA_WORKGROUP_VAR"): self.workgroup.ref,
             env_name("ATHENA_OUTPUT_LOCATION_VAR"): self.results_location,
+            env_name("WATERMARKS_TABLE_VAR"): self.watermarks_table.table_name,
         }
 
     def grant_use(self, grantee: iam.IGrantable) -> None:
         """What firepipe's assets do with the lake: read and write the bucket (tables and the
         landing zone), the Iceberg tables of the Glue catalog in its namespaces (PyIceberg's
-        Glue catalog), and queries in the workgroup with their results."""
+        Glue catalog), the extraction's watermarks, and queries in the workgroup with their
+        results."""
         stack = Stack.of(self)
         for bucket in (self.lake_bucket, self.results_bucket):
             iam.Grant.add_to_principal(
@@ -259,6 +277,19 @@ class Lake(Construct):
                 *(f"{catalog}:database/{n}" for n in LAKE_NAMESPACES),
                 *(f"{catalog}:table/{n}/*" for n in LAKE_NAMESPACES),
             ],
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem"],
+            resource_arns=[self.watermarks_table.table_arn],
+        )
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+            resource_arns=[self._data_key.key_arn],
+            conditions={
+                "StringEquals": {"kms:ViaService": f"dynamodb.{stack.region}.amazonaws.com"}
+            },
         )
         iam.Grant.add_to_principal(
             grantee=grantee,

@@ -88,7 +88,9 @@ class Orchestration(Construct):
         # load balancer reaches it alone).
         self.tasks_security_group = self._group("Tasks", "Dagster: daemon, code location, runs")
         self.webserver_security_group = self._group("Webserver", "Dagster: the webserver")
-        code_group = self._group("Code", "Dagster code location: gRPC from webserver and daemon")
+        self.code_security_group = code_group = self._group(
+            "Code", "Dagster code location: gRPC from webserver and daemon"
+        )
         for what, peer in self._clients("the daemon").items():
             code_group.add_ingress_rule(
                 peer, ec2.Port.tcp(_port(CODE_LOCATION)), f"gRPC from {what}"
@@ -165,7 +167,7 @@ class Orchestration(Construct):
         }
         for role in (service_execution_role, self.run_execution_role):
             self._grant_decrypt(role, security.data_key.key_arn)
-        processes = {**instance, code_location_address()[0]: self.code_location_host}
+        processes = self._client_environment()
         image = registry.image("dagster")
         self.webserver_service, _ = service(
             self,
@@ -284,10 +286,11 @@ class Orchestration(Construct):
         execution_role: iam.IRole,
         peer: ec2.IConnectable,
     ) -> None:
-        """Let a task outside Dagster's services load the instance (the action API queues
-        runs): docker/dagster.yaml's variables, the password as a task secret, and the
-        database's port from `peer`."""
-        for name, value in self.instance_environment.items():
+        """Let a task outside Dagster's services queue runs (the action API):
+        docker/dagster.yaml's variables, the password as a task secret, the code location's
+        address (runs are created from it, with its image), and the database's and the code
+        location's ports from `peer`."""
+        for name, value in self._client_environment().items():
             container.add_environment(name, value)
         container.add_secret(
             "DAGSTER_PG_PASSWORD",
@@ -296,14 +299,14 @@ class Orchestration(Construct):
             ),
         )
         self._grant_decrypt(execution_role, self._security.data_key.key_arn)
-        self.allow_database_from(peer, container.node.id)
+        self._allow_client(peer, container.node.id)
 
     def connect_function(self, function: lambda_.Function, peer: ec2.IConnectable) -> None:
-        """Let a Lambda function load the instance: the variables, and the password read from
+        """Let a Lambda function queue runs: as connect_task, but the password is read from
         Secrets Manager at its cold start (DAGSTER_PG_PASSWORD_SECRET_ARN; Lambda injects no
-        secrets), and the database's port from `peer`."""
+        secrets)."""
         region = env_name("AWS_REGION_VAR")  # Lambda's runtime sets it (and refuses it here)
-        for name, value in self.instance_environment.items():
+        for name, value in self._client_environment().items():
             if name != region:
                 function.add_environment(name, value)
         secret = self.database.secret
@@ -314,24 +317,33 @@ class Orchestration(Construct):
             [secret.secret_arn],
         )
         self._grant_decrypt(function.role, self._security.data_key.key_arn)  # type: ignore[arg-type]
-        self.allow_database_from(peer, function.node.id)
+        self._allow_client(peer, function.node.id)
 
-    def allow_database_from(self, peer: ec2.IConnectable, what: str) -> None:
-        """The database's port from `peer`'s groups. The rule is written in the peer's stack
-        (which depends on this one), so this stack never names the peer: a rule here would
-        make the two stacks depend on each other."""
+    def _client_environment(self) -> dict[str, str]:
+        host, _ = code_location_address()
+        return {**self.instance_environment, host: self.code_location_host}
+
+    def _allow_client(self, peer: ec2.IConnectable, what: str) -> None:
+        """The database's and the code location's ports from `peer`'s groups. The rules are
+        written in the peer's stack (which depends on this one), so this stack never names
+        the peer: a rule here would make the two stacks depend on each other."""
         [database_group] = self.database.connections.security_groups
+        _, code_port = code_location_address()
         for group in peer.connections.security_groups:
-            ec2.CfnSecurityGroupIngress(
-                group,
-                "ToDagsterDatabase",
-                group_id=database_group.security_group_id,
-                source_security_group_id=group.security_group_id,
-                ip_protocol="tcp",
-                from_port=DATABASE_PORT,
-                to_port=DATABASE_PORT,
-                description=f"PostgreSQL from {what}",
-            )
+            for id, target, port, protocol in (
+                ("ToDagsterDatabase", database_group, DATABASE_PORT, "PostgreSQL"),
+                ("ToDagsterCodeLocation", self.code_security_group, code_port, "gRPC"),
+            ):
+                ec2.CfnSecurityGroupIngress(
+                    group,
+                    id,
+                    group_id=target.security_group_id,
+                    source_security_group_id=group.security_group_id,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=f"{protocol} from {what}",
+                )
 
     def _check_new(self, name: str) -> None:
         taken = {*self._run_context.environment, *self._run_context.secrets}

@@ -83,7 +83,7 @@ def watch_environment(
     r = Recovery(protected, "Recovery", config=config)
     r.protect(
         "tables",
-        [table.table_arn for table in a.tables.values()],
+        [table.table_arn for table in (*a.tables.values(), base.lake.watermarks_table)],
         [base.security.data_key],
     )
     r.protect(

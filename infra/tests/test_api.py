@@ -297,18 +297,24 @@ def test_the_action_api_loads_the_dagster_instance_as_dagsters_own_tasks_do(synt
     ]
 
 
-def test_the_action_api_reaches_the_dagster_database_by_a_rule_of_this_stack(templates):
-    """The database's group admits each of the action API's groups on PostgreSQL's port; the
-    rule sits in this stack (the orchestration stack never names the API's groups)."""
+@pytest.mark.parametrize(("group", "port"), [("Database", 5432), ("OrchestrationCode", 4000)])
+def test_the_action_api_reaches_the_dagster_database_by_a_rule_of_this_stack(
+    templates, group, port
+):
+    """The database's group admits each of the action API's groups on PostgreSQL's port, the
+    code location's on its gRPC port (runs are created from it); the rules sit in this stack
+    (the orchestration stack never names the API's groups)."""
     dagster, api = templates["firepipe-dev-orchestration"], templates["firepipe-dev-api"]
-    [database_group] = [
-        k for k in dagster.find_resources("AWS::EC2::SecurityGroup") if "Database" in k
+    [target_group] = [
+        k
+        for k in dagster.find_resources("AWS::EC2::SecurityGroup")
+        if k.startswith(group) or (group == "Database" and "Database" in k)
     ]
     rules = [
         r["Properties"]
         for r in api.find_resources("AWS::EC2::SecurityGroupIngress").values()
         if resolve_imports(r["Properties"]["GroupId"], dagster)
-        == {"Fn::GetAtt": [database_group, "GroupId"]}
+        == {"Fn::GetAtt": [target_group, "GroupId"]}
     ]
     services = {
         s["Properties"]["ServiceName"]: s["Properties"]["NetworkConfiguration"][
@@ -321,7 +327,7 @@ def test_the_action_api_reaches_the_dagster_database_by_a_rule_of_this_stack(tem
     assert sorted(json.dumps(r["SourceSecurityGroupId"]) for r in rules) == sorted(
         json.dumps(g) for g in actions_groups
     )
-    assert {(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules} == {("tcp", 5432, 5432)}
+    assert {(r["IpProtocol"], r["FromPort"], r["ToPort"]) for r in rules} == {("tcp", port, port)}
     assert not set(map(json.dumps, services["firepipe-dev-inference"])) & {
         json.dumps(r["SourceSecurityGroupId"]) for r in rules
     }

@@ -439,9 +439,9 @@ def _adapter_variables():
     } - {"AWS_REGION_VAR"}
 
 
-def test_the_environment_holds_every_variable_the_adapters_read(compute):
+def test_the_environment_holds_every_variable_the_adapters_read(compute, template):
     constants = _adapter_variables()
-    assert len(constants) == 16
+    assert "BATCH_GPU_JOB_DEFINITION_VAR" in constants
     assert set(compute.environment) == {env_names()[c] for c in constants}
     stack = compute.node.scope
     values = {k: stack.resolve(v) for k, v in compute.environment.items()}
@@ -461,12 +461,36 @@ def test_the_environment_holds_every_variable_the_adapters_read(compute):
         "Ref": _id(compute.emr_steps.instance_profile)
     }
     assert values["FIREPIPE_GLUE_JOB_NAME"] == {"Ref": _id(compute.glue_job)}
-    # The job definition by name (its latest revision) and the queues by name.
-    definition = _id(compute.job_definition)
-    assert json.dumps(values["FIREPIPE_BATCH_JOB_DEFINITION"]).count(definition) == 1
+    # The job definitions by their literal names (the latest revision): a Ref is one
+    # revision's ARN, which a new image replaces under the orchestration stack's import.
+    assert values["FIREPIPE_BATCH_JOB_DEFINITION"] == "firepipe-dev-generator"
     # GPU runs go to the CUDA image's definition.
-    gpu_definition = _id(compute.gpu_job_definition)
-    assert json.dumps(values["FIREPIPE_BATCH_GPU_JOB_DEFINITION"]).count(gpu_definition) == 1
+    assert values["FIREPIPE_BATCH_GPU_JOB_DEFINITION"] == "firepipe-dev-generator-cuda"
+    for definition, name in (
+        (compute.job_definition, "firepipe-dev-generator"),
+        (compute.gpu_job_definition, "firepipe-dev-generator-cuda"),
+    ):
+        [resource] = [
+            r
+            for k, r in template.find_resources("AWS::Batch::JobDefinition").items()
+            if k == _id(definition)
+        ]
+        assert resource["Properties"]["JobDefinitionName"] == name
+
+
+def test_dagster_imports_no_job_definition_revision(synthesised):
+    """Nothing outside the compute stack holds a job definition's Ref (one revision's ARN)."""
+    compute = synthesised.template("firepipe-dev-compute").to_json()
+    exported = [o["Value"] for o in compute["Outputs"].values() if "Export" in o]
+    definitions = set(compute["Resources"]) & {
+        k for k, r in compute["Resources"].items() if r["Type"] == "AWS::Batch::JobDefinition"
+    }
+    assert definitions
+    assert not [
+        v
+        for v in exported
+        if json.dumps(v).count('"Ref"') and any(d in json.dumps(v) for d in definitions)
+    ]
 
 
 def test_grant_use_submits_follows_and_stops_work_passing_exactly_its_roles(

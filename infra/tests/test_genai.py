@@ -323,7 +323,10 @@ def test_the_action_function_runs_the_bedrock_handler_from_the_lambda_image(synt
         "FIREPIPE_GENERATION_HISTORY_TABLE",
         *s.lake.lake.environment,
         *s.orchestration.orchestration.instance_environment,
+        # The deployed code location, which the queued runs are created from.
+        "DAGSTER_CODE_LOCATION_HOST",
     } - {"AWS_REGION"}
+    assert env["DAGSTER_CODE_LOCATION_HOST"] == "code.firepipe-dev.local"
     _, permission = _one(template, "AWS::Lambda::Permission")
     agent_id, _ = _one(template, "AWS::Bedrock::Agent")
     assert permission == {

@@ -36,6 +36,8 @@ def added(synthesised):
         **s.ml.ml.environment,
         **s.agents.agents.environment,
         **s.knowledge_base.knowledge_base.environment,
+        # The Snowflake table of field readings: the environment's configuration.
+        "FIREPIPE_FIELD_TABLE": ENVIRONMENTS["dev"].field_table,
     }
 
 

@@ -44,7 +44,7 @@ from firepipe.services.actions.runs import (
     PartitionBusyError,
     generation_status,
 )
-from firepipe.settings import environment, local_paths
+from firepipe.settings import Environment, environment, local_paths
 
 DESTINATIONS = ("inline", "local", "s3")
 DATA_TYPES = ("custom", FIRE)
@@ -117,8 +117,9 @@ class Actions:
     ) -> Actions:
         """The operations with the environment's knowledge base (none when its settings are
         missing: searchKnowledgeBase then answers 503 with the reason). `serverless` (the
-        Bedrock Lambda in AWS): no 'local' files, which a function's /tmp would lose, and fire
-        generations only through a daemon's run queue, never in the function's process."""
+        Bedrock Lambda in AWS), and any process in AWS (the ECS service too): no 'local' files,
+        which a task's or function's disk would lose, and fire generations only through the
+        daemon's run queue, never in this process (whose role runs no generation)."""
         from firepipe.lib.plain_resources import UnsetVariableError, is_plain, resolved
         from firepipe.resources import resource_for
         from firepipe.services.actions.runs import DagsterRuns
@@ -128,11 +129,12 @@ class Actions:
             knowledge_base = resolved(knowledge_base) if is_plain(knowledge_base) else None
         except UnsetVariableError:
             knowledge_base = None
+        remote = serverless or environment() is Environment.AWS
         return cls(
             output_root,
-            runs=DagsterRuns(in_process=not serverless),
+            runs=DagsterRuns(in_process=not remote),
             knowledge_base=knowledge_base,
-            local_files=not serverless,
+            local_files=not remote,
         )
 
     @property

@@ -325,19 +325,14 @@ class DagsterRuns:
 
     def _submit(self, generation_id: str, runs: Sequence[FamilyRun]) -> list[RunState]:
         """Create the runs from the code location (as `dagster job launch` does, loading it
-        once) and queue them."""
+        once) and queue them. In a deployment that is the code location's gRPC server, so each
+        run carries its image and container context, as one launched from the UI does."""
         from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
         from dagster._core.definitions.selector import JobSubsetSelector
         from dagster._core.workspace.context import WorkspaceProcessContext
-        from dagster._core.workspace.load_target import ModuleTarget
 
-        target = ModuleTarget(
-            module_name="firepipe.definitions",
-            attribute=None,
-            working_directory=None,
-            location_name=LOCATION_NAME,
-        )
         states = []
+        target = _code_location_target()
         with WorkspaceProcessContext(self.instance, target) as process:
             workspace = process.create_request_context()
             location = workspace.get_code_location(LOCATION_NAME)
@@ -476,3 +471,27 @@ def _advisory_lock(storage: Any) -> Iterator[None]:
             yield
         finally:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LAUNCH_LOCK_KEY})
+
+
+# Where a deployment's code location serves (docker/workspace.yaml reads the same variable).
+CODE_LOCATION_HOST_VAR = "DAGSTER_CODE_LOCATION_HOST"
+CODE_LOCATION_PORT = 4000
+
+
+def _code_location_target() -> Any:
+    """The deployed code location's gRPC server when DAGSTER_CODE_LOCATION_HOST names it (ECS,
+    Lambda: the runs then carry the image and the variables it hands them), else the module
+    loaded in this process (a local instance)."""
+    from dagster._core.workspace.load_target import GrpcServerTarget, ModuleTarget
+
+    host = os.environ.get(CODE_LOCATION_HOST_VAR, "").strip()
+    if host:
+        return GrpcServerTarget(
+            host=host, port=CODE_LOCATION_PORT, socket=None, location_name=LOCATION_NAME
+        )
+    return ModuleTarget(
+        module_name="firepipe.definitions",
+        attribute=None,
+        working_directory=None,
+        location_name=LOCATION_NAME,
+    )

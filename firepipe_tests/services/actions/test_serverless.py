@@ -108,3 +108,40 @@ def test_search_answers_from_the_local_index(tmp_path: Path) -> None:
     assert next(p.source for p in found) == "docs/lake.md"
     assert len(found) == 2
     assert found[0].score >= found[1].score
+
+
+@pytest.mark.parametrize(("env", "remote"), [("local", False), ("aws", True)])
+def test_in_aws_every_action_service_queues_runs_and_keeps_no_local_file(
+    monkeypatch: pytest.MonkeyPatch, env: str, remote: bool
+) -> None:
+    """The ECS service as the Lambda function: its role runs no generation and its disk is
+    thrown away, so in AWS runs go to the daemon's queue and files to S3 only."""
+    monkeypatch.setenv("FIREPIPE_ENV", env)
+    actions = Actions.from_environment()
+    runs = actions.runs
+    assert isinstance(runs, DagsterRuns)
+    assert runs.in_process is not remote
+    assert actions.local_files is not remote
+
+
+def test_runs_are_created_from_the_deployed_code_location_when_it_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a deployment the runs come from the code location's gRPC server (their image and
+    variables with them), as the UI's; locally from the module in this process."""
+    from dagster._core.workspace.load_target import GrpcServerTarget, ModuleTarget
+
+    from firepipe.services.actions.runs import LOCATION_NAME, _code_location_target
+
+    monkeypatch.delenv("DAGSTER_CODE_LOCATION_HOST", raising=False)
+    local = _code_location_target()
+    assert isinstance(local, ModuleTarget)
+    assert (local.module_name, local.location_name) == ("firepipe.definitions", LOCATION_NAME)
+    monkeypatch.setenv("DAGSTER_CODE_LOCATION_HOST", "code.firepipe-dev.local")
+    deployed = _code_location_target()
+    assert isinstance(deployed, GrpcServerTarget)
+    assert (deployed.host, deployed.port, deployed.location_name) == (
+        "code.firepipe-dev.local",
+        4000,
+        LOCATION_NAME,
+    )
