@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from firepipe.services.inference.source import ModelSource
+    from firepipe.services.inference.source import ModelSource, ServingModel
 
 
 def listen_options(port: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -42,13 +42,21 @@ def listen_options(port: int) -> Callable[[Callable[..., Any]], Callable[..., An
     "restart].",
 )
 @click.option(
+    "--wait-for-model",
+    is_flag=True,
+    help="Following the champion and there is none yet (a new deployment): serve anyway, "
+    "answering 503 until one is registered, instead of stopping with an error.",
+)
+@click.option(
     "--openapi",
     "openapi_out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path, allow_dash=True),
     default=None,
     help="Write the service's OpenAPI document to this file ('-': standard output) and exit.",
 )
-def serve(host: str, port: int, model_uri: str | None, openapi_out: Path | None) -> None:
+def serve(
+    host: str, port: int, model_uri: str | None, wait_for_model: bool, openapi_out: Path | None
+) -> None:
     """Score readings over HTTP on the SageMaker serving contract: GET /ping, POST
     /invocations (JSON, JSON lines or CSV readings), GET /execution-parameters, GET
     /openapi.json. API keys (x-api-key) when FIREPIPE_API_KEYS or FIREPIPE_API_KEYS_SECRET
@@ -62,10 +70,16 @@ def serve(host: str, port: int, model_uri: str | None, openapi_out: Path | None)
     model_source = _source(model_uri)
     access = keys.load_access(os.environ, sagemaker=server.in_sagemaker(os.environ))
     holder = source.ModelHolder(model_source, poll_s=server.poll_s(os.environ))
+    model: ServingModel | None
     try:
         model = holder.load_now()
-    except source.NoModelError:
-        raise
+    except source.NoModelError as e:
+        if not (wait_for_model and model_source.follows):
+            raise
+        # A new deployment has no champion until training registers one: serve anyway,
+        # /ping and /invocations answering 503 with the reason, and load it once it exists.
+        click.echo(f"no model yet: {e}; waiting for the champion", err=True)
+        model = None
     except Exception as e:
         raise click.ClickException(f"cannot load the model {model_source.description}: {e}") from e
     try:
@@ -74,7 +88,8 @@ def serve(host: str, port: int, model_uri: str | None, openapi_out: Path | None)
         raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
     bound = sock.getsockname()[1]
     followed = " (the champion: followed)" if model_source.follows else ""
-    click.echo(f"serving {server.describe(model)}{followed}")
+    if model is not None:
+        click.echo(f"serving {server.describe(model)}{followed}")
     click.echo(f"listening on http://{host}:{bound}; {access.describe()}")
     server.run(app.create_app(holder, access), sock)
 

@@ -124,3 +124,26 @@ def test_serve_prints_what_it_serves_and_answers_until_stopped(model_dir: Path) 
             process.send_signal(signal.SIGTERM)
             # uvicorn shuts down gracefully, then raises the signal again for its parent to see
             assert process.wait(timeout=20) == -signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_a_new_deployment_serves_503_until_a_champion_exists(firepipe_home: Path) -> None:
+    """--wait-for-model (the ECS service's): no champion yet is no error; the service listens
+    and says why it cannot score, so a load balancer's liveness check passes meanwhile."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FIREPIPE_HOME": str(firepipe_home)}
+    env.pop("FIREPIPE_API_KEYS", None)
+    command = [sys.executable, "-m", "firepipe.cli", "serve", "--wait-for-model", "--port", "0"]
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            lines, url = _started(process)
+            assert not any(line.startswith("serving ") for line in lines)
+            ping = requests.get(f"{url}/ping", timeout=10)
+            assert (ping.status_code, ping.json()) == (503, {"detail": "no model loaded yet"})
+            assert requests.get(f"{url}/openapi.json", timeout=10).status_code == 200
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+        assert process.stderr is not None
+        assert "waiting for the champion" in process.stderr.read()

@@ -46,7 +46,9 @@ SERVICES = (
         # Secrets Manager and follows the champion on the MLflow tracking server. The slim
         # inference image is the SageMaker endpoints', whose model is a folder.
         image="dagster",
-        command=("firepipe", "serve", "--host", "0.0.0.0", "--port", "8080"),
+        # --wait-for-model: a new environment has no champion yet; the service runs and
+        # answers 503 until training registers one (then it loads it, as it follows it).
+        command=("firepipe", "serve", "--host", "0.0.0.0", "--port", "8080", "--wait-for-model"),
         port=8080,
         # The process is up (served without a key, as the action API's). Not /ping: that is
         # 503 until a champion exists, and a fresh environment has none, so the circuit

@@ -27,6 +27,7 @@ from firepipe.resources.queue import MAX_VISIBILITY_TIMEOUT_S
 from firepipe.services.agents import observability as obs
 from firepipe.services.agents.delivery import Outcome, deliver
 from firepipe.services.agents.runtime import AGENTS, QUEUE_OF, Agents, idempotent, ports
+from firepipe.services.inference.source import NoModelError
 
 # A message is hidden this long while a worker has it: long enough for a batch, short enough
 # that a killed worker's messages come back soon.
@@ -128,8 +129,13 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     if argv[0] == "monitoring":
-        # Load the model before the first message, not on it.
-        obs.logger.info("model loaded", version=agents.holder.source.current())
+        # Load the model before the first message, not on it. A new deployment has no
+        # champion yet: the worker runs all the same (a crash loop would fail the deployment),
+        # and readings wait in the queue, then its dead-letter queue, until one is registered.
+        try:
+            obs.logger.info("model loaded", version=agents.holder.source.current())
+        except NoModelError as e:
+            obs.logger.warning("no model yet: readings wait for the champion", reason=str(e))
     worker.run(stop)
     return 0
 
