@@ -96,7 +96,7 @@ def _batch_compute(paths: LocalPaths) -> Any:
         cpu_job_queue=dg.EnvVar(var.BATCH_CPU_QUEUE_VAR),
         gpu_job_queue=dg.EnvVar(var.BATCH_GPU_QUEUE_VAR),
         # Optional: a deployment with one image for both queues leaves it unset.
-        gpu_job_definition=os.environ.get(var.BATCH_GPU_JOB_DEFINITION_VAR) or None,
+        gpu_job_definition=_optional(var.BATCH_GPU_JOB_DEFINITION_VAR),
         pipes_bucket=dg.EnvVar(var.PIPES_BUCKET_VAR),
     )
 

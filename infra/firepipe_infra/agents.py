@@ -29,6 +29,7 @@ from firepipe_infra.agents_source import read_agents_source
 from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.env_names import env_name
 from firepipe_infra.escalation import Escalation
+from firepipe_infra.grants import grant_vpc_function
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
@@ -224,18 +225,7 @@ class Agents(Construct):
             description=f"{config.prefix}: the {agent} Lambda function",
         )
         log_group.grant_write(role)
-        iam.Grant.add_to_principal(
-            grantee=role,
-            actions=[
-                "ec2:CreateNetworkInterface",
-                "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeSubnets",
-                "ec2:DeleteNetworkInterface",
-                "ec2:AssignPrivateIpAddresses",
-                "ec2:UnassignPrivateIpAddresses",
-            ],
-            resource_arns=["*"],
-        )
+        grant_vpc_function(role)
         self._grant_agent(role, agent)
         function = lambda_.DockerImageFunction(
             self,

@@ -19,6 +19,7 @@ from constructs import Construct
 
 from firepipe_infra.agents_source import AgentsSource
 from firepipe_infra.config import EnvironmentConfig
+from firepipe_infra.grants import allow
 
 # FIFO queues and topic (docs/agents.md, failure semantics): a worker killed with a batch in
 # flight cannot let a device's later readings overtake it. Throughput and deduplication per
@@ -31,19 +32,6 @@ MAX_RECEIVES = 5
 DLQ_RETENTION = Duration.days(14)
 # The generation history's indexes (history.py), which its queries name.
 GENERATION_INDEXES = ("by_started_at", "all_by_started_at")
-
-
-def _allow(
-    grantee: iam.IGrantable,
-    actions: list[str],
-    resources: list[str],
-    conditions: dict[str, object] | None = None,
-) -> iam.Grant:
-    """A statement in the grantee's own policy: never a resource or key policy, where a role of
-    another stack would make a dependency cycle."""
-    return iam.Grant.add_to_principal(
-        grantee=grantee, actions=actions, resource_arns=resources, conditions=conditions
-    )
 
 
 class Messaging(Construct):
@@ -252,7 +240,7 @@ class Messaging(Construct):
     def _grant_key(self, grantee: iam.IGrantable) -> None:
         """SQS and SNS use the messaging key as the caller, for the caller's requests only."""
         services = [f"{s}.{self._region}.amazonaws.com" for s in ("sqs", "sns")]
-        _allow(
+        allow(
             grantee,
             ["kms:Decrypt", "kms:GenerateDataKey"],
             [self.key.key_arn],
@@ -262,7 +250,7 @@ class Messaging(Construct):
     def grant_consume(self, grantee: iam.IGrantable, agents: list[str]) -> None:
         """Receive, delete and hide the agents' messages; dead-letter one with its reason (the
         handler sends it to the dead-letter queue itself, delivery.py) and read the DLQ."""
-        _allow(
+        allow(
             grantee,
             [
                 "sqs:ReceiveMessage",
@@ -273,7 +261,7 @@ class Messaging(Construct):
             ],
             [self.queues[a].queue_arn for a in agents],
         )
-        _allow(
+        allow(
             grantee,
             ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
             [self.dead_letter_queues[a].queue_arn for a in agents],
@@ -282,7 +270,7 @@ class Messaging(Construct):
 
     def grant_send(self, grantee: iam.IGrantable, agents: list[str]) -> None:
         """Send to the agents' queues (feeding readings, a redrive moving dead letters back)."""
-        _allow(
+        allow(
             grantee,
             ["sqs:SendMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"],
             [self.queues[a].queue_arn for a in agents],
@@ -290,7 +278,7 @@ class Messaging(Construct):
         self._grant_key(grantee)
 
     def grant_publish(self, grantee: iam.IGrantable, topics: list[sns.ITopic]) -> None:
-        _allow(grantee, ["sns:Publish"], [t.topic_arn for t in topics])
+        allow(grantee, ["sns:Publish"], [t.topic_arn for t in topics])
         self._grant_key(grantee)
 
     def grant_tables(self, grantee: iam.IGrantable, names: list[str]) -> None:
@@ -302,7 +290,7 @@ class Messaging(Construct):
             arns.append(arn)
             if name == "generation_history":
                 arns += [f"{arn}/index/{index}" for index in GENERATION_INDEXES]
-        _allow(
+        allow(
             grantee,
             [
                 "dynamodb:GetItem",
@@ -315,7 +303,7 @@ class Messaging(Construct):
             ],
             arns,
         )
-        _allow(
+        allow(
             grantee,
             ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
             [self.data_key.key_arn],

@@ -14,13 +14,11 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from firepipe_infra.config import EnvironmentConfig
-from firepipe_infra.env_names import AWS_ENV_MODULE, env_name, env_names
+from firepipe_infra.env_names import env_name
+from firepipe_infra.naming import FIREPIPE_ENV, pascal
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
-
-# firepipe/settings.py's ENV_VAR ("FIREPIPE_ENV"): "aws" selects the AWS resources.
-FIREPIPE_ENV = env_names(AWS_ENV_MODULE.parents[1] / "settings.py")["ENV_VAR"]
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ class ApiBackends(Construct):
         config, stack = self._config, Stack.of(self)
         task = ecs.FargateTaskDefinition(
             self,
-            f"{_pascal(spec.name)}Task",
+            f"{pascal(spec.name)}Task",
             family=f"{config.prefix}-{spec.name}",
             cpu=spec.cpu,
             memory_limit_mib=spec.memory_mib,
@@ -173,7 +171,7 @@ class ApiBackends(Construct):
         )
         service = ecs.FargateService(
             self,
-            f"{_pascal(spec.name)}Service",
+            f"{pascal(spec.name)}Service",
             service_name=f"{config.prefix}-{spec.name}",
             cluster=network.cluster,
             task_definition=task,
@@ -188,10 +186,10 @@ class ApiBackends(Construct):
         )
         service.connections.allow_from(self.load_balancer, ec2.Port.tcp(spec.port))
         listener = self.load_balancer.add_listener(
-            f"{_pascal(spec.name)}Listener", port=spec.port, protocol=elbv2.Protocol.TCP
+            f"{pascal(spec.name)}Listener", port=spec.port, protocol=elbv2.Protocol.TCP
         )
         listener.add_targets(
-            _pascal(spec.name),
+            pascal(spec.name),
             port=spec.port,
             protocol=elbv2.Protocol.TCP,
             targets=[
@@ -212,14 +210,10 @@ class ApiBackends(Construct):
     def _log_group(self, spec: ServiceSpec) -> logs.LogGroup:
         group = logs.LogGroup(
             self,
-            f"{_pascal(spec.name)}Logs",
+            f"{pascal(spec.name)}Logs",
             encryption_key=self._security.logs_key,
             retention=self._config.log_retention,
             removal_policy=self._config.removal_policy,
         )
         self.log_groups[spec.name] = group
         return group
-
-
-def _pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("-"))

@@ -23,15 +23,16 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from firepipe_infra.compute_iam import (
+from firepipe_infra.config import EnvironmentConfig
+from firepipe_infra.env_names import env_name
+from firepipe_infra.grants import (
     PIPES_PREFIX,
     acknowledge_wildcards,
     default_policy,
     grant_objects,
 )
-from firepipe_infra.config import EnvironmentConfig
-from firepipe_infra.env_names import env_name
 from firepipe_infra.lake import WAREHOUSE_PREFIX, Lake
+from firepipe_infra.naming import pascal
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
@@ -248,7 +249,7 @@ class Compute(Construct):
         role, the lake to the shared job role."""
         container = batch.EcsEc2ContainerDefinition(
             self,
-            f"{_pascal(image)}Container",
+            f"{pascal(image)}Container",
             image=registry.image(image),
             command=GENERATOR_COMMAND,
             cpu=GENERATOR_VCPUS,
@@ -266,7 +267,7 @@ class Compute(Construct):
         )
         return batch.EcsJobDefinition(
             self,
-            f"{_pascal(image)}JobDefinition",
+            f"{pascal(image)}JobDefinition",
             job_definition_name=f"{config.prefix}-{image}",
             container=container,
             propagate_tags=True,
@@ -323,7 +324,3 @@ class Compute(Construct):
         if policy is not None:
             revisions = [f"job-definition/{d}:*" for d in self.job_definition_names]
             acknowledge_wildcards(policy, _USE_WILDCARDS, [*USE_WILDCARD_SUFFIXES, *revisions])
-
-
-def _pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("-"))

@@ -24,8 +24,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from constructs import Construct, IConstruct
 
-from firepipe_infra.compute_iam import acknowledge_wildcards, default_policy
 from firepipe_infra.config import EnvironmentConfig
+from firepipe_infra.grants import acknowledge_wildcards, allow, default_policy
 from firepipe_infra.network import Network
 from firepipe_infra.security import Security
 
@@ -398,17 +398,6 @@ def grant_launcher(
         (webserver, ["*"]),
     ):
         acknowledge_wildcards(granted_policy(grantee), _LAUNCHER, suffixes)
-
-
-def allow(
-    grantee: iam.IGrantable,
-    actions: list[str],
-    resources: list[str],
-    conditions: dict[str, dict[str, str]] | None = None,
-) -> None:
-    iam.Grant.add_to_principal(
-        grantee=grantee, actions=actions, resource_arns=resources, conditions=conditions
-    )
 
 
 def granted_policy(role: iam.Role) -> IConstruct:

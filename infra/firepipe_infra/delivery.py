@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from firepipe_infra.config import ConfigError
-from firepipe_infra.registry import IMAGES
+from firepipe_infra.registry import DELIVERY_STACK, IMAGES
 
 # app.py builds the pipeline stack (pipeline.DeliveryPipeline, whose stages hold the
 # environments) instead of the bare environments when the synthesis is given `-c pipeline=true`
@@ -77,8 +77,9 @@ class DeliveryConfig:
 
     @property
     def prefix(self) -> str:
-        """The pipeline's stack id and the start of its resources' names."""
-        return "firepipe-delivery"
+        """The pipeline's stack id and the start of its resources' names (the registry lets
+        this stack's roles push)."""
+        return DELIVERY_STACK
 
 
 DELIVERY = DeliveryConfig(

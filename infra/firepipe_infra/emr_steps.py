@@ -25,9 +25,9 @@ from aws_cdk import aws_emr as emr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from firepipe_infra.compute_iam import ARTIFACTS_PREFIX, grant_objects, spark_role
 from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.env_names import env_name
+from firepipe_infra.grants import ARTIFACTS_PREFIX, grant_objects, spark_role
 from firepipe_infra.lake import Lake
 from firepipe_infra.network import Network
 from firepipe_infra.security import Security

@@ -21,14 +21,14 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from firepipe_infra.config import EnvironmentConfig
-from firepipe_infra.env_names import AWS_ENV_MODULE, env_name, env_names
+from firepipe_infra.env_names import AWS_ENV_MODULE, env_name
+from firepipe_infra.grants import grant_vpc_function
 from firepipe_infra.knowledge_base import KnowledgeBase, bedrock_principal, foundation_model_arn
+from firepipe_infra.naming import FIREPIPE_ENV
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
 
-# firepipe/settings.py's ENV_VAR ("FIREPIPE_ENV"): "aws" selects the AWS resources.
-FIREPIPE_ENV = env_names(AWS_ENV_MODULE.parents[1] / "settings.py")["ENV_VAR"]
 OPENAPI_DOCUMENT = AWS_ENV_MODULE.parents[2] / "docs" / "openapi" / "actions.json"
 # Claude Sonnet 4.5 through the EU cross-region inference profile: Anthropic's current models
 # are invoked on demand through a profile only, and this one keeps requests from eu-west-1 in
@@ -219,19 +219,7 @@ class GenerativeAi(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"{config.prefix}: the Bedrock agent's action group",
         )
-        # A function in a VPC attaches network interfaces: EC2 names none before they exist.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ec2:CreateNetworkInterface",
-                    "ec2:DescribeNetworkInterfaces",
-                    "ec2:DeleteNetworkInterface",
-                    "ec2:AssignPrivateIpAddresses",
-                    "ec2:UnassignPrivateIpAddresses",
-                ],
-                resources=["*"],
-            )
-        )
+        grant_vpc_function(role)
         self.action_log_group.grant_write(role)
         self.knowledge_base.grant_retrieve(role)  # searchKnowledgeBase
         function = lambda_.DockerImageFunction(

@@ -22,6 +22,7 @@ from constructs import Construct
 
 from firepipe_infra.config import EnvironmentConfig, Stateful
 from firepipe_infra.env_names import env_name
+from firepipe_infra.grants import allow
 from firepipe_infra.lake import Lake
 from firepipe_infra.ml_access import (
     ENDPOINT_NAME,
@@ -137,14 +138,14 @@ class MachineLearning(Construct):
             "FeatureStoreRole", "SageMaker Feature Store: the offline store"
         )
         self._grant_objects(self.feature_store_role, f"{FEATURE_STORE_PREFIX}/*", write=True)
-        self._allow(
+        allow(
             self.feature_store_role,
             ["s3:PutObjectAcl"],
             [self.bucket.arn_for_objects(f"{FEATURE_STORE_PREFIX}/*")],
         )
-        self._allow(self.feature_store_role, ["s3:GetBucketAcl"], [self.bucket.bucket_arn])
+        allow(self.feature_store_role, ["s3:GetBucketAcl"], [self.bucket.bucket_arn])
         tables = self._arn("glue", "table", f"{FEATURE_STORE_DATABASE}/*")
-        self._allow(
+        allow(
             self.feature_store_role,
             ["glue:GetTable", "glue:UpdateTable"],
             [
@@ -166,7 +167,7 @@ class MachineLearning(Construct):
             "MlflowRole", "SageMaker managed MLflow: artifacts, model registration", scoped=False
         )
         self._grant_objects(self.mlflow_role, f"{MLFLOW_PREFIX}/*", write=True)
-        self._allow(self.mlflow_role, REGISTRATION_ACTIONS, packages)
+        allow(self.mlflow_role, REGISTRATION_ACTIONS, packages)
         self._acknowledge(self.mlflow_role, self._objects(f"{MLFLOW_PREFIX}/*"), packages[1])
         self.tracking_server = sagemaker.CfnMlflowTrackingServer(
             self,
@@ -256,8 +257,8 @@ class MachineLearning(Construct):
         ListBucket takes no prefix condition: HeadObject on a missing key checks it without
         one (a 404 rather than a 403 is how the adapters tell "not uploaded yet")."""
         writes = ["s3:PutObject", "s3:AbortMultipartUpload"] if write else []
-        self._allow(grantee, ["s3:GetObject", *writes], [self.bucket.arn_for_objects(pattern)])
-        self._allow(grantee, ["s3:ListBucket", "s3:GetBucketLocation"], [self.bucket.bucket_arn])
+        allow(grantee, ["s3:GetObject", *writes], [self.bucket.arn_for_objects(pattern)])
+        allow(grantee, ["s3:ListBucket", "s3:GetBucketLocation"], [self.bucket.bucket_arn])
         iam.Grant.add_to_principal(
             grantee=grantee,
             # Decrypt for reads and for completing a multipart upload.
@@ -330,7 +331,7 @@ class MachineLearning(Construct):
         findings, to acknowledge on the grantee's policy."""
         for prefix in (TRAINING_PREFIX, SERVING_PREFIX, MLFLOW_PREFIX):
             self._grant_objects(grantee, f"{prefix}/*", write=True)
-        self._allow(
+        allow(
             grantee,
             TRAINING_ACTIONS,
             [
@@ -338,7 +339,7 @@ class MachineLearning(Construct):
                 for kind in ("training-job", "hyper-parameter-tuning-job")
             ],
         )
-        self._allow(
+        allow(
             grantee,
             SERVING_ACTIONS,
             [
@@ -350,14 +351,12 @@ class MachineLearning(Construct):
             ],
         )
         grant_endpoint_autoscaling(self._stack, grantee)
-        self._allow(
-            grantee, ["sagemaker-mlflow:*"], [self.tracking_server.attr_tracking_server_arn]
-        )
+        allow(grantee, ["sagemaker-mlflow:*"], [self.tracking_server.attr_tracking_server_arn])
         # Approval is mirrored onto the packages, found by listing the group's (a List action
         # takes no resource).
-        self._allow(grantee, ["sagemaker:UpdateModelPackage"], self._package_arns()[1:])
-        self._allow(grantee, ["sagemaker:ListModelPackages"], ["*"])
-        self._allow(
+        allow(grantee, ["sagemaker:UpdateModelPackage"], self._package_arns()[1:])
+        allow(grantee, ["sagemaker:ListModelPackages"], ["*"])
+        allow(
             grantee,
             FEATURE_STORE_ACTIONS,
             [self._arn("sagemaker", "feature-group", FEATURE_GROUP_NAME)],
@@ -375,8 +374,4 @@ class MachineLearning(Construct):
         """Load the champion (the inference service, the agents that score): the tracking
         server's read calls of the model registry and the artifacts they point to."""
         self._grant_objects(grantee, f"{MLFLOW_PREFIX}/*", write=False)
-        self._allow(grantee, MODEL_READ_ACTIONS, [self.tracking_server.attr_tracking_server_arn])
-
-    @staticmethod
-    def _allow(grantee: iam.IGrantable, actions: list[str], resources: list[str]) -> None:
-        iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resources)
+        allow(grantee, MODEL_READ_ACTIONS, [self.tracking_server.attr_tracking_server_arn])

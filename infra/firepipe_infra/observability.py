@@ -43,6 +43,7 @@ from cdk_monitoring_constructs import (
 from constructs import Construct
 
 from firepipe_infra.config import EnvironmentConfig
+from firepipe_infra.naming import pascal
 
 # Where each alarm's runbook is: the section of docs/runbooks/alarms.md named after its kind.
 RUNBOOKS = "https://github.com/firepipe/firepipe/blob/main/docs/runbooks/alarms.md"
@@ -153,7 +154,7 @@ class Observability(Construct):
         )
         alarm = running.create_alarm(
             self,
-            f"{_pascal(name)}RunningTasks",
+            f"{pascal(name)}RunningTasks",
             alarm_name=f"{self._config.prefix}-{name}-running-tasks",
             alarm_description=f"{name} runs fewer than {min_tasks} task(s). Runbook: {link}",
             threshold=min_tasks,
@@ -277,7 +278,7 @@ class Observability(Construct):
         event goes to the alarm topic."""
         self._watch("batch-job", name)
         self._failure_rule(
-            f"Batch{_pascal(name)}Failed",
+            f"Batch{pascal(name)}Failed",
             name,
             "batch-job",
             events.EventPattern(
@@ -291,7 +292,7 @@ class Observability(Construct):
         """An EMR Serverless application: each job run that FAILED, as Batch's."""
         self._watch("emr-job", name)
         self._failure_rule(
-            f"Emr{_pascal(name)}Failed",
+            f"Emr{pascal(name)}Failed",
             name,
             "emr-job",
             events.EventPattern(
@@ -316,7 +317,3 @@ class Observability(Construct):
 
     def alarm_count(self) -> int:
         return len(self.facade.created_alarms())
-
-
-def _pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("-"))

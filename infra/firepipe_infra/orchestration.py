@@ -11,8 +11,6 @@ variables and secrets to the runs through the code location's DAGSTER_CONTAINER_
 
 from __future__ import annotations
 
-import re
-
 from aws_cdk import Duration, Lazy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -25,7 +23,6 @@ from aws_cdk import aws_secretsmanager as sm
 from aws_cdk import aws_servicediscovery as servicediscovery
 from constructs import Construct
 
-from firepipe_infra.compute_iam import acknowledge_wildcards, grant_objects
 from firepipe_infra.config import EnvironmentConfig, Stateful
 from firepipe_infra.dagster_services import (
     CODE_LOCATION,
@@ -39,7 +36,6 @@ from firepipe_infra.dagster_services import (
     DagsterService,
     RunContainerContext,
     TaskSetup,
-    allow,
     code_location_address,
     database,
     grant_launcher,
@@ -47,14 +43,14 @@ from firepipe_infra.dagster_services import (
     instance_variables,
     service,
 )
-from firepipe_infra.env_names import AWS_ENV_MODULE, env_name, env_names
+from firepipe_infra.env_names import env_name
+from firepipe_infra.grants import acknowledge_wildcards, allow, grant_objects
 from firepipe_infra.lake import Lake
+from firepipe_infra.naming import FIREPIPE_ENV, pascal
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
 
-# firepipe/settings.py's ENV_VAR ("FIREPIPE_ENV"): "aws" selects the AWS resources.
-FIREPIPE_ENV = env_names(AWS_ENV_MODULE.parents[1] / "settings.py")["ENV_VAR"]
 COMPUTE_LOGS_PREFIX = "compute-logs"  # DAGSTER_COMPUTE_LOGS_PREFIX: the steps' stdout/stderr
 CODE_LOCATION_SERVICE = "code"  # its Cloud Map name: code.<prefix>.local
 HEALTH_CHECK_PATH = "/server_info"  # dagster-webserver's status endpoint (no login, no database)
@@ -295,7 +291,7 @@ class Orchestration(Construct):
         container.add_secret(
             "DAGSTER_PG_PASSWORD",
             self._secret(
-                f"Password{_pascal(container.node.id)}", self.database.secret, PASSWORD_FIELD
+                f"Password{pascal(container.node.id)}", self.database.secret, PASSWORD_FIELD
             ),
         )
         self._grant_decrypt(execution_role, self._security.data_key.key_arn)
@@ -462,7 +458,3 @@ def _port(spec: DagsterService) -> int:
     if spec.port is None:
         raise ValueError(f"the Dagster {spec.name} listens on no port")
     return spec.port
-
-
-def _pascal(name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_]", name))

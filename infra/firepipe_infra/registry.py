@@ -19,6 +19,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from firepipe_infra.config import ConfigError, EnvironmentConfig, Stateful
+from firepipe_infra.naming import pascal
 
 # docker/<image>.Dockerfile, and agents-lambda: the agents image's Lambda stage
 # (docker/agents.Dockerfile --target lambda), a repository of its own because Lambda runs only
@@ -37,7 +38,9 @@ IMAGE_TAG_CONTEXT = "imageTag"
 # a stack deployed from such a synthesis fails to pull rather than running a stale image.
 UNPUBLISHED_TAG = "unpublished"
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # Docker's tag grammar
-KEPT_IMAGES = 30  # per repository: the rollback window, in pushes
+KEPT_IMAGES = 30
+# The delivery pipeline's stack (delivery.DeliveryConfig.prefix), whose CodeBuild roles push.
+DELIVERY_STACK = "firepipe-delivery"  # per repository: the rollback window, in pushes
 
 
 def image_tag(scope: Construct) -> str:
@@ -64,7 +67,7 @@ class Registry(Construct):
         self.repositories = {
             name: ecr.Repository(
                 self,
-                _pascal(name),
+                pascal(name),
                 repository_name=f"{config.prefix}/{name}",
                 image_tag_mutability=ecr.TagMutability.IMMUTABLE,
                 image_scan_on_push=True,
@@ -85,6 +88,14 @@ class Registry(Construct):
                     iam.PolicyStatement(
                         sid="PushFromTheDeliveryAccount",
                         principals=[iam.AccountPrincipal(push_account)],
+                        # The delivery pipeline's roles only (CDK names them after their
+                        # stack), not every principal of that account.
+                        conditions={
+                            "ArnLike": {
+                                "aws:PrincipalArn": f"arn:aws:iam::{push_account}:role/"
+                                f"{DELIVERY_STACK}-*"
+                            }
+                        },
                         actions=[
                             "ecr:BatchCheckLayerAvailability",
                             "ecr:BatchGetImage",
@@ -112,7 +123,3 @@ class Registry(Construct):
         """`<account>.dkr.ecr.<region>.amazonaws.com/firepipe-<env>/<image>:<tag>`, for what
         takes a URI (Batch, SageMaker, Lambda)."""
         return self.repository(image).repository_uri_for_tag(self.tag)
-
-
-def _pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("-"))

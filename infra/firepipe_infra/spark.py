@@ -30,10 +30,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from firepipe_infra.compute_iam import ARTIFACTS_PREFIX, spark_role
 from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.emr_steps import EmrSteps
 from firepipe_infra.env_names import env_name
+from firepipe_infra.grants import ARTIFACTS_PREFIX, spark_role
 from firepipe_infra.lake import Lake
 from firepipe_infra.network import Network
 from firepipe_infra.security import Security

@@ -21,11 +21,11 @@ from constructs import Construct
 from firepipe_infra.agents import Agents
 from firepipe_infra.api import Apis
 from firepipe_infra.compute import Compute
-from firepipe_infra.compute_iam import acknowledge_role_wildcards
 from firepipe_infra.config import ENVIRONMENTS, EnvironmentConfig, check_environments
 from firepipe_infra.delivery import DELIVERY
 from firepipe_infra.env_names import env_name
 from firepipe_infra.genai import GenerativeAi
+from firepipe_infra.grants import acknowledge_role_wildcards
 from firepipe_infra.knowledge_base import KnowledgeBase
 from firepipe_infra.lake import LANDING_PREFIX, Lake
 from firepipe_infra.ml import MachineLearning

@@ -65,3 +65,16 @@ def test_without_a_tag_nothing_pushed_is_deployed_and_a_bad_tag_is_refused():
     assert image_tag(app) == UNPUBLISHED_TAG
     with pytest.raises(KeyError, match="no image 'gpu'"):
         _registry({}).repository("gpu")
+
+
+def test_only_the_delivery_pipelines_roles_may_push_from_the_tooling_account(synthesised):
+    prod = synthesised.template("firepipe-prod-registry")
+    for repository in prod.find_resources("AWS::ECR::Repository").values():
+        statements = repository["Properties"]["RepositoryPolicyText"]["Statement"]
+        [push] = [s for s in statements if s.get("Sid") == "PushFromTheDeliveryAccount"]
+        assert push["Principal"] == {"AWS": "arn:aws:iam::444444444444:root"}
+        assert push["Condition"] == {
+            "ArnLike": {"aws:PrincipalArn": "arn:aws:iam::444444444444:role/firepipe-delivery-*"}
+        }
+        assert "ecr:PutImage" in push["Action"]
+        assert not any(a.endswith("*") for a in push["Action"])

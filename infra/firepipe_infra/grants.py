@@ -1,6 +1,6 @@
-"""IAM helpers of the compute concern: prefix-scoped grants on the lake bucket, the role every
-Spark engine runs as, and cdk-nag acknowledgements of the wildcards those prefixes (and
-services without resource-level permissions) need.
+"""IAM helpers of the constructs: statements in a grantee's own policy, prefix-scoped grants on
+the lake bucket, the role every Spark engine runs as, and cdk-nag acknowledgements of the
+wildcards those prefixes (and services without resource-level permissions) need.
 
 cdk-nag 3 reports each wildcard of a policy as a finding of its own
 (`AwsSolutions-IAM5[Resource::<the resource, flattened>]`) and an acknowledgement must name the
@@ -106,6 +106,36 @@ def grant_objects(
             "StringEquals": {"kms:ViaService": f"s3.{Stack.of(bucket).region}.amazonaws.com"}
         },
     )
+
+
+def allow(
+    grantee: iam.IGrantable,
+    actions: list[str],
+    resources: list[str],
+    conditions: dict[str, object] | None = None,
+) -> iam.Grant:
+    """A statement in the grantee's own policy: never a resource or key policy, where a role of
+    another stack would make a dependency cycle."""
+    return iam.Grant.add_to_principal(
+        grantee=grantee, actions=actions, resource_arns=resources, conditions=conditions
+    )
+
+
+# What a Lambda function in a VPC needs to attach its network interfaces: EC2 names none
+# before they exist, so AWS documents these on "*".
+VPC_FUNCTION_ACTIONS = [
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+]
+
+
+def grant_vpc_function(role: iam.IGrantable) -> iam.Grant:
+    """A Lambda function's role in a VPC: its network interfaces (on "*", see above)."""
+    return allow(role, VPC_FUNCTION_ACTIONS, ["*"])
 
 
 def default_policy(grantee: iam.IGrantable) -> IConstruct | None:
