@@ -81,6 +81,9 @@ class EnvironmentConfig:
     # Orchestration: the Dagster UI's load balancer is internal (Dagster's UI has no login of
     # its own) and admits HTTPS from these networks only (the VPN's, the office's).
     ui_certificate_arn: str  # an ACM certificate in the region, for the UI's HTTPS listener
+    # The UI's DNS name, which the certificate covers: the links in notifications use it, and
+    # a record of yours points it at the load balancer (docs/runbooks/deploy.md).
+    ui_domain_name: str
     ui_allowed_cidrs: tuple[str, ...]
     database_instance_type: str  # RDS PostgreSQL for the Dagster instance, e.g. "t4g.micro"
     database_multi_az: bool
@@ -165,6 +168,10 @@ def _problems(c: EnvironmentConfig) -> list[str]:
         )
     if not re.fullmatch(r"([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*", c.field_table):
         problems.append(f"field_table {c.field_table!r} is not a Snowflake [schema.]table name")
+    if not re.fullmatch(
+        r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", c.ui_domain_name
+    ):
+        problems.append(f"ui_domain_name {c.ui_domain_name!r} is not a DNS name")
     if not c.ui_allowed_cidrs:
         problems.append("ui_allowed_cidrs must name at least one network")
     for cidr in c.ui_allowed_cidrs:
@@ -239,6 +246,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             alarm_email="firepipe-dev-alarms@example.com",
             field_table="FIELD.SENSOR_READINGS",
             ui_certificate_arn="arn:aws:acm:eu-west-1:111111111111:certificate/00000000-0000-0000-0000-000000000000",
+            ui_domain_name="dagster.dev.firepipe.example.com",
             ui_allowed_cidrs=("10.0.0.0/8",),
             database_instance_type="t4g.micro",
             database_multi_az=False,
@@ -269,6 +277,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             alarm_email="firepipe-staging-alarms@example.com",
             field_table="FIELD.SENSOR_READINGS",
             ui_certificate_arn="arn:aws:acm:eu-west-1:222222222222:certificate/00000000-0000-0000-0000-000000000000",
+            ui_domain_name="dagster.staging.firepipe.example.com",
             ui_allowed_cidrs=("10.0.0.0/8",),
             database_instance_type="t4g.small",
             database_multi_az=False,
@@ -299,6 +308,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             alarm_email="firepipe-prod-alarms@example.com",
             field_table="FIELD.SENSOR_READINGS",
             ui_certificate_arn="arn:aws:acm:eu-west-1:333333333333:certificate/00000000-0000-0000-0000-000000000000",
+            ui_domain_name="dagster.prod.firepipe.example.com",
             ui_allowed_cidrs=("10.0.0.0/8",),
             database_instance_type="m7g.large",
             database_multi_az=True,

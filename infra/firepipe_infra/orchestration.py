@@ -133,7 +133,8 @@ class Orchestration(Construct):
         runs_log_group = self._log_group("runs")
 
         self.load_balancer, listener = self._load_balancer(lake)
-        self.ui_url = f"https://{self.load_balancer.load_balancer_dns_name}"
+        # The certificate's name, not the load balancer's DNS name (which it does not cover).
+        self.ui_url = f"https://{config.ui_domain_name}"
         self.environment: dict[str, str] = {env_name("DAGSTER_UI_URL_VAR"): self.ui_url}
         self.namespace = servicediscovery.PrivateDnsNamespace(
             self,

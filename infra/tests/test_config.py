@@ -34,6 +34,7 @@ def test_environments_are_dev_staging_prod_with_their_prefixes():
         ({"stateful": "keep"}, "stateful must be one of"),
         ({"ui_certificate_arn": "arn:aws:acm:us-east-1:111111111111:certificate/x"}, "not an ACM"),
         ({"ui_allowed_cidrs": ()}, "at least one network"),
+        ({"ui_domain_name": "https://dagster"}, "ui_domain_name 'https://dagster' is not a DNS"),
         ({"field_table": "a.b.c"}, "field_table 'a.b.c' is not a Snowflake"),
         ({"ui_allowed_cidrs": ("0.0.0.0/0",)}, "not admit the whole internet"),
         ({"ui_allowed_cidrs": ("10.0.0.1/8",)}, "ui_allowed_cidrs '10.0.0.1/8'"),

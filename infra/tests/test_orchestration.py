@@ -231,7 +231,8 @@ def test_every_variable_docker_dagster_yaml_reads_is_set_on_each_task(template):
             "Fn::GetAtt": [_logical_id(template, "AWS::IAM::Role", "OrchestrationRunRole"), "Arn"]
         }
         assert (environment["FIREPIPE_ENV"], environment["AWS_REGION"]) == ("aws", "eu-west-1")
-        assert _text(environment["FIREPIPE_DAGSTER_UI_URL"]) == "https://<ref>"
+        # The name the certificate covers, not the load balancer's own DNS name.
+        assert environment["FIREPIPE_DAGSTER_UI_URL"] == "https://dagster.dev.firepipe.example.com"
 
 
 def test_the_code_location_is_found_where_the_workspace_file_looks(template):
@@ -422,7 +423,9 @@ def test_the_ui_is_internal_https_from_the_allowed_networks_only(orchestration, 
         3000,
         "ip",
     )
-    assert orchestration.environment == {"FIREPIPE_DAGSTER_UI_URL": orchestration.ui_url}
+    assert orchestration.environment == {
+        "FIREPIPE_DAGSTER_UI_URL": f"https://{ENVIRONMENTS['dev'].ui_domain_name}"
+    }
 
 
 def test_prod_protects_its_load_balancer_from_deletion(prod_template):
