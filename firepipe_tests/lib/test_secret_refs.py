@@ -78,3 +78,14 @@ def test_a_malformed_reference_is_refused(text: str, message: str) -> None:
 def test_a_missing_key_names_the_secret_and_the_key(client: Any, secret_arn: str) -> None:
     with pytest.raises(SecretReferenceError, match="holds no JSON key 'pass'"):
         SecretReference.parse(f"{secret_arn}:pass::").read(client)
+
+
+def test_a_binary_secret_is_refused_by_name(client: Any) -> None:
+    from firepipe.services.inference.keys import KeyConfigError, read_secret
+
+    client.create_secret(Name="firepipe-dev/binary", SecretBinary=b"\x00\x01")
+    with pytest.raises(SecretReferenceError, match="firepipe-dev/binary holds no SecretString"):
+        SecretReference("firepipe-dev/binary").read(client)
+    # The inference service's keys secret, read by name, says which secret it was.
+    with pytest.raises(KeyConfigError, match="API keys secret: firepipe-dev/binary holds no"):
+        read_secret("firepipe-dev/binary", client)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from firepipe.lib.aws_env import API_KEYS_SECRET_VAR, AWS_REGION_VAR
+from firepipe.lib.secret_refs import SecretReference, SecretReferenceError
 
 API_KEYS_VAR = "FIREPIPE_API_KEYS"
 RATE_LIMIT_RPS_VAR = "FIREPIPE_RATE_LIMIT_RPS"
@@ -73,13 +74,14 @@ def secret_keys(secret_string: str) -> list[str]:
 
 
 def read_secret(secret_id: str, client: Any = None) -> str:
+    """The secret's string (`secret_id`: its name or ARN)."""
     import boto3
 
     client = client or boto3.client("secretsmanager", region_name=os.environ.get(AWS_REGION_VAR))
     try:
-        return str(client.get_secret_value(SecretId=secret_id)["SecretString"])
-    except KeyError as e:  # a binary secret
-        raise KeyConfigError(f"the API keys secret {secret_id} holds no SecretString") from e
+        return SecretReference(secret_id).read(client)
+    except SecretReferenceError as e:  # a binary secret
+        raise KeyConfigError(f"the API keys secret: {e}") from e
 
 
 def load_keys(
