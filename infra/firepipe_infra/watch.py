@@ -71,6 +71,7 @@ def watch_environment(
         )
     for name, table in a.tables.items():
         o.watch_table(f"{name.replace('_', '-')}-table", table)
+    o.watch_table("watermarks-table", base.lake.watermarks_table)
     o.watch_state_machine("escalation", a.state_machine)
     o.watch_function("bedrock-actions-function", agent.genai.action_function)
     c = compute.compute

@@ -97,3 +97,55 @@ def test_the_runbook_has_a_section_per_alarm_kind():
         if line.startswith("## ")
     }
     assert set(ALARM_KINDS) <= anchors
+
+
+def test_every_service_of_the_environment_has_alarms_of_its_own(synthesised):
+    """Each ECS service, Lambda function, queue, table, state machine, database, API and Glue
+    job the environment deploys is watched under its own name, with alarms named after it
+    that notify the alarm topic; Batch and EMR Serverless by failure events."""
+    observability = synthesised.stacks["dev"].observability
+    [watcher] = [c for c in observability.node.children if isinstance(c, Observability)]
+    templates = {
+        concern: synthesised.template(f"firepipe-dev-{concern}")
+        for concern in ("orchestration", "api", "agents", "bedrock-agent", "compute", "lake")
+    }
+
+    def count(kind):
+        return sum(len(t.find_resources(kind)) for t in templates.values())
+
+    watched = watcher.watched
+    assert len(watched["service"]) == count("AWS::ECS::Service") == 8
+    assert len(watched["function"]) == count("AWS::Lambda::Function") - _helper_functions(templates)
+    assert len(watched["queue"]) == len(synthesised.stacks["dev"].agents.agents.messaging.queues)
+    assert len(watched["table"]) == count("AWS::DynamoDB::Table") + count(
+        "AWS::DynamoDB::GlobalTable"
+    )
+    assert len(watched["state-machine"]) == count("AWS::StepFunctions::StateMachine") == 1
+    assert len(watched["database"]) == count("AWS::RDS::DBInstance") == 1
+    assert len(watched["api"]) == count("AWS::ApiGateway::RestApi") == 1
+    assert len(watched["glue-job"]) == count("AWS::Glue::Job") == 1
+    assert len(watched["batch-job"]) == count("AWS::Batch::JobQueue") == 2
+
+    template = synthesised.template("firepipe-dev-observability")
+    alarms = [a["Properties"] for a in template.find_resources("AWS::CloudWatch::Alarm").values()]
+    names = [a["AlarmName"] for a in alarms]
+    for kind, services in watched.items():
+        if kind in ("batch-job", "emr-job"):
+            continue  # failure events, below
+        for name in services:
+            assert [n for n in names if n.startswith(f"firepipe-dev-{name}-")], (kind, name)
+    topic = next(iter(template.find_resources("AWS::SNS::Topic")))
+    assert all(a["AlarmActions"] == [{"Ref": topic}] for a in alarms)
+    rules = [r["Properties"] for r in template.find_resources("AWS::Events::Rule").values()]
+    failed = [r for r in rules if r.get("Name", "").endswith("-failed")]
+    assert len(failed) == len(watched["batch-job"]) + len(watched["emr-job"]) == 3
+
+
+def _helper_functions(templates) -> int:
+    """Functions the CDK adds for itself (custom resources' providers), not firepipe's."""
+    return sum(
+        1
+        for t in templates.values()
+        for f in t.find_resources("AWS::Lambda::Function").values()
+        if "PackageType" not in f["Properties"]
+    )
