@@ -38,6 +38,8 @@ class Image:
     dockerfile: str
     extras: frozenset[str]  # the uv.lock extras its environment is synced with
     root_reason: str | None = None  # why its final stage runs as root, when it must
+    user: str | None = None  # the named user its platform runs it as, when it names one
+    latest_reason: str | None = None  # why its base has no version tag, when it has none
 
 
 IMAGES = {
@@ -51,6 +53,13 @@ IMAGES = {
     ),
     "inference": Image("inference.Dockerfile", frozenset()),
     "agents": Image("agents.Dockerfile", frozenset({"aws", "lambda"})),
+    "emr-serverless": Image(
+        "emr-serverless.Dockerfile",
+        frozenset(),
+        user="hadoop:hadoop",  # EMR Serverless requires its base image's user
+        latest_reason="AWS publishes EMR Serverless base images under `latest` only; the "
+        "release is in the repository name",
+    ),
 }
 
 
@@ -137,7 +146,10 @@ def test_multi_stage_on_pinned_images(image: str) -> None:
         name, _, tag = parent.rpartition(":")
         assert name, f"{parent} is not pinned"
         assert "/" not in tag, f"{parent} is not pinned"
-        assert tag not in ("", "latest"), f"{parent} is not pinned"
+        assert tag, f"{parent} is not pinned"
+        if tag == "latest":
+            assert IMAGES[image].latest_reason, f"{parent} is not pinned"
+            assert re.search(r"/emr-\d+\.\d+\.\d+$", name), f"{parent}: no release in its name"
     # The final stage builds nothing: it copies the environment the build stage made.
     assert not any("uv " in run for run in final(parser, "RUN"))
     assert any(v.startswith("--from=build ") for v in final(parser, "COPY"))
@@ -149,7 +161,9 @@ def test_final_stage_user(image: str) -> None:
     assert users, "the final stage names no USER"
     user = users[-1].split(":")[0]
     reason = IMAGES[image].root_reason
-    if reason:
+    if IMAGES[image].user:
+        assert users[-1] == IMAGES[image].user
+    elif reason:
         assert user in ("root", "0"), reason
     else:
         assert user not in ("root", "0")
@@ -448,3 +462,22 @@ def test_compose_volumes_land_where_the_image_lets_its_user_write() -> None:
             if not source.startswith("."):
                 assert target in created, f"{name}: {target} is not created in the image"
     assert parser.envs["FIREPIPE_HOME"] in created
+
+
+def test_emr_serverless_image_gives_spark_firepipes_python() -> None:
+    """The interpreter the Spark jobs are given (infra's SPARK_PYTHON, FIREPIPE_EMR_PYTHON) is
+    the firepipe environment's; the base is the application's release; pyspark is the
+    runtime's own (no spark extra, whose pyspark 4 would not match EMR's Spark 3.5 JVM)."""
+    infra = (ROOT / "infra" / "firepipe_infra" / "spark.py").read_text()
+    python = re.search(r'^SPARK_PYTHON = "(.+)"$', infra, re.M)
+    release = re.search(r'^EMR_RELEASE = "(.+)"$', infra, re.M)
+    assert python
+    assert release
+    parser = parse("emr-serverless")
+    assert arg_default(parser, "EMR_IMAGE").endswith(f"/spark/{release.group(1)}:latest")
+    runs = final(parser, "RUN")
+    wrapper = next(r for r in runs if python.group(1) in r)
+    assert "exec /opt/firepipe/bin/python" in wrapper
+    assert any("/opt/firepipe" in c for c in final(parser, "COPY"))
+    assert "spark" not in IMAGES["emr-serverless"].extras
+    assert final(parser, "CMD") == []  # EMR Serverless starts Spark itself

@@ -169,7 +169,13 @@ class Compute(Construct):
         self.gpu_job_definition = self._job_definition(config, registry, "generator-cuda", gpu=True)
 
         self.spark = SparkEngines(
-            self, "Spark", config=config, security=security, network=network, lake=lake
+            self,
+            "Spark",
+            config=config,
+            security=security,
+            network=network,
+            lake=lake,
+            registry=registry,
         )
         self.emr_application = self.spark.application
         self.emr_steps = self.spark.emr_steps

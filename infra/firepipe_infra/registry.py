@@ -32,6 +32,7 @@ IMAGES = (
     "inference",
     "agents",
     "agents-lambda",
+    "emr-serverless",
 )
 IMAGE_TAG_CONTEXT = "imageTag"
 # What an offline synthesis without `-c imageTag=...` deploys: no pushed image has this tag, so
@@ -82,6 +83,22 @@ class Registry(Construct):
             )
             for name in IMAGES
         }
+        # EMR Serverless pulls its application's image with its own principal, for this
+        # account's applications only.
+        stack = Stack.of(self)
+        self.repositories["emr-serverless"].add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EmrServerlessPull",
+                principals=[iam.ServicePrincipal("emr-serverless.amazonaws.com")],
+                actions=["ecr:BatchGetImage", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer"],
+                conditions={
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{stack.partition}:emr-serverless:{stack.region}:"
+                        f"{stack.account}:/applications/*"
+                    }
+                },
+            )
+        )
         if push_account and push_account != Stack.of(self).account:
             for repository in self.repositories.values():
                 repository.add_to_resource_policy(

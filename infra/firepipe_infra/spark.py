@@ -36,11 +36,15 @@ from firepipe_infra.env_names import env_name
 from firepipe_infra.grants import ARTIFACTS_PREFIX, spark_role
 from firepipe_infra.lake import Lake
 from firepipe_infra.network import Network
+from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
 
 # EMR 7.x ships Spark 3.5, the oldest the entry point runs on; the release firepipe's EMR steps
 # default to (firepipe/resources/spark_emr.py).
 EMR_RELEASE = "emr-7.5.0"
+# The application's image in the registry (docker/emr-serverless.Dockerfile, built on this
+# release's EMR Serverless base).
+EMR_SERVERLESS_IMAGE = "emr-serverless"
 # Where the application image and the EMR bootstrap script put Python 3.11 with firepipe (EMR 7
 # ships Python 3.9); both engines read it from FIREPIPE_EMR_PYTHON.
 SPARK_PYTHON = "/usr/local/bin/python3.11"
@@ -75,6 +79,7 @@ class SparkEngines(Construct):
         security: Security,
         network: Network,
         lake: Lake,
+        registry: Registry,
     ) -> None:
         super().__init__(scope, id)
         self._config, self._security = config, security
@@ -117,6 +122,11 @@ class SparkEngines(Construct):
             release_label=EMR_RELEASE,
             type="SPARK",
             architecture="X86_64",
+            # docker/emr-serverless.Dockerfile: the release's runtime with Python 3.11 and
+            # firepipe at SPARK_PYTHON (the registry lets EMR Serverless pull it).
+            image_configuration=emrs.CfnApplication.ImageConfigurationInputProperty(
+                image_uri=registry.image_uri(EMR_SERVERLESS_IMAGE)
+            ),
             auto_start_configuration=emrs.CfnApplication.AutoStartConfigurationProperty(
                 enabled=True
             ),

@@ -145,6 +145,7 @@ def test_images_are_pushed_after_the_registry_stack_under_the_commits_tag(templa
         "inference": "-f docker/inference.Dockerfile",
         "agents": "-f docker/agents.Dockerfile",
         "agents-lambda": "-f docker/agents.Dockerfile --target lambda",
+        "emr-serverless": "-f docker/emr-serverless.Dockerfile",
     }
     assert set(expected) == set(IMAGES)
     pushes = commands[1:]
@@ -331,10 +332,10 @@ def test_a_connection_of_another_account_is_refused():
 
 
 def test_an_image_without_its_dockerfile_or_stage_fails_before_any_deploy(tmp_path, monkeypatch):
-    assert [(b.image, b.dockerfile, b.target) for b in image_builds()][-2:] == [
-        ("agents", "docker/agents.Dockerfile", None),
-        ("agents-lambda", "docker/agents.Dockerfile", "lambda"),
-    ]
+    builds = {b.image: (b.dockerfile, b.target) for b in image_builds()}
+    assert builds["agents"] == ("docker/agents.Dockerfile", None)
+    assert builds["agents-lambda"] == ("docker/agents.Dockerfile", "lambda")
+    assert builds["emr-serverless"] == ("docker/emr-serverless.Dockerfile", None)
     monkeypatch.setattr(delivery_module, "REPO_ROOT", tmp_path)
     with pytest.raises(ConfigError, match=r"image 'dagster': docker/dagster.Dockerfile"):
         image_builds()

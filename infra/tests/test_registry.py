@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -78,3 +79,31 @@ def test_only_the_delivery_pipelines_roles_may_push_from_the_tooling_account(syn
         }
         assert "ecr:PutImage" in push["Action"]
         assert not any(a.endswith("*") for a in push["Action"])
+
+
+def test_emr_serverless_may_pull_its_image_for_this_accounts_applications_only(synthesised):
+    dev = synthesised.template("firepipe-dev-registry")
+    [repository] = dev.find_resources(
+        "AWS::ECR::Repository", {"Properties": {"RepositoryName": "firepipe-dev/emr-serverless"}}
+    ).values()
+    statements = repository["Properties"]["RepositoryPolicyText"]["Statement"]
+    [pull] = [s for s in statements if s.get("Sid") == "EmrServerlessPull"]
+    assert pull["Principal"] == {"Service": "emr-serverless.amazonaws.com"}
+    assert sorted(pull["Action"]) == [
+        "ecr:BatchGetImage",
+        "ecr:DescribeImages",
+        "ecr:GetDownloadUrlForLayer",
+    ]
+    assert pull["Condition"] == {
+        "ArnLike": {
+            "aws:SourceArn": "arn:aws:emr-serverless:eu-west-1:111111111111:/applications/*"
+        }
+    }
+    [application] = (
+        synthesised.template("firepipe-dev-compute")
+        .find_resources("AWS::EMRServerless::Application")
+        .values()
+    )
+    uri = application["Properties"]["ImageConfiguration"]["ImageUri"]
+    assert "RegistryEmrServerless" in json.dumps(uri)
+    assert json.dumps(uri).endswith(':unpublished"]]}')
