@@ -170,11 +170,11 @@ class AgentsStack(_EnvironmentStack):
             registry=base.registry,
         )
         # The agents score with the champion: they read it from the model registry.
-        tracking = env_name("MLFLOW_TRACKING_SERVER_ARN_VAR")
-        agents.add_environment(tracking, ml.environment[tracking])
-        for role in (*agents.function_roles.values(), *agents.task_roles.values()):
-            ml.grant_read_models(role)
-            _acknowledge_granted(role, "the champion's artifacts under the ML bucket's mlflow/")
+        _follow_champion(
+            ml,
+            agents.add_environment,
+            [*agents.function_roles.values(), *agents.task_roles.values()],
+        )
         self.environment_outputs(agents.environment, "the agents' messaging and state")
 
 
@@ -264,12 +264,11 @@ class ApiStack(_EnvironmentStack):
             network=base.network,
             registry=base.registry,
         )
-        inference = apis.containers["inference"]
-        tracking = env_name("MLFLOW_TRACKING_SERVER_ARN_VAR")
-        inference.add_environment(tracking, ml.environment[tracking])
-        inference_role = apis.services["inference"].task_definition.task_role
-        ml.grant_read_models(inference_role)
-        _acknowledge_granted(inference_role, "the champion's artifacts under mlflow/")
+        _follow_champion(
+            ml,
+            apis.containers["inference"].add_environment,
+            [apis.services["inference"].task_definition.task_role],
+        )
 
         # The action API queues fire runs on the Dagster instance, measures generations in the
         # lake and their history, and searches the knowledge base.
@@ -314,6 +313,18 @@ class AgentStack(_EnvironmentStack):
         self.environment_outputs(
             {k: v for k, v in genai.environment.items() if "AGENT" in k}, "the Bedrock agent"
         )
+
+
+def _follow_champion(
+    ml: MachineLearning, add_environment: Callable[[str, str], object], roles: list[iam.IRole]
+) -> None:
+    """What a process that scores with the champion needs (the inference service, the
+    agents): the tracking server it resolves the champion on, and read access to the model."""
+    tracking = env_name("MLFLOW_TRACKING_SERVER_ARN_VAR")
+    add_environment(tracking, ml.environment[tracking])
+    for role in roles:
+        ml.grant_read_models(role)
+        _acknowledge_granted(role, "the champion's artifacts under the ML bucket's mlflow/")
 
 
 def _serve_actions(
