@@ -14,8 +14,8 @@ firepipe/resources/spark_emr.py): no cluster stands here, only what each run's R
   not have; the cluster's own traffic stays in one private subnet and its S3 and AWS calls use
   TLS regardless.
 - The log URI (`logs/emr/` of the lake bucket) and the bootstrap script
-  (`artifacts/emr/bootstrap.sh`, uploaded by the delivery pipeline), which installs Python 3.11
-  and the firepipe wheel on every node (EMR 7 ships Python 3.9).
+  (`artifacts/emr/bootstrap.sh`, deployed with the stack: spark_code.py), which installs Python
+  3.11 and the firepipe wheel on every node (EMR 7 ships Python 3.9).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from constructs import Construct
 
 from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.env_names import env_name
-from firepipe_infra.grants import ARTIFACTS_PREFIX, grant_objects, spark_role
+from firepipe_infra.grants import grant_objects, spark_role
 from firepipe_infra.lake import Lake
 from firepipe_infra.network import Network
 from firepipe_infra.security import Security
@@ -53,13 +53,13 @@ class EmrSteps(Construct):
         security: Security,
         network: Network,
         lake: Lake,
+        bootstrap_script: str,
     ) -> None:
+        """`bootstrap_script`: the s3:// URI of the nodes' bootstrap action (SparkCode's)."""
         super().__init__(scope, id)
         data_key = security.data_key
         self.log_uri = lake.lake_bucket.s3_url_for_object(EMR_LOGS_PREFIX)
-        self.bootstrap_script = lake.lake_bucket.s3_url_for_object(
-            f"{ARTIFACTS_PREFIX}/emr/bootstrap.sh"
-        )
+        self.bootstrap_script = bootstrap_script
         self.subnet_id = network.vpc.private_subnets[0].subnet_id
 
         # EMR refuses an instance profile named otherwise than its role: both carry this name.

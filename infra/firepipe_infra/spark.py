@@ -7,20 +7,14 @@ features' Parquet files into the gold table's staging folder (both under the war
 keeps its Pipes context and messages under `pipes/`. It touches no catalog: the Dagster asset
 commits the staged files to Iceberg itself, so no Spark role is granted the Glue Data Catalog.
 
-What the engines run lives under `artifacts/` of the lake bucket, uploaded by the delivery
-pipeline before it deploys: `artifacts/spark/spark_features.py` (the entry point, also the Glue
-job's script), `artifacts/spark/firepipe-<version>-py3-none-any.whl` (the wheel the Glue job
-installs; the version is firepipe's pyproject.toml's) and `artifacts/emr/bootstrap.sh` (EMR
-steps). EMR Serverless needs an application image holding Python 3.11 and firepipe at
-SPARK_PYTHON (docs/lakehouse.md, "Spark engines"); none is built yet (docker/ has no Spark
-image, the registry no repository for one), so the application runs the release's own image
-and its runs cannot import firepipe until `image_configuration` names one.
+What the engines run lives under `artifacts/` of the lake bucket, deployed with this stack
+(spark_code.py): the entry point (also the Glue job's script), firepipe's wheel (the Glue job
+installs it) and EMR's bootstrap script. EMR Serverless runs the entry point on its application
+image (docker/emr-serverless.Dockerfile: the release's runtime with Python 3.11 and firepipe at
+SPARK_PYTHON), which the registry lets it pull.
 """
 
 from __future__ import annotations
-
-import tomllib
-from pathlib import Path
 
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_ec2 as ec2
@@ -33,11 +27,12 @@ from constructs import Construct
 from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.emr_steps import EmrSteps
 from firepipe_infra.env_names import env_name
-from firepipe_infra.grants import ARTIFACTS_PREFIX, spark_role
+from firepipe_infra.grants import spark_role
 from firepipe_infra.lake import Lake
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
+from firepipe_infra.spark_code import SparkCode
 
 # EMR 7.x ships Spark 3.5, the oldest the entry point runs on; the release firepipe's EMR steps
 # default to (firepipe/resources/spark_emr.py).
@@ -59,15 +54,6 @@ GLUE_WORKER_TYPE = "G.1X"
 GLUE_WORKERS = 2
 GLUE_MAX_CONCURRENT_RUNS = 4
 
-FIREPIPE_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-
-
-def firepipe_wheel() -> str:
-    """The file name of firepipe's wheel at the version of firepipe's pyproject.toml."""
-    project = tomllib.loads(FIREPIPE_PYPROJECT.read_text())["project"]
-    name = project["name"].replace("-", "_")
-    return f"{name}-{project['version']}-py3-none-any.whl"
-
 
 class SparkEngines(Construct):
     def __init__(
@@ -83,9 +69,8 @@ class SparkEngines(Construct):
     ) -> None:
         super().__init__(scope, id)
         self._config, self._security = config, security
-        bucket = lake.lake_bucket
-        self.entry_point = bucket.s3_url_for_object(f"{ARTIFACTS_PREFIX}/spark/spark_features.py")
-        self.wheel = bucket.s3_url_for_object(f"{ARTIFACTS_PREFIX}/spark/{firepipe_wheel()}")
+        self.code = SparkCode(self, "Code", config=config, security=security, lake=lake)
+        self.entry_point, self.wheel = self.code.entry_point, self.code.wheel
         self.log_groups: dict[str, logs.LogGroup] = {}
 
         # EMR Serverless: a Spark application in the private subnets, started by a job run and
@@ -149,7 +134,13 @@ class SparkEngines(Construct):
         self.application.apply_removal_policy(config.removal_policy)
 
         self.emr_steps = EmrSteps(
-            self, "EmrSteps", config=config, security=security, network=network, lake=lake
+            self,
+            "EmrSteps",
+            config=config,
+            security=security,
+            network=network,
+            lake=lake,
+            bootstrap_script=self.code.bootstrap_script,
         )
         self._glue_job(config, security, lake)
 

@@ -139,6 +139,7 @@ ACKNOWLEDGED_RULES = {
     "AwsSolutions-ELB2",
     "AwsSolutions-APIG4",
     "AwsSolutions-COG4",
+    "AwsSolutions-L1",
 }
 
 

@@ -7,7 +7,7 @@ from aws_cdk import Stack
 from cfn_refs import imported
 from firepipe_infra.config import ENVIRONMENTS
 from firepipe_infra.env_names import AWS_ENV_MODULE, env_names
-from firepipe_infra.spark import firepipe_wheel
+from firepipe_infra.spark_code import firepipe_wheel
 
 RESOURCES_INIT = AWS_ENV_MODULE.parents[1] / "resources" / "__init__.py"
 # The factories of firepipe/resources/__init__.py that build the compute concern's resources.
@@ -256,6 +256,7 @@ def test_every_log_group_is_encrypted_with_the_logs_key_and_kept_as_configured(
         "firepipe-dev/emr-serverless",
         "firepipe-dev/glue/spark-features/error",
         "firepipe-dev/glue/spark-features/output",
+        "firepipe-dev/spark-code-deployment",
     ]
     for group in groups.values():
         assert group["Properties"]["KmsKeyId"] == LOGS_KEY
