@@ -4,11 +4,13 @@ account, with the stages of the GitHub workflow (.github/workflows/deploy.yml).
 Source: the GitHub repository through a CodeConnections (CodeStar) connection. Synth: the CDK
 app with `-c pipeline=true` (app.py then builds this stack, whose stages hold the environments)
 and `-c imageTag=<commit>`, cdk-nag failing it on an error. The pipeline then updates itself
-(self-mutation), and deploys dev, staging and prod in turn, staging and prod after a manual
-approval. In each environment the registry stack is deployed first, the images are built and
-pushed to its repositories under the commit's tag, and the stacks that run them deploy after
-that (they depend on the registry stack, and CDK Pipelines orders a stack's dependents after
-its post steps).
+(self-mutation), builds every image once into the tooling account's repositories, and deploys
+dev, staging and prod in turn, staging and prod after a manual approval. In each environment
+the registry stack is deployed first, the built images are promoted into its repositories by
+digest under the commit's tag (so prod runs the bytes dev and staging ran), and the stacks that
+run them deploy after that (they depend on the registry stack, and CDK Pipelines orders a
+stack's dependents after its post steps). The Spark engines' code travels as an asset of the
+compute stack (spark_code.py).
 
 Each environment's account is bootstrapped once to trust the tooling account
 (`cdk bootstrap --trust <tooling account>`, docs/runbooks/deploy.md): the deploy actions assume
@@ -24,6 +26,7 @@ from aws_cdk import (
     CfnElement,
     Duration,
     Environment,
+    RemovalPolicy,
     Stack,
     Stage,
     Tags,
@@ -31,6 +34,7 @@ from aws_cdk import (
     pipelines,
 )
 from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -44,7 +48,13 @@ from firepipe_infra.delivery import (
     DeliveryConfig,
     image_builds,
 )
-from firepipe_infra.registry import IMAGE_TAG_CONTEXT
+from firepipe_infra.naming import pascal
+from firepipe_infra.registry import (
+    IMAGE_TAG_CONTEXT,
+    PULL_ACTIONS,
+    PUSH_ACTIONS,
+    image_repository,
+)
 from firepipe_infra.stacks import EnvironmentStacks, build_environment, pin_availability_zones
 
 # The images are built in CodeBuild, on Docker (BuildKit: the Dockerfiles use cache mounts).
@@ -52,6 +62,7 @@ from firepipe_infra.stacks import EnvironmentStacks, build_environment, pin_avai
 IMAGE_BUILD_TIMEOUT = Duration.hours(2)
 BUILD_LOG_RETENTION = logs.RetentionDays.ONE_YEAR
 ARTIFACT_DAYS = 30  # pipeline artifacts (source zips, cloud assemblies) kept this long
+PROMOTE_SCRIPT = "infra/artifacts/promote-images.sh"
 
 
 class EnvironmentStage(Stage):
@@ -86,6 +97,7 @@ class DeliveryPipeline(Stack):
             raise ConfigError("delivery: no environment to deploy")
         check_environments(environments)
         self.builds = image_builds()
+        self.image_repositories = self._image_repositories(delivery)
         self.key = self._key(delivery)
         self.source = pipelines.CodePipelineSource.connection(
             delivery.repository, delivery.branch, connection_arn=delivery.connection_arn
@@ -138,14 +150,17 @@ class DeliveryPipeline(Stack):
                 ),
             ),
         )
+        # The images are built once, before the first environment; each environment's registry
+        # stack then receives them by digest.
+        self.build_images = self._build_images(delivery)
         self.stages: list[EnvironmentStage] = []
-        self.push_steps: dict[str, pipelines.CodeBuildStep] = {}
+        self.promote_steps: dict[str, pipelines.CodeBuildStep] = {}
         for i, config in enumerate(environments.values()):
             stage = EnvironmentStage(self, config)
-            push = self._push_images(config)
+            promote = self._promote_images(delivery, config)
             # Every environment after the first waits for a person: dev deploys on each push,
             # staging and prod take a commit that has run in the one before.
-            approval = (
+            pre: list[pipelines.Step] = (
                 [
                     pipelines.ManualApprovalStep(
                         f"Approve-{config.name}",
@@ -153,15 +168,15 @@ class DeliveryPipeline(Stack):
                     )
                 ]
                 if i
-                else []
+                else [self.build_images]
             )
             self.pipeline.add_stage(
                 stage,
-                pre=approval,
-                stack_steps=[pipelines.StackSteps(stack=stage.stacks.registry, post=[push])],
+                pre=pre,
+                stack_steps=[pipelines.StackSteps(stack=stage.stacks.registry, post=[promote])],
             )
             self.stages.append(stage)
-            self.push_steps[config.name] = push
+            self.promote_steps[config.name] = promote
         self.pipeline.build_pipeline()
         self._acknowledge_generated_wildcards(artifacts)
 
@@ -231,32 +246,56 @@ class DeliveryPipeline(Stack):
             encryption_key=self.key,
         )
 
-    def _push_images(self, config: EnvironmentConfig) -> pipelines.CodeBuildStep:
-        """Build every image and push it to the environment's repositories under the commit's
-        tag. The tags are immutable: an image already pushed under it (a retried execution) is
-        left as it is."""
+    def _image_repositories(self, delivery: DeliveryConfig) -> dict[str, ecr.Repository]:
+        """Where each commit's images are built to, once, in the tooling account: the source
+        every environment promotes from. Kept as the environments keep theirs."""
+        return {
+            build.image: image_repository(
+                self,
+                f"Image{pascal(build.image)}",
+                name=f"{delivery.prefix}/{build.image}",
+                removal_policy=RemovalPolicy.RETAIN,
+                empty_on_delete=False,
+            )
+            for build in self.builds
+        }
+
+    def _build_images(self, delivery: DeliveryConfig) -> pipelines.CodeBuildStep:
+        """Build every image once and push it to the tooling account's repositories under the
+        commit's tag; write `images/<image>`, the reference each was built as
+        (`<registry>/<repository>@<digest>`), which the promotions read. The tags are
+        immutable: an image already built under it (a retried execution) is not rebuilt."""
         commands = [
-            f"aws ecr get-login-password --region {config.region}"
-            ' | docker login --username AWS --password-stdin "$REGISTRY"'
+            f"aws ecr get-login-password --region {delivery.region}"
+            ' | docker login --username AWS --password-stdin "$REGISTRY"',
+            "mkdir -p images",
         ]
         for build in self.builds:
-            repository = f"{config.prefix}/{build.image}"  # registry.py's name
+            repository = f"{delivery.prefix}/{build.image}"  # _image_repositories' name
             uri = f"$REGISTRY/{repository}:$IMAGE_TAG"
-            commands.append(
-                f"aws ecr describe-images --region {config.region}"
-                f" --registry-id {config.account} --repository-name {repository}"
-                ' --image-ids imageTag="$IMAGE_TAG" > /dev/null 2>&1'
-                f' || {{ {build.docker_build(uri)} && docker push "{uri}"; }}'
+            describe = (
+                f"aws ecr describe-images --region {delivery.region}"
+                f' --repository-name {repository} --image-ids imageTag="$IMAGE_TAG"'
             )
+            commands += [
+                f"{describe} > /dev/null 2>&1"
+                f' || {{ {build.docker_build(uri)} && docker push "{uri}"; }}',
+                # Two commands joined: a failed look-up fails the build (a substitution inside
+                # echo would not).
+                f"digest=$({describe} --query 'imageDetails[0].imageDigest' --output text)"
+                f' && echo "$REGISTRY/{repository}@$digest" > images/{build.image}',
+            ]
+        repositories = self.image_repositories.values()
         return pipelines.CodeBuildStep(
-            f"PushImages-{config.name}",
+            "BuildImages",
             input=self.source,
             env={
                 "IMAGE_TAG": self.commit,
-                "REGISTRY": f"{config.account}.dkr.ecr.{config.region}.amazonaws.com",
+                "REGISTRY": f"{delivery.account}.dkr.ecr.{delivery.region}.amazonaws.com",
                 "DOCKER_BUILDKIT": "1",
             },
             commands=commands,
+            primary_output_directory="images",
             build_environment=codebuild.BuildEnvironment(
                 privileged=True,  # Docker
                 compute_type=codebuild.ComputeType.LARGE,
@@ -266,15 +305,44 @@ class DeliveryPipeline(Stack):
                 # ECR's login has no resource to scope it to.
                 iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
                 iam.PolicyStatement(
-                    actions=[
-                        "ecr:BatchCheckLayerAvailability",
-                        "ecr:BatchGetImage",
-                        "ecr:CompleteLayerUpload",
-                        "ecr:DescribeImages",
-                        "ecr:InitiateLayerUpload",
-                        "ecr:PutImage",
-                        "ecr:UploadLayerPart",
-                    ],
+                    actions=list(PUSH_ACTIONS),
+                    resources=[r.repository_arn for r in repositories],
+                ),
+            ],
+        )
+
+    def _promote_images(
+        self, delivery: DeliveryConfig, config: EnvironmentConfig
+    ) -> pipelines.CodeBuildStep:
+        """Copy the built images into the environment's repositories by digest, under the
+        commit's tag (infra/artifacts/promote-images.sh, which the GitHub workflow runs too)."""
+        source = f"{delivery.account}.dkr.ecr.{delivery.region}.amazonaws.com"
+        target = f"{config.account}.dkr.ecr.{config.region}.amazonaws.com"
+        return pipelines.CodeBuildStep(
+            f"PromoteImages-{config.name}",
+            input=self.source,
+            additional_inputs={"images": self.build_images},
+            env={"IMAGE_TAG": self.commit, "SOURCE_REGISTRY": source, "REGISTRY": target},
+            install_commands=[
+                # Ubuntu's skopeo: it copies an image between registries without rewriting it.
+                "apt-get update -q",
+                "apt-get install -y -q --no-install-recommends skopeo",
+            ],
+            commands=[
+                f"aws ecr get-login-password --region {delivery.region}"
+                ' | skopeo login --username AWS --password-stdin "$SOURCE_REGISTRY"',
+                f"aws ecr get-login-password --region {config.region}"
+                ' | skopeo login --username AWS --password-stdin "$REGISTRY"',
+                f'bash {PROMOTE_SCRIPT} images "$REGISTRY" {config.prefix} "$IMAGE_TAG"',
+            ],
+            role_policy_statements=[
+                iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                iam.PolicyStatement(
+                    actions=list(PULL_ACTIONS),
+                    resources=[r.repository_arn for r in self.image_repositories.values()],
+                ),
+                iam.PolicyStatement(
+                    actions=list(PUSH_ACTIONS),
                     resources=[
                         self.format_arn(
                             service="ecr",

@@ -1,18 +1,19 @@
 """The container registry: one ECR repository per image of docker/, and the tag every stack
 deploys.
 
-The repositories live in a stack of their own, deployed before the images are pushed: the
-delivery pipeline deploys the registry, builds and pushes each image under the commit's tag,
-then deploys the stacks that run them with `-c imageTag=<tag>` (IMAGE_TAG_CONTEXT). Tags are
-immutable, so a tag always names the image that was tested under it, and a rollback is a deploy
-of the previous tag.
+The repositories live in a stack of their own, deployed before the images arrive: the delivery
+pipeline builds each image once per commit, and in each environment deploys the registry,
+promotes the built images into it by digest under the commit's tag
+(infra/artifacts/promote-images.sh), then deploys the stacks that run them with
+`-c imageTag=<tag>` (IMAGE_TAG_CONTEXT). Tags are immutable, so a tag always names the image
+that was tested under it, and a rollback is a deploy of the previous tag.
 """
 
 from __future__ import annotations
 
 import re
 
-from aws_cdk import Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
@@ -39,9 +40,43 @@ IMAGE_TAG_CONTEXT = "imageTag"
 # a stack deployed from such a synthesis fails to pull rather than running a stale image.
 UNPUBLISHED_TAG = "unpublished"
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # Docker's tag grammar
-KEPT_IMAGES = 30
+KEPT_IMAGES = 30  # per repository: the rollback window, in pushes
 # The delivery pipeline's stack (delivery.DeliveryConfig.prefix), whose CodeBuild roles push.
-DELIVERY_STACK = "firepipe-delivery"  # per repository: the rollback window, in pushes
+DELIVERY_STACK = "firepipe-delivery"
+
+
+# What pushing an image takes, and pulling one (the promotion's source, EMR Serverless).
+PULL_ACTIONS = ("ecr:BatchGetImage", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer")
+PUSH_ACTIONS = (
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:BatchGetImage",
+    "ecr:CompleteLayerUpload",
+    "ecr:DescribeImages",
+    "ecr:InitiateLayerUpload",
+    "ecr:PutImage",
+    "ecr:UploadLayerPart",
+)
+
+
+def image_repository(
+    scope: Construct, id: str, *, name: str, removal_policy: RemovalPolicy, empty_on_delete: bool
+) -> ecr.Repository:
+    """A repository of images: immutable tags (a tag always names the image tested under it),
+    scanned on push, the last KEPT_IMAGES kept."""
+    return ecr.Repository(
+        scope,
+        id,
+        repository_name=name,
+        image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+        image_scan_on_push=True,
+        lifecycle_rules=[
+            ecr.LifecycleRule(
+                description=f"keep the last {KEPT_IMAGES} images", max_image_count=KEPT_IMAGES
+            )
+        ],
+        removal_policy=removal_policy,
+        empty_on_delete=empty_on_delete,
+    )
 
 
 def image_tag(scope: Construct) -> str:
@@ -66,18 +101,10 @@ class Registry(Construct):
         super().__init__(scope, id)
         self.tag = image_tag(self)
         self.repositories = {
-            name: ecr.Repository(
+            name: image_repository(
                 self,
                 pascal(name),
-                repository_name=f"{config.prefix}/{name}",
-                image_tag_mutability=ecr.TagMutability.IMMUTABLE,
-                image_scan_on_push=True,
-                lifecycle_rules=[
-                    ecr.LifecycleRule(
-                        description=f"keep the last {KEPT_IMAGES} images",
-                        max_image_count=KEPT_IMAGES,
-                    )
-                ],
+                name=f"{config.prefix}/{name}",
                 removal_policy=config.removal_policy,
                 empty_on_delete=config.stateful is Stateful.DESTROY,
             )
@@ -90,7 +117,7 @@ class Registry(Construct):
             iam.PolicyStatement(
                 sid="EmrServerlessPull",
                 principals=[iam.ServicePrincipal("emr-serverless.amazonaws.com")],
-                actions=["ecr:BatchGetImage", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer"],
+                actions=list(PULL_ACTIONS),
                 conditions={
                     "ArnLike": {
                         "aws:SourceArn": f"arn:{stack.partition}:emr-serverless:{stack.region}:"
@@ -113,15 +140,7 @@ class Registry(Construct):
                                 f"{DELIVERY_STACK}-*"
                             }
                         },
-                        actions=[
-                            "ecr:BatchCheckLayerAvailability",
-                            "ecr:BatchGetImage",
-                            "ecr:CompleteLayerUpload",
-                            "ecr:DescribeImages",
-                            "ecr:InitiateLayerUpload",
-                            "ecr:PutImage",
-                            "ecr:UploadLayerPart",
-                        ],
+                        actions=list(PUSH_ACTIONS),
                     )
                 )
 

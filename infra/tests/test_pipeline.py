@@ -1,8 +1,10 @@
 """The CDK Pipelines stack: its stages in order with their approvals, the source connection, the
-synth command, the image pushes after each registry stack, and cdk-nag on the pipeline stack."""
+synth command, the images built once and promoted after each registry stack, and cdk-nag on the
+pipeline stack."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -15,11 +17,12 @@ from firepipe_infra import pipeline as pipeline_module
 from firepipe_infra import stacks as stacks_module
 from firepipe_infra.config import ENVIRONMENTS, ConfigError
 from firepipe_infra.delivery import CDK_CLI_VERSION, DELIVERY, image_builds
-from firepipe_infra.pipeline import DeliveryPipeline
+from firepipe_infra.pipeline import PROMOTE_SCRIPT, DeliveryPipeline
 from firepipe_infra.registry import IMAGES
 from firepipe_infra.stacks import cdk_context, new_app
 
 CONCERNS = ("security", "network", "lake", "registry")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -118,65 +121,148 @@ def test_the_pipeline_updates_itself_with_the_pinned_cli(template):
     )
 
 
-@pytest.mark.parametrize("env", list(ENVIRONMENTS))
-def test_images_are_pushed_after_the_registry_stack_under_the_commits_tag(template, env):
-    config = ENVIRONMENTS[env]
-    actions = _stages(template)[env]
-    (source,) = _stages(template)["Source"]
-    registry = _action(actions, f"firepipe-{env}-registry.Deploy")
-    push = _action(actions, f"firepipe-{env}-registry.PushImages-{env}")
-    assert push["RunOrder"] > registry["RunOrder"]
-    registry_uri = f"{config.account}.dkr.ecr.{config.region}.amazonaws.com"
-    assert _env(template, push)["REGISTRY"] == registry_uri
-    assert _env(template, push)["IMAGE_TAG"] == f"#{{{source['Namespace']}.CommitId}}"
-
-    project = _project(template, push)["Properties"]
-    assert project["Environment"]["PrivilegedMode"] is True
-    commands = json.loads(project["Source"]["BuildSpec"])["phases"]["build"]["commands"]
-    assert commands[0] == (
-        f"aws ecr get-login-password --region {config.region}"
-        ' | docker login --username AWS --password-stdin "$REGISTRY"'
-    )
-    expected = {
-        "dagster": "-f docker/dagster.Dockerfile",
-        "generator": "-f docker/generator.Dockerfile",
-        "generator-cuda": "-f docker/generator-cuda.Dockerfile",
-        "training": "-f docker/training.Dockerfile",
-        "inference": "-f docker/inference.Dockerfile",
-        "agents": "-f docker/agents.Dockerfile",
-        "agents-lambda": "-f docker/agents.Dockerfile --target lambda",
-        "emr-serverless": "-f docker/emr-serverless.Dockerfile",
-    }
-    assert set(expected) == set(IMAGES)
-    pushes = commands[1:]
-    assert len(pushes) == len(IMAGES)
-    for image, command in zip(IMAGES, pushes, strict=True):
-        uri = f"$REGISTRY/firepipe-{env}/{image}:$IMAGE_TAG"
-        # An image already pushed under the tag (a retried execution) is not pushed again:
-        # the tags are immutable.
-        assert command.startswith(
-            f"aws ecr describe-images --region {config.region} --registry-id {config.account}"
-            f' --repository-name firepipe-{env}/{image} --image-ids imageTag="$IMAGE_TAG"'
-        )
-        assert f'|| {{ docker build {expected[image]} -t "{uri}" . && docker push "{uri}"; }}' in (
-            command
-        )
+TOOLING_REGISTRY = f"{DELIVERY.account}.dkr.ecr.{DELIVERY.region}.amazonaws.com"
+DOCKER_BUILDS = {
+    "dagster": "-f docker/dagster.Dockerfile",
+    "generator": "-f docker/generator.Dockerfile",
+    "generator-cuda": "-f docker/generator-cuda.Dockerfile",
+    "training": "-f docker/training.Dockerfile",
+    "inference": "-f docker/inference.Dockerfile",
+    "agents": "-f docker/agents.Dockerfile",
+    "agents-lambda": "-f docker/agents.Dockerfile --target lambda",
+    "emr-serverless": "-f docker/emr-serverless.Dockerfile",
+}
 
 
-@pytest.mark.parametrize("env", list(ENVIRONMENTS))
-def test_image_pushes_may_write_the_environments_repositories_only(built, template, env):
-    config = ENVIRONMENTS[env]
-    push = _action(_stages(template)[env], f"firepipe-{env}-registry.PushImages-{env}")
-    role = _project(template, push)["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
+def _build_spec(template, action):
+    return json.loads(_project(template, action)["Properties"]["Source"]["BuildSpec"])
+
+
+def _policy(template, action):
+    role = _project(template, action)["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
     (policy,) = [
         p
         for p in template.find_resources("AWS::IAM::Policy").values()
         if {"Ref": role} in p["Properties"]["Roles"]
     ]
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def _tooling_repositories(template):
+    """Logical id -> name of the tooling account's image repositories."""
+    return {
+        k: r["Properties"]["RepositoryName"]
+        for k, r in template.find_resources("AWS::ECR::Repository").items()
+    }
+
+
+def test_the_tooling_account_keeps_one_immutable_repository_per_image(template):
+    repositories = template.find_resources("AWS::ECR::Repository")
+    assert sorted(r["Properties"]["RepositoryName"] for r in repositories.values()) == sorted(
+        f"firepipe-delivery/{image}" for image in IMAGES
+    )
+    for repository in repositories.values():
+        assert repository["Properties"]["ImageTagMutability"] == "IMMUTABLE"
+        assert repository["Properties"]["ImageScanningConfiguration"] == {"ScanOnPush": True}
+        assert repository["DeletionPolicy"] == "Retain"
+
+
+def test_images_are_built_once_before_the_first_environment(template):
+    stages = _stages(template)
+    builds = [s for s, actions in stages.items() for a in actions if a["Name"] == "BuildImages"]
+    assert builds == ["dev"]
+    dev = stages["dev"]
+    build = _action(dev, "BuildImages")
+    assert build["RunOrder"] < _action(dev, "firepipe-dev-registry.Deploy")["RunOrder"]
+    (source,) = stages["Source"]
+    assert _env(template, build)["REGISTRY"] == TOOLING_REGISTRY
+    assert _env(template, build)["IMAGE_TAG"] == f"#{{{source['Namespace']}.CommitId}}"
+    assert _project(template, build)["Properties"]["Environment"]["PrivilegedMode"] is True
+
+    spec = _build_spec(template, build)
+    assert spec["artifacts"]["base-directory"] == "images"
+    commands = spec["phases"]["build"]["commands"]
+    assert commands[:2] == [
+        f"aws ecr get-login-password --region {DELIVERY.region}"
+        ' | docker login --username AWS --password-stdin "$REGISTRY"',
+        "mkdir -p images",
+    ]
+    assert set(DOCKER_BUILDS) == set(IMAGES)
+    pairs = commands[2:]
+    assert len(pairs) == 2 * len(IMAGES)
+    for image, built, recorded in zip(IMAGES, pairs[::2], pairs[1::2], strict=True):
+        repository = f"firepipe-delivery/{image}"
+        uri = f"$REGISTRY/{repository}:$IMAGE_TAG"
+        describe = (
+            f"aws ecr describe-images --region {DELIVERY.region} --repository-name {repository}"
+            ' --image-ids imageTag="$IMAGE_TAG"'
+        )
+        # An image already built under the tag (a retried execution) is not built again.
+        assert built == (
+            f"{describe} > /dev/null 2>&1"
+            f' || {{ docker build {DOCKER_BUILDS[image]} -t "{uri}" . && docker push "{uri}"; }}'
+        )
+        # The reference the promotions copy: the digest ECR holds for the tag.
+        assert recorded == (
+            f"digest=$({describe} --query 'imageDetails[0].imageDigest' --output text)"
+            f' && echo "$REGISTRY/{repository}@$digest" > images/{image}'
+        )
+
+
+def test_the_build_may_push_the_tooling_repositories_only(template):
+    build = _action(_stages(template)["dev"], "BuildImages")
+    statements = _policy(template, build)
+    (push,) = [s for s in statements if "ecr:PutImage" in s["Action"]]
+    assert sorted(r["Fn::GetAtt"][0] for r in push["Resource"]) == sorted(
+        _tooling_repositories(template)
+    )
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_each_environment_promotes_the_built_images_after_its_registry_stack(template, env):
+    config = ENVIRONMENTS[env]
+    actions = _stages(template)[env]
+    (source,) = _stages(template)["Source"]
+    build = _action(_stages(template)["dev"], "BuildImages")
+    registry = _action(actions, f"firepipe-{env}-registry.Deploy")
+    promote = _action(actions, f"firepipe-{env}-registry.PromoteImages-{env}")
+    assert promote["RunOrder"] > registry["RunOrder"]
+    # It reads the build's references, not a build of its own.
+    inputs = {a["Name"] for a in promote["InputArtifacts"]}
+    assert {o["Name"] for o in build["OutputArtifacts"]} <= inputs
+    variables = _env(template, promote)
+    assert variables["REGISTRY"] == f"{config.account}.dkr.ecr.{config.region}.amazonaws.com"
+    assert variables["SOURCE_REGISTRY"] == TOOLING_REGISTRY
+    assert variables["IMAGE_TAG"] == f"#{{{source['Namespace']}.CommitId}}"
+
+    spec = _build_spec(template, promote)
+    assert "docker build" not in json.dumps(spec)
+    assert spec["phases"]["install"]["commands"][-1] == (
+        "apt-get install -y -q --no-install-recommends skopeo"
+    )
+    assert spec["phases"]["build"]["commands"] == [
+        f"aws ecr get-login-password --region {DELIVERY.region}"
+        ' | skopeo login --username AWS --password-stdin "$SOURCE_REGISTRY"',
+        f"aws ecr get-login-password --region {config.region}"
+        ' | skopeo login --username AWS --password-stdin "$REGISTRY"',
+        f'bash {PROMOTE_SCRIPT} images "$REGISTRY" firepipe-{env} "$IMAGE_TAG"',
+    ]
+    assert (ROOT / PROMOTE_SCRIPT).is_file()
+
+
+@pytest.mark.parametrize("env", list(ENVIRONMENTS))
+def test_a_promotion_pulls_the_built_images_and_pushes_its_environments_only(built, template, env):
+    config = ENVIRONMENTS[env]
+    promote = _action(_stages(template)[env], f"firepipe-{env}-registry.PromoteImages-{env}")
+    statements = _policy(template, promote)
     (login,) = [s for s in statements if s["Action"] == "ecr:GetAuthorizationToken"]
     assert login["Resource"] == "*"
-    (push_statement,) = [s for s in statements if "ecr:PutImage" in s["Action"]]
+    (pull,) = [s for s in statements if "ecr:GetDownloadUrlForLayer" in s["Action"]]
+    assert "ecr:PutImage" not in pull["Action"]
+    assert sorted(r["Fn::GetAtt"][0] for r in pull["Resource"]) == sorted(
+        _tooling_repositories(template)
+    )
+    (push,) = [s for s in statements if "ecr:PutImage" in s["Action"]]
     # The registry stack of the stage names the same repositories.
     stage = next(s for s in built.stack.stages if s.config.name == env)
     registry = Template.from_stack(stage.stacks.registry)
@@ -185,10 +271,10 @@ def test_image_pushes_may_write_the_environments_repositories_only(built, templa
         for r in registry.find_resources("AWS::ECR::Repository").values()
     )
     assert names == sorted(f"firepipe-{env}/{image}" for image in IMAGES)
-    assert sorted(push_statement["Resource"]) == sorted(
+    assert sorted(push["Resource"]) == sorted(
         f"arn:aws:ecr:{config.region}:{config.account}:repository/{name}" for name in names
     )
-    assert "ecr:BatchDeleteImage" not in push_statement["Action"]
+    assert not [s for s in statements if "ecr:BatchDeleteImage" in s["Action"]]
 
 
 def test_each_stage_deploys_the_same_cloudformation_stacks_as_the_github_workflow(built):
@@ -201,9 +287,9 @@ def test_each_stage_deploys_the_same_cloudformation_stacks_as_the_github_workflo
         assert [s.stack_name for s in stacks] == [s.node.id for s in stacks]
 
 
-def test_stacks_that_use_the_registry_deploy_after_the_image_push(monkeypatch):
+def test_stacks_that_use_the_registry_deploy_after_the_promotion(monkeypatch):
     """A stack that runs an image depends on the registry stack: CDK Pipelines orders it after
-    the registry's post step, so it never deploys a tag that is not pushed yet."""
+    the registry's post step, so it never deploys a tag that is not promoted yet."""
     build_environment = stacks_module.build_environment
 
     def with_a_service(scope, config):
@@ -224,9 +310,9 @@ def test_stacks_that_use_the_registry_deploy_after_the_image_push(monkeypatch):
     app = App(context=cdk_context())  # no cdk-nag: the bucket above is not the point
     stack = DeliveryPipeline(app, delivery=DELIVERY, environments={"dev": ENVIRONMENTS["dev"]})
     actions = _stages(Template.from_stack(stack))["dev"]
-    push = _action(actions, "firepipe-dev-registry.PushImages-dev")
+    promote = _action(actions, "firepipe-dev-registry.PromoteImages-dev")
     service = next(a for a in actions if a["Name"].endswith("-service.Prepare"))
-    assert service["RunOrder"] > push["RunOrder"]
+    assert service["RunOrder"] > promote["RunOrder"]
 
 
 def test_artifacts_are_encrypted_with_a_rotating_key_and_access_logged(template):

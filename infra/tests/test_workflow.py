@@ -68,7 +68,7 @@ def test_deploys_dev_then_staging_then_prod_after_the_checks(jobs):
 def test_each_deploy_job_is_bound_to_its_environment_with_oidc(jobs, env):
     job = jobs[f"deploy-{env}"]
     assert job["environment"] == env  # staging and prod: required reviewers there
-    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    assert job["permissions"] == {"contents": "read", "id-token": "write", "packages": "read"}
     assert job["env"] == {"DEPLOY_ENV": env, "IMAGE_TAG": "${{ github.sha }}"}
     assert job["concurrency"] == {"group": f"deploy-{env}", "cancel-in-progress": False}
     credentials = _step(job["steps"], uses="aws-actions/configure-aws-credentials")
@@ -100,9 +100,12 @@ def test_deploy_order_registry_then_images_then_every_stack_with_the_tag(jobs):
     credentials = _step(steps, uses="aws-actions/configure-aws-credentials")
     registry = _step(steps, run='deploy "firepipe-$DEPLOY_ENV-registry"')
     login = _step(steps, uses="aws-actions/amazon-ecr-login")
-    pushes = [s for s in steps if s.get("uses", "").startswith("docker/build-push-action@")]
+    download = _step(steps, uses="actions/download-artifact")
+    promote = _step(steps, run="promote-images.sh")
     everything = _step(steps, run='deploy "firepipe-$DEPLOY_ENV-*"')
-    order = [_index(steps, s) for s in (credentials, registry, login, *pushes, everything)]
+    order = [
+        _index(steps, s) for s in (credentials, registry, login, download, promote, everything)
+    ]
     assert order == sorted(order)
     for deploy in (registry, everything):
         assert deploy["working-directory"] == "infra"
@@ -140,44 +143,62 @@ def test_images_job_runs_hadolint_at_warning_with_the_locks_version(jobs):
     assert pinned == locked
     build = _step(steps, uses="docker/build-push-action")
     assert _index(steps, lint) < _index(steps, build)
+
+
+def test_images_are_built_once_into_ghcr_and_their_references_kept(jobs):
+    job = jobs["images"]
+    # The one job that may write packages; the deploy jobs read them.
+    assert job["permissions"] == {"contents": "read", "packages": "write"}
+    assert [n for n, j in jobs.items() if "packages" in j.get("permissions", {})] == [
+        "images",
+        *DEPLOY_JOBS,
+    ]
+    steps = job["steps"]
+    ghcr = _step(steps, run="docker login ghcr.io")
+    assert ghcr["id"] == "ghcr"
+    assert 'repository="ghcr.io/${GITHUB_REPOSITORY,,}/$IMAGE"' in ghcr["run"]  # lower case
+    # A rerun keeps the image already built under the tag, whose digest a promotion may hold.
+    assert "docker buildx imagetools inspect" in ghcr["run"]
+    build = _step(steps, uses="docker/build-push-action")
+    assert build["id"] == "build"
+    assert build["if"] == "steps.ghcr.outputs.digest == ''"
     assert build["with"] == {
         "context": ".",
         "file": "${{ matrix.dockerfile }}",
         "target": "${{ matrix.target }}",
-        "tags": "firepipe/${{ matrix.image }}:${{ github.sha }}",
-        "push": False,
-        "provenance": False,
+        "tags": "${{ steps.ghcr.outputs.repository }}:${{ github.sha }}",
+        "push": True,
+        "provenance": False,  # one image manifest: Lambda and SageMaker take no index
         "cache-from": "type=gha,scope=${{ matrix.image }}",
         "cache-to": "type=gha,mode=max,scope=${{ matrix.image }}",
     }
-
-
-def test_deploy_pushes_every_image_to_the_environments_repository_under_the_tag(jobs):
-    steps = jobs["deploy-dev"]["steps"]
-    pushed = _step(steps, run="aws ecr describe-images")
-    (listed,) = re.findall(r"for image in ([\w -]+); do", pushed["run"])
-    assert listed.split() == list(IMAGES)
-    pushes = {
-        s["with"]["tags"].rsplit("/", 1)[1].split(":")[0]: s
-        for s in steps
-        if s.get("uses", "").startswith("docker/build-push-action@")
+    record = _step(steps, run='> "images/$IMAGE"')
+    assert record["env"]["REFERENCE"] == (
+        "${{ steps.ghcr.outputs.repository }}@"
+        "${{ steps.ghcr.outputs.digest || steps.build.outputs.digest }}"
+    )
+    upload = _step(steps, uses="actions/upload-artifact")
+    assert _index(steps, build) < _index(steps, record) < _index(steps, upload)
+    assert upload["with"] == {
+        "name": "image-${{ matrix.image }}",
+        "path": "images/",
+        "if-no-files-found": "error",
     }
-    assert list(pushes) == list(IMAGES)
-    for build in image_builds():
-        push = pushes[build.image]
-        assert push["with"]["tags"] == (
-            "${{ steps.ecr.outputs.registry }}/firepipe-${{ env.DEPLOY_ENV }}/"
-            f"{build.image}:${{{{ env.IMAGE_TAG }}}}"
-        )
-        assert push["with"]["file"] == build.dockerfile
-        assert push["with"].get("target") == build.target
-        assert push["with"]["push"] is True
-        assert push["with"]["provenance"] is False  # Lambda and SageMaker take one manifest
-        assert push["with"]["cache-from"] == f"type=gha,scope={build.image}"
-        assert push["if"] in (
-            f"steps.pushed.outputs.{build.image} != 'true'",
-            f"steps.pushed.outputs['{build.image}'] != 'true'",
-        )
+
+
+def test_each_environment_promotes_the_built_images_and_builds_none(jobs):
+    steps = jobs["deploy-dev"]["steps"]
+    assert not [s for s in steps if s.get("uses", "").startswith("docker/build-push-action@")]
+    download = _step(steps, uses="actions/download-artifact")
+    assert download["with"] == {"pattern": "image-*", "merge-multiple": True, "path": "images"}
+    promote = _step(steps, run="promote-images.sh")
+    assert promote["env"]["REGISTRY"] == "${{ steps.ecr.outputs.registry }}"
+    assert promote["run"].splitlines()[-1] == (
+        'infra/artifacts/promote-images.sh images "$REGISTRY" "firepipe-$DEPLOY_ENV" "$IMAGE_TAG"'
+    )
+    assert "skopeo login ghcr.io" in promote["run"]
+    assert 'skopeo login --username AWS --password-stdin "$REGISTRY"' in promote["run"]
+    assert (ROOT / "infra/artifacts/promote-images.sh").is_file()
 
 
 def test_synth_job_runs_make_synth_and_keeps_the_assembly(jobs):
