@@ -78,7 +78,7 @@ class DeliveryConfig:
     @property
     def prefix(self) -> str:
         """The pipeline's stack id and the start of its resources' names (the registry lets
-        this stack's roles push)."""
+        this stack's roles push, and its own repositories are `<prefix>/<image>`)."""
         return DELIVERY_STACK
 
 
@@ -104,7 +104,7 @@ class ImageBuild:
 
 def image_builds() -> tuple[ImageBuild, ...]:
     """How each image of the registry is built: a missing Dockerfile or stage fails the
-    synthesis rather than an environment's push."""
+    synthesis rather than the pipeline's build."""
     builds = []
     for image in IMAGES:
         name, target = STAGE_IMAGES.get(image, (image, None))

@@ -30,7 +30,7 @@ IAM5 = "AwsSolutions-IAM5"
 # firepipe's resources keep the Pipes context and messages under this prefix of the bucket
 # (BatchCompute.pipes_prefix, AwsSparkCompute.pipes_prefix).
 PIPES_PREFIX = "pipes/"
-# The code the Spark engines run, uploaded by the delivery pipeline (see spark.py).
+# The code the Spark engines run, deployed with the compute stack (see spark_code.py).
 ARTIFACTS_PREFIX = "artifacts"
 _SPARK_WILDCARDS = (
     "Object patterns under prefixes of the lake bucket: the job reads silver files and writes "

@@ -53,6 +53,7 @@ from firepipe_infra.registry import (
     IMAGE_TAG_CONTEXT,
     PULL_ACTIONS,
     PUSH_ACTIONS,
+    ecr_registry,
     image_repository,
 )
 from firepipe_infra.stacks import EnvironmentStacks, build_environment, pin_availability_zones
@@ -102,7 +103,7 @@ class DeliveryPipeline(Stack):
         self.source = pipelines.CodePipelineSource.connection(
             delivery.repository, delivery.branch, connection_arn=delivery.connection_arn
         )
-        # The commit both the synthesis (-c imageTag) and the image pushes use as the tag.
+        # The commit both the synthesis (-c imageTag) and the image builds use as the tag.
         self.commit = self.source.source_attribute("CommitId")
         self.synth = pipelines.ShellStep(
             "Synth",
@@ -131,7 +132,7 @@ class DeliveryPipeline(Stack):
             artifact_bucket=artifacts,
             cli_version=CDK_CLI_VERSION,
             # No asset of the app is bundled in Docker (its Lambda code is the CDK's own custom
-            # resources, shipped built, and the images are pushed by the steps below), so the
+            # resources, shipped built, and the images are built by the step below), so the
             # synthesis runs unprivileged. A bundled asset would need this set first.
             docker_enabled_for_synth=False,
             code_build_defaults=pipelines.CodeBuildOptions(
@@ -291,7 +292,7 @@ class DeliveryPipeline(Stack):
             input=self.source,
             env={
                 "IMAGE_TAG": self.commit,
-                "REGISTRY": f"{delivery.account}.dkr.ecr.{delivery.region}.amazonaws.com",
+                "REGISTRY": ecr_registry(delivery.account, delivery.region),
                 "DOCKER_BUILDKIT": "1",
             },
             commands=commands,
@@ -316,15 +317,18 @@ class DeliveryPipeline(Stack):
     ) -> pipelines.CodeBuildStep:
         """Copy the built images into the environment's repositories by digest, under the
         commit's tag (infra/artifacts/promote-images.sh, which the GitHub workflow runs too)."""
-        source = f"{delivery.account}.dkr.ecr.{delivery.region}.amazonaws.com"
-        target = f"{config.account}.dkr.ecr.{config.region}.amazonaws.com"
+        source = ecr_registry(delivery.account, delivery.region)
+        target = ecr_registry(config.account, config.region)
+        images = " ".join(build.image for build in self.builds)
         return pipelines.CodeBuildStep(
             f"PromoteImages-{config.name}",
             input=self.source,
             additional_inputs={"images": self.build_images},
             env={"IMAGE_TAG": self.commit, "SOURCE_REGISTRY": source, "REGISTRY": target},
             install_commands=[
-                # Ubuntu's skopeo: it copies an image between registries without rewriting it.
+                # Ubuntu's skopeo: it copies an image between registries without rewriting it
+                # (the script checks the digest ECR then holds; this image's 1.4 predates
+                # --preserve-digests).
                 "apt-get update -q",
                 "apt-get install -y -q --no-install-recommends skopeo",
             ],
@@ -333,7 +337,7 @@ class DeliveryPipeline(Stack):
                 ' | skopeo login --username AWS --password-stdin "$SOURCE_REGISTRY"',
                 f"aws ecr get-login-password --region {config.region}"
                 ' | skopeo login --username AWS --password-stdin "$REGISTRY"',
-                f'bash {PROMOTE_SCRIPT} images "$REGISTRY" {config.prefix} "$IMAGE_TAG"',
+                f'bash {PROMOTE_SCRIPT} images "$REGISTRY" {config.prefix} "$IMAGE_TAG" {images}',
             ],
             role_policy_statements=[
                 iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
@@ -375,13 +379,13 @@ class DeliveryPipeline(Stack):
                     f"Resource::<{bucket}.Arn>/*",
                 ),
                 "The pipeline's roles (pipeline, source, synth, self-mutation, asset publishing, "
-                "image pushes) use the artifact bucket and its key through the L2 grants "
-                "(grantRead, grantReadWrite), whose actions and object keys end in '*'.",
+                "image build and promotions) use the artifact bucket and its key through the L2 "
+                "grants (grantRead, grantReadWrite), whose actions and object keys end in '*'.",
             ),
             "Resource::*": (
                 "The construct's own statements: the self-mutation role describes "
                 "CloudFormation stacks and lists buckets, the asset-publishing role starts and "
-                "reads its CodeBuild builds. The image pushes log in to ECR "
+                "reads its CodeBuild builds. The image build and promotions log in to ECR "
                 "(ecr:GetAuthorizationToken has no resource to scope it to)."
             ),
             f"Resource::arn:*:iam::{self.account}:role/*": (

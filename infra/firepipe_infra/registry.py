@@ -41,7 +41,7 @@ IMAGE_TAG_CONTEXT = "imageTag"
 UNPUBLISHED_TAG = "unpublished"
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # Docker's tag grammar
 KEPT_IMAGES = 30  # per repository: the rollback window, in pushes
-# The delivery pipeline's stack (delivery.DeliveryConfig.prefix), whose CodeBuild roles push.
+# The delivery pipeline's stack (delivery.DeliveryConfig.prefix), whose promotion roles push.
 DELIVERY_STACK = "firepipe-delivery"
 
 
@@ -56,6 +56,11 @@ PUSH_ACTIONS = (
     "ecr:PutImage",
     "ecr:UploadLayerPart",
 )
+
+
+def ecr_registry(account: str, region: str) -> str:
+    """The host of an account's registry in a region, as `docker login` and image URIs name it."""
+    return f"{account}.dkr.ecr.{region}.amazonaws.com"
 
 
 def image_repository(
@@ -97,7 +102,7 @@ class Registry(Construct):
         push_account: str | None = None,
     ) -> None:
         """`push_account`: another account whose principals may push images (the delivery
-        pipeline's tooling account; its build role holds the matching identity policy)."""
+        pipeline's tooling account; its promotion roles hold the matching identity policy)."""
         super().__init__(scope, id)
         self.tag = image_tag(self)
         self.repositories = {

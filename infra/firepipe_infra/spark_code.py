@@ -72,12 +72,17 @@ def spark_code() -> Path:
     atexit.register(shutil.rmtree, out, ignore_errors=True)
     spark = out / "spark"
     spark.mkdir()
-    built = subprocess.run(
-        [str(uv), "build", "--wheel", "--quiet", "--out-dir", str(spark), str(REPO_ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-    )
+    try:
+        built = subprocess.run(
+            [str(uv), "build", "--wheel", "--quiet", "--out-dir", str(spark), str(REPO_ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"the Spark engines' code: `uv build --wheel` took over {BUILD_TIMEOUT_S} s"
+        ) from None
     if built.returncode != 0:
         raise ConfigError(f"the Spark engines' code: `uv build --wheel` failed:\n{built.stderr}")
     (spark / ".gitignore").unlink(missing_ok=True)  # uv marks its output folder

@@ -109,8 +109,8 @@ class LakeStack(_EnvironmentStack):
 
 
 class RegistryStack(_EnvironmentStack):
-    """The ECR repositories: deployed before the images are pushed, and before every stack
-    that runs them. The delivery pipeline's account pushes into them."""
+    """The ECR repositories: deployed before the images are promoted into them, and before
+    every stack that runs them. The delivery pipeline's account pushes into them."""
 
     def __init__(self, scope: Construct, config: EnvironmentConfig) -> None:
         super().__init__(scope, "registry", config)

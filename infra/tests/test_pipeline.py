@@ -3,6 +3,7 @@ synth command, the images built once and promoted after each registry stack, and
 pipeline stack."""
 
 import json
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,13 +13,14 @@ import pytest
 from aws_cdk import App, Environment, Stack
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
+from fake_registry import FakeRegistry, pushed_digest
 from firepipe_infra import delivery as delivery_module
 from firepipe_infra import pipeline as pipeline_module
 from firepipe_infra import stacks as stacks_module
 from firepipe_infra.config import ENVIRONMENTS, ConfigError
 from firepipe_infra.delivery import CDK_CLI_VERSION, DELIVERY, image_builds
 from firepipe_infra.pipeline import PROMOTE_SCRIPT, DeliveryPipeline
-from firepipe_infra.registry import IMAGES
+from firepipe_infra.registry import IMAGES, ecr_registry
 from firepipe_infra.stacks import cdk_context, new_app
 
 CONCERNS = ("security", "network", "lake", "registry")
@@ -218,6 +220,66 @@ def test_the_build_may_push_the_tooling_repositories_only(template):
     )
 
 
+def _run_build_spec(spec, fake, cwd, env):
+    """A build spec's commands as CodeBuild runs them: in one shell, in order, stopping at the
+    first that fails."""
+    script = "\n".join(["set -e", *spec["phases"]["build"]["commands"]])
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env={**fake.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_build_and_a_promotion_run_end_to_end_on_stand_ins(template, tmp_path):
+    """The generated commands themselves, against fake_registry's aws, docker and skopeo: the
+    build leaves one reference per image, a rerun builds nothing and leaves the same ones, and
+    the promotion puts those digests under the commit's tag in the environment."""
+    fake = FakeRegistry(tmp_path / "fake", account=DELIVERY.account)
+    build = _action(_stages(template)["dev"], "BuildImages")
+    workdir = tmp_path / "source"
+    workdir.mkdir()
+    variables = {"IMAGE_TAG": "abc123", "REGISTRY": TOOLING_REGISTRY}
+    done = _run_build_spec(_build_spec(template, build), fake, workdir, variables)
+    assert done.returncode == 0, done.stderr
+    references = {p.name: p.read_text().strip() for p in (workdir / "images").iterdir()}
+    expected = {}
+    for image in IMAGES:
+        uri = f"{TOOLING_REGISTRY}/firepipe-delivery/{image}:abc123"
+        expected[image] = f"{TOOLING_REGISTRY}/firepipe-delivery/{image}@{pushed_digest(uri)}"
+    assert references == expected
+    builds = fake.calls("docker build")
+    assert [c.split(" -t ")[0].removeprefix("docker build ") for c in builds] == [
+        DOCKER_BUILDS[image] for image in IMAGES
+    ]
+
+    (workdir / "images" / "dagster").unlink()
+    again = _run_build_spec(_build_spec(template, build), fake, workdir, variables)
+    assert again.returncode == 0, again.stderr
+    assert len(fake.calls("docker build")) == len(IMAGES)  # nothing rebuilt
+    assert {p.name: p.read_text().strip() for p in (workdir / "images").iterdir()} == expected
+
+    config = ENVIRONMENTS["staging"]
+    promote = _action(
+        _stages(template)["staging"], "firepipe-staging-registry.PromoteImages-staging"
+    )
+    (workdir / "infra").symlink_to(ROOT / "infra")
+    registry = ecr_registry(config.account, config.region)
+    done = _run_build_spec(
+        _build_spec(template, promote),
+        fake,
+        workdir,
+        {"IMAGE_TAG": "abc123", "REGISTRY": registry, "SOURCE_REGISTRY": TOOLING_REGISTRY},
+    )
+    assert done.returncode == 0, done.stderr
+    for image, reference in expected.items():
+        promoted = fake.tagged(config.account, config.region, f"firepipe-staging/{image}", "abc123")
+        assert promoted == reference.split("@")[1]
+
+
 @pytest.mark.parametrize("env", list(ENVIRONMENTS))
 def test_each_environment_promotes_the_built_images_after_its_registry_stack(template, env):
     config = ENVIRONMENTS[env]
@@ -245,7 +307,7 @@ def test_each_environment_promotes_the_built_images_after_its_registry_stack(tem
         ' | skopeo login --username AWS --password-stdin "$SOURCE_REGISTRY"',
         f"aws ecr get-login-password --region {config.region}"
         ' | skopeo login --username AWS --password-stdin "$REGISTRY"',
-        f'bash {PROMOTE_SCRIPT} images "$REGISTRY" firepipe-{env} "$IMAGE_TAG"',
+        f'bash {PROMOTE_SCRIPT} images "$REGISTRY" firepipe-{env} "$IMAGE_TAG" ' + " ".join(IMAGES),
     ]
     assert (ROOT / PROMOTE_SCRIPT).is_file()
 

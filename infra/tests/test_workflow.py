@@ -3,7 +3,10 @@ each deploy job's environment and OIDC access, the image tag it deploys, hadolin
 and an image build and push for every Dockerfile under docker/ (derived from the files, so a new
 Dockerfile without its build fails here)."""
 
+import hashlib
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -158,7 +161,7 @@ def test_images_are_built_once_into_ghcr_and_their_references_kept(jobs):
     assert ghcr["id"] == "ghcr"
     assert 'repository="ghcr.io/${GITHUB_REPOSITORY,,}/$IMAGE"' in ghcr["run"]  # lower case
     # A rerun keeps the image already built under the tag, whose digest a promotion may hold.
-    assert "docker buildx imagetools inspect" in ghcr["run"]
+    assert 'docker buildx imagetools inspect --raw "$repository:$GITHUB_SHA"' in ghcr["run"]
     build = _step(steps, uses="docker/build-push-action")
     assert build["id"] == "build"
     assert build["if"] == "steps.ghcr.outputs.digest == ''"
@@ -183,7 +186,63 @@ def test_images_are_built_once_into_ghcr_and_their_references_kept(jobs):
         "name": "image-${{ matrix.image }}",
         "path": "images/",
         "if-no-files-found": "error",
+        "overwrite": True,
     }
+
+
+def test_the_digest_of_an_image_already_in_ghcr_is_the_sha256_of_its_manifest(jobs, tmp_path):
+    """The images job's look-up, run with a stand-in `docker` that serves a manifest (or fails
+    as a registry does): the digest it records, a rebuild when the image is absent, and a
+    failure on any other error, which must not lead to a rebuild replacing the tag."""
+    ghcr = _step(jobs["images"]["steps"], run="docker login ghcr.io")
+    manifest = b'{"schemaVersion": 2, "layers": []}\n'  # the bytes, trailing newline included
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "manifest.served").write_bytes(manifest)
+    docker = bin_dir / "docker"
+    docker.write_text(
+        "#!/bin/bash\n"
+        '[ "$1" = login ] && { cat > /dev/null; exit 0; }\n'
+        '[ -n "$INSPECT_ERROR" ] && { echo "ERROR: $INSPECT_ERROR" >&2; exit 1; }\n'
+        f'cat "{tmp_path}/manifest.served"\n'
+    )
+    docker.chmod(0o755)
+
+    def lookup(error):
+        output = tmp_path / "output"
+        output.write_text("")
+        done = subprocess.run(
+            ["bash", "-e", "-c", ghcr["run"]],
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                "GITHUB_OUTPUT": str(output),
+                "GITHUB_TOKEN": "token",
+                "GITHUB_ACTOR": "someone",
+                "GITHUB_REPOSITORY": "Firepipe/Firepipe",
+                "GITHUB_SHA": "abc123",
+                "IMAGE": "dagster",
+                "INSPECT_ERROR": error,
+            },
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done, dict(line.split("=", 1) for line in output.read_text().splitlines())
+
+    done, outputs = lookup("")
+    assert done.returncode == 0, done.stderr
+    assert outputs == {
+        "repository": "ghcr.io/firepipe/firepipe/dagster",
+        "digest": "sha256:" + hashlib.sha256(manifest).hexdigest(),
+    }
+    done, outputs = lookup("ghcr.io/firepipe/firepipe/dagster:abc123: not found")
+    assert done.returncode == 0, done.stderr
+    assert "digest" not in outputs  # absent: the build step runs
+    done, outputs = lookup("failed to do request: i/o timeout")
+    assert done.returncode == 1
+    assert "i/o timeout" in done.stderr
 
 
 def test_each_environment_promotes_the_built_images_and_builds_none(jobs):
@@ -193,9 +252,15 @@ def test_each_environment_promotes_the_built_images_and_builds_none(jobs):
     assert download["with"] == {"pattern": "image-*", "merge-multiple": True, "path": "images"}
     promote = _step(steps, run="promote-images.sh")
     assert promote["env"]["REGISTRY"] == "${{ steps.ecr.outputs.registry }}"
-    assert promote["run"].splitlines()[-1] == (
-        'infra/artifacts/promote-images.sh images "$REGISTRY" "firepipe-$DEPLOY_ENV" "$IMAGE_TAG"'
-    )
+    command = promote["run"].replace("\\\n", " ").splitlines()[-1].split()
+    assert command[:5] == [
+        "infra/artifacts/promote-images.sh",
+        "images",
+        '"$REGISTRY"',
+        '"firepipe-$DEPLOY_ENV"',
+        '"$IMAGE_TAG"',
+    ]
+    assert command[5:] == list(IMAGES)  # every image, or the promotion stops
     assert "skopeo login ghcr.io" in promote["run"]
     assert 'skopeo login --username AWS --password-stdin "$REGISTRY"' in promote["run"]
     assert (ROOT / "infra/artifacts/promote-images.sh").is_file()
