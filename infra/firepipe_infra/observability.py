@@ -75,6 +75,8 @@ class Observability(Construct):
         self._config = config
         # CloudWatch publishes alarms into the topic with this key, so the key policy lets the
         # service use it (a key of its own: the security stack's keys do not trust CloudWatch).
+        # EventBridge's failure rules publish through a role of their own instead (below).
+        account = Stack.of(self).account
         self.alarm_key = kms.Key(
             self,
             "AlarmKey",
@@ -83,15 +85,14 @@ class Observability(Construct):
             enable_key_rotation=True,
             removal_policy=config.removal_policy,
         )
-        for service in ("cloudwatch.amazonaws.com", "events.amazonaws.com"):
-            self.alarm_key.add_to_resource_policy(
-                iam.PolicyStatement(
-                    principals=[iam.ServicePrincipal(service)],
-                    actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                    resources=["*"],  # in a key policy, "*" is this key
-                    conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
-                )
+        self.alarm_key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={"StringEquals": {"aws:SourceAccount": account}},
             )
+        )
         self.alarm_topic = sns.Topic(
             self,
             "AlarmTopic",
@@ -101,6 +102,27 @@ class Observability(Construct):
             enforce_ssl=True,
         )
         self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+        # The rules' target would otherwise grant events.amazonaws.com, with no source
+        # condition, in the topic's and the key's policies: a role of this account's rules
+        # publishes instead, with exactly the calls SNS makes on an encrypted topic.
+        self.events_role = iam.Role(
+            self,
+            "AlarmEventsRole",
+            assumed_by=iam.ServicePrincipal(
+                "events.amazonaws.com",
+                conditions={"StringEquals": {"aws:SourceAccount": account}},
+            ),
+            description=f"{config.prefix}: EventBridge's failure rules publish to the alarm topic",
+        )
+        self.events_role.add_to_policy(
+            iam.PolicyStatement(actions=["sns:Publish"], resources=[self.alarm_topic.topic_arn])
+        )
+        self.events_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[self.alarm_key.key_arn],
+            )
+        )
         self.facade = MonitoringFacade(
             self,
             "Monitoring",
@@ -312,7 +334,10 @@ class Observability(Construct):
             description=f"{name}: failures to the alarm topic (runbook: {runbook(kind)})",
             event_pattern=pattern,
         )
-        rule.add_target(targets.SnsTopic(self.alarm_topic))
+        # An immutable view: the target's own grant (a wildcard on the key) becomes a no-op.
+        rule.add_target(
+            targets.SnsTopic(self.alarm_topic, role=self.events_role.without_policy_updates())
+        )
         return rule
 
     def alarm_count(self) -> int:

@@ -80,6 +80,40 @@ def test_batch_failures_reach_the_alarm_topic_through_an_event_rule(watched):
     assert rule["Properties"]["Name"] == "firepipe-dev-generator-gpu-failed"
 
 
+def test_failure_rules_publish_through_a_role_of_this_account_only(watched):
+    """Neither the topic's nor the key's policy admits EventBridge itself (that grant would
+    carry no source condition): the rules publish through a role only this account's
+    EventBridge may assume, with the exact calls an encrypted topic takes."""
+    _, stack = watched
+    template = Template.from_stack(stack).to_json()["Resources"]
+    [(role_id, role)] = [
+        (k, r) for k, r in template.items() if r["Type"] == "AWS::IAM::Role" and "Events" in k
+    ]
+    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": "111111111111"}},
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+        }
+    ]
+    rules = [r for r in template.values() if r["Type"] == "AWS::Events::Rule"]
+    targets = [t for r in rules for t in r["Properties"].get("Targets", [])]
+    assert targets
+    assert all(t["RoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]} for t in targets)
+    [policy] = [
+        r["Properties"]["PolicyDocument"]["Statement"]
+        for r in template.values()
+        if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]
+    ]
+    assert sorted(
+        (tuple(s["Action"]) if isinstance(s["Action"], list) else (s["Action"],)) for s in policy
+    ) == [("kms:Decrypt", "kms:GenerateDataKey"), ("sns:Publish",)]
+    policies = {"AWS::KMS::Key": "KeyPolicy", "AWS::SNS::TopicPolicy": "PolicyDocument"}
+    for resource in (r for r in template.values() if r["Type"] in policies):
+        assert "events.amazonaws.com" not in str(resource["Properties"][policies[resource["Type"]]])
+
+
 def test_a_service_is_watched_once_under_a_plain_name(watched):
     observability, _ = watched
     with pytest.raises(ValueError, match="watched twice"):
