@@ -54,6 +54,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
 # The Iceberg namespaces firepipe writes (the layers of firepipe.names; dbt's models land in
 # analytics): PyIceberg's Glue catalog makes each one a Glue database of the same name.
 LAKE_NAMESPACES = ("bronze", "silver", "gold", "ml", "analytics")
+# firepipe.settings.SnowflakeAuth's values (tests/test_config.py keeps them in step).
+SNOWFLAKE_AUTHS = ("password", "key_pair", "encrypted_key_pair")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class EnvironmentConfig:
     # The field readings' table in Snowflake, [schema.]table (FIREPIPE_FIELD_TABLE): the
     # database, warehouse and credentials are the Snowflake secret's.
     field_table: str
+    # How the field extraction signs in (FIREPIPE_SNOWFLAKE_AUTH, one of SNOWFLAKE_AUTHS): with
+    # the secret's password, or its key pair (encrypted: with the passphrase field too).
+    snowflake_auth: str
     # Orchestration: the Dagster UI's load balancer is internal (Dagster's UI has no login of
     # its own) and admits HTTPS from these networks only (the VPN's, the office's).
     ui_certificate_arn: str  # an ACM certificate in the region, for the UI's HTTPS listener
@@ -166,6 +171,10 @@ def _problems(c: EnvironmentConfig) -> list[str]:
         problems.append(
             f"ui_certificate_arn {c.ui_certificate_arn!r} is not an ACM certificate in {c.region}"
         )
+    if c.snowflake_auth not in SNOWFLAKE_AUTHS:
+        problems.append(
+            f"snowflake_auth {c.snowflake_auth!r} is not one of {', '.join(SNOWFLAKE_AUTHS)}"
+        )
     if not re.fullmatch(r"([A-Za-z_][A-Za-z0-9_$]*\.)?[A-Za-z_][A-Za-z0-9_$]*", c.field_table):
         problems.append(f"field_table {c.field_table!r} is not a Snowflake [schema.]table name")
     if not re.fullmatch(
@@ -245,6 +254,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             deletion_protection=False,
             alarm_email="firepipe-dev-alarms@example.com",
             field_table="FIELD.SENSOR_READINGS",
+            snowflake_auth="password",
             ui_certificate_arn="arn:aws:acm:eu-west-1:111111111111:certificate/00000000-0000-0000-0000-000000000000",
             ui_domain_name="dagster.dev.firepipe.example.com",
             ui_allowed_cidrs=("10.0.0.0/8",),
@@ -276,6 +286,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             deletion_protection=False,
             alarm_email="firepipe-staging-alarms@example.com",
             field_table="FIELD.SENSOR_READINGS",
+            snowflake_auth="password",
             ui_certificate_arn="arn:aws:acm:eu-west-1:222222222222:certificate/00000000-0000-0000-0000-000000000000",
             ui_domain_name="dagster.staging.firepipe.example.com",
             ui_allowed_cidrs=("10.0.0.0/8",),
@@ -307,6 +318,7 @@ ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             deletion_protection=True,
             alarm_email="firepipe-prod-alarms@example.com",
             field_table="FIELD.SENSOR_READINGS",
+            snowflake_auth="password",
             ui_certificate_arn="arn:aws:acm:eu-west-1:333333333333:certificate/00000000-0000-0000-0000-000000000000",
             ui_domain_name="dagster.prod.firepipe.example.com",
             ui_allowed_cidrs=("10.0.0.0/8",),

@@ -1,4 +1,5 @@
-"""The names of the environment variables firepipe reads in AWS, from firepipe/lib/aws_env.py.
+"""The names of the environment variables firepipe reads in AWS, from firepipe/lib/aws_env.py
+(and firepipe/settings.py, for the choices it reads such as FIREPIPE_SNOWFLAKE_AUTH).
 
 The CDK app has an environment of its own without firepipe, so it reads that module as text
 (its `NAME_VAR = "VALUE"` assignments) rather than importing it: one list of names for the
@@ -12,6 +13,7 @@ from functools import cache
 from pathlib import Path
 
 AWS_ENV_MODULE = Path(__file__).resolve().parents[2] / "firepipe" / "lib" / "aws_env.py"
+SETTINGS_MODULE = AWS_ENV_MODULE.parents[1] / "settings.py"
 
 
 @cache
@@ -33,9 +35,10 @@ def env_names(module: Path = AWS_ENV_MODULE) -> dict[str, str]:
 
 
 def env_name(constant: str) -> str:
-    """The variable `constant` names in aws_env.py (e.g. "LANDING_BUCKET_VAR"), or a clear error
-    when firepipe no longer defines it, so a renamed variable fails synthesis, not a deploy."""
-    try:
-        return env_names()[constant]
-    except KeyError:
-        raise KeyError(f"{AWS_ENV_MODULE} defines no {constant}") from None
+    """The variable `constant` names in aws_env.py or settings.py (e.g. "LANDING_BUCKET_VAR"),
+    or a clear error when firepipe no longer defines it, so a renamed variable fails
+    synthesis, not a deploy."""
+    for module in (AWS_ENV_MODULE, SETTINGS_MODULE):
+        if constant in env_names(module):
+            return env_names(module)[constant]
+    raise KeyError(f"neither {AWS_ENV_MODULE} nor {SETTINGS_MODULE} defines {constant}")

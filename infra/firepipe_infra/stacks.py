@@ -229,7 +229,12 @@ class OrchestrationStack(_EnvironmentStack):
         knowledge_base.grant_sync(run_role)
         for field in (*SNOWFLAKE_FIELDS, SNOWFLAKE_PASSWORD_FIELD):
             o.add_secret(field, base.security.snowflake_secret, field)
-        o.add_environment({env_name("FIELD_TABLE_VAR"): config.field_table})
+        o.add_environment(
+            {
+                env_name("FIELD_TABLE_VAR"): config.field_table,
+                env_name("SNOWFLAKE_AUTH_VAR"): config.snowflake_auth,
+            }
+        )
         _acknowledge_granted(
             run_role,
             "firepipe's assets: objects under the prefixes each concern gives them (lake, "

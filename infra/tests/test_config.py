@@ -1,8 +1,15 @@
+import ast
 from dataclasses import replace
 
 import pytest
-from firepipe_infra.config import ENVIRONMENTS, ConfigError, Stateful, check_environments
-from firepipe_infra.env_names import env_name, env_names
+from firepipe_infra.config import (
+    ENVIRONMENTS,
+    SNOWFLAKE_AUTHS,
+    ConfigError,
+    Stateful,
+    check_environments,
+)
+from firepipe_infra.env_names import SETTINGS_MODULE, env_name, env_names
 
 DEV = ENVIRONMENTS["dev"]
 
@@ -36,6 +43,7 @@ def test_environments_are_dev_staging_prod_with_their_prefixes():
         ({"ui_allowed_cidrs": ()}, "at least one network"),
         ({"ui_domain_name": "https://dagster"}, "ui_domain_name 'https://dagster' is not a DNS"),
         ({"field_table": "a.b.c"}, "field_table 'a.b.c' is not a Snowflake"),
+        ({"snowflake_auth": "oauth"}, "snowflake_auth 'oauth' is not one of password, key_pair"),
         ({"ui_allowed_cidrs": ("0.0.0.0/0",)}, "not admit the whole internet"),
         ({"ui_allowed_cidrs": ("10.0.0.1/8",)}, "ui_allowed_cidrs '10.0.0.1/8'"),
         ({"database_instance_type": "large"}, "database_instance_type 'large'"),
@@ -69,8 +77,23 @@ def test_two_environments_in_one_account_and_region_are_refused():
         check_environments(clash)
 
 
-def test_variable_names_come_from_firepipe_aws_env():
+def test_variable_names_come_from_firepipe_aws_env_and_settings():
     assert env_name("LANDING_BUCKET_VAR") == "FIREPIPE_LANDING_BUCKET"
     assert env_names()["SNOWFLAKE_PASSWORD_VAR"] == "SNOWFLAKE_PASSWORD"
-    with pytest.raises(KeyError, match="defines no NO_SUCH_VAR"):
+    assert env_name("SNOWFLAKE_AUTH_VAR") == "FIREPIPE_SNOWFLAKE_AUTH"  # settings.py's
+    with pytest.raises(KeyError, match="defines NO_SUCH_VAR"):
         env_name("NO_SUCH_VAR")
+
+
+def test_the_snowflake_sign_ins_are_firepipes():
+    """SNOWFLAKE_AUTHS against firepipe.settings.SnowflakeAuth's members (read as text: the
+    CDK app's environment has no firepipe)."""
+    tree = ast.parse(SETTINGS_MODULE.read_text())
+    [enum] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SnowflakeAuth"]
+    values = [
+        n.value.value
+        for n in enum.body
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+    ]
+    assert tuple(values) == SNOWFLAKE_AUTHS
+    assert all(c.snowflake_auth in SNOWFLAKE_AUTHS for c in ENVIRONMENTS.values())

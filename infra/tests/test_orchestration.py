@@ -36,8 +36,9 @@ def added(synthesised):
         **s.ml.ml.environment,
         **s.agents.agents.environment,
         **s.knowledge_base.knowledge_base.environment,
-        # The Snowflake table of field readings: the environment's configuration.
+        # The Snowflake table of field readings and how to sign in: the configuration's.
         "FIREPIPE_FIELD_TABLE": ENVIRONMENTS["dev"].field_table,
+        "FIREPIPE_SNOWFLAKE_AUTH": ENVIRONMENTS["dev"].snowflake_auth,
     }
 
 
