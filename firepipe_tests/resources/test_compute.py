@@ -56,10 +56,14 @@ def run_generation(resource: GeneratorCompute, request: GenerationRequest) -> Ge
     return run_generations(resource, {"only": request})["only"]
 
 
-def requests_in(folder: Path, seeds: tuple[int, ...]) -> dict[str, GenerationRequest]:
+def requests_in(
+    folder: Path, seeds: tuple[int, ...], *, devices: int = 3, duration_s: int = 40
+) -> dict[str, GenerationRequest]:
     return {
         f"seed-{seed}": GenerationRequest(
-            spec=GenerationSpec(devices=3, duration_s=40, seed=seed, families=("flaming",)),
+            spec=GenerationSpec(
+                devices=devices, duration_s=duration_s, seed=seed, families=("flaming",)
+            ),
             directory=str(folder / f"seed-{seed}"),
         )
         for seed in seeds
@@ -157,8 +161,11 @@ def test_local_compute_runs_one_process_per_core_by_default(
 
     monkeypatch.setattr(fan_out, "wait", interrupt)
     cores = available_cores()
+    # Requests of a few minutes' work each, so that none can end by itself before the
+    # interrupt reaches it, however slowly this test's own process is scheduled.
+    requests = requests_in(tmp_path, tuple(range(cores + 1)), devices=200, duration_s=86_400)
     with pytest.raises(dg.DagsterExecutionInterruptedError):
-        run_generations(LocalCompute(), requests_in(tmp_path, tuple(range(cores + 1))))
+        run_generations(LocalCompute(), requests)
     assert len(processes) == cores
     assert {p.extras["workers"] for p in processes} == {1}
     # The interrupt ended every process it had started: none outlives the step.
