@@ -161,8 +161,9 @@ def test_local_compute_runs_one_process_per_core_by_default(
 
     monkeypatch.setattr(fan_out, "wait", interrupt)
     cores = available_cores()
-    # Requests of a few minutes' work each, so that none can end by itself before the
-    # interrupt reaches it, however slowly this test's own process is scheduled.
+    # Requests of millions of readings each (generating one takes far longer than the moment
+    # before the interrupt), so that none can end by itself before the interrupt reaches it,
+    # however slowly this test's own process is scheduled.
     requests = requests_in(tmp_path, tuple(range(cores + 1)), devices=200, duration_s=86_400)
     with pytest.raises(dg.DagsterExecutionInterruptedError):
         run_generations(LocalCompute(), requests)

@@ -46,7 +46,10 @@ if [ ${#expected[@]} -gt 0 ]; then
     [ "$held" = "$wanted" ] || fail "$images holds references for: ${held% }; expected: ${wanted% }"
 fi
 copy=(skopeo copy --retry-times 3)
-if skopeo copy --help 2>&1 | grep -q -- --preserve-digests; then
+# Read whole, not piped to `grep -q`: grep leaving early would kill skopeo mid-help (SIGPIPE,
+# a failed pipeline under pipefail) and silently drop the flag.
+help="$(skopeo copy --help 2>&1 || true)"
+if [[ "$help" == *--preserve-digests* ]]; then
     copy+=(--preserve-digests)
 fi
 

@@ -15,6 +15,8 @@ from enum import StrEnum
 from aws_cdk import RemovalPolicy
 from aws_cdk.aws_logs import RetentionDays
 
+from firepipe_infra.env_names import enum_values
+
 
 class ConfigError(ValueError):
     """An environment's configuration holds a value the deployment cannot use."""
@@ -54,8 +56,8 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
 # The Iceberg namespaces firepipe writes (the layers of firepipe.names; dbt's models land in
 # analytics): PyIceberg's Glue catalog makes each one a Glue database of the same name.
 LAKE_NAMESPACES = ("bronze", "silver", "gold", "ml", "analytics")
-# firepipe.settings.SnowflakeAuth's values (tests/test_config.py keeps them in step).
-SNOWFLAKE_AUTHS = ("password", "key_pair", "encrypted_key_pair")
+# How firepipe may sign in to Snowflake: firepipe.settings.SnowflakeAuth's values.
+SNOWFLAKE_AUTHS = enum_values("SnowflakeAuth")
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,20 @@ def env_name(constant: str) -> str:
         if constant in env_names(module):
             return env_names(module)[constant]
     raise KeyError(f"neither {AWS_ENV_MODULE} nor {SETTINGS_MODULE} defines {constant}")
+
+
+@cache
+def enum_values(class_name: str, module: Path = SETTINGS_MODULE) -> tuple[str, ...]:
+    """The string values of an enum class of the module (e.g. settings.py's SnowflakeAuth), read
+    as text as the names are, so a configuration is checked against what firepipe accepts."""
+    tree = ast.parse(module.read_text(), filename=str(module))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return tuple(
+                member.value.value
+                for member in node.body
+                if isinstance(member, ast.Assign)
+                and isinstance(member.value, ast.Constant)
+                and isinstance(member.value.value, str)
+            )
+    raise KeyError(f"{module} defines no class {class_name}")

@@ -105,12 +105,20 @@ class Observability(Construct):
         # The rules' target would otherwise grant events.amazonaws.com, with no source
         # condition, in the topic's and the key's policies: a role of this account's rules
         # publishes instead, with exactly the calls SNS makes on an encrypted topic.
+        stack = Stack.of(self)
         self.events_role = iam.Role(
             self,
             "AlarmEventsRole",
             assumed_by=iam.ServicePrincipal(
                 "events.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": account}},
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": account},
+                    # This environment's rules only (_failure_rule names them).
+                    "ArnLike": {
+                        "aws:SourceArn": f"arn:{stack.partition}:events:{stack.region}:"
+                        f"{account}:rule/{config.prefix}-*"
+                    },
+                },
             ),
             description=f"{config.prefix}: EventBridge's failure rules publish to the alarm topic",
         )
@@ -334,10 +342,32 @@ class Observability(Construct):
             description=f"{name}: failures to the alarm topic (runbook: {runbook(kind)})",
             event_pattern=pattern,
         )
-        # An immutable view: the target's own grant (a wildcard on the key) becomes a no-op.
+        # An immutable view: the target's own grant (a wildcard on the key) becomes a no-op,
+        # and with it the rule's dependency on the role's policy, restored here.
         rule.add_target(
             targets.SnsTopic(self.alarm_topic, role=self.events_role.without_policy_updates())
         )
+        rule.node.add_dependency(self.events_role)
+        # A delivery EventBridge could not make (the role, the key) would lose the failure
+        # mail itself: CloudWatch, with its own grant on the topic, reports it.
+        failed = cloudwatch.Metric(
+            namespace="AWS/Events",
+            metric_name="FailedInvocations",
+            dimensions_map={"RuleName": rule.rule_name},
+            statistic="Sum",
+            period=Duration.minutes(5),
+        ).create_alarm(
+            self,
+            f"{id}Deliveries",
+            alarm_name=f"{self._config.prefix}-{name}-failed-deliveries",
+            alarm_description=f"{name}: failure events that did not reach the alarm topic. "
+            f"Runbook: {runbook(kind)}",
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        failed.add_alarm_action(cloudwatch_actions.SnsAction(self.alarm_topic))
         return rule
 
     def alarm_count(self) -> int:

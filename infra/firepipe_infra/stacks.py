@@ -106,6 +106,11 @@ class LakeStack(_EnvironmentStack):
         self.env_output(
             "ATHENA_OUTPUT_LOCATION_VAR", lake.results_location, "Athena's result location"
         )
+        self.env_output(
+            "WATERMARKS_TABLE_VAR",
+            lake.watermarks_table.table_name,
+            "the field extraction's watermarks table",
+        )
 
 
 class RegistryStack(_EnvironmentStack):
@@ -229,12 +234,13 @@ class OrchestrationStack(_EnvironmentStack):
         knowledge_base.grant_sync(run_role)
         for field in (*SNOWFLAKE_FIELDS, SNOWFLAKE_PASSWORD_FIELD):
             o.add_secret(field, base.security.snowflake_secret, field)
-        o.add_environment(
-            {
-                env_name("FIELD_TABLE_VAR"): config.field_table,
-                env_name("SNOWFLAKE_AUTH_VAR"): config.snowflake_auth,
-            }
-        )
+        # The field extraction's configuration (config.py), an output as every variable is.
+        field = {
+            env_name("FIELD_TABLE_VAR"): config.field_table,
+            env_name("SNOWFLAKE_AUTH_VAR"): config.snowflake_auth,
+        }
+        o.add_environment(field)
+        self.environment_outputs(field, "the field extraction's configuration")
         _acknowledge_granted(
             run_role,
             "firepipe's assets: objects under the prefixes each concern gives them (lake, "

@@ -33,6 +33,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -z "${FAIL_DESCRIBE:-}" ] || { echo "An error occurred (AccessDeniedException)" >&2; exit 254; }
+if [ -n "${FAIL_DIGEST_QUERY:-}" ] && [ -n "$query" ]; then
+    echo "An error occurred (ThrottlingException)" >&2
+    exit 254
+fi
 file="$ECR/$account/$region/$repository/$tag"
 if [ ! -f "$file" ]; then
     echo "An error occurred (ImageNotFoundException) when calling the DescribeImages operation" >&2
@@ -55,6 +59,8 @@ echo "skopeo $*" >> "$CALLS"
 if [ "${2:-}" = --help ]; then
     echo "  --retry-times int"
     [ -n "${OLD_SKOPEO:-}" ] || echo "  --preserve-digests"
+    # More help after the flag, as skopeo's own (a reader that stops early breaks the pipe).
+    for i in $(seq 1 2000); do echo "  --option-$i string   what it does"; done
     exit 0
 fi
 if [ -n "${CONVERTED_DIGEST:-}" ] && [[ " $* " == *" --preserve-digests "* ]]; then
@@ -63,6 +69,17 @@ if [ -n "${CONVERTED_DIGEST:-}" ] && [[ " $* " == *" --preserve-digests "* ]]; t
 fi
 source="${@: -2:1}"
 destination="${@: -1}"
+# A source in a fake ECR registry must hold the digest it names.
+source_ref="${source#docker://}"
+source_host="${source_ref%%/*}"
+if [[ "$source_host" == *.dkr.ecr.* ]]; then
+    source_path="${source_ref#*/}"
+    held="$ECR/${source_host%%.*}/$(echo "$source_host" | cut -d. -f4)/${source_path%@*}"
+    grep -qx "${source##*@}" "$held"/* 2> /dev/null || {
+        echo "FATA[0000] reading manifest ${source##*@}: manifest unknown" >&2
+        exit 1
+    }
+fi
 digest="${CONVERTED_DIGEST:-${source##*@}}"
 destination="${destination#docker://}"
 host="${destination%%/*}"

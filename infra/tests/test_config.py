@@ -1,4 +1,3 @@
-import ast
 from dataclasses import replace
 
 import pytest
@@ -9,7 +8,7 @@ from firepipe_infra.config import (
     Stateful,
     check_environments,
 )
-from firepipe_infra.env_names import SETTINGS_MODULE, env_name, env_names
+from firepipe_infra.env_names import SETTINGS_MODULE, enum_values, env_name, env_names
 
 DEV = ENVIRONMENTS["dev"]
 
@@ -85,15 +84,11 @@ def test_variable_names_come_from_firepipe_aws_env_and_settings():
         env_name("NO_SUCH_VAR")
 
 
-def test_the_snowflake_sign_ins_are_firepipes():
-    """SNOWFLAKE_AUTHS against firepipe.settings.SnowflakeAuth's members (read as text: the
-    CDK app's environment has no firepipe)."""
-    tree = ast.parse(SETTINGS_MODULE.read_text())
-    [enum] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SnowflakeAuth"]
-    values = [
-        n.value.value
-        for n in enum.body
-        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
-    ]
-    assert tuple(values) == SNOWFLAKE_AUTHS
-    assert all(c.snowflake_auth in SNOWFLAKE_AUTHS for c in ENVIRONMENTS.values())
+def test_enum_values_are_read_from_firepipes_settings(tmp_path):
+    assert enum_values("SnowflakeAuth", SETTINGS_MODULE) == SNOWFLAKE_AUTHS
+    assert "password" in SNOWFLAKE_AUTHS
+    module = tmp_path / "settings.py"
+    module.write_text('class Mode(enum.StrEnum):\n    """Doc."""\n\n    A = "a"\n    B = "b"\n')
+    assert enum_values("Mode", module) == ("a", "b")
+    with pytest.raises(KeyError, match="defines no class Other"):
+        enum_values("Other", module)

@@ -167,8 +167,10 @@ def test_outputs_are_named_after_firepipes_variables(dev):
         "FIREPIPE_LANDING_PREFIX",
         "FIREPIPE_ATHENA_WORKGROUP",
         "FIREPIPE_ATHENA_OUTPUT_LOCATION",
+        "FIREPIPE_WATERMARKS_TABLE",
     }
     assert outputs["FIREPIPELANDINGPREFIX"]["Value"] == "landing"
+    assert outputs["FIREPIPEWATERMARKSTABLE"]["Value"] == {"Ref": "LakeWatermarks3AE400A4"}
 
 
 def test_dev_buckets_are_emptied_before_deletion_and_prod_buckets_kept(synthesised, dev, buckets):

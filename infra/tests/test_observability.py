@@ -84,15 +84,18 @@ def test_failure_rules_publish_through_a_role_of_this_account_only(watched):
     """Neither the topic's nor the key's policy admits EventBridge itself (that grant would
     carry no source condition): the rules publish through a role only this account's
     EventBridge may assume, with the exact calls an encrypted topic takes."""
-    _, stack = watched
+    observability, stack = watched
     template = Template.from_stack(stack).to_json()["Resources"]
-    [(role_id, role)] = [
-        (k, r) for k, r in template.items() if r["Type"] == "AWS::IAM::Role" and "Events" in k
-    ]
-    assert role["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [
+    role_id = stack.get_logical_id(observability.events_role.node.default_child)
+    assert template[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"] == [
         {
             "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"aws:SourceAccount": "111111111111"}},
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": "111111111111"},
+                "ArnLike": {
+                    "aws:SourceArn": "arn:aws:events:eu-west-1:111111111111:rule/firepipe-dev-*"
+                },
+            },
             "Effect": "Allow",
             "Principal": {"Service": "events.amazonaws.com"},
         }
@@ -101,6 +104,12 @@ def test_failure_rules_publish_through_a_role_of_this_account_only(watched):
     targets = [t for r in rules for t in r["Properties"].get("Targets", [])]
     assert targets
     assert all(t["RoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]} for t in targets)
+    # Each rule is created after the role's policy, which it publishes with.
+    policy_id = stack.get_logical_id(
+        observability.events_role.node.find_child("DefaultPolicy").node.default_child
+    )
+    for rule in (r for r in rules if r["Properties"].get("Targets")):
+        assert policy_id in rule["DependsOn"]
     [policy] = [
         r["Properties"]["PolicyDocument"]["Statement"]
         for r in template.values()
@@ -112,6 +121,29 @@ def test_failure_rules_publish_through_a_role_of_this_account_only(watched):
     policies = {"AWS::KMS::Key": "KeyPolicy", "AWS::SNS::TopicPolicy": "PolicyDocument"}
     for resource in (r for r in template.values() if r["Type"] in policies):
         assert "events.amazonaws.com" not in str(resource["Properties"][policies[resource["Type"]]])
+
+
+def test_a_failure_rules_lost_deliveries_raise_an_alarm_of_their_own(watched):
+    _, stack = watched
+    template = Template.from_stack(stack)
+    [rule_id] = [
+        k
+        for k, r in template.find_resources("AWS::Events::Rule").items()
+        if r["Properties"].get("Name") == "firepipe-dev-generator-gpu-failed"
+    ]
+    [alarm] = [
+        a["Properties"]
+        for a in template.find_resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("AlarmName") == "firepipe-dev-generator-gpu-failed-deliveries"
+    ]
+    assert alarm["Namespace"] == "AWS/Events"
+    assert alarm["MetricName"] == "FailedInvocations"
+    assert alarm["Dimensions"] == [{"Name": "RuleName", "Value": {"Ref": rule_id}}]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["Threshold"] == 0
+    assert alarm["TreatMissingData"] == "notBreaching"
+    assert len(alarm["AlarmActions"]) == 1
+    assert runbook("batch-job") in alarm["AlarmDescription"]
 
 
 def test_a_service_is_watched_once_under_a_plain_name(watched):

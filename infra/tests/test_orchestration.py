@@ -492,3 +492,13 @@ def test_the_acknowledged_findings_are_those_of_dagster_on_ecs_and_rds(synthesis
         "AwsSolutions-SMG4",
         "AwsSolutions-RDS11",
     }
+
+
+def test_the_field_extractions_configuration_is_an_output_as_on_the_tasks(template):
+    """A shell outside AWS reads FIREPIPE_FIELD_TABLE and FIREPIPE_SNOWFLAKE_AUTH from the
+    stack, as it reads every other variable (docs/aws.md)."""
+    outputs = template.find_outputs("*")
+    dev = ENVIRONMENTS["dev"]
+    assert outputs["FIREPIPEFIELDTABLE"]["Value"] == dev.field_table
+    assert outputs["FIREPIPESNOWFLAKEAUTH"]["Value"] == dev.snowflake_auth
+    assert outputs["FIREPIPESNOWFLAKEAUTH"]["Description"].startswith("FIREPIPE_SNOWFLAKE_AUTH:")

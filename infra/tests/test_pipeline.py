@@ -222,8 +222,8 @@ def test_the_build_may_push_the_tooling_repositories_only(template):
 
 def _run_build_spec(spec, fake, cwd, env):
     """A build spec's commands as CodeBuild runs them: in one shell, in order, stopping at the
-    first that fails."""
-    script = "\n".join(["set -e", *spec["phases"]["build"]["commands"]])
+    first whose exit status is not 0 (`set -e` would not stop inside an `&&` list)."""
+    script = "\n".join(f"{{ {c}\n}} || exit $?" for c in spec["phases"]["build"]["commands"])
     return subprocess.run(
         ["bash", "-c", script],
         cwd=cwd,
@@ -261,6 +261,17 @@ def test_the_build_and_a_promotion_run_end_to_end_on_stand_ins(template, tmp_pat
     assert again.returncode == 0, again.stderr
     assert len(fake.calls("docker build")) == len(IMAGES)  # nothing rebuilt
     assert {p.name: p.read_text().strip() for p in (workdir / "images").iterdir()} == expected
+
+    # A digest that cannot be read after the push fails the build, leaving no reference.
+    (workdir / "images" / "dagster").unlink()
+    failed = _run_build_spec(
+        _build_spec(template, build), fake, workdir, {**variables, "FAIL_DIGEST_QUERY": "1"}
+    )
+    assert failed.returncode == 254
+    assert "ThrottlingException" in failed.stderr
+    assert not (workdir / "images" / "dagster").exists()
+    again = _run_build_spec(_build_spec(template, build), fake, workdir, variables)
+    assert again.returncode == 0, again.stderr
 
     config = ENVIRONMENTS["staging"]
     promote = _action(
