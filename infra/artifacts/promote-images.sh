@@ -69,13 +69,18 @@ tagged() {
     fi
 }
 
+# Every reference is checked before the first copy.
+for file in "${files[@]}"; do
+    source="$(tr -d '[:space:]' < "$file")"
+    if [[ "$source" != *@* ]] || ! [[ "${source##*@}" =~ ^sha256:[0-9a-f]{64}$ ]]; then
+        fail "$file: '$source' is not <repository>@sha256:<digest>"
+    fi
+done
+
 for file in "${files[@]}"; do
     image="$(basename "$file")"
     source="$(tr -d '[:space:]' < "$file")"
     digest="${source##*@}"
-    if [[ "$source" != *@* ]] || ! [[ "$digest" =~ ^sha256:[0-9a-f]{64}$ ]]; then
-        fail "$file: '$source' is not <repository>@sha256:<digest>"
-    fi
     repository="$prefix/$image"
     current="$(tagged "$repository")"
     if [ "$current" = "$digest" ]; then
