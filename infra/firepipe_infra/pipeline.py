@@ -132,8 +132,9 @@ class DeliveryPipeline(Stack):
             artifact_bucket=artifacts,
             cli_version=CDK_CLI_VERSION,
             # No asset of the app is bundled in Docker (its Lambda code is the CDK's own custom
-            # resources, shipped built, and the images are built by the step below), so the
-            # synthesis runs unprivileged. A bundled asset would need this set first.
+            # resources, shipped built; the Spark code is built by uv within the synthesis,
+            # spark_code.py; the images are built by the step below), so the synthesis runs
+            # unprivileged. A bundled asset would need this set first.
             docker_enabled_for_synth=False,
             code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(
