@@ -30,6 +30,7 @@ from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.env_names import env_name
 from firepipe_infra.escalation import Escalation
 from firepipe_infra.grants import grant_vpc_function
+from firepipe_infra.naming import IN_AWS
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
@@ -161,7 +162,7 @@ class Agents(Construct):
                 for k, v in self.environment.items()
                 if k != env_name("GENERATION_HISTORY_TABLE_VAR")
             },
-            source.env_var: "aws",
+            **IN_AWS,
             "POWERTOOLS_SERVICE_NAME": source.service,
             "POWERTOOLS_METRICS_NAMESPACE": source.namespace,
         }

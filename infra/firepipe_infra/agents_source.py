@@ -20,7 +20,6 @@ RUNTIME = FIREPIPE / "services" / "agents" / "runtime.py"
 LAMBDAS = FIREPIPE / "services" / "agents" / "lambdas.py"
 WORKER = FIREPIPE / "services" / "agents" / "worker.py"
 OBSERVABILITY = FIREPIPE / "services" / "agents" / "observability.py"
-SETTINGS = FIREPIPE / "settings.py"
 LAMBDAS_MODULE = "firepipe.services.agents.lambdas"
 WORKER_MODULE = "firepipe.services.agents.worker"
 ESCALATE_HANDLER = "escalate"
@@ -34,7 +33,6 @@ class AgentsSource:
     handlers: dict[str, str]  # agent (and "escalate") -> the Lambda handler's dotted path
     service: str  # Powertools' service name
     namespace: str  # the CloudWatch metrics namespace
-    env_var: str  # FIREPIPE_ENV, which picks the AWS twins of the ports
     max_receives_var: str  # FIREPIPE_MAX_RECEIVES
 
     def worker_command(self, agent: str) -> list[str]:
@@ -142,7 +140,7 @@ def read_agents_source() -> AgentsSource:
         handlers[name] = f"{LAMBDAS_MODULE}.{name}"
     if not WORKER.exists():
         raise ValueError(f"no worker module {WORKER}")
-    observability, settings = _constants(OBSERVABILITY), _constants(SETTINGS)
+    observability = _constants(OBSERVABILITY)
     runtime_constants = _constants(RUNTIME)
     return AgentsSource(
         agents=agents,
@@ -151,6 +149,5 @@ def read_agents_source() -> AgentsSource:
         handlers=handlers,
         service=str(observability["SERVICE"]),
         namespace=str(observability["NAMESPACE"]),
-        env_var=str(settings["ENV_VAR"]),
         max_receives_var=str(runtime_constants["MAX_RECEIVES_VAR"]),
     )

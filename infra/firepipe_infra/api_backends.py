@@ -15,7 +15,7 @@ from constructs import Construct
 
 from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.env_names import env_name
-from firepipe_infra.naming import FIREPIPE_ENV, pascal
+from firepipe_infra.naming import IN_AWS, pascal
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
@@ -155,7 +155,7 @@ class ApiBackends(Construct):
                 stream_prefix=spec.name, log_group=self._log_group(spec)
             ),
             environment={
-                FIREPIPE_ENV: "aws",
+                **IN_AWS,
                 env_name("AWS_REGION_VAR"): stack.region,
                 env_name("API_KEYS_SECRET_VAR"): self._security.api_keys_secret.secret_arn,
             },

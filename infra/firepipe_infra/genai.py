@@ -24,7 +24,7 @@ from firepipe_infra.config import EnvironmentConfig
 from firepipe_infra.env_names import AWS_ENV_MODULE, env_name
 from firepipe_infra.grants import grant_vpc_function
 from firepipe_infra.knowledge_base import KnowledgeBase, bedrock_principal, foundation_model_arn
-from firepipe_infra.naming import FIREPIPE_ENV
+from firepipe_infra.naming import IN_AWS
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
@@ -240,7 +240,7 @@ class GenerativeAi(Construct):
             log_group=self.action_log_group,
             timeout=ACTION_TIMEOUT,
             memory_size=ACTION_MEMORY_MIB,
-            environment={FIREPIPE_ENV: "aws", **self.knowledge_base.environment},
+            environment={**IN_AWS, **self.knowledge_base.environment},
             environment_encryption=self._security.data_key,
         )
         Validations.of(role.node.find_child("DefaultPolicy")).acknowledge(

@@ -1,14 +1,16 @@
 """Names shared by the constructs: construct ids from resource names, and firepipe's own
-environment selector (read from firepipe/settings.py as text, as env_names reads aws_env.py)."""
+environment selector (read from firepipe/settings.py as text, as every variable's name is)."""
 
 from __future__ import annotations
 
 import re
 
-from firepipe_infra.env_names import AWS_ENV_MODULE, env_names
+from firepipe_infra.env_names import env_name
 
-# firepipe/settings.py's ENV_VAR ("FIREPIPE_ENV"): "aws" selects the AWS resources.
-FIREPIPE_ENV = env_names(AWS_ENV_MODULE.parents[1] / "settings.py")["ENV_VAR"]
+# firepipe/settings.py's ENV_VAR ("FIREPIPE_ENV") and the value of its Environment that selects
+# the AWS resources: every firepipe process of the deployment gets IN_AWS.
+FIREPIPE_ENV = env_name("ENV_VAR")
+IN_AWS = {FIREPIPE_ENV: "aws"}
 
 
 def pascal(name: str) -> str:

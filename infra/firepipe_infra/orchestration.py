@@ -46,7 +46,7 @@ from firepipe_infra.dagster_services import (
 from firepipe_infra.env_names import env_name
 from firepipe_infra.grants import acknowledge_wildcards, allow, grant_objects
 from firepipe_infra.lake import Lake
-from firepipe_infra.naming import FIREPIPE_ENV, pascal
+from firepipe_infra.naming import IN_AWS, pascal
 from firepipe_infra.network import Network
 from firepipe_infra.registry import Registry
 from firepipe_infra.security import Security
@@ -149,7 +149,7 @@ class Orchestration(Construct):
         # firepipe's code; runs get firepipe's variables through the code location's container
         # context and the instance's from the launcher (its env_vars and the password secret).
         firepipe = {
-            FIREPIPE_ENV: "aws",
+            **IN_AWS,
             env_name("AWS_REGION_VAR"): stack.region,
             **self.environment,
         }

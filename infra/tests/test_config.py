@@ -9,6 +9,7 @@ from firepipe_infra.config import (
     check_environments,
 )
 from firepipe_infra.env_names import SETTINGS_MODULE, enum_values, env_name, env_names
+from firepipe_infra.naming import IN_AWS
 
 DEV = ENVIRONMENTS["dev"]
 
@@ -92,3 +93,11 @@ def test_enum_values_are_read_from_firepipes_settings(tmp_path):
     assert enum_values("Mode", module) == ("a", "b")
     with pytest.raises(KeyError, match="defines no class Other"):
         enum_values("Other", module)
+
+
+def test_the_deployment_selects_firepipes_aws_environment():
+    """IN_AWS, set on every firepipe process of the deployment, names a value firepipe's
+    settings accept (Environment), under the variable settings.py reads."""
+    [(variable, value)] = IN_AWS.items()
+    assert variable == env_name("ENV_VAR") == "FIREPIPE_ENV"
+    assert value in enum_values("Environment")
